@@ -1113,6 +1113,92 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
 
 // ---- the loopback listener ---------------------------------------------------------------------------------
 
+// What the listener does with one request head: the status and page to answer, and whether the wait ends
+// (with a code, or with an error). Pure, so it can be unit-tested and fuzzed without sockets.
+struct CallbackOutcome {
+  int status = 400;
+  std::string html;
+  std::string code;                    // non-empty: the callback we wait for
+  std::optional<Error> failure;        // set: the wait ends with this error
+};
+
+inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view callback_path,
+                                         const AuthorizationRequest& request) {
+  CallbackOutcome out;
+  auto bad = [&](int status, const char* title, const char* words) {
+    out.status = status;
+    out.html = page(title, words, false);
+    return out;
+  };
+  std::string_view line = head.substr(0, head.find("\r\n"));
+  std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp2 <= sp1)
+    return bad(400, "Bad request", "<p>The browser sent a request this page cannot read.</p>");
+  std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  std::size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+  if (path != callback_path)
+    return bad(404, "Not found", "<p>Nothing here. The sign-in is waiting on another address.</p>");
+  if (method != "GET") return bad(405, "Not supported", "<p>The sign-in answer must arrive as a GET request.</p>");
+  auto params = parse_query(query);
+  // A parameter given twice is ambiguous (RFC 6749 §3.1): the request is malformed.
+  auto single = [&](const char* name, std::string& value) {
+    int n = 0;
+    for (const auto& kv : *params)
+      if (kv.first == name) {
+        value = kv.second;
+        ++n;
+      }
+    return n <= 1;
+  };
+  std::string state, code, error, description, iss;
+  if (!params || !single("state", state) || !single("code", code) || !single("error", error) ||
+      !single("error_description", description) || !single("iss", iss))
+    return bad(400, "Bad request", "<p>The sign-in response was malformed and was ignored.</p>");
+  // The state is checked before anything else: without it the response is not ours and cannot end the wait,
+  // or anyone on this machine could cancel a sign-in.
+  if (request.state.empty() || !constant_time_equal(state, request.state))
+    return bad(400, "This sign-in response is not for this window",
+               "<p>This response does not belong to the sign-in in progress, so it was ignored.</p>"
+               "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>");
+  if ((!iss.empty() || request.require_iss) && trim_slash(iss) != trim_slash(request.issuer)) {
+    bad(400, "Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>");
+    out.failure = Error(ErrorKind::state_mismatch, "the authorization response's iss '" + sanitize(iss, {}, 200) +
+                                                       "' is not the expected issuer '" + request.issuer +
+                                                       "' (RFC 9207 mix-up protection)");
+    return out;
+  }
+  if (!error.empty()) {
+    bool denied = error == "access_denied";
+    std::string words = denied ? "<p>Access was not granted, so the application cannot sign in.</p>"
+                               : "<p>The sign-in service reported a problem.</p>";
+    words += "<p><code>" + html_escape(sanitize(error, {}, 100)) + "</code>";
+    if (!description.empty()) words += " " + html_escape(sanitize(description, {}, 500));
+    words += "</p><p>You can close this window and try again.</p>";
+    out.status = 200;
+    out.html = page(denied ? "Sign-in cancelled" : "Sign-in failed", words, false);
+    ErrorDetails d;
+    d.error = sanitize(error, {}, 100);
+    d.error_description = sanitize(description, {}, 1000);
+    out.failure = Error(denied ? ErrorKind::access_denied : ErrorKind::oauth,
+                        "the authorization server answered " + d.error +
+                            (d.error_description.empty() ? "" : ": " + sanitize(description)),
+                        d);
+    return out;
+  }
+  if (code.empty()) {
+    bad(400, "Sign-in failed", "<p>The response carried no authorization code.</p>");
+    out.failure = Error(ErrorKind::bad_response, "the callback carried the right state but no code");
+    return out;
+  }
+  out.status = 200;
+  out.html = page("Signed in", "<p>You are signed in. You can close this window and return to the application.</p>",
+                  true);
+  out.code = std::move(code);
+  return out;
+}
+
 #ifndef _WIN32
 struct Connection {
   int fd = -1;
@@ -1525,85 +1611,13 @@ APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& req
     }
   } closer{conns};
 
-  auto wrong_request = [](int fd) {
-    respond(fd, 400,
-            page("This sign-in response is not for this window",
-                 "<p>This response does not belong to the sign-in in progress, so it was ignored.</p>"
-                 "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>",
-                 false));
-  };
-
   // Handles one complete request head; returns the code when this is the callback we wait for.
   auto handle = [&](Connection& c) -> std::optional<std::string> {
-    std::size_t eol = c.in.find("\r\n");
-    std::string line = c.in.substr(0, eol);
-    std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-    if (sp1 == std::string::npos || sp2 <= sp1) {
-      respond(c.fd, 400, page("Bad request", "<p>The browser sent a request this page cannot read.</p>", false));
-      return std::nullopt;
-    }
-    std::string method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::size_t q = target.find('?');
-    std::string path = target.substr(0, q), query = q == std::string::npos ? "" : target.substr(q + 1);
-    if (path != callback.path) {
-      respond(c.fd, 404, page("Not found", "<p>Nothing here. The sign-in is waiting on another address.</p>", false));
-      return std::nullopt;
-    }
-    if (method != "GET") {
-      respond(c.fd, 405, page("Not supported", "<p>The sign-in answer must arrive as a GET request.</p>", false));
-      return std::nullopt;
-    }
-    auto params = parse_query(query);
-    // A parameter given twice is ambiguous (RFC 6749 §3.1): treat the request as malformed.
-    auto single = [&](const char* name, std::string& out) {
-      int n = 0;
-      for (const auto& [k, v] : *params)
-        if (k == name) {
-          out = v;
-          ++n;
-        }
-      return n <= 1;
-    };
-    std::string state, code, error, description, iss;
-    if (!params || !single("state", state) || !single("code", code) || !single("error", error) ||
-        !single("error_description", description) || !single("iss", iss)) {
-      respond(c.fd, 400, page("Bad request", "<p>The sign-in response was malformed and was ignored.</p>", false));
-      return std::nullopt;
-    }
-    // The state is checked before anything else: without it the response is not ours and cannot end the wait.
-    if (!constant_time_equal(state, request.state)) {
-      wrong_request(c.fd);
-      return std::nullopt;
-    }
-    if ((!iss.empty() || request.require_iss) && trim_slash(iss) != trim_slash(request.issuer)) {
-      respond(c.fd, 400, page("Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>", false));
-      throw Error(ErrorKind::state_mismatch,
-                  "the authorization response's iss '" + sanitize(iss, {}, 200) + "' is not the expected issuer '" +
-                      request.issuer + "' (RFC 9207 mix-up protection)");
-    }
-    if (!error.empty()) {
-      bool denied = error == "access_denied";
-      std::string words = denied ? "<p>Access was not granted, so the application cannot sign in.</p>"
-                                 : "<p>The sign-in service reported a problem.</p>";
-      words += "<p><code>" + html_escape(sanitize(error, {}, 100)) + "</code>";
-      if (!description.empty()) words += " " + html_escape(sanitize(description, {}, 500));
-      words += "</p><p>You can close this window and try again.</p>";
-      respond(c.fd, 200, page(denied ? "Sign-in cancelled" : "Sign-in failed", words, false));
-      ErrorDetails d;
-      d.error = sanitize(error, {}, 100);
-      d.error_description = sanitize(description, {}, 1000);
-      throw Error(denied ? ErrorKind::access_denied : ErrorKind::oauth,
-                  "the authorization server answered " + d.error +
-                      (d.error_description.empty() ? "" : ": " + sanitize(description)),
-                  d);
-    }
-    if (code.empty()) {
-      respond(c.fd, 400, page("Sign-in failed", "<p>The response carried no authorization code.</p>", false));
-      throw Error(ErrorKind::bad_response, "the callback carried the right state but no code");
-    }
-    respond(c.fd, 200, page("Signed in", "<p>You are signed in. You can close this window and return to the "
-                                         "application.</p>", true));
-    return code;
+    CallbackOutcome out = evaluate_callback(c.in, callback.path, request);
+    respond(c.fd, out.status, out.html);
+    if (out.failure) throw *out.failure;
+    if (!out.code.empty()) return out.code;
+    return std::nullopt;
   };
   while (true) {
     auto now = Clock::now();
