@@ -252,6 +252,96 @@ void revoke(const Config& config, const std::string& token, TokenTypeHint hint);
 // OIDC discovery: <issuer>/.well-known/openid-configuration; the document's issuer must equal `issuer`.
 [[nodiscard]] Endpoints discover(const Config& config, const std::string& issuer);
 
+// ---- token persistence -------------------------------------------------------------------------------------
+
+// Held while a TokenSource reads, refreshes and writes a store, so that processes sharing it refresh one at a
+// time. Released by destruction.
+class StoreLock {
+ public:
+  virtual ~StoreLock() = default;
+};
+
+class TokenStore {
+ public:
+  virtual ~TokenStore() = default;
+  // The stored token; false when there is none.
+  virtual bool load(Token& token) = 0;
+  virtual void save(const Token& token) = 0;
+  virtual void clear() = 0;
+  // An exclusive lock shared with other processes using the same store; none (nullptr) by default.
+  [[nodiscard]] virtual std::unique_ptr<StoreLock> lock() { return nullptr; }
+};
+
+class MemoryTokenStore : public TokenStore {
+ public:
+  MemoryTokenStore();
+  bool load(Token& token) override;
+  void save(const Token& token) override;
+  void clear() override;
+
+ private:
+  std::shared_ptr<const Token> token_;
+  std::shared_ptr<void> mutex_;  // keeps <mutex> out of the declarations
+};
+
+// A JSON file, written atomically (temp file in the same directory, fsync, rename, fsync of the directory),
+// mode 0600 from creation whatever the umask. Cross-process lock: flock() on "<path>.lock".
+class FileTokenStore : public TokenStore {
+ public:
+  enum class OpenPermissions {
+    refuse,  // default: a token file readable or writable by group/others is an ErrorKind::io error
+    warn,    // call `warn` and go on
+  };
+  explicit FileTokenStore(std::string path, OpenPermissions permissions = OpenPermissions::refuse,
+                          std::function<void(const std::string& message)> warn = {});
+  // $XDG_STATE_HOME/aps-auth/<name>.json, else ~/.local/state/aps-auth/<name>.json.
+  [[nodiscard]] static std::string default_path(const std::string& name = "token");
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  bool load(Token& token) override;
+  void save(const Token& token) override;
+  void clear() override;
+  [[nodiscard]] std::unique_ptr<StoreLock> lock() override;
+
+ private:
+  std::string path_;
+  OpenPermissions permissions_;
+  std::function<void(const std::string&)> warn_;
+};
+
+// ---- auto-refreshing token source --------------------------------------------------------------------------
+
+struct TokenSourceOptions {
+  // Refresh when the access token expires within this time (at most half the token's lifetime).
+  std::chrono::seconds refresh_lead = std::chrono::minutes(5);
+  // 2-legged: get a new client-credentials token when the old one expires (no refresh token involved).
+  bool client_credentials = false;
+  // Told about every new token, after it was saved.
+  std::function<void(const Token& token)> on_new_token;
+};
+
+// Hands out a valid access token, refreshing when needed. Refreshes are single-flight across threads (one in
+// flight, the others wait and share its result) and across processes sharing the store (its lock is held
+// around read-refresh-write, and a token another process already rotated is used without refreshing). The new
+// token is saved before it is handed out; if saving fails, the error says so and the token stays in memory
+// (token() returns it). On invalid_grant the store is read once more before giving up.
+class TokenSource {
+ public:
+  TokenSource(Config config, std::shared_ptr<TokenStore> store, TokenSourceOptions options = {});
+  ~TokenSource();
+  TokenSource(const TokenSource&) = delete;
+  TokenSource& operator=(const TokenSource&) = delete;
+
+  // A valid access token (thread-safe).
+  [[nodiscard]] std::string access_token();
+  // The whole current token, refreshed first when needed (thread-safe).
+  [[nodiscard]] Token token();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // ---- the whole 3-legged flow -------------------------------------------------------------------------------
 
 struct LoginOptions {
@@ -305,7 +395,9 @@ struct LoginOptions {
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1726,6 +1818,287 @@ APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
   std::string code = listener.wait(request, options.timeout);
   return exchange_code(config, request, code);
 }
+
+// ---- token stores -----------------------------------------------------------------------------------------
+
+APS_AUTH_FUNC MemoryTokenStore::MemoryTokenStore() : mutex_(std::make_shared<std::mutex>()) {}
+
+APS_AUTH_FUNC bool MemoryTokenStore::load(Token& token) {
+  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
+  if (!token_) return false;
+  token = *token_;
+  return true;
+}
+
+APS_AUTH_FUNC void MemoryTokenStore::save(const Token& token) {
+  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
+  token_ = std::make_shared<const Token>(token);
+}
+
+APS_AUTH_FUNC void MemoryTokenStore::clear() {
+  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
+  token_.reset();
+}
+
+#ifndef _WIN32
+namespace detail {
+
+inline std::string errno_text(int err) { return std::strerror(err); }
+
+inline std::string parent_dir(const std::string& path) {
+  std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// mkdir -p with mode 0700 for the directories it creates.
+inline void make_dirs(const std::string& dir) {
+  if (dir.empty() || dir == "." || dir == "/") return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) return;
+  make_dirs(parent_dir(dir));
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + errno_text(errno));
+}
+
+struct FileLock : StoreLock {
+  int fd = -1;
+  ~FileLock() override {
+    if (fd >= 0) ::close(fd);  // closing releases the flock
+  }
+};
+
+}  // namespace detail
+
+APS_AUTH_FUNC FileTokenStore::FileTokenStore(std::string path, OpenPermissions permissions,
+                                             std::function<void(const std::string&)> warn)
+    : path_(std::move(path)), permissions_(permissions), warn_(std::move(warn)) {
+  if (path_.empty()) throw Error(ErrorKind::usage, "empty token file path");
+}
+
+APS_AUTH_FUNC std::string FileTokenStore::default_path(const std::string& name) {
+  std::string base = detail::env("XDG_STATE_HOME");
+  if (base.empty() || base.front() != '/') {
+    std::string home = detail::env("HOME");
+    if (home.empty()) throw Error(ErrorKind::usage, "neither XDG_STATE_HOME nor HOME is set; give a token file path");
+    base = home + "/.local/state";
+  }
+  return base + "/aps-auth/" + name + ".json";
+}
+
+APS_AUTH_FUNC bool FileTokenStore::load(Token& token) {
+  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    throw Error(ErrorKind::io, "cannot read token file '" + path_ + "': " + detail::errno_text(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+    std::string msg = "token file '" + path_ + "' is accessible by other users (mode " +
+                      std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
+                      std::to_string(st.st_mode & 7) + "); run: chmod 600 '" + path_ + "'";
+    if (permissions_ == OpenPermissions::refuse) {
+      ::close(fd);
+      throw Error(ErrorKind::io, msg);
+    }
+    if (warn_) warn_(msg);
+  }
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) break;
+  }
+  int err = errno;
+  ::close(fd);
+  if (n < 0) throw Error(ErrorKind::io, "cannot read token file '" + path_ + "': " + detail::errno_text(err));
+  try {
+    token = Token::from_json(text);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::io, "token file '" + path_ + "' is not a valid token (" + e.what() + ")");
+  }
+  return true;
+}
+
+APS_AUTH_FUNC void FileTokenStore::save(const Token& token) {
+  const std::string dir = detail::parent_dir(path_);
+  detail::make_dirs(dir);
+  const std::string data = token.to_json() + "\n";
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0 && attempt < 10; ++attempt) {
+    tmp = path_ + ".tmp-" + random_urlsafe(6);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  auto fail = [&](const char* step, int err) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(ErrorKind::io, std::string("cannot save the token to '") + path_ + "' (" + step + ": " +
+                                   detail::errno_text(err) + ")");
+  };
+  if (fd < 0) fail("create", errno);
+  if (::fchmod(fd, 0600) != 0) fail("chmod", errno);  // 0600 whatever the umask
+  std::size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write", errno);
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("fsync", errno);
+  if (::close(fd) != 0) {
+    fd = -1;
+    fail("close", errno);
+  }
+  fd = -1;
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) fail("rename", errno);
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {  // make the rename itself durable
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+APS_AUTH_FUNC void FileTokenStore::clear() {
+  if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
+    throw Error(ErrorKind::io, "cannot delete token file '" + path_ + "': " + detail::errno_text(errno));
+}
+
+APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() {
+  detail::make_dirs(detail::parent_dir(path_));
+  // A separate lock file: the token file itself is replaced by rename, so a lock on it would not hold.
+  const std::string lock_path = path_ + ".lock";
+  auto l = std::make_unique<detail::FileLock>();
+  l->fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (l->fd < 0) throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + detail::errno_text(errno));
+  while (::flock(l->fd, LOCK_EX) != 0) {
+    if (errno != EINTR)
+      throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + detail::errno_text(errno));
+  }
+  return l;
+}
+#endif  // !_WIN32
+
+// ---- TokenSource -------------------------------------------------------------------------------------------
+
+struct TokenSource::Impl {
+  Config config;
+  std::shared_ptr<TokenStore> store;
+  TokenSourceOptions options;
+
+  std::mutex mutex;          // guards the fields below; held briefly
+  Token current;
+  bool loaded = false;
+  std::chrono::system_clock::time_point refresh_at{};  // hand out `current` until then
+  std::mutex refresh_mutex;  // one refresh in flight per TokenSource
+
+  void adopt(const Token& t) {  // caller holds `mutex`
+    current = t;
+    loaded = true;
+    auto lead = std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
+    refresh_at = t.access_token.empty() ? std::chrono::system_clock::time_point{} : t.expires_at - lead;
+  }
+
+  bool fresh(const Token& t) const {
+    auto lead = std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
+    return !t.access_token.empty() && std::chrono::system_clock::now() < t.expires_at - lead;
+  }
+
+  // Runs with refresh_mutex held: the single flight.
+  void renew() {
+    std::unique_ptr<StoreLock> cross_process = store ? store->lock() : nullptr;
+    Token stored;
+    bool have_stored = store && store->load(stored);
+    Token mine;
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      mine = current;
+    }
+    // Another process (or an earlier run) already rotated: use its token, refresh nothing.
+    if (have_stored && fresh(stored)) {
+      std::lock_guard<std::mutex> lk(mutex);
+      adopt(stored);
+      return;
+    }
+    Token next;
+    if (options.client_credentials) {
+      next = client_credentials(config);
+    } else {
+      std::string rt = have_stored && !stored.refresh_token.empty() ? stored.refresh_token : mine.refresh_token;
+      if (rt.empty())
+        throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
+      try {
+        next = refresh(config, rt);
+      } catch (const Error& e) {
+        if (e.details().error != "invalid_grant" || !store) throw;
+        // Someone else may have rotated it between our read and our refresh: read once more.
+        Token again;
+        if (!store->load(again) || again.refresh_token == rt) throw;
+        if (fresh(again)) {
+          std::lock_guard<std::mutex> lk(mutex);
+          adopt(again);
+          return;
+        }
+        next = refresh(config, again.refresh_token);
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      adopt(next);  // in memory first: if saving fails below, nothing is lost
+    }
+    if (store) {
+      try {
+        store->save(next);
+      } catch (const Error& e) {
+        throw Error(ErrorKind::io, std::string("got a new token but could not save it; it is kept in memory "
+                                               "(TokenSource::token() returns it): ") + e.what());
+      }
+    }
+    if (options.on_new_token) options.on_new_token(next);
+  }
+
+  Token get() {
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      if (loaded && std::chrono::system_clock::now() < refresh_at) return current;
+    }
+    std::lock_guard<std::mutex> flight(refresh_mutex);
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      if (!loaded) {
+        Token t;
+        if (store && store->load(t)) adopt(t);
+        loaded = true;
+      }
+      if (std::chrono::system_clock::now() < refresh_at) return current;  // refreshed while we waited
+    }
+    renew();
+    std::lock_guard<std::mutex> lk(mutex);
+    return current;
+  }
+};
+
+APS_AUTH_FUNC TokenSource::TokenSource(Config config, std::shared_ptr<TokenStore> store, TokenSourceOptions options)
+    : impl_(new Impl) {
+  impl_->config = std::move(config);
+  impl_->store = std::move(store);
+  impl_->options = std::move(options);
+}
+
+APS_AUTH_FUNC TokenSource::~TokenSource() = default;
+
+APS_AUTH_FUNC std::string TokenSource::access_token() {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mutex);  // fast path: a copy under a short lock
+    if (impl_->loaded && std::chrono::system_clock::now() < impl_->refresh_at) return impl_->current.access_token;
+  }
+  return impl_->get().access_token;
+}
+
+APS_AUTH_FUNC Token TokenSource::token() { return impl_->get(); }
 
 }  // namespace auth
 }  // namespace aps
