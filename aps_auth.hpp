@@ -1107,6 +1107,66 @@ inline Token token_call(const Config& config, Params form, Resend resend, std::v
   return parse_token(json_answer(call, a), sent_at, call.what);
 }
 
+// ---- answers of the other endpoints (pure, so they can be fuzzed) ------------------------------------------
+
+inline Introspection parse_introspection(const json& j) {
+  Introspection r;
+  auto active = j.find("active");
+  if (active == j.end() || !active->is_boolean())
+    throw Error(ErrorKind::bad_response, "introspect endpoint answered without a boolean 'active'");
+  r.active = active->get<bool>();
+  r.scope = string_field(j, "scope");
+  r.client_id = string_field(j, "client_id");
+  r.userid = string_field(j, "userid");
+  if (auto exp = j.find("exp"); exp != j.end() && exp->is_number_integer())
+    r.expires_at = std::chrono::system_clock::time_point(std::chrono::seconds(exp->get<std::int64_t>()));
+  r.json = j.dump();
+  return r;
+}
+
+inline UserInfo parse_userinfo(const json& j) {
+  UserInfo u;
+  u.sub = string_field(j, "sub");
+  u.name = string_field(j, "name");
+  u.email = string_field(j, "email");
+  u.preferred_username = string_field(j, "preferred_username");
+  u.json = j.dump();
+  return u;
+}
+
+// The document's issuer must equal the one asked for (OIDC Discovery §4.3), and every endpoint must be a URL
+// this library would call (https, or http on loopback).
+inline Endpoints parse_discovery(const json& j, const std::string& issuer) {
+  const std::string base = trim_slash(issuer);
+  std::string doc_issuer = string_field(j, "issuer");
+  if (trim_slash(doc_issuer) != base)
+    throw Error(ErrorKind::bad_response,
+                "discovery document names issuer '" + sanitize(doc_issuer) + "', expected '" + sanitize(base) + "'");
+  auto endpoint = [&](std::initializer_list<const char*> names, bool required) {
+    for (const char* n : names) {
+      std::string v = string_field(j, n);
+      if (!v.empty()) {
+        require_url(v, n);
+        return v;
+      }
+    }
+    if (required) throw Error(ErrorKind::bad_response, std::string("discovery document has no ") + *names.begin());
+    return std::string();
+  };
+  Endpoints e;
+  e.issuer = doc_issuer;
+  e.authorize = endpoint({"authorization_endpoint"}, true);
+  e.token = endpoint({"token_endpoint"}, true);
+  e.revoke = endpoint({"revocation_endpoint", "revoke_endpoint"}, false);
+  e.introspect = endpoint({"introspection_endpoint"}, false);
+  e.jwks = endpoint({"jwks_uri"}, false);
+  e.logout = endpoint({"end_session_endpoint"}, false);
+  e.userinfo = endpoint({"userinfo_endpoint"}, false);
+  auto iss = j.find("authorization_response_iss_parameter_supported");
+  e.authorization_response_iss_parameter_supported = iss != j.end() && iss->is_boolean() && iss->get<bool>();
+  return e;
+}
+
 // ---- browser pages -----------------------------------------------------------------------------------------
 
 inline std::string page(const std::string& title, const std::string& message_html, bool ok) {
@@ -1503,19 +1563,7 @@ APS_AUTH_FUNC Introspection introspect(const Config& config, const std::string& 
   detail::Params form = {{"token", token}};
   detail::authenticate(config, call, form);
   call.form = detail::encode_params(form, true);
-  detail::json j = detail::json_answer(call, detail::http_send(config, call));
-  Introspection r;
-  auto active = j.find("active");
-  if (active == j.end() || !active->is_boolean())
-    throw Error(ErrorKind::bad_response, "introspect endpoint answered without a boolean 'active'");
-  r.active = active->get<bool>();
-  r.scope = detail::string_field(j, "scope");
-  r.client_id = detail::string_field(j, "client_id");
-  r.userid = detail::string_field(j, "userid");
-  if (auto exp = j.find("exp"); exp != j.end() && exp->is_number_integer())
-    r.expires_at = std::chrono::system_clock::time_point(std::chrono::seconds(exp->get<std::int64_t>()));
-  r.json = j.dump();
-  return r;
+  return detail::parse_introspection(detail::json_answer(call, detail::http_send(config, call)));
 }
 
 APS_AUTH_FUNC UserInfo userinfo(const Config& config, const std::string& access_token) {
@@ -1526,14 +1574,7 @@ APS_AUTH_FUNC UserInfo userinfo(const Config& config, const std::string& access_
   call.what = "userinfo endpoint";
   call.authorization = "Bearer " + access_token;
   call.secrets = {access_token};
-  detail::json j = detail::json_answer(call, detail::http_send(config, call));
-  UserInfo u;
-  u.sub = detail::string_field(j, "sub");
-  u.name = detail::string_field(j, "name");
-  u.email = detail::string_field(j, "email");
-  u.preferred_username = detail::string_field(j, "preferred_username");
-  u.json = j.dump();
-  return u;
+  return detail::parse_userinfo(detail::json_answer(call, detail::http_send(config, call)));
 }
 
 APS_AUTH_FUNC std::string logout_url(const Config& config, const std::string& post_logout_redirect_uri) {
@@ -1544,40 +1585,11 @@ APS_AUTH_FUNC std::string logout_url(const Config& config, const std::string& po
 }
 
 APS_AUTH_FUNC Endpoints discover(const Config& config, const std::string& issuer) {
-  std::string base = detail::trim_slash(issuer);
   detail::HttpCall call;
   call.method = "GET";
-  call.url = base + "/.well-known/openid-configuration";
+  call.url = detail::trim_slash(issuer) + "/.well-known/openid-configuration";
   call.what = "discovery document";
-  detail::json j = detail::json_answer(call, detail::http_send(config, call));
-  std::string doc_issuer = detail::string_field(j, "issuer");
-  if (detail::trim_slash(doc_issuer) != base)
-    throw Error(ErrorKind::bad_response, "discovery document names issuer '" + detail::sanitize(doc_issuer) +
-                                             "', expected '" + base + "'");
-  auto endpoint = [&](std::initializer_list<const char*> names, bool required) {
-    for (const char* n : names) {
-      std::string v = detail::string_field(j, n);
-      if (!v.empty()) {
-        detail::require_url(v, n);
-        return v;
-      }
-    }
-    if (required)
-      throw Error(ErrorKind::bad_response, std::string("discovery document has no ") + *names.begin());
-    return std::string();
-  };
-  Endpoints e;
-  e.issuer = doc_issuer;
-  e.authorize = endpoint({"authorization_endpoint"}, true);
-  e.token = endpoint({"token_endpoint"}, true);
-  e.revoke = endpoint({"revocation_endpoint", "revoke_endpoint"}, false);
-  e.introspect = endpoint({"introspection_endpoint"}, false);
-  e.jwks = endpoint({"jwks_uri"}, false);
-  e.logout = endpoint({"end_session_endpoint"}, false);
-  e.userinfo = endpoint({"userinfo_endpoint"}, false);
-  auto iss = j.find("authorization_response_iss_parameter_supported");
-  e.authorization_response_iss_parameter_supported = iss != j.end() && iss->is_boolean() && iss->get<bool>();
-  return e;
+  return detail::parse_discovery(detail::json_answer(call, detail::http_send(config, call)), issuer);
 }
 
 // ---- LoopbackListener (POSIX) ------------------------------------------------------------------------------
