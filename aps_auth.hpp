@@ -342,6 +342,22 @@ class TokenSource {
   std::unique_ptr<Impl> impl_;
 };
 
+// ---- OpenID Connect id_token -------------------------------------------------------------------------------
+
+struct IdTokenClaims {
+  std::string issuer, subject, audience, nonce, name, email;
+  std::chrono::system_clock::time_point issued_at{}, expires_at{};
+  std::string json;  // every claim
+};
+
+// Verifies an id_token and returns its claims: RS256 signature against the issuer's JWKS
+// (config.endpoints.jwks, cached by kid, fetched again once on an unknown kid), iss == config.endpoints.issuer,
+// aud contains config.client_id, exp/iat within `leeway`, and nonce when `nonce` is not empty. Anything else
+// (alg none, HS256, a wrong key, ...) is ErrorKind::bad_response. login() calls this when it got an id_token.
+[[nodiscard]] IdTokenClaims verify_id_token(const Config& config, const std::string& id_token,
+                                            const std::string& nonce = "",
+                                            std::chrono::seconds leeway = std::chrono::seconds(60));
+
 // ---- the whole 3-legged flow -------------------------------------------------------------------------------
 
 struct LoginOptions {
@@ -372,8 +388,11 @@ struct LoginOptions {
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -1828,7 +1847,211 @@ APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
   if (options.open_browser) opened = options.browser ? options.browser(request.url) : open_browser(request.url);
   if (!opened && options.show_url) options.show_url(request.url);
   std::string code = listener.wait(request, options.timeout);
-  return exchange_code(config, request, code);
+  Token token = exchange_code(config, request, code);
+  if (!token.id_token.empty()) (void)verify_id_token(config, token.id_token, request.nonce);
+  return token;
+}
+
+// ---- id_token ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using Pkey = std::shared_ptr<EVP_PKEY>;
+
+// An RSA public key from a JWK's base64url n and e.
+inline Pkey rsa_key_from_jwk(const std::string& n_b64, const std::string& e_b64) {
+  auto n = base64_decode(n_b64), e = base64_decode(e_b64);
+  if (!n || !e || n->empty() || e->empty() || n->size() > 2048) return nullptr;
+  BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()), static_cast<int>(n->size()), nullptr);
+  BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()), static_cast<int>(e->size()), nullptr);
+  EVP_PKEY* pkey = nullptr;
+  OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM* params = nullptr;
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr);
+  if (bn_n && bn_e && bld && ctx && OSSL_PARAM_BLD_push_BN(bld, "n", bn_n) == 1 &&
+      OSSL_PARAM_BLD_push_BN(bld, "e", bn_e) == 1 && (params = OSSL_PARAM_BLD_to_param(bld)) != nullptr &&
+      EVP_PKEY_fromdata_init(ctx) == 1) {
+    if (EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) pkey = nullptr;
+  }
+  EVP_PKEY_CTX_free(ctx);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  BN_free(bn_n);
+  BN_free(bn_e);
+  return Pkey(pkey, PkeyFree());
+}
+
+// kid -> key for the RS256 signing keys of a JWKS document ("" for a key without kid).
+inline std::vector<std::pair<std::string, Pkey>> parse_jwks(const json& j) {
+  std::vector<std::pair<std::string, Pkey>> keys;
+  auto arr = j.find("keys");
+  if (arr == j.end() || !arr->is_array()) throw Error(ErrorKind::bad_response, "JWKS has no 'keys' array");
+  for (const auto& k : *arr) {
+    if (!k.is_object() || string_field(k, "kty") != "RSA") continue;
+    std::string use = string_field(k, "use"), alg = string_field(k, "alg");
+    if ((!use.empty() && use != "sig") || (!alg.empty() && alg != "RS256")) continue;
+    if (Pkey key = rsa_key_from_jwk(string_field(k, "n"), string_field(k, "e")))
+      keys.emplace_back(string_field(k, "kid"), std::move(key));
+  }
+  return keys;
+}
+
+struct Jwt {
+  json header, claims;
+  std::string signing_input, signature;
+};
+
+// Splits and decodes a compact JWS; nullopt when it is not one.
+inline std::optional<Jwt> decode_jwt(std::string_view token) {
+  std::size_t d1 = token.find('.');
+  if (d1 == std::string_view::npos) return std::nullopt;
+  std::size_t d2 = token.find('.', d1 + 1);
+  if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos) return std::nullopt;
+  auto h = base64_decode(token.substr(0, d1));
+  auto c = base64_decode(token.substr(d1 + 1, d2 - d1 - 1));
+  auto sig = base64_decode(token.substr(d2 + 1));
+  if (!h || !c || !sig) return std::nullopt;
+  auto hj = parse_json_object(*h), cj = parse_json_object(*c);
+  if (!hj || !cj) return std::nullopt;
+  return Jwt{std::move(*hj), std::move(*cj), std::string(token.substr(0, d2)), std::move(*sig)};
+}
+
+inline bool rs256_verify(EVP_PKEY* key, const std::string& input, const std::string& signature) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = ctx && EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key) == 1 &&
+            EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA &&
+            EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                             reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+  EVP_MD_CTX_free(ctx);
+  return ok;
+}
+
+struct IdTokenExpectation {
+  std::string issuer, audience, nonce;
+  std::chrono::seconds leeway{60};
+  std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
+};
+
+inline std::int64_t int_claim(const json& c, const char* name) {
+  auto it = c.find(name);
+  if (it == c.end() || !(it->is_number_integer() || it->is_number_unsigned()))
+    throw Error(ErrorKind::bad_response, std::string("id_token has no integer '") + name + "' claim");
+  if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX / 2))
+    return INT64_MAX / 2;
+  return it->get<std::int64_t>();
+}
+
+// Verifies the signature with the key `find_key(kid)` gives, then the claims. Pure but for the key lookup.
+inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpectation& want,
+                                    const std::function<Pkey(const std::string& kid)>& find_key) {
+  auto jwt = decode_jwt(token);
+  if (!jwt) throw Error(ErrorKind::bad_response, "the id_token is not a well-formed JWT");
+  // Only RS256: "none", HS256 (a public key used as an HMAC secret) and anything else are refused.
+  std::string alg = string_field(jwt->header, "alg");
+  if (alg != "RS256")
+    throw Error(ErrorKind::bad_response, "id_token alg '" + sanitize(alg, {}, 20) + "' refused; only RS256 is accepted");
+  std::string kid = string_field(jwt->header, "kid");
+  Pkey key = find_key(kid);
+  if (!key) throw Error(ErrorKind::bad_response, "no JWKS key for the id_token's kid '" + sanitize(kid, {}, 80) + "'");
+  if (!rs256_verify(key.get(), jwt->signing_input, jwt->signature))
+    throw Error(ErrorKind::bad_response, "the id_token signature does not verify");
+  const json& c = jwt->claims;
+  IdTokenClaims out;
+  out.issuer = string_field(c, "iss");
+  if (trim_slash(out.issuer) != trim_slash(want.issuer))
+    throw Error(ErrorKind::bad_response,
+                "id_token issuer '" + sanitize(out.issuer, {}, 200) + "' is not '" + sanitize(want.issuer, {}, 200) + "'");
+  auto aud = c.find("aud");
+  bool aud_ok = false;
+  if (aud != c.end() && aud->is_string()) {
+    out.audience = aud->get<std::string>();
+    aud_ok = out.audience == want.audience;
+  } else if (aud != c.end() && aud->is_array()) {
+    for (const auto& a : *aud)
+      if (a.is_string() && a.get<std::string>() == want.audience) aud_ok = true;
+    out.audience = want.audience;
+    if (aud_ok && aud->size() > 1 && string_field(c, "azp") != want.audience) aud_ok = false;
+  }
+  if (!aud_ok) throw Error(ErrorKind::bad_response, "the id_token was not issued for this client (aud)");
+  using namespace std::chrono;
+  const std::int64_t now = duration_cast<seconds>(want.now.time_since_epoch()).count();
+  const std::int64_t exp = int_claim(c, "exp"), iat = int_claim(c, "iat");
+  if (now - want.leeway.count() >= exp) throw Error(ErrorKind::bad_response, "the id_token has expired");
+  if (iat > now + want.leeway.count()) throw Error(ErrorKind::bad_response, "the id_token was issued in the future");
+  out.nonce = string_field(c, "nonce");
+  if (!want.nonce.empty() && !constant_time_equal(out.nonce, want.nonce))
+    throw Error(ErrorKind::bad_response, "the id_token nonce does not match this sign-in");
+  out.subject = string_field(c, "sub");
+  out.name = string_field(c, "name");
+  out.email = string_field(c, "email");
+  out.issued_at = system_clock::time_point(seconds(iat));
+  out.expires_at = system_clock::time_point(seconds(exp));
+  out.json = c.dump();
+  return out;
+}
+
+// Process-wide JWKS cache: jwks URL -> keys.
+struct JwksCache {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::vector<std::pair<std::string, Pkey>>>> entries;
+
+  static JwksCache& instance() {
+    static JwksCache cache;  // built on first use, not at static initialisation
+    return cache;
+  }
+  std::vector<std::pair<std::string, Pkey>>* find(const std::string& url) {
+    for (auto& e : entries)
+      if (e.first == url) return &e.second;
+    return nullptr;
+  }
+};
+
+inline Pkey pick_key(const std::vector<std::pair<std::string, Pkey>>& keys, const std::string& kid) {
+  for (const auto& k : keys)
+    if (k.first == kid) return k.second;
+  if (kid.empty() && keys.size() == 1) return keys.front().second;
+  return nullptr;
+}
+
+}  // namespace detail
+
+APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::string& id_token,
+                                            const std::string& nonce, std::chrono::seconds leeway) {
+  if (id_token.empty()) throw Error(ErrorKind::usage, "no id_token to verify");
+  if (config.endpoints.jwks.empty()) throw Error(ErrorKind::usage, "no JWKS endpoint (Endpoints::jwks)");
+  detail::IdTokenExpectation want;
+  want.issuer = config.endpoints.issuer;
+  want.audience = config.client_id;
+  want.nonce = nonce;
+  want.leeway = leeway;
+  const std::string url = config.endpoints.jwks;
+  auto fetch = [&] {
+    detail::HttpCall call;
+    call.method = "GET";
+    call.url = url;
+    call.what = "JWKS endpoint";
+    auto keys = detail::parse_jwks(detail::json_answer(call, detail::http_send(config, call)));
+    auto& cache = detail::JwksCache::instance();
+    std::lock_guard<std::mutex> lk(cache.mutex);
+    if (auto* e = cache.find(url)) *e = keys;
+    else cache.entries.emplace_back(url, keys);
+    return keys;
+  };
+  bool fetched = false;
+  return detail::check_id_token(id_token, want, [&](const std::string& kid) -> detail::Pkey {
+    {
+      auto& cache = detail::JwksCache::instance();
+      std::lock_guard<std::mutex> lk(cache.mutex);
+      if (auto* keys = cache.find(url))
+        if (auto key = detail::pick_key(*keys, kid)) return key;
+    }
+    if (fetched) return nullptr;
+    fetched = true;  // an unknown kid: the keys may have rotated, fetch once
+    return detail::pick_key(fetch(), kid);
+  });
 }
 
 // ---- token stores -----------------------------------------------------------------------------------------
