@@ -906,24 +906,49 @@ inline const char* httplib_error_text(httplib::Error e) {
 
 // One HTTP exchange with the policy of this library: TLS verified, no redirects followed, bounded answer,
 // timeouts, proxy, retries as RetryPolicy documents.
-inline HttpAnswer http_send(const Config& config, const HttpCall& call) {
+// A kept-alive connection for a long-lived object (TokenSource): one TLS context, the trust store loaded
+// once, no new handshake per refresh. Not thread-safe: its owner serialises calls.
+struct HttpSession {
+  std::string key;  // origin + proxy: a different one replaces the client
+  std::unique_ptr<httplib::Client> client;
+};
+
+inline std::unique_ptr<httplib::Client> make_client(const Config& config, const Url& url,
+                                                    const std::optional<Proxy>& proxy, bool keep_alive) {
+  auto client = std::make_unique<httplib::Client>(url.origin());
+  client->set_connection_timeout(std::chrono::duration_cast<std::chrono::microseconds>(config.connect_timeout));
+  client->set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(config.read_timeout));
+  client->set_write_timeout(std::chrono::duration_cast<std::chrono::microseconds>(config.read_timeout));
+  client->set_follow_location(false);
+  client->set_keep_alive(keep_alive);
+  if (url.scheme == "https") {
+    client->enable_server_certificate_verification(true);
+    client->set_ca_cert_store(make_trust_store(effective_ca_file(config)));
+  }
+  if (proxy) {
+    client->set_proxy(proxy->host, proxy->port);
+    if (!proxy->user.empty()) client->set_proxy_basic_auth(proxy->user, proxy->password);
+  }
+  return client;
+}
+
+inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSession* session = nullptr) {
   Url url = require_url(call.url, call.what.c_str());
   std::optional<Proxy> proxy = proxy_for(config, url);
   const int attempts = std::max(1, config.retry.max_attempts);
   for (int attempt = 1;; ++attempt) {
-    httplib::Client client(url.origin());
-    client.set_connection_timeout(std::chrono::duration_cast<std::chrono::microseconds>(config.connect_timeout));
-    client.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(config.read_timeout));
-    client.set_write_timeout(std::chrono::duration_cast<std::chrono::microseconds>(config.read_timeout));
-    client.set_follow_location(false);
-    client.set_keep_alive(false);
-    if (url.scheme == "https") {
-      client.enable_server_certificate_verification(true);
-      client.set_ca_cert_store(make_trust_store(effective_ca_file(config)));
-    }
-    if (proxy) {
-      client.set_proxy(proxy->host, proxy->port);
-      if (!proxy->user.empty()) client.set_proxy_basic_auth(proxy->user, proxy->password);
+    std::unique_ptr<httplib::Client> own;
+    httplib::Client* client;
+    if (session) {
+      std::string key = url.origin() + (proxy ? " via " + proxy->host + ":" + std::to_string(proxy->port) : "");
+      if (!session->client || session->key != key) {
+        session->client = make_client(config, url, proxy, true);
+        session->key = key;
+      }
+      client = session->client.get();
+    } else {
+      own = make_client(config, url, proxy, false);
+      client = own.get();
     }
     httplib::Request req;
     req.method = call.method;
@@ -955,7 +980,7 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call) {
       return true;
     };
     auto started = Clock::now();
-    httplib::Result res = client.send(req);
+    httplib::Result res = client->send(req);
     const std::string where = call.what + " (" + url.host_for_url() + ":" + std::to_string(url.port) + ")";
     if (too_big)
       throw Error(ErrorKind::bad_response, where + " answered more than " +
@@ -1113,7 +1138,8 @@ inline Token parse_token(const json& j, std::chrono::system_clock::time_point se
   return t;
 }
 
-inline Token token_call(const Config& config, Params form, Resend resend, std::vector<std::string_view> secrets) {
+inline Token token_call(const Config& config, Params form, Resend resend, std::vector<std::string_view> secrets,
+                        HttpSession* session = nullptr) {
   HttpCall call;
   call.url = config.endpoints.token;
   call.what = "token endpoint";
@@ -1122,7 +1148,7 @@ inline Token token_call(const Config& config, Params form, Resend resend, std::v
   authenticate(config, call, form);
   call.form = encode_params(form, true);
   auto sent_at = std::chrono::system_clock::now();
-  HttpAnswer a = http_send(config, call);
+  HttpAnswer a = http_send(config, call, session);
   return parse_token(json_answer(call, a), sent_at, call.what);
 }
 
@@ -1542,21 +1568,32 @@ APS_AUTH_FUNC Token exchange_code(const Config& config, const AuthorizationReque
                             detail::Resend::only_if_unsent, {code, request.code_verifier});
 }
 
-APS_AUTH_FUNC Token refresh(const Config& config, const std::string& refresh_token,
-                            const std::vector<std::string>& scopes) {
+namespace detail {
+inline Token refresh_grant(const Config& config, const std::string& refresh_token,
+                           const std::vector<std::string>& scopes, HttpSession* session) {
   if (refresh_token.empty()) throw Error(ErrorKind::usage, "no refresh token");
-  detail::Params form = {{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}};
-  if (!scopes.empty()) form.emplace_back("scope", detail::join(scopes, ' '));
-  Token t = detail::token_call(config, std::move(form), detail::Resend::only_if_unsent, {refresh_token});
+  Params form = {{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}};
+  if (!scopes.empty()) form.emplace_back("scope", join(scopes, ' '));
+  Token t = token_call(config, std::move(form), Resend::only_if_unsent, {refresh_token}, session);
   if (t.refresh_token.empty()) t.refresh_token = refresh_token;  // a server that does not rotate
   return t;
 }
 
-APS_AUTH_FUNC Token client_credentials(const Config& config) {
+inline Token client_credentials_grant(const Config& config, HttpSession* session) {
   if (config.client_secret.empty())
     throw Error(ErrorKind::usage, "client credentials (2-legged) need a client secret");
-  return detail::token_call(config, {{"grant_type", "client_credentials"}, {"scope", detail::join(config.scopes, ' ')}},
-                            detail::Resend::safe, {});
+  return token_call(config, {{"grant_type", "client_credentials"}, {"scope", join(config.scopes, ' ')}},
+                    Resend::safe, {}, session);
+}
+}  // namespace detail
+
+APS_AUTH_FUNC Token refresh(const Config& config, const std::string& refresh_token,
+                            const std::vector<std::string>& scopes) {
+  return detail::refresh_grant(config, refresh_token, scopes, nullptr);
+}
+
+APS_AUTH_FUNC Token client_credentials(const Config& config) {
+  return detail::client_credentials_grant(config, nullptr);
 }
 
 APS_AUTH_FUNC void revoke(const Config& config, const std::string& token, TokenTypeHint hint) {
@@ -2228,7 +2265,8 @@ struct TokenSource::Impl {
   Token current;
   bool loaded = false;
   std::chrono::system_clock::time_point refresh_at{};  // hand out `current` until then
-  std::mutex refresh_mutex;  // one refresh in flight per TokenSource
+  std::mutex refresh_mutex;  // one refresh in flight per TokenSource; also guards `session`
+  detail::HttpSession session;
 
   void adopt(const Token& t) {  // caller holds `mutex`
     current = t;
@@ -2260,13 +2298,13 @@ struct TokenSource::Impl {
     }
     Token next;
     if (options.client_credentials) {
-      next = client_credentials(config);
+      next = detail::client_credentials_grant(config, &session);
     } else {
       std::string rt = have_stored && !stored.refresh_token.empty() ? stored.refresh_token : mine.refresh_token;
       if (rt.empty())
         throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
       try {
-        next = refresh(config, rt);
+        next = detail::refresh_grant(config, rt, {}, &session);
       } catch (const Error& e) {
         if (e.details().error != "invalid_grant" || !store) throw;
         // Someone else may have rotated it between our read and our refresh: read once more.
@@ -2277,7 +2315,7 @@ struct TokenSource::Impl {
           adopt(again);
           return;
         }
-        next = refresh(config, again.refresh_token);
+        next = detail::refresh_grant(config, again.refresh_token, {}, &session);
       }
     }
     {
