@@ -1234,6 +1234,57 @@ inline std::string page(const std::string& title, const std::string& message_htm
          "<div class=\"product\">aps_auth &middot; Autodesk Platform Services sign-in</div></main></body></html>";
 }
 
+#ifndef _WIN32
+// Descriptor helpers that are atomic on Linux and portable elsewhere (macOS lacks pipe2/accept4/SOCK_CLOEXEC).
+inline bool set_fd_flags(int fd, bool nonblock) {
+  return ::fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 && (!nonblock || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+}
+
+inline bool make_pipe(int fds[2], bool nonblock) {
+#ifdef __linux__
+  return ::pipe2(fds, O_CLOEXEC | (nonblock ? O_NONBLOCK : 0)) == 0;
+#else
+  if (::pipe(fds) != 0) return false;
+  return set_fd_flags(fds[0], nonblock) && set_fd_flags(fds[1], nonblock);
+#endif
+}
+
+inline int make_socket(int family) {
+#ifdef __linux__
+  return ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+#else
+  int fd = ::socket(family, SOCK_STREAM, 0);
+  if (fd >= 0 && !set_fd_flags(fd, true)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+#endif
+}
+
+inline int accept_connection(int listen_fd) {
+#ifdef __linux__
+  return ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+#else
+  int fd = ::accept(listen_fd, nullptr, nullptr);
+  if (fd >= 0) {
+    set_fd_flags(fd, true);
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  }
+  return fd;
+#endif
+}
+
+#ifndef MSG_NOSIGNAL
+#define APS_AUTH_MSG_NOSIGNAL 0
+#else
+#define APS_AUTH_MSG_NOSIGNAL MSG_NOSIGNAL
+#endif
+#endif
+
 // ---- browser launch ----------------------------------------------------------------------------------------
 
 // Splits a command line on spaces, honouring '...' and "..." quotes (no shell is involved).
@@ -1270,7 +1321,7 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  if (!make_pipe(fds, false)) return false;
   pid_t child = fork();
   if (child < 0) {
     close(fds[0]);
@@ -1414,7 +1465,7 @@ inline void send_all(int fd, const std::string& data) {
   std::size_t off = 0;
   auto until = Clock::now() + std::chrono::seconds(2);
   while (off < data.size() && Clock::now() < until) {
-    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, APS_AUTH_MSG_NOSIGNAL);
     if (n > 0) {
       off += static_cast<std::size_t>(n);
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -1667,7 +1718,7 @@ struct LoopbackListener::Impl {
   // Binds one loopback address. No SO_REUSEADDR/SO_REUSEPORT: another process must not be able to share the
   // port and receive the code. Returns 0 or the errno of the failure.
   int bind_one(int family, int want_port) {
-    int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = detail::make_socket(family);
     if (fd < 0) return errno;
     sockaddr_storage ss{};
     socklen_t len;
@@ -1719,7 +1770,7 @@ APS_AUTH_FUNC LoopbackListener::LoopbackListener(const std::string& callback_url
                                   "or http://[::1]:PORT/path (got '" + detail::sanitize(callback_url) +
                                   "'); the listener never binds other interfaces");
   impl_->callback = *u;
-  if (pipe2(impl_->wake, O_CLOEXEC | O_NONBLOCK) != 0)
+  if (!detail::make_pipe(impl_->wake, true))
     throw Error(ErrorKind::io, std::string("could not create a pipe: ") + std::strerror(errno));
   if (v4 && v6) {
     // localhost: both loopback addresses on the same port (RFC 8252 §8.3); the browser may pick either.
@@ -1814,7 +1865,7 @@ APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& req
     for (std::size_t i = 0; i < nl; ++i) {
       if (!fds[1 + i].revents) continue;
       while (true) {
-        int fd = ::accept4(impl_->listen_fds[i], nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept_connection(impl_->listen_fds[i]);
         if (fd < 0) break;
         if (conns.size() >= kMaxConnections) {
           close_fd(conns.front().fd);
@@ -2227,7 +2278,7 @@ APS_AUTH_FUNC void FileTokenStore::save(const Token& token) {
   }
   fd = -1;
   if (::rename(tmp.c_str(), path_.c_str()) != 0) fail("rename", errno);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
   if (dfd >= 0) {  // make the rename itself durable
     ::fsync(dfd);
     ::close(dfd);
