@@ -620,14 +620,17 @@ inline std::string html_escape(std::string_view in) {
 // and any secret we sent masked (a server may echo what it received).
 inline std::string sanitize(std::string_view in, const std::vector<std::string_view>& secrets = {},
                             std::size_t max_len = 300) {
-  std::string out(in.substr(0, std::min(in.size(), max_len)));
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  // Mask first, then cut: a secret straddling the cap must not leave its first half behind (found by fuzz/query).
+  std::string out(in);
   for (std::string_view s : secrets) {
     if (s.size() < 4) continue;
     for (std::size_t p = out.find(s); p != std::string::npos; p = out.find(s, p + 3)) out.replace(p, s.size(), "***");
   }
-  if (in.size() > max_len) out += "...";
+  const bool cut = out.size() > max_len;
+  if (cut) out.resize(max_len);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  if (cut) out += "...";
   return out;
 }
 
