@@ -723,7 +723,8 @@ inline std::optional<Url> parse_url(std::string_view s) {
       if (after.front() != ':') return std::nullopt;
       port_text = after.substr(1);
     }
-    if (u.host.empty() || u.host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos)
+    if (u.host.find(':') == std::string::npos ||  // "[abc]" is no IPv6 address (found by fuzz/url)
+        u.host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos)
       return std::nullopt;
   } else {
     std::size_t pc = authority.rfind(':');
@@ -735,7 +736,10 @@ inline std::optional<Url> parse_url(std::string_view s) {
     if (u.host.empty()) return std::nullopt;
     for (char& c : u.host) {
       auto uc = static_cast<unsigned char>(c);
-      if (uc <= 0x20 || uc >= 0x7f || c == '\\' || c == '%' || c == '"' || c == '<' || c == '>') return std::nullopt;
+      // ':' '[' ']' only in a bracketed IPv6 host: "h:x:80" would re-serialize as "[h:x]" (found by fuzz/url).
+      if (uc <= 0x20 || uc >= 0x7f || c == '\\' || c == '%' || c == '"' || c == '<' || c == '>' || c == ':' ||
+          c == '[' || c == ']')
+        return std::nullopt;
       c = static_cast<char>(std::tolower(uc));
     }
   }
@@ -1106,6 +1110,13 @@ inline void authenticate(const Config& config, HttpCall& call, Params& form) {
 
 constexpr std::int64_t kMaxExpiresIn = 366LL * 24 * 3600;
 
+// Epoch seconds from outside (token files, introspection, id_token claims) as a time_point, clamped to what a
+// 64-bit nanosecond system_clock holds (~year 2262): seconds(x) -> ns overflows otherwise (found by fuzz/token_json).
+constexpr std::int64_t kMaxEpochSeconds = 9000000000LL;
+inline std::chrono::system_clock::time_point from_epoch_seconds(std::int64_t s) {
+  return std::chrono::system_clock::time_point(std::chrono::seconds(std::clamp(s, -kMaxEpochSeconds, kMaxEpochSeconds)));
+}
+
 inline Token parse_token(const json& j, std::chrono::system_clock::time_point sent_at, const std::string& what) {
   Token t;
   t.access_token = string_field(j, "access_token");
@@ -1126,7 +1137,7 @@ inline Token parse_token(const json& j, std::chrono::system_clock::time_point se
     } else if (it->is_number_float()) {
       double d = it->get<double>();
       if (!(d == d)) throw Error(ErrorKind::bad_response, what + " answered an invalid expires_in");
-      expires_in = d > static_cast<double>(kMaxExpiresIn) ? kMaxExpiresIn : static_cast<std::int64_t>(d);
+      expires_in = d > static_cast<double>(kMaxExpiresIn) ? kMaxExpiresIn : d < 0 ? -1 : static_cast<std::int64_t>(d);
     } else if (it->is_string() && !it->get<std::string>().empty() && it->get<std::string>().size() <= 12 &&
                it->get<std::string>().find_first_not_of("0123456789") == std::string::npos) {
       expires_in = std::stoll(it->get<std::string>());  // some servers quote numbers
@@ -1530,6 +1541,9 @@ APS_AUTH_FUNC std::string version() {
 APS_AUTH_FUNC Endpoints Endpoints::from_base_url(std::string_view base_url) {
   std::string base = detail::trim_slash(base_url);
   detail::require_url(base, "base URL");
+  // The APS paths are appended: a query or fragment would swallow them (found by fuzz/url).
+  if (base.find_first_of("?#") != std::string::npos)
+    throw Error(ErrorKind::usage, "base URL '" + detail::sanitize(base) + "' has a query or fragment");
   Endpoints e;
   if (base == Endpoints{}.issuer) return e;
   e.issuer = base;
@@ -1557,7 +1571,11 @@ APS_AUTH_FUNC std::string Token::to_json() const {
   if (!refresh_token.empty()) j["refresh_token"] = refresh_token;
   if (!id_token.empty()) j["id_token"] = id_token;
   if (!scope.empty()) j["scope"] = scope;
-  return j.dump();
+  try {
+    return j.dump();
+  } catch (const detail::json::exception&) {  // invalid UTF-8 (found by fuzz/token_json)
+    throw Error(ErrorKind::usage, "the token has a field that is not valid UTF-8; it cannot be stored as JSON");
+  }
 }
 
 APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
@@ -1567,7 +1585,9 @@ APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
   Token t = detail::parse_token(*j, now, "token JSON");
   if (auto it = j->find("expires_at"); it != j->end()) {
     if (!it->is_number_integer()) throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
-    t.expires_at = std::chrono::system_clock::time_point(std::chrono::seconds(it->get<std::int64_t>()));
+    t.expires_at = detail::from_epoch_seconds(it->is_number_unsigned() && it->get<std::uint64_t>() > INT64_MAX
+                                                  ? INT64_MAX
+                                                  : it->get<std::int64_t>());
   }
   return t;
 }
