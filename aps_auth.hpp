@@ -885,10 +885,12 @@ inline std::string effective_ca_file(const Config& config) {
   return env("APS_CA_FILE");
 }
 
+// The wait before retry number `attempt` (1 = the first re-send): full jitter, uniform in
+// [0, min(max_delay, initial_backoff * 2^(attempt-1))].
 inline std::chrono::milliseconds backoff(const RetryPolicy& policy, int attempt) {
   static thread_local std::minstd_rand rng{std::random_device{}()};  // jitter only, not security
   auto cap = std::min<std::int64_t>(policy.max_delay.count(),
-                                    policy.initial_backoff.count() << std::min(attempt, 20));
+                                    policy.initial_backoff.count() << std::clamp(attempt - 1, 0, 20));
   std::uniform_int_distribution<std::int64_t> dist(0, std::max<std::int64_t>(cap, 0));
   return std::chrono::milliseconds(dist(rng));
 }
@@ -939,6 +941,71 @@ inline std::unique_ptr<httplib::Client> make_client(const Config& config, const 
   return client;
 }
 
+#ifndef _WIN32
+// cpp-httplib 0.11 waits for ever when a proxy refuses a CONNECT (any answer but 200 that closes the connection:
+// it locks a mutex it already holds), and that is how proxies refuse: 407 wrong credentials, 403 port not
+// allowed, 502 target unreachable. So the tunnel is first asked for here, on a socket of our own under the
+// connect and read timeouts, and httplib only goes through a proxy that said yes. Returns the proxy's status,
+// or 0 when the proxy could not be asked (httplib then meets and reports the same failure).
+inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const Url& url) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(proxy.host.c_str(), std::to_string(proxy.port).c_str(), &hints, &found) != 0) return 0;
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(found, ::freeaddrinfo);
+  auto left_ms = [](Clock::time_point until) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+    return static_cast<int>(std::clamp<long long>(ms, 0, 3600000));
+  };
+  int fd = -1;
+  const auto connect_until = Clock::now() + config.connect_timeout;
+  for (addrinfo* ai = found; ai && fd < 0; ai = ai->ai_next) {
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0 || ::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) continue;
+    pollfd p{fd, POLLOUT, 0};
+    int err = errno == EINPROGRESS && ::poll(&p, 1, left_ms(connect_until)) == 1 ? 0 : -1;
+    socklen_t len = sizeof err;
+    if (err != 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  if (fd < 0) return 0;
+  const std::string target = url.host_for_url() + ":" + std::to_string(url.port);
+  std::string out = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n";
+  if (!proxy.user.empty() && !proxy.password.empty())  // as httplib sends them
+    out += "Proxy-Authorization: Basic " + base64(proxy.user + ":" + proxy.password, false) + "\r\n";
+  out += "\r\n";
+  const auto until = Clock::now() + config.read_timeout;
+  std::string in;
+  for (std::size_t sent = 0; sent < out.size();) {
+    ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    pollfd p{fd, POLLOUT, 0};
+    if (n > 0) sent += static_cast<std::size_t>(n);
+    else if (n < 0 && (errno == EAGAIN || errno == EINTR) && ::poll(&p, 1, left_ms(until)) == 1) continue;
+    else break;
+  }
+  while (in.find("\r\n") == std::string::npos && in.size() < 4096) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, left_ms(until)) != 1) break;
+    char buf[1024];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  // "HTTP/1.x NNN reason"
+  if (in.size() < 12 || in.compare(0, 5, "HTTP/") != 0 || in[8] != ' ') return 0;
+  int status = 0;
+  for (std::size_t i = 9; i < 12; ++i) {
+    if (in[i] < '0' || in[i] > '9') return 0;
+    status = status * 10 + (in[i] - '0');
+  }
+  return status;
+}
+#endif
+
 inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSession* session = nullptr) {
   Url url = require_url(call.url, call.what.c_str());
   std::optional<Proxy> proxy = proxy_for(config, url);
@@ -952,6 +1019,15 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
         session->client = make_client(config, url, proxy, true);
         session->key = key;
       }
+#ifndef _WIN32
+      else if (session->client->is_socket_open()) {
+        // Nothing may arrive on an idle kept-alive connection: anything readable means the server closed it
+        // (over TLS its close_notify, which httplib 0.11 takes for a live socket). Drop it, so the request goes
+        // out on a new connection instead of failing where it cannot be re-sent (a refresh).
+        pollfd idle{session->client->socket(), POLLIN, 0};
+        if (::poll(&idle, 1, 0) != 0) session->client->stop();
+      }
+#endif
       client = session->client.get();
     } else {
       own = make_client(config, url, proxy, false);
@@ -968,6 +1044,32 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
     if (call.method == "POST") {
       req.set_header("Content-Type", "application/x-www-form-urlencoded");
       req.body = call.form;
+    }
+    if (proxy && url.scheme == "https") {
+      // httplib 0.11 also puts the proxy credentials on the request inside the tunnel, for the server to read;
+      // a header of our own (empty) stops that. The CONNECT itself still carries them.
+      req.set_header("Proxy-Authorization", "");
+#ifndef _WIN32
+      int refused = proxy_tunnel_status(config, *proxy, url);
+      if (refused != 0 && refused != 200) {
+        // The request never left: re-sending is safe for every call.
+        if ((refused == 429 || refused >= 500) && attempt < attempts) {
+          std::this_thread::sleep_for(backoff(config.retry, attempt));
+          continue;
+        }
+        ErrorDetails d;
+        d.status = refused;
+        throw Error(ErrorKind::network,
+                    call.what + " (" + url.host_for_url() + ":" + std::to_string(url.port) + "): the proxy " +
+                        proxy->host + ":" + std::to_string(proxy->port) + " refused the tunnel with HTTP " +
+                        std::to_string(refused) +
+                        (refused == 407 || refused == 401
+                             ? " (proxy authentication required or refused) [check the user and password in the "
+                               "proxy URL, http://user:password@host:port]"
+                             : ""),
+                    d);
+      }
+#endif
     }
     HttpAnswer answer;
     bool too_big = false;
@@ -988,6 +1090,10 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
     };
     auto started = Clock::now();
     httplib::Result res = client->send(req);
+    if (res && answer.status == 0) {  // an answer httplib read itself (a proxy's to CONNECT): keep its status
+      answer.status = res->status;
+      answer.content_type = res->get_header_value("Content-Type");
+    }
     const std::string where = call.what + " (" + url.host_for_url() + ":" + std::to_string(url.port) + ")";
     if (too_big)
       throw Error(ErrorKind::bad_response, where + " answered more than " +
@@ -1072,6 +1178,7 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
   else if (d.error_code == "AUTH-004") msg += " [invalid scopes for this app]";
   else if (d.error == "invalid_grant") msg += " [the code or refresh token is expired, used or revoked; sign in again]";
   else if (a.status == 429) msg += " [rate limited; retry later]";
+  else if (a.status == 407) msg += " [the proxy wants credentials: http://user:password@host:port]";
   throw Error(kind, msg, d);
 }
 
