@@ -1223,6 +1223,10 @@ constexpr std::int64_t kMaxEpochSeconds = 9000000000LL;
 inline std::chrono::system_clock::time_point from_epoch_seconds(std::int64_t s) {
   return std::chrono::system_clock::time_point(std::chrono::seconds(std::clamp(s, -kMaxEpochSeconds, kMaxEpochSeconds)));
 }
+inline std::chrono::system_clock::time_point from_epoch_seconds(const json& integer) {
+  bool huge = integer.is_number_unsigned() && integer.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX);
+  return from_epoch_seconds(huge ? INT64_MAX : integer.get<std::int64_t>());
+}
 
 inline Token parse_token(const json& j, std::chrono::system_clock::time_point sent_at, const std::string& what) {
   Token t;
@@ -1285,7 +1289,7 @@ inline Introspection parse_introspection(const json& j) {
   r.client_id = string_field(j, "client_id");
   r.userid = string_field(j, "userid");
   if (auto exp = j.find("exp"); exp != j.end() && exp->is_number_integer())
-    r.expires_at = std::chrono::system_clock::time_point(std::chrono::seconds(exp->get<std::int64_t>()));
+    r.expires_at = from_epoch_seconds(*exp);
   r.json = j.dump();
   return r;
 }
@@ -1692,9 +1696,7 @@ APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
   Token t = detail::parse_token(*j, now, "token JSON");
   if (auto it = j->find("expires_at"); it != j->end()) {
     if (!it->is_number_integer()) throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
-    t.expires_at = detail::from_epoch_seconds(it->is_number_unsigned() && it->get<std::uint64_t>() > INT64_MAX
-                                                  ? INT64_MAX
-                                                  : it->get<std::int64_t>());
+    t.expires_at = detail::from_epoch_seconds(*it);
   }
   return t;
 }
@@ -2205,8 +2207,8 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   out.subject = string_field(c, "sub");
   out.name = string_field(c, "name");
   out.email = string_field(c, "email");
-  out.issued_at = system_clock::time_point(seconds(iat));
-  out.expires_at = system_clock::time_point(seconds(exp));
+  out.issued_at = from_epoch_seconds(iat);  // clamped: seconds -> ns overflows (found by fuzz/jwt)
+  out.expires_at = from_epoch_seconds(exp);
   out.json = c.dump();
   return out;
 }
