@@ -2,26 +2,23 @@
 //
 //   aps-auth login          3-legged sign-in through the browser; prints the token JSON
 //   aps-auth token          2-legged (client credentials) token
-//   aps-auth demo           the whole sign-in against a built-in mock server: no account, no network
+//   aps-auth demo           the whole sign-in against a built-in mock server (no account)
 //
-// stdout carries only JSON (or, for access-token, the bare token); everything for the person goes to stderr,
-// and no secret, code or token is ever written there. Exit codes: 0 success, 1 authentication, network or
-// server failure, 2 usage. Run `aps-auth --help` for the rest.
+// stdout carries only JSON (or, for access-token, the bare token); everything for the person goes
+// to stderr, and no secret, code or token is ever written there. Exit codes: 0 success, 1
+// authentication, network or server failure, 2 usage. Run `aps-auth --help` for the rest.
 // SPDX-License-Identifier: MIT
 #include "aps_auth.hpp"
 #include "mock_aps_server.hpp"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -35,32 +32,35 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-// ---- usage -------------------------------------------------------------------------------------------------
+// ---- usage --------------------------------------------------------------------------------------
 
 const char* const kUsage =
     "usage: aps-auth COMMAND [OPTIONS]\n"
     "\n"
-    "Sign in to Autodesk Platform Services (APS) with OAuth 2.0. JSON goes to stdout, messages to stderr.\n"
+    "Sign in to Autodesk Platform Services (APS) with OAuth 2.0.\n"
+    "JSON goes to stdout, messages for you to stderr.\n"
     "\n"
     "commands:\n"
-    "  login          3-legged sign-in through the browser (state + PKCE); prints the token JSON\n"
-    "  token          2-legged token (client credentials; needs a client secret)\n"
-    "  refresh        exchange a refresh token for a new token (refresh tokens rotate: keep the new one)\n"
-    "  access-token   print only a valid access token, refreshing as needed (for curl -H \"Authorization: Bearer ...\")\n"
-    "  revoke         revoke an access or refresh token\n"
-    "  logout         revoke the refresh token of a token file and delete the file\n"
-    "  introspect     ask the server about a token; prints its JSON answer\n"
-    "  userinfo       the signed-in user's profile (OIDC claims); prints its JSON answer\n"
-    "  demo           the whole sign-in against a built-in mock APS server: no account, no network\n"
+    "  login         3-legged sign-in through the browser (state + PKCE); prints the token JSON\n"
+    "  token         2-legged token (client credentials; needs a client secret)\n"
+    "  refresh       a new token for a refresh token (they rotate: keep the new one)\n"
+    "  access-token  only a valid access token, refreshed as needed through a token file\n"
+    "                (curl -H \"Authorization: Bearer $(aps-auth access-token)\" ...)\n"
+    "  revoke        revoke an access or refresh token\n"
+    "  logout        revoke the token held in a token file, then delete the file\n"
+    "  introspect    ask the server about a token; prints its JSON answer\n"
+    "  userinfo      the signed-in user's profile (OIDC claims) as JSON\n"
+    "  demo          the whole sign-in against a built-in mock APS server: no account, no network\n"
     "\n"
     "common options (each falls back to its environment variable, then to the default):\n"
-    "  --client-id ID         APS_CLIENT_ID\n"
-    "  --client-secret SECRET APS_CLIENT_SECRET; absent: a public client (PKCE). Prefer the variable: command\n"
-    "                         lines are visible to other users of this machine\n"
-    "  --scopes \"A B\"         APS_SCOPES, space-separated (default: data:read)\n"
-    "  --base-url URL         APS_BASE_URL (default: https://developer.api.autodesk.com)\n"
-    "  --issuer URL           APS_ISSUER: find the endpoints by OpenID Connect discovery instead\n"
-    "  --ca-file PATH         APS_CA_FILE: extra trusted CA certificates (PEM); SSL_CERT_FILE is honoured too\n"
+    "  --client-id ID          APS_CLIENT_ID\n"
+    "  --client-secret SECRET  APS_CLIENT_SECRET; none: a public client (PKCE). Prefer the\n"
+    "                          variable: command lines are visible to other users\n"
+    "  --scopes \"A B\"          APS_SCOPES, space-separated (default: data:read)\n"
+    "  --base-url URL          APS_BASE_URL (default: https://developer.api.autodesk.com)\n"
+    "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
+    "  --ca-file PATH          APS_CA_FILE: extra trusted CA certificates (PEM);\n"
+    "                          SSL_CERT_FILE is honoured too\n"
     "\n"
     "Run `aps-auth COMMAND --help` for the options of one command.\n"
     "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
@@ -72,7 +72,8 @@ struct CommandInfo {
   std::vector<std::string> options;  // besides --help
 };
 
-const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes", "base-url", "issuer", "ca-file"};
+const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes",
+                                          "base-url",  "issuer",        "ca-file"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -81,63 +82,72 @@ std::vector<std::string> with_common(std::vector<std::string> extra) {
 
 const std::vector<CommandInfo>& commands() {
   static const std::vector<CommandInfo> list = {
-      {"login", "aps-auth login [--no-browser] [--timeout SECONDS] [--callback-url URL] [--token-file PATH]",
-       "3-legged sign-in: listens on the callback URL (loopback only), opens the browser, waits for the\n"
-       "redirect, checks its state, exchanges the code (with PKCE) and prints the token JSON.\n"
+      {"login", "aps-auth login [--no-browser] [--timeout SECONDS] [--token-file PATH]",
+       "3-legged sign-in: listens on the callback URL (loopback only), opens the browser, waits\n"
+       "for the redirect, checks its state, exchanges the code (with PKCE), prints the token "
+       "JSON.\n"
        "\n"
-       "  --callback-url URL   APS_CALLBACK_URL (default: http://localhost:8080/api/auth/callback); must match\n"
-       "                       the callback URL registered for the app exactly\n"
-       "  --no-browser         do not open a browser: print the URL on stderr and wait\n"
-       "  --timeout SECONDS    give up when no callback arrived by then (default: 300)\n"
-       "  --token-file PATH    APS_TOKEN_FILE: also save the token there (mode 0600)\n"
+       "  --callback-url URL  APS_CALLBACK_URL (default: "
+       "http://localhost:8080/api/auth/callback);\n"
+       "                      must match the callback URL registered for the app exactly\n"
+       "  --no-browser        do not open a browser: print the URL on stderr and wait\n"
+       "  --timeout SECONDS   give up when no callback arrived by then (default: 300)\n"
+       "  --token-file PATH   APS_TOKEN_FILE: also save the token there (mode 0600)\n"
        "\n"
-       "$BROWSER, when set, is the program that opens the URL (%s is replaced by the URL, else it is appended).\n",
+       "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
+       "else the URL is appended).\n",
        with_common({"callback-url", "no-browser", "timeout", "token-file"})},
-      {"token", "aps-auth token", "2-legged token by client credentials for --scopes; needs a client secret.\n",
+      {"token", "aps-auth token",
+       "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
        with_common({})},
       {"refresh", "aps-auth refresh (--refresh-token TOKEN | --token-file PATH)",
-       "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use: the old one\n"
-       "stops working, keep the new one.\n"
+       "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use:\n"
+       "the old one stops working, keep the new one.\n"
        "\n"
-       "  --refresh-token TOKEN  the refresh token\n"
-       "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file and save the new token\n",
+       "  --refresh-token TOKEN  the refresh token (saved to --token-file too, when given)\n"
+       "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file, save the\n"
+       "                         new token there\n",
        with_common({"refresh-token", "token-file"})},
       {"access-token", "aps-auth access-token [--token-file PATH]",
-       "Prints only a valid access token (no JSON), refreshing it through the token file when it expires\n"
-       "within 5 minutes; with a client secret and no token file, a 2-legged token.\n"
+       "Prints only a valid access token (no JSON), refreshing it through the token file when it\n"
+       "expires within 5 minutes; with a client secret and no token file, a 2-legged token.\n"
+       "Processes sharing a token file refresh one at a time.\n"
        "\n"
-       "  --token-file PATH    APS_TOKEN_FILE: the token file written by `aps-auth login --token-file`\n",
+       "  --token-file PATH   APS_TOKEN_FILE: the file written by `aps-auth login --token-file`\n",
        with_common({"token-file"})},
       {"revoke", "aps-auth revoke --token TOKEN [--token-type-hint access_token|refresh_token]",
        "Revokes a token. Prints nothing; exit 0 on success.\n"
        "\n"
-       "  --token TOKEN             the token to revoke\n"
-       "  --token-type-hint HINT    access_token (default) or refresh_token\n",
+       "  --token TOKEN            the token to revoke\n"
+       "  --token-type-hint HINT   access_token (default) or refresh_token\n",
        with_common({"token", "token-type-hint"})},
       {"logout", "aps-auth logout --token-file PATH",
-       "Revokes the refresh token held in the token file, then deletes the file.\n"
+       "Revokes the tokens held in the token file, then deletes the file.\n"
        "\n"
-       "  --token-file PATH    APS_TOKEN_FILE: the token file\n",
+       "  --token-file PATH   APS_TOKEN_FILE: the token file\n",
        with_common({"token-file"})},
       {"introspect", "aps-auth introspect --token TOKEN",
-       "Asks the server whether a token is active; prints its JSON answer ({active, scope, client_id, exp, ...}).\n"
+       "Asks the server whether a token is active; prints its JSON answer\n"
+       "({active, scope, client_id, exp, ...}).\n"
        "\n"
        "  --token TOKEN   the token\n",
        with_common({"token"})},
       {"userinfo", "aps-auth userinfo --token ACCESS_TOKEN",
-       "Prints the signed-in user's profile (OIDC claims) as JSON. Needs a 3-legged access token.\n"
+       "Prints the signed-in user's profile (OIDC claims) as JSON.\n"
        "\n"
        "  --token TOKEN   a 3-legged access token\n",
        with_common({"token"})},
-      {"demo", "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
-       "Starts a mock APS server on this machine and runs the whole 3-legged sign-in against it, telling each\n"
-       "step on stderr: authorize URL, callback with state checked, code exchange with PKCE, a refresh (the\n"
-       "refresh token rotates) and a userinfo call. Prints the token JSON. Needs no account and no network.\n"
+      {"demo",
+       "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
+       "Starts a mock APS server on this machine and runs the whole 3-legged sign-in against it,\n"
+       "telling each step on stderr: the authorize URL, the callback with its state checked, the\n"
+       "code exchange with PKCE, a refresh (the refresh token rotates) and a userinfo call.\n"
+       "Prints the token JSON. Needs no account and no network.\n"
        "\n"
-       "  --browser            open the authorize URL in your browser (default: the demo plays the browser)\n"
-       "  --no-browser         the demo plays the browser itself (the default)\n"
-       "  --timeout SECONDS    how long to wait for the callback (default: 300)\n"
-       "  --scopes \"A B\"       scopes to ask for (default: \"data:read openid\")\n",
+       "  --browser           open the authorize URL in your browser, to click \"Allow\" yourself\n"
+       "  --no-browser        the demo plays the browser itself (the default)\n"
+       "  --timeout SECONDS   how long to wait for the callback (default: 300)\n"
+       "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
        {"browser", "no-browser", "timeout", "scopes"}},
   };
   return list;
@@ -145,7 +155,8 @@ const std::vector<CommandInfo>& commands() {
 
 const CommandInfo* find_command(const std::string& name) {
   for (const auto& c : commands())
-    if (name == c.name) return &c;
+    if (name == c.name)
+      return &c;
   return nullptr;
 }
 
@@ -155,20 +166,23 @@ bool takes_value(const std::string& name) {
 }
 
 bool known_option(const std::string& name) {
-  if (name == "help") return true;
+  if (name == "help")
+    return true;
   for (const auto& c : commands())
     for (const auto& o : c.options)
-      if (o == name) return true;
+      if (o == name)
+        return true;
   return false;
 }
 
 void print_command_help(std::ostream& out, const CommandInfo& c) {
   out << "usage: " << c.synopsis << " [OPTIONS]\n\n" << c.details;
   bool common = false;
-  for (const auto& o : c.options) common = common || o == "client-id";
+  for (const auto& o : c.options)
+    common = common || o == "client-id";
   if (common)
-    out << "\ncommon options: --client-id, --client-secret, --scopes, --base-url, --issuer, --ca-file\n"
-           "(see `aps-auth --help`).\n";
+    out << "\ncommon options: --client-id, --client-secret, --scopes, --base-url, --issuer,\n"
+           "--ca-file (see `aps-auth --help`).\n";
 }
 
 // A usage error: message and usage on stderr, exit 2.
@@ -177,7 +191,7 @@ struct UsageError {
   const CommandInfo* command = nullptr;
 };
 
-// ---- command line ------------------------------------------------------------------------------------------
+// ---- command line -------------------------------------------------------------------------------
 
 struct Args {
   std::string command;
@@ -206,7 +220,8 @@ Args parse_args(int argc, char** argv) {
         value = name.substr(eq + 1);
         name.erase(eq);
       }
-      if (!known_option(name)) throw UsageError{"unknown option --" + name, find_command(a.command)};
+      if (!known_option(name))
+        throw UsageError{"unknown option --" + name, find_command(a.command)};
       if (takes_value(name)) {
         if (!inline_value) {
           if (i + 1 >= argc || std::string(argv[i + 1]).compare(0, 2, "--") == 0)
@@ -214,16 +229,19 @@ Args parse_args(int argc, char** argv) {
           value = argv[++i];
         }
       } else {
-        if (inline_value) throw UsageError{"option --" + name + " takes no value", find_command(a.command)};
+        if (inline_value)
+          throw UsageError{"option --" + name + " takes no value", find_command(a.command)};
         value = "1";
       }
       a.values[name] = value;
       continue;
     }
-    if (arg.size() > 1 && arg[0] == '-') throw UsageError{"unknown option " + arg, find_command(a.command)};
+    if (arg.size() > 1 && arg[0] == '-')
+      throw UsageError{"unknown option " + arg, find_command(a.command)};
     if (a.command.empty()) {
       a.command = arg;
-      if (!find_command(arg) && arg != "help") throw UsageError{"unknown command '" + arg + "'", nullptr};
+      if (!find_command(arg) && arg != "help")
+        throw UsageError{"unknown command '" + arg + "'", nullptr};
       continue;
     }
     if (a.command == "help" && find_command(arg)) {  // `aps-auth help login`
@@ -246,21 +264,27 @@ std::string env_or_empty(const char* name) {
 }
 
 // The option's value, else its environment variable's (when not empty), else the default.
-std::string option(const Args& a, const std::string& name, const char* env_name, const std::string& fallback = "") {
-  if (auto it = a.values.find(name); it != a.values.end()) return it->second;
+std::string option(const Args& a, const std::string& name, const char* env_name,
+                   const std::string& fallback = "") {
+  if (auto it = a.values.find(name); it != a.values.end())
+    return it->second;
   if (env_name) {
     std::string v = env_or_empty(env_name);
-    if (!v.empty()) return v;
+    if (!v.empty())
+      return v;
   }
   return fallback;
 }
 
-bool flag(const Args& a, const std::string& name) { return a.values.count(name) != 0; }
+bool flag(const Args& a, const std::string& name) {
+  return a.values.count(name) != 0;
+}
 
 std::vector<std::string> split_scopes(const std::string& s) {
   std::vector<std::string> out;
   std::istringstream in(s);
-  for (std::string w; in >> w;) out.push_back(w);
+  for (std::string w; in >> w;)
+    out.push_back(w);
   return out;
 }
 
@@ -268,19 +292,21 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
   std::string text = option(a, "timeout", nullptr, "300");
   char* end = nullptr;
   double seconds = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !std::isfinite(seconds) || seconds <= 0 || seconds > 7 * 24 * 3600.0)
+  if (text.empty() || *end != '\0' || !std::isfinite(seconds) || seconds <= 0 ||
+      seconds > 7 * 24 * 3600.0)
     throw UsageError{"--timeout needs a positive number of seconds (got '" + text + "')", &cmd};
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
 }
 
-// Config from the options and the environment. Discovery (--issuer) talks to the network, so it can fail with
-// aps::auth::Error.
+// Config from the options and the environment. Discovery (--issuer) talks to the network, so it can
+// fail with aps::auth::Error.
 auth::Config make_config(const Args& a, const CommandInfo& cmd, bool need_client_id) {
   auth::Config c;
   c.client_id = option(a, "client-id", "APS_CLIENT_ID");
   c.client_secret = option(a, "client-secret", "APS_CLIENT_SECRET");
   c.scopes = split_scopes(option(a, "scopes", "APS_SCOPES", "data:read"));
-  if (c.scopes.empty()) throw UsageError{"--scopes is empty", &cmd};
+  if (c.scopes.empty())
+    throw UsageError{"--scopes is empty", &cmd};
   c.callback_url = option(a, "callback-url", "APS_CALLBACK_URL", c.callback_url);
   c.ca_file = option(a, "ca-file", "APS_CA_FILE");
   if (need_client_id && c.client_id.empty())
@@ -304,9 +330,10 @@ struct NotSignedIn {
   std::string path;
 };
 
-// Saves the token when a token file is given, then prints it. A failed save still prints the token, so the
-// new (rotated) refresh token is not lost, and then fails.
-void save_then_print(const std::string& token_file, const auth::Token& token, auth::TokenStore* store = nullptr) {
+// Saves the token when a token file is given, then prints it. A failed save still prints the token,
+// so the new (rotated) refresh token is not lost, and then fails.
+void save_then_print(const std::string& token_file, const auth::Token& token,
+                     auth::TokenStore* store = nullptr) {
   if (!token_file.empty()) {
     try {
       if (store) {
@@ -326,7 +353,7 @@ void save_then_print(const std::string& token_file, const auth::Token& token, au
   print_json(token.to_json());
 }
 
-// ---- commands ----------------------------------------------------------------------------------------------
+// ---- commands -----------------------------------------------------------------------------------
 
 int cmd_login(const Args& a, const CommandInfo& cmd) {
   auth::Config config = make_config(a, cmd, true);
@@ -335,8 +362,11 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   opts.open_browser = !flag(a, "no-browser");
   opts.browser = [](const std::string& url) {
     bool ok = auth::open_browser(url);
-    if (ok) std::cerr << "Opened the sign-in page in your browser.\n";
-    else std::cerr << "Could not open a browser.\n";
+    if (ok)
+      std::cerr << "Opened the sign-in page in your browser (if none appeared, run again with "
+                   "--no-browser).\n";
+    else
+      std::cerr << "Could not open a browser.\n";
     return ok;
   };
   opts.show_url = [](const std::string& url) {
@@ -344,8 +374,8 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   };
   const long long seconds = std::chrono::duration_cast<std::chrono::seconds>(opts.timeout).count();
   opts.on_listening = [seconds](auth::LoopbackListener& listener) {
-    std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on " << listener.redirect_uri()
-              << " ...\n";
+    std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
+              << listener.redirect_uri() << " ...\n";
   };
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   auth::Token token = auth::login(config, opts);
@@ -357,14 +387,17 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
 int cmd_token(const Args& a, const CommandInfo& cmd) {
   auth::Config config = make_config(a, cmd, true);
   if (config.client_secret.empty())
-    throw UsageError{"a 2-legged token needs a client secret: pass --client-secret or set APS_CLIENT_SECRET", &cmd};
+    throw UsageError{
+        "a 2-legged token needs a client secret: pass --client-secret or set APS_CLIENT_SECRET",
+        &cmd};
   print_json(auth::client_credentials(config).to_json());
   return kExitOk;
 }
 
 std::string required(const Args& a, const std::string& name, const CommandInfo& cmd) {
   std::string v = option(a, name, nullptr);
-  if (v.empty()) throw UsageError{"missing --" + name, &cmd};
+  if (v.empty())
+    throw UsageError{"missing --" + name, &cmd};
   return v;
 }
 
@@ -378,16 +411,19 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
     print_json(auth::refresh(config, refresh_token).to_json());
     return kExitOk;
   }
-  // Read, refresh and write under the file's lock, so that another process sharing the file never refreshes
-  // the same (single-use) refresh token.
+  // Read, refresh and write under the file's lock, so that another process sharing the file never
+  // refreshes the same (single-use) refresh token.
   auth::FileTokenStore store(token_file);
   std::unique_ptr<auth::StoreLock> lock = store.lock();
   if (refresh_token.empty()) {
     auth::Token stored;
-    if (!store.load(stored)) throw NotSignedIn{token_file};
+    if (!store.load(stored))
+      throw NotSignedIn{token_file};
     if (stored.refresh_token.empty())
-      throw auth::Error(auth::ErrorKind::usage, "the token in '" + token_file + "' has no refresh token (a 2-legged "
-                                                "token?); sign in with `aps-auth login --token-file`");
+      throw auth::Error(auth::ErrorKind::usage,
+                        "the token in '" + token_file +
+                            "' has no refresh token (a 2-legged "
+                            "token?); sign in with `aps-auth login --token-file`");
     refresh_token = stored.refresh_token;
   }
   save_then_print(token_file, auth::refresh(config, refresh_token), &store);
@@ -399,14 +435,17 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
   auth::Config config = make_config(a, cmd, true);
   if (token_file.empty()) {
     if (config.client_secret.empty())
-      throw UsageError{"give --token-file PATH (APS_TOKEN_FILE) of a signed-in user, or a client secret for a "
-                       "2-legged token", &cmd};
+      throw UsageError{
+          "give --token-file PATH (APS_TOKEN_FILE) of a signed-in user, or a client secret for a "
+          "2-legged token",
+          &cmd};
     std::cout << auth::client_credentials(config).access_token << '\n';
     return kExitOk;
   }
   auto store = std::make_shared<auth::FileTokenStore>(token_file);
   auth::Token stored;
-  if (!store->load(stored)) throw NotSignedIn{token_file};
+  if (!store->load(stored))
+    throw NotSignedIn{token_file};
   auth::TokenSourceOptions opts;
   // A 2-legged token in the file is renewed with client credentials, not a refresh token.
   opts.client_credentials = stored.refresh_token.empty() && !config.client_secret.empty();
@@ -415,8 +454,8 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
   try {
     access_token = source.access_token();
   } catch (const auth::Error& e) {
-    // A new token that could not be saved is kept in memory: print it whole rather than lose the rotated
-    // refresh token (stdout is the only place a token may go), then fail.
+    // A new token that could not be saved is kept in memory: print it whole rather than lose the
+    // rotated refresh token (stdout is the only place a token may go), then fail.
     if (e.kind() == auth::ErrorKind::io) {
       try {
         auth::Token kept = source.token();
@@ -436,7 +475,8 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
 
 int cmd_logout(const Args& a, const CommandInfo& cmd) {
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
-  if (token_file.empty()) throw UsageError{"missing --token-file PATH (or APS_TOKEN_FILE)", &cmd};
+  if (token_file.empty())
+    throw UsageError{"missing --token-file PATH (or APS_TOKEN_FILE)", &cmd};
   auth::Config config = make_config(a, cmd, true);
   auth::FileTokenStore store(token_file);
   std::unique_ptr<auth::StoreLock> lock = store.lock();
@@ -446,12 +486,16 @@ int cmd_logout(const Args& a, const CommandInfo& cmd) {
     return kExitOk;
   }
   try {
-    // Revoking the refresh token ends the grant; the access token is revoked too while it is still valid.
-    if (!stored.refresh_token.empty()) auth::revoke(config, stored.refresh_token, auth::TokenTypeHint::refresh_token);
-    if (!stored.expired()) auth::revoke(config, stored.access_token, auth::TokenTypeHint::access_token);
+    // Revoking the refresh token ends the grant; the access token is revoked too while it is still
+    // valid.
+    if (!stored.refresh_token.empty())
+      auth::revoke(config, stored.refresh_token, auth::TokenTypeHint::refresh_token);
+    if (!stored.expired())
+      auth::revoke(config, stored.access_token, auth::TokenTypeHint::access_token);
   } catch (const auth::Error&) {
     std::cerr << "aps-auth: the token could not be revoked, so '" << token_file
-              << "' was kept; run logout again, or delete the file to forget the token on this machine only.\n";
+              << "' was kept; run logout again, or delete the file to forget the token on this "
+                 "machine only.\n";
     throw;
   }
   store.clear();
@@ -463,10 +507,12 @@ int cmd_revoke(const Args& a, const CommandInfo& cmd) {
   std::string token = required(a, "token", cmd);
   std::string hint = option(a, "token-type-hint", nullptr, "access_token");
   if (hint != "access_token" && hint != "refresh_token")
-    throw UsageError{"--token-type-hint is access_token or refresh_token (got '" + hint + "')", &cmd};
+    throw UsageError{"--token-type-hint is access_token or refresh_token (got '" + hint + "')",
+                     &cmd};
   auth::Config config = make_config(a, cmd, true);
-  auth::revoke(config, token, hint == "refresh_token" ? auth::TokenTypeHint::refresh_token
-                                                      : auth::TokenTypeHint::access_token);
+  auth::revoke(config, token,
+               hint == "refresh_token" ? auth::TokenTypeHint::refresh_token
+                                       : auth::TokenTypeHint::access_token);
   std::cerr << "Revoked.\n";
   return kExitOk;
 }
@@ -495,48 +541,66 @@ int run(int argc, char** argv) {
   }
   const CommandInfo* cmd = find_command(a.command);
   if (a.help) {
-    if (cmd) print_command_help(std::cout, *cmd);
-    else std::cout << kUsage;
+    if (cmd)
+      print_command_help(std::cout, *cmd);
+    else
+      std::cout << kUsage;
     return kExitOk;
   }
-  if (!cmd) throw UsageError{"no command given", nullptr};
+  if (!cmd)
+    throw UsageError{"no command given", nullptr};
   for (const auto& [name, value] : a.values) {
     bool allowed = false;
-    for (const auto& o : cmd->options) allowed = allowed || o == name;
-    if (!allowed) throw UsageError{"option --" + name + " does not apply to `" + a.command + "`", cmd};
+    for (const auto& o : cmd->options)
+      allowed = allowed || o == name;
+    if (!allowed)
+      throw UsageError{"option --" + name + " does not apply to `" + a.command + "`", cmd};
   }
   const std::string& c = a.command;
-  if (c == "login") return cmd_login(a, *cmd);
-  if (c == "token") return cmd_token(a, *cmd);
-  if (c == "refresh") return cmd_refresh(a, *cmd);
-  if (c == "revoke") return cmd_revoke(a, *cmd);
-  if (c == "introspect") return cmd_introspect(a, *cmd);
-  if (c == "userinfo") return cmd_userinfo(a, *cmd);
-  if (c == "access-token") return cmd_access_token(a, *cmd);
-  if (c == "logout") return cmd_logout(a, *cmd);
-  if (c == "demo") return cmd_demo(a, *cmd);
+  if (c == "login")
+    return cmd_login(a, *cmd);
+  if (c == "token")
+    return cmd_token(a, *cmd);
+  if (c == "refresh")
+    return cmd_refresh(a, *cmd);
+  if (c == "revoke")
+    return cmd_revoke(a, *cmd);
+  if (c == "introspect")
+    return cmd_introspect(a, *cmd);
+  if (c == "userinfo")
+    return cmd_userinfo(a, *cmd);
+  if (c == "access-token")
+    return cmd_access_token(a, *cmd);
+  if (c == "logout")
+    return cmd_logout(a, *cmd);
+  if (c == "demo")
+    return cmd_demo(a, *cmd);
   throw UsageError{"`" + c + "` is not available in this build", cmd};
 }
 
-// ---- demo --------------------------------------------------------------------------------------------------
+// ---- demo ---------------------------------------------------------------------------------------
 
 // Everything the demo tells the person, on stderr, one step at a time.
-void say(const std::string& words) { std::cerr << "demo: " << words << '\n'; }
+void say(const std::string& words) {
+  std::cerr << "demo: " << words << '\n';
+}
 
 int cmd_demo(const Args& a, const CommandInfo& cmd) {
   const bool real_browser = flag(a, "browser") && !flag(a, "no-browser");
   const std::chrono::milliseconds timeout = parse_timeout(a, cmd);
   std::vector<std::string> scopes = split_scopes(option(a, "scopes", nullptr, "data:read openid"));
-  if (scopes.empty()) throw UsageError{"--scopes is empty", &cmd};
+  if (scopes.empty())
+    throw UsageError{"--scopes is empty", &cmd};
   const std::string client_id = "aps-auth-demo";
 
-  // 1. A mock of APS Authentication v2 on 127.0.0.1 (plain HTTP is allowed to this machine only). The demo
-  //    app's callback is registered once the listener has a port (see on_listening).
+  // 1. A mock of APS Authentication v2 on 127.0.0.1 (plain HTTP is allowed to this machine only).
+  //    The demo app's callback is registered once the listener has a port (see on_listening).
   aps_mock::Options mock_options;
   mock_options.consent = aps_mock::Consent::page;
   mock_options.clients = {{client_id, "", {}}};
   aps_mock::Server mock(mock_options);
-  say("started a mock APS server on " + mock.base_url() + " (this machine only; no account, no network)");
+  say("started a mock APS server on " + mock.base_url() +
+      " (this machine only; no account, no network)");
 
   auth::Config config;
   config.client_id = client_id;  // no secret: a public (desktop) app, so PKCE carries the proof
@@ -552,7 +616,8 @@ int cmd_demo(const Args& a, const CommandInfo& cmd) {
   struct Joiner {
     std::thread& t;
     ~Joiner() {
-      if (t.joinable()) t.join();
+      if (t.joinable())
+        t.join();
     }
   } joiner{browser};
 
@@ -564,25 +629,30 @@ int cmd_demo(const Args& a, const CommandInfo& cmd) {
     o.clients = {{client_id, "", {callback}}};  // the app's registered callback, exactly
     mock.set_options(o);
     std::string where;
-    for (const auto& addr : listener.bound_addresses()) where += (where.empty() ? "" : ", ") + addr;
+    for (const auto& addr : listener.bound_addresses())
+      where += (where.empty() ? "" : ", ") + addr;
     say("listening for the sign-in callback on " + callback + " (bound to " + where +
         " only: loopback, no other interface)");
   };
-  // The mock user, clicking "Allow" on the consent page: the demo plays the browser on a thread. If that goes
-  // wrong, it ends the wait the way a server would, with an error= callback carrying the right state (the
-  // listener belongs to login(), so the thread must not touch it).
+  // The mock user, clicking "Allow" on the consent page: the demo plays the browser on a thread. If
+  // that goes wrong, it ends the wait the way a server would, with an error= callback carrying the
+  // right state (the listener belongs to login(), so the thread must not touch it).
   auto play_browser = [&](const std::string& url) {
-    say("no browser needed: the demo plays the browser and the user, who presses \"Allow\" on the consent page");
+    say("no browser needed: the demo plays the browser and the user, who presses \"Allow\" on the "
+        "consent page");
     browser = std::thread([&, url] {
       aps_mock::BrowseResult r = aps_mock::follow_like_browser(url, "", 30000);
-      if (r.status == 200 && r.final_url.rfind(callback + "?", 0) == 0) return;
+      if (r.status == 200 && r.final_url.rfind(callback + "?", 0) == 0)
+        return;
       {
         std::lock_guard<std::mutex> lk(browser_mutex);
-        browser_failure = "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
-                          (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
+        browser_failure =
+            "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
+            (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
       }
       std::size_t at = url.find("&state=");
-      std::string state = at == std::string::npos ? "" : url.substr(at + 7, url.find('&', at + 7) - at - 7);
+      std::string state =
+          at == std::string::npos ? "" : url.substr(at + 7, url.find('&', at + 7) - at - 7);
       auto u = callback.find("/", callback.find("://") + 3);
       httplib::Client client(callback.substr(0, u));
       client.set_connection_timeout(std::chrono::seconds(5));
@@ -591,13 +661,18 @@ int cmd_demo(const Args& a, const CommandInfo& cmd) {
     return true;
   };
   opts.browser = [&](const std::string& url) {
-    say("authorize URL (state: 128 random bits; PKCE: code_challenge = BASE64URL(SHA-256(verifier)), S256):\n\n  " +
+    say("authorize URL (state: 128 random bits; PKCE: code_challenge = "
+        "BASE64URL(SHA-256(verifier)), S256):\n\n  " +
         url + "\n");
     bool opened = real_browser && auth::open_browser(url);
-    if (opened) say("opened it in your browser: press \"Allow\" on the mock consent page");
-    else if (real_browser) say("could not open a browser");
-    if (!opened) play_browser(url);
-    say("waiting for the browser to come back with a code (its state is checked before anything else)...");
+    if (opened)
+      say("opened it in your browser: press \"Allow\" on the mock consent page");
+    else if (real_browser)
+      say("could not open a browser");
+    if (!opened)
+      play_browser(url);
+    say("waiting for the browser to come back with a code (its state is checked before anything "
+        "else)...");
     return true;
   };
 
@@ -605,17 +680,24 @@ int cmd_demo(const Args& a, const CommandInfo& cmd) {
   try {
     token = auth::login(config, opts);
   } catch (const auth::Error&) {
-    if (browser.joinable()) browser.join();
+    if (browser.joinable())
+      browser.join();
     std::lock_guard<std::mutex> lk(browser_mutex);
-    if (!browser_failure.empty()) throw auth::Error(auth::ErrorKind::bad_response, "demo: " + browser_failure);
+    if (!browser_failure.empty())
+      throw auth::Error(auth::ErrorKind::bad_response, "demo: " + browser_failure);
     throw;
   }
-  if (browser.joinable()) browser.join();
-  say("callback received: its state matched, the listener answered the browser with a \"Signed in\" page");
-  say("exchanged the code for a token (code_verifier sent; the mock checked it against the code_challenge): "
-      "access token valid for " + std::to_string(token.expires_in.count()) + " s" +
+  if (browser.joinable())
+    browser.join();
+  say("callback received: its state matched, the listener answered the browser with a \"Signed "
+      "in\" page");
+  say("exchanged the code for a token (code_verifier sent; the mock checked it against the "
+      "code_challenge): access token valid for " +
+      std::to_string(token.expires_in.count()) + " s" +
       (token.refresh_token.empty() ? "" : ", with a refresh token") +
-      (token.id_token.empty() ? "" : ", and an id_token whose signature, issuer, audience and nonce were verified"));
+      (token.id_token.empty()
+           ? ""
+           : ", and an id_token whose signature, issuer, audience and nonce were verified"));
 
   // 2. Refresh: APS refresh tokens are single-use and rotate.
   const std::string first_refresh_token = token.refresh_token;
@@ -652,16 +734,19 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const UsageError& e) {
     std::cerr << "aps-auth: " << e.message << "\n\n";
-    if (e.command) print_command_help(std::cerr, *e.command);
-    else std::cerr << kUsage;
+    if (e.command)
+      print_command_help(std::cerr, *e.command);
+    else
+      std::cerr << kUsage;
     return kExitUsage;
   } catch (const NotSignedIn& e) {
-    std::cerr << "aps-auth: no token in '" << e.path << "'; sign in first: aps-auth login --token-file '" << e.path
-              << "'\n";
+    std::cerr << "aps-auth: no token in '" << e.path
+              << "'; sign in first: aps-auth login --token-file '" << e.path << "'\n";
     return kExitFailure;
   } catch (const auth::Error& e) {
     std::cerr << "aps-auth: " << e.what() << '\n';
-    if (e.kind() != auth::ErrorKind::usage) return kExitFailure;
+    if (e.kind() != auth::ErrorKind::usage)
+      return kExitFailure;
     std::cerr << "Run `aps-auth --help` for the usage.\n";
     return kExitUsage;
   } catch (const std::exception& e) {

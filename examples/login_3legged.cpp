@@ -1,7 +1,9 @@
 // 3-legged sign-in: opens the browser, waits for the callback, prints the token JSON.
-//   APS_CLIENT_ID=... [APS_CLIENT_SECRET=...] [APS_SCOPES="data:read openid"] ./example_login_3legged
-// APS_CALLBACK_URL (default http://localhost:8080/api/auth/callback) must be registered for the app exactly.
-// No secret: a public client (PKCE). APS_BASE_URL points it at another server, APS_CA_FILE adds a trusted CA.
+//   APS_CLIENT_ID=... [APS_CLIENT_SECRET=...] [APS_SCOPES="data:read openid"]
+//   ./example_login_3legged
+// APS_CALLBACK_URL (default http://localhost:8080/api/auth/callback) must be registered for the app
+// exactly. No secret: a public client (PKCE). APS_BASE_URL points it at another server, APS_CA_FILE
+// adds a trusted CA.
 #include "aps_auth.hpp"
 
 #include <cstdlib>
@@ -18,13 +20,17 @@ int main() try {
   config.client_id = env("APS_CLIENT_ID");
   config.client_secret = env("APS_CLIENT_SECRET");
   config.callback_url = env("APS_CALLBACK_URL", "http://localhost:8080/api/auth/callback");
-  if (!env("APS_BASE_URL").empty()) config.endpoints = aps::auth::Endpoints::from_base_url(env("APS_BASE_URL"));
+  if (!env("APS_BASE_URL").empty())
+    config.endpoints = aps::auth::Endpoints::from_base_url(env("APS_BASE_URL"));
   std::istringstream scopes(env("APS_SCOPES", "data:read"));
   config.scopes.clear();
-  for (std::string s; scopes >> s;) config.scopes.push_back(s);
+  for (std::string s; scopes >> s;)
+    config.scopes.push_back(s);
 
   aps::auth::LoginOptions options;  // opens $BROWSER, else the system browser
-  options.show_url = [](const std::string& url) { std::cerr << "Open this URL to sign in:\n" << url << "\n"; };
+  options.show_url = [](const std::string& url) {
+    std::cerr << "Open this URL to sign in:\n" << url << "\n";
+  };
   aps::auth::Token token = aps::auth::login(config, options);
   std::cerr << "Signed in; the access token expires in " << token.expires_in.count() << " s.\n";
   std::cout << token.to_json() << "\n";  // keep token.refresh_token: it spares the next sign-in

@@ -1,5 +1,5 @@
-// Refresh: trade a refresh token for a new access token. APS refresh tokens are single-use and rotate:
-// the old one dies, so store the new token.refresh_token before you use the access token.
+// Refresh: trade a refresh token for a new access token. APS refresh tokens are single-use and
+// rotate: the old one dies, so store the new token.refresh_token before you use the access token.
 //   APS_CLIENT_ID=... [APS_CLIENT_SECRET=...] APS_REFRESH_TOKEN=... ./example_refresh_token
 // APS_BASE_URL points it at another server (a proxy, a mock); APS_CA_FILE adds a trusted CA.
 #include "aps_auth.hpp"
@@ -16,10 +16,12 @@ int main() try {
   aps::auth::Config config;
   config.client_id = env("APS_CLIENT_ID");
   config.client_secret = env("APS_CLIENT_SECRET");  // empty for a public client
-  if (!env("APS_BASE_URL").empty()) config.endpoints = aps::auth::Endpoints::from_base_url(env("APS_BASE_URL"));
+  if (!env("APS_BASE_URL").empty())
+    config.endpoints = aps::auth::Endpoints::from_base_url(env("APS_BASE_URL"));
   std::string refresh_token = env("APS_REFRESH_TOKEN");
   if (config.client_id.empty() || refresh_token.empty()) {
-    std::cerr << "set APS_CLIENT_ID and APS_REFRESH_TOKEN (and APS_CLIENT_SECRET for a confidential app)\n";
+    std::cerr << "set APS_CLIENT_ID and APS_REFRESH_TOKEN (and APS_CLIENT_SECRET for a "
+                 "confidential app)\n";
     return 2;
   }
   aps::auth::Token token = aps::auth::refresh(config, refresh_token);
