@@ -422,6 +422,32 @@ json read_json_file(const std::string& path) {
   return json::parse(text, nullptr, false);
 }
 
+bool in_path(const std::string& program) {
+  std::string path = getenv_str("PATH");
+  for (std::size_t pos = 0; pos <= path.size();) {
+    std::size_t colon = path.find(':', pos);
+    if (colon == std::string::npos)
+      colon = path.size();
+    std::string dir = path.substr(pos, colon - pos);
+    if (!dir.empty() && access((dir + "/" + program).c_str(), X_OK) == 0)
+      return true;
+    pos = colon + 1;
+  }
+  return false;
+}
+
+// The environment of a login whose callback is registered with the mock and whose $BROWSER follows
+// the redirect with curl.
+std::map<std::string, std::string> browser_env(Fixture& f) {
+  REQUIRE_MESSAGE(in_path("curl"), "curl is needed: tests/cli/follow_redirect.sh is the browser");
+  auto e = f.env();
+  e["APS_CALLBACK_URL"] = f.register_callback();
+  e["BROWSER"] = f.browser_command();
+  if (!f.ca_file.empty())
+    e["APS_TEST_CA_FILE"] = f.ca_file;
+  return e;
+}
+
 }  // namespace
 
 TEST_SUITE("cli") {
@@ -613,16 +639,6 @@ TEST_SUITE("cli") {
     Run ok = f.run({"token"}, e);
     INFO(describe(ok));
     CHECK(ok.exit_code == 0);
-  }
-
-  // A Fixture whose callback is registered and whose $BROWSER follows the redirect with curl.
-  std::map<std::string, std::string> browser_env(Fixture & f) {
-    auto e = f.env();
-    e["APS_CALLBACK_URL"] = f.register_callback();
-    e["BROWSER"] = f.browser_command();
-    if (!f.ca_file.empty())
-      e["APS_TEST_CA_FILE"] = f.ca_file;
-    return e;
   }
 
   TEST_CASE("cli: login through $BROWSER, over HTTP and over HTTPS") {
