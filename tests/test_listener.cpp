@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <fstream>
 #include <future>
@@ -283,13 +284,15 @@ TEST_SUITE("listener") {
       if (c.addresses.front() == "127.0.0.1") CHECK(bind_with_reuse("0.0.0.0", port) == EADDRINUSE);
       if (c.addresses.back() == "[::1]") CHECK(bind_with_reuse("::", port) == EADDRINUSE);
 
-      // The port answers on loopback only: on this machine's other addresses the connection is refused.
+      // The port answers on loopback only: on this machine's other addresses nothing accepts the connection
+      // (refused; or, behind a dropping firewall, timed out).
       for (const auto& other : non_loopback_addresses()) {
-        CAPTURE(other);
         int err = 0;
-        raw_http::Socket s = raw_http::connect_to(other, port, &err, 2000);
+        raw_http::Socket s = raw_http::connect_to(other, port, &err, 1000);
+        const std::string result = std::strerror(err);
+        CAPTURE(other);
+        CAPTURE(result);
         CHECK_FALSE(s.valid());
-        CHECK(err == ECONNREFUSED);
       }
     }
   }
@@ -720,7 +723,7 @@ TEST_SUITE("listener") {
     auto t0 = std::chrono::steady_clock::now();
     auto r = f.callback(f.good_query("real"));
     CHECK(r.status == 200);
-    CHECK(test_util::seconds_since(t0) < 1.0);
+    CHECK(test_util::seconds_since(t0) < 3.0);  // far below the 10 s after which a silent client is dropped
     CHECK(f.result.get() == "real");
     for (auto& s : silent) CHECK(s.valid());
   }
