@@ -2450,6 +2450,7 @@ struct TokenSource::Impl {
   std::chrono::system_clock::time_point refresh_at{};  // hand out `current` until then
   std::mutex refresh_mutex;  // one refresh in flight per TokenSource; also guards `session`
   detail::HttpSession session;
+  bool unsaved = false;  // the last new token could not be saved: ours is newer than the store's (refresh_mutex)
 
   void adopt(const Token& t) {  // caller holds `mutex`
     current = t;
@@ -2477,13 +2478,16 @@ struct TokenSource::Impl {
     if (have_stored && fresh(stored)) {
       std::lock_guard<std::mutex> lk(mutex);
       adopt(stored);
+      unsaved = false;
       return;
     }
     Token next;
     if (options.client_credentials) {
       next = detail::client_credentials_grant(config, &session);
     } else {
-      std::string rt = have_stored && !stored.refresh_token.empty() ? stored.refresh_token : mine.refresh_token;
+      // After a failed save the stored refresh token was rotated away: ours is the live one.
+      bool use_stored = have_stored && !stored.refresh_token.empty() && !(unsaved && !mine.refresh_token.empty());
+      std::string rt = use_stored ? stored.refresh_token : mine.refresh_token;
       if (rt.empty())
         throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
       try {
@@ -2496,6 +2500,7 @@ struct TokenSource::Impl {
         if (fresh(again)) {
           std::lock_guard<std::mutex> lk(mutex);
           adopt(again);
+          unsaved = false;
           return;
         }
         next = detail::refresh_grant(config, again.refresh_token, {}, &session);
@@ -2508,7 +2513,9 @@ struct TokenSource::Impl {
     if (store) {
       try {
         store->save(next);
+        unsaved = false;
       } catch (const Error& e) {
+        unsaved = true;
         throw Error(ErrorKind::io, std::string("got a new token but could not save it; it is kept in memory "
                                                "(TokenSource::token() returns it): ") + e.what());
       }
