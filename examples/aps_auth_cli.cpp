@@ -11,6 +11,7 @@
 #include "aps_auth.hpp"
 #include "mock_aps_server.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -191,6 +192,16 @@ struct UsageError {
   const CommandInfo* command = nullptr;
 };
 
+// A word from the command line, quoted for an error message, unless it may be a secret (a token or
+// a secret put in the wrong place): those are long or use characters commands and options do not.
+std::string shown(const std::string& word) {
+  bool plain = word.size() <= 24;
+  for (char c : word)
+    plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                      c == '.' || c == ':');
+  return plain ? "'" + word + "'" : "(a value not shown: it may be a secret)";
+}
+
 // ---- command line -------------------------------------------------------------------------------
 
 struct Args {
@@ -241,7 +252,7 @@ Args parse_args(int argc, char** argv) {
     if (a.command.empty()) {
       a.command = arg;
       if (!find_command(arg) && arg != "help")
-        throw UsageError{"unknown command '" + arg + "'", nullptr};
+        throw UsageError{"unknown command " + shown(arg), nullptr};
       continue;
     }
     if (a.command == "help" && find_command(arg)) {  // `aps-auth help login`
@@ -249,7 +260,8 @@ Args parse_args(int argc, char** argv) {
       a.help = true;
       continue;
     }
-    throw UsageError{"unexpected argument '" + arg + "'", find_command(a.command)};
+    throw UsageError{"unexpected argument " + shown(arg) + " (values go after their option)",
+                     find_command(a.command)};
   }
   if (a.command == "help") {
     a.command.clear();
@@ -294,7 +306,8 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
   double seconds = std::strtod(text.c_str(), &end);
   if (text.empty() || *end != '\0' || !std::isfinite(seconds) || seconds <= 0 ||
       seconds > 7 * 24 * 3600.0)
-    throw UsageError{"--timeout needs a positive number of seconds (got '" + text + "')", &cmd};
+    throw UsageError{"--timeout needs a positive number of seconds (got " + shown(text) + ")",
+                     &cmd};
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
 }
 
@@ -507,7 +520,7 @@ int cmd_revoke(const Args& a, const CommandInfo& cmd) {
   std::string token = required(a, "token", cmd);
   std::string hint = option(a, "token-type-hint", nullptr, "access_token");
   if (hint != "access_token" && hint != "refresh_token")
-    throw UsageError{"--token-type-hint is access_token or refresh_token (got '" + hint + "')",
+    throw UsageError{"--token-type-hint is access_token or refresh_token (got " + shown(hint) + ")",
                      &cmd};
   auth::Config config = make_config(a, cmd, true);
   auth::revoke(config, token,

@@ -516,6 +516,18 @@ TEST_SUITE("cli") {
         CHECK(r.out.empty());
       }
     }
+    SUBCASE("a token in the wrong place is not echoed in the usage error") {
+      const std::string token = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLXZhbHVl.c2lnbmF0dXJl";
+      f.secrets.insert(token);
+      for (const std::vector<std::string>& args :
+           {std::vector<std::string>{"revoke", token}, std::vector<std::string>{token},
+            std::vector<std::string>{"revoke", "--token-type-hint", token, "--token", "x"}}) {
+        Run r = f.run(args);
+        INFO(describe(r));
+        CHECK(r.exit_code == 2);
+        CHECK(!contains(r.err, token.substr(0, 20)));
+      }
+    }
     SUBCASE("a missing client id is a usage error (exit 2)") {
       auto e = f.env();
       e.erase("APS_CLIENT_ID");
