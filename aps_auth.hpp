@@ -1994,22 +1994,30 @@ APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& req
       throw Error(ErrorKind::cancelled, "the wait for the sign-in callback was cancelled");
     }
     std::size_t nl = impl_->listen_fds.size();
+    std::size_t open = conns.size();
     for (std::size_t i = 0; i < nl; ++i) {
       if (!fds[1 + i].revents) continue;
-      while (true) {
+      // A bounded batch per round, so that a flood of connections cannot starve the reads below; an evicted
+      // connection is closed here and erased next round, so conns[i] stays aligned with fds[1 + nl + i]
+      // (found flooding the listener for tests/test_listener_abuse.cpp).
+      for (int batch = 0; batch < 64; ++batch) {
         int fd = accept_connection(impl_->listen_fds[i]);
         if (fd < 0) break;
-        if (conns.size() >= kMaxConnections) {
-          close_fd(conns.front().fd);
-          conns.erase(conns.begin());
-        }
+        for (auto it = conns.begin(); open >= kMaxConnections && it != conns.end(); ++it)
+          if (it->fd >= 0) {
+            close_fd(it->fd);
+            --open;
+          }
         conns.push_back({fd, Clock::now() + kPerConnection, {}});
+        ++open;
       }
     }
-    // Read what arrived; the connections accepted just now were not polled yet and are read next round.
-    for (std::size_t i = 0; i + 1 + nl < fds.size(); ++i) {
-      if (!fds[1 + nl + i].revents) continue;
+    // Read what arrived. The connections accepted just now were not polled: try them at once (a browser sends
+    // its request right after connecting), so that a flood of new connections cannot evict it unread.
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      if (i + 1 + nl < fds.size() && !fds[1 + nl + i].revents) continue;
       Connection& c = conns[i];
+      if (c.fd < 0) continue;
       char buf[4096];
       bool closed = false;
       while (true) {
