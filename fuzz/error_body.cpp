@@ -69,8 +69,8 @@ void raw(FuzzedDataProvider& fdp) {
   call.secrets.push_back(secret);
   aps::auth::Error e = run(call, a);
   // Headers are not secret-masked (the library never sends a secret in a way a header could echo), and a '*'
-  // in a secret can be rebuilt by the "***" mask: neither is a real case.
-  if (secret.size() >= 4 && fuzz_util::printable(secret) && secret.find('*') == std::string::npos &&
+  // or '.' in a secret can be rebuilt by the "***" mask or the "..." of a cut text: neither is a real case.
+  if (secret.size() >= 4 && fuzz_util::printable(secret) && secret.find_first_of("*.") == std::string::npos &&
       contains(a.body, secret) && !contains(a.content_type, secret) && !contains(a.location, secret)) {
     for (const std::string& t : texts(e)) require(!contains(t, secret), "the secret reached the error", t);
   }
