@@ -831,8 +831,11 @@ inline bool no_proxy_matches(const std::string& host, const std::string& list) {
     if (!item.empty()) {
       if (item.front() == '.') item.erase(0, 1);
       if (host == item) return true;
-      if (host.size() > item.size() && host.compare(host.size() - item.size(), item.size(), item) == 0 &&
-          host[host.size() - item.size() - 1] == '.')
+      // Suffixes match names only: "0.0.1" must not cover 127.0.0.1.
+      const bool ip_literal =
+          host.find_first_not_of("0123456789.") == std::string::npos || host.find(':') != std::string::npos;
+      if (!ip_literal && host.size() > item.size() &&
+          host.compare(host.size() - item.size(), item.size(), item) == 0 && host[host.size() - item.size() - 1] == '.')
         return true;
     }
     pos = comma + 1;
@@ -1537,9 +1540,12 @@ inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view
                "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>");
   if ((!iss.empty() || request.require_iss) && trim_slash(iss) != trim_slash(request.issuer)) {
     bad(400, "Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>");
-    out.failure = Error(ErrorKind::state_mismatch, "the authorization response's iss '" + sanitize(iss, {}, 200) +
-                                                       "' is not the expected issuer '" + request.issuer +
-                                                       "' (RFC 9207 mix-up protection)");
+    out.failure = Error(ErrorKind::state_mismatch,
+                        (iss.empty() ? "the authorization response has no iss, but the issuer '" + request.issuer +
+                                           "' advertises authorization_response_iss_parameter_supported"
+                                     : "the authorization response's iss '" + sanitize(iss, {}, 200) +
+                                           "' is not the expected issuer '" + request.issuer + "'") +
+                            " (RFC 9207 mix-up protection)");
     return out;
   }
   if (!error.empty()) {

@@ -1,0 +1,330 @@
+// Proxies (issue 4, item 6): HTTPS_PROXY / https_proxy / NO_PROXY / http_proxy and Config::proxy, through a real
+// proxy on loopback: Debian's tinyproxy, started by each test with a generated configuration (a free port,
+// Listen/Allow 127.0.0.1, ConnectPort = the mock's port, BasicAuth for the credentials cases), in the
+// foreground, its log read to count the CONNECT requests. The HTTPS mock APS server still sees every request
+// that went through. Without tinyproxy these tests FAIL: run scripts/install-deps --test.
+//
+// Found and fixed with these tests (aps_auth.hpp, http_send): with cpp-httplib 0.11 a proxy refusing the CONNECT
+// (wrong credentials: 401/407, port not allowed: 403, target down: 5xx) hung the call for ever; and the proxy
+// credentials were also sent inside the tunnel, to the server.
+#include <doctest/doctest.h>
+
+#include "aps_auth.hpp"
+#include "mock_aps_server.hpp"
+#include "support/faults_support.hpp"
+#include "support/test_util.hpp"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace {
+
+namespace auth = aps::auth;
+using namespace std::chrono_literals;
+using test_util::catch_error;
+using test_util::contains;
+using test_util::ScopedEnv;
+
+const char* const kClient = "proxy-client";
+const char* const kSecret = "proxy-secret-0b7e";
+const char* const kUser = "proxyuser";
+const char* const kPassword = "proxy-pw-77a1";
+
+void require_tinyproxy() {
+  REQUIRE_MESSAGE(!faults::tinyproxy_path().empty(),
+                  "tinyproxy is not installed; the proxy tests need it: run scripts/install-deps --test "
+                  "(Debian/Ubuntu package tinyproxy)");
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Every proxy variable unset for the lifetime of the object, then restored.
+struct NoProxyEnv {
+  ScopedEnv a{"HTTPS_PROXY", nullptr}, b{"https_proxy", nullptr}, c{"HTTP_PROXY", nullptr},
+      d{"http_proxy", nullptr}, e{"NO_PROXY", nullptr}, f{"no_proxy", nullptr}, g{"ALL_PROXY", nullptr},
+      h{"all_proxy", nullptr};
+};
+
+// The mock APS server (HTTPS by default, reached as 127.0.0.1) and a Config that takes the proxy from the
+// environment.
+struct Mock {
+  faults::TempDir dir;
+  aps_mock::Server server;
+  std::string ca_file;
+  bool tls;
+
+  explicit Mock(bool use_tls = true) : server(options(use_tls)), tls(use_tls) {
+    if (tls) ca_file = dir.write("ca.pem", server.pki().ca_cert_pem);
+  }
+  static aps_mock::Options options(bool use_tls) {
+    aps_mock::Options o;
+    o.tls = use_tls;
+    o.clients = {{kClient, kSecret, {"http://127.0.0.1:8080/api/auth/callback"}}};
+    return o;
+  }
+  std::string base_url() const {
+    return std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(server.port());
+  }
+  std::string connect_line() const { return "CONNECT 127.0.0.1:" + std::to_string(server.port()); }
+  auth::Config config() const {
+    auth::Config c;
+    c.client_id = kClient;
+    c.client_secret = kSecret;
+    c.scopes = {"data:read"};
+    c.endpoints = auth::Endpoints::from_base_url(base_url());
+    c.ca_file = ca_file;
+    c.proxy = "";  // from the environment
+    c.connect_timeout = 3s;
+    c.read_timeout = 5s;
+    c.retry.max_attempts = 2;
+    c.retry.initial_backoff = 10ms;
+    c.retry.max_delay = 50ms;
+    return c;
+  }
+};
+
+std::string credentials() { return std::string(kUser) + ":" + kPassword; }
+
+}  // namespace
+
+TEST_SUITE("proxy") {
+  TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") { require_tinyproxy(); }
+
+  TEST_CASE("HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the credentials") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
+    const auth::Config config = m.config();
+
+    auth::Token t = auth::client_credentials(config);
+    CHECK_FALSE(t.access_token.empty());
+    CHECK(proxy.requests(m.connect_line()) >= 1);
+    CHECK(m.server.count("token") == 1);
+    auto reqs = m.server.requests();
+    REQUIRE(reqs.size() == 1);
+    CHECK(reqs[0].header("Proxy-Authorization").empty());  // the proxy's credentials stay with the proxy
+    CHECK(contains(reqs[0].header("Authorization"), "Basic "));
+
+    const std::string rt = m.server.issue_tokens(kClient, "data:read")["refresh_token"].get<std::string>();
+    auth::Token r = auth::refresh(config, rt);
+    CHECK(r.refresh_token != rt);
+    auth::Introspection i = auth::introspect(config, r.access_token);
+    CHECK(i.active);
+    CHECK(m.server.count("token") == 2);
+    CHECK(m.server.count("introspect") == 1);
+    INFO(proxy.log());
+    CHECK(proxy.requests(m.connect_line()) >= 3);
+  }
+
+  TEST_CASE("lower-case https_proxy works, and wins over HTTPS_PROXY") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
+    ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(faults::free_port())).c_str());
+    auth::Token t = auth::client_credentials(m.config());
+    CHECK_FALSE(t.access_token.empty());
+    CHECK(proxy.requests(m.connect_line()) >= 1);
+    CHECK(m.server.count("token") == 1);
+  }
+
+  TEST_CASE("NO_PROXY / no_proxy naming the host bypasses the proxy") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
+    std::unique_ptr<ScopedEnv> no_proxy;
+    SUBCASE("NO_PROXY=127.0.0.1") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", "127.0.0.1"); }
+    SUBCASE("no_proxy=example.com, 127.0.0.1:port") {
+      const std::string list = "example.com, 127.0.0.1:" + std::to_string(m.server.port());
+      no_proxy = std::make_unique<ScopedEnv>("no_proxy", list.c_str());
+    }
+    SUBCASE("NO_PROXY=*") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", "*"); }
+    auth::Token t = auth::client_credentials(m.config());
+    CHECK_FALSE(t.access_token.empty());
+    CHECK(m.server.count("token") == 1);
+    CHECK(proxy.requests("CONNECT") == 0);
+  }
+
+  TEST_CASE("NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the proxy") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
+    ScopedEnv no_proxy("NO_PROXY", "example.com,.example.org,0.0.1");
+    CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
+    CHECK(proxy.requests(m.connect_line()) >= 1);
+    CHECK(m.server.count("token") == 1);
+  }
+
+  TEST_CASE("wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    std::string url;
+    SUBCASE("a wrong password") { url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2"); }
+    SUBCASE("no credentials at all") { url = proxy.url(); }
+    CAPTURE(url);
+    ScopedEnv env("HTTPS_PROXY", url.c_str());
+    const std::string rt = m.server.issue_tokens(kClient, "data:read")["refresh_token"].get<std::string>();
+    auto t0 = std::chrono::steady_clock::now();
+    auto e = catch_error([&] { (void)auth::refresh(m.config(), rt); });
+    REQUIRE(e);
+    CHECK(seconds_since(t0) < 5.0);
+    CHECK(e->kind() == auth::ErrorKind::network);
+    CHECK((e->status() == 407 || e->status() == 401));
+    CHECK(contains(e->what(), "proxy 127.0.0.1:" + std::to_string(proxy.port())));
+    CHECK(contains(e->what(), "check the user and password"));
+    CHECK_FALSE(contains(e->what(), "pw-WRONG-91c2"));
+    CHECK_FALSE(contains(e->what(), rt));
+    CHECK(m.server.count("token") == 0);
+    CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
+  }
+
+  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, faults::free_port());  // tunnels to another port only
+    ScopedEnv env("HTTPS_PROXY", proxy.url().c_str());
+    auto t0 = std::chrono::steady_clock::now();
+    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
+    REQUIRE(e);
+    CHECK(seconds_since(t0) < 5.0);
+    CHECK(e->kind() == auth::ErrorKind::network);
+    CHECK(e->status() == 403);
+    CHECK(contains(e->what(), "refused the tunnel"));
+    CHECK(m.server.count("token") == 0);
+  }
+
+  TEST_CASE("through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
+    const std::string unrelated = m.dir.write("unrelated.pem", aps_mock::Pki::generate("u.example").ca_cert_pem);
+    ScopedEnv cert_file("SSL_CERT_FILE", unrelated.c_str());
+    ScopedEnv cert_dir("SSL_CERT_DIR", m.dir.path().c_str());
+    ScopedEnv aps_ca("APS_CA_FILE", nullptr);
+    auth::Config config = m.config();
+    config.ca_file.clear();
+    auto e = catch_error([&] { (void)auth::client_credentials(config); });
+    REQUIRE(e);
+    CHECK(e->kind() == auth::ErrorKind::tls);
+    CHECK(contains(e->what(), "through proxy 127.0.0.1:" + std::to_string(proxy.port())));
+    CHECK(proxy.requests(m.connect_line()) >= 1);
+    CHECK(m.server.count("token") == 0);
+  }
+
+  TEST_CASE("a proxy that is down: ErrorKind::network naming the proxy") {
+    NoProxyEnv clean;
+    Mock m;
+    const int dead = faults::free_port();
+    ScopedEnv env("HTTPS_PROXY", ("http://" + credentials() + "@127.0.0.1:" + std::to_string(dead)).c_str());
+    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
+    REQUIRE(e);
+    CHECK(e->kind() == auth::ErrorKind::network);
+    CHECK(contains(e->what(), "through proxy 127.0.0.1:" + std::to_string(dead)));
+    CHECK_FALSE(contains(e->what(), kPassword));
+    CHECK(m.server.count("token") == 0);
+  }
+
+  TEST_CASE("Config::proxy = \"direct\" ignores the environment") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    auth::Config config = m.config();
+    config.proxy = "direct";
+    SUBCASE("HTTPS_PROXY names a working proxy: not used") {
+      ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
+      CHECK_FALSE(auth::client_credentials(config).access_token.empty());
+    }
+    SUBCASE("https_proxy names a dead one: no failure") {
+      ScopedEnv env("https_proxy", ("http://127.0.0.1:" + std::to_string(faults::free_port())).c_str());
+      CHECK_FALSE(auth::client_credentials(config).access_token.empty());
+    }
+    CHECK(m.server.count("token") == 1);
+    CHECK(proxy.requests("CONNECT") == 0);
+  }
+
+  TEST_CASE("Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    ScopedEnv no_proxy("NO_PROXY", "*");
+    ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(faults::free_port())).c_str());
+    auth::Config config = m.config();
+    config.proxy = proxy.url(credentials());
+    CHECK_FALSE(auth::client_credentials(config).access_token.empty());
+    CHECK(proxy.requests(m.connect_line()) >= 1);
+    CHECK(m.server.count("token") == 1);
+
+    SUBCASE("a proxy URL that is not http:// is a usage error") {
+      config.proxy = "socks5://127.0.0.1:1080";
+      auto e = catch_error([&] { (void)auth::client_credentials(config); });
+      REQUIRE(e);
+      CHECK(e->kind() == auth::ErrorKind::usage);
+    }
+  }
+
+  TEST_CASE("plain-http loopback endpoints: http_proxy (lower case) is used, HTTP_PROXY is not (httpoxy)") {
+    require_tinyproxy();
+    NoProxyEnv clean;
+    Mock m(false);
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    const std::string through = "POST " + m.base_url() + "/authentication/v2/token";
+    {
+      ScopedEnv upper("HTTP_PROXY", proxy.url(credentials()).c_str());
+      CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
+      CHECK(proxy.requests(through) == 0);
+    }
+    {
+      ScopedEnv lower("http_proxy", proxy.url(credentials()).c_str());
+      CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
+      INFO(proxy.log());
+      CHECK(proxy.requests(through) == 1);
+    }
+    CHECK(m.server.count("token") == 2);
+  }
+
+  TEST_CASE("the CLI honours HTTPS_PROXY (and its credentials) too") {
+    require_tinyproxy();
+    const std::string cli = faults::getenv_str("APS_AUTH_CLI");
+    REQUIRE_MESSAGE(!cli.empty(), "APS_AUTH_CLI is not set (ctest sets it to the built aps-auth)");
+    Mock m;
+    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+    faults::EnvMap env = faults::base_env(m.dir.path());
+    env["HTTPS_PROXY"] = proxy.url(credentials());
+    env["APS_CLIENT_ID"] = kClient;
+    env["APS_CLIENT_SECRET"] = kSecret;
+    env["SSL_CERT_FILE"] = m.dir.write("unrelated.pem", aps_mock::Pki::generate("unrelated.example").ca_cert_pem);
+    faults::Run r = faults::run_process({cli, "token", "--base-url", m.base_url(), "--ca-file", m.ca_file}, env, 20s);
+    INFO(r.describe());
+    CHECK(r.exit_code == 0);
+    CHECK(contains(r.out, "\"access_token\""));
+    CHECK(proxy.requests(m.connect_line()) >= 1);
+    CHECK(m.server.count("token") == 1);
+    CHECK_FALSE(contains(r.err, kPassword));
+
+    env["HTTPS_PROXY"] = proxy.url(std::string(kUser) + ":pw-WRONG-91c2");
+    faults::Run bad = faults::run_process({cli, "token", "--base-url", m.base_url(), "--ca-file", m.ca_file}, env, 20s);
+    INFO(bad.describe());
+    CHECK(bad.exit_code == 1);
+    CHECK(contains(bad.err, "[aps_auth.network]"));
+    CHECK(contains(bad.err, "proxy"));
+    CHECK_FALSE(contains(bad.err, "pw-WRONG-91c2"));
+    CHECK(bad.out.empty());
+  }
+}
