@@ -116,10 +116,13 @@ struct Endpoints {
   [[nodiscard]] static Endpoints from_base_url(std::string_view base_url);
 };
 
-// When a failed request is sent again. Only requests whose re-sending is safe are retried on 5xx and lost
-// answers (client credentials, introspect, revoke, discovery, JWKS, userinfo). A code exchange or a refresh is
-// re-sent only when it provably never reached the server (connection refused) or the server answered 429/503:
-// a lost refresh answer is never re-sent, because the server already rotated the refresh token.
+// When a failed request is sent again. Only requests whose re-sending is safe are retried on 500/502/504 and
+// lost answers (reset, closed, read timeout): client credentials, introspect, revoke, discovery, JWKS, userinfo.
+// A code exchange or a refresh is re-sent only when it provably never reached the server (connection refused,
+// connect timeout, a proxy refusing the tunnel with 429/5xx) or the server answered 429/503: a lost refresh
+// answer is never re-sent, because the server already rotated the refresh token. TLS errors, 3xx, other 4xx and
+// malformed answers are never retried. Wait before re-send n: Retry-After (seconds) when given, else uniform in
+// [0, initial_backoff * 2^(n-1)]; both capped at max_delay.
 struct RetryPolicy {
   int max_attempts = 3;                                 // 1 = never retry
   std::chrono::milliseconds initial_backoff{500};       // doubled each attempt, with full jitter
