@@ -209,7 +209,7 @@ struct AuthorizationRequest {
 // ---- the loopback listener ---------------------------------------------------------------------------------
 
 // Receives the browser's redirect on the callback URL. Binds in the constructor (loopback only: 127.0.0.1,
-// [::1], or both for localhost; never a wildcard; no SO_REUSEADDR/SO_REUSEPORT), so a port in use is an error
+// [::1], or both for localhost; never a wildcard; never SO_REUSEPORT), so a port in use is an error
 // before any browser opens. Port 0 in the callback URL picks a free port (see redirect_uri()).
 class LoopbackListener {
  public:
@@ -1856,11 +1856,18 @@ struct LoopbackListener::Impl {
     detail::close_fd(wake[1]);
   }
 
-  // Binds one loopback address. No SO_REUSEADDR/SO_REUSEPORT: another process must not be able to share the
-  // port and receive the code. Returns 0 or the errno of the failure.
+  // Binds one loopback address. Never SO_REUSEPORT: another process must not be able to share the port and
+  // receive the code. On Linux SO_REUSEADDR is set: there it only lets the bind succeed over connections of an
+  // earlier sign-in still in TIME_WAIT (a second login within a minute would otherwise fail), and a listening
+  // socket still cannot be shared. Elsewhere (BSD, macOS) SO_REUSEADDR means more, so it stays off.
+  // Returns 0 or the errno of the failure.
   int bind_one(int family, int want_port) {
     int fd = detail::make_socket(family);
     if (fd < 0) return errno;
+#ifdef __linux__
+    int reuse = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+#endif
     sockaddr_storage ss{};
     socklen_t len;
     if (family == AF_INET6) {
