@@ -319,7 +319,7 @@ struct TokenSourceOptions {
   std::chrono::seconds refresh_lead = std::chrono::minutes(5);
   // 2-legged: get a new client-credentials token when the old one expires (no refresh token involved).
   bool client_credentials = false;
-  // Told about every new token, after it was saved.
+  // Told about every new token: after it was saved, or, when saving failed, before that error is thrown.
   std::function<void(const Token& token)> on_new_token;
 };
 
@@ -2540,6 +2540,7 @@ struct TokenSource::Impl {
         unsaved = false;
       } catch (const Error& e) {
         unsaved = true;
+        if (options.on_new_token) options.on_new_token(next);  // the application may keep it elsewhere
         throw Error(ErrorKind::io, std::string("got a new token but could not save it; it is kept in memory "
                                                "(TokenSource::token() returns it): ") + e.what());
       }
