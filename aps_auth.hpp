@@ -394,6 +394,7 @@ struct LoginOptions {
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
@@ -874,11 +875,67 @@ inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   return p;
 }
 
-// A trust store holding the system defaults (SSL_CERT_FILE / SSL_CERT_DIR honoured by OpenSSL) plus ca_file.
+// The trust store: the certificates X509_STORE_set_default_paths() trusts (the default CA file and directory,
+// SSL_CERT_FILE / SSL_CERT_DIR honoured as OpenSSL does) plus ca_file, but the default CA file is parsed only
+// when an issuer was found neither in ca_file nor in the hashed CA directory (searched by name, one small file
+// per lookup). Parsing the whole bundle (~140 certificates) costs ~240M instructions with OpenSSL 3, 40 ms or
+// more, and was most of the time of a one-shot token call; a certificate found in the directory is also in the
+// bundle on the usual systems (update-ca-certificates writes both).
+inline int default_bundle_index() {
+  static const int index = X509_STORE_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// Loads the default CA file into the store, once; true when it was loaded by this call.
+inline bool load_default_bundle(X509_STORE* store) {
+  static std::mutex m;
+  std::lock_guard<std::mutex> lk(m);
+  auto* file = static_cast<X509_LOOKUP*>(X509_STORE_get_ex_data(store, default_bundle_index()));
+  if (!file) return false;
+  X509_STORE_set_ex_data(store, default_bundle_index(), nullptr);
+  X509_LOOKUP_load_file(file, nullptr, X509_FILETYPE_DEFAULT);
+  ERR_clear_error();  // a missing default file is no error (as in X509_STORE_set_default_paths)
+  return true;
+}
+
+inline int get_issuer_then_bundle(X509** issuer, X509_STORE_CTX* ctx, X509* x) {
+  int found = X509_STORE_CTX_get1_issuer(issuer, ctx, x);
+  if (found == 0 && load_default_bundle(X509_STORE_CTX_get0_store(ctx))) found = X509_STORE_CTX_get1_issuer(issuer, ctx, x);
+  return found;
+}
+
+inline STACK_OF(X509) * lookup_certs_then_bundle(X509_STORE_CTX* ctx, const X509_NAME* name) {
+  STACK_OF(X509)* found = X509_STORE_CTX_get1_certs(ctx, name);
+  if (!found && load_default_bundle(X509_STORE_CTX_get0_store(ctx))) found = X509_STORE_CTX_get1_certs(ctx, name);
+  return found;
+}
+
+// The default CA directory, as OpenSSL chooses it (SSL_CERT_DIR, ignored in set-user-ID programs, else built in).
+inline const char* default_cert_dir() {
+#if defined(__GLIBC__)
+  const char* dir = ::secure_getenv(X509_get_default_cert_dir_env());
+#else
+  const char* dir = std::getenv(X509_get_default_cert_dir_env());
+#endif
+  return dir ? dir : X509_get_default_cert_dir();
+}
+
 inline X509_STORE* make_trust_store(const std::string& ca_file) {
   X509_STORE* store = X509_STORE_new();
   if (!store) throw Error(ErrorKind::tls, "could not create an OpenSSL certificate store");
-  X509_STORE_set_default_paths(store);
+  // The lookups of X509_STORE_set_default_paths(), the file one left empty until an issuer is missing.
+  X509_LOOKUP* file = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+  X509_LOOKUP* dir = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+  X509_LOOKUP* uri = X509_STORE_add_lookup(store, X509_LOOKUP_store());
+  if (!file || !dir || !uri || X509_STORE_set_ex_data(store, default_bundle_index(), file) != 1) {
+    X509_STORE_free(store);
+    throw Error(ErrorKind::tls, "could not create an OpenSSL certificate store");
+  }
+  X509_LOOKUP_add_dir(dir, nullptr, X509_FILETYPE_DEFAULT);
+  X509_LOOKUP_add_store(uri, nullptr);
+  X509_STORE_set_get_issuer(store, get_issuer_then_bundle);
+  X509_STORE_set_lookup_certs(store, lookup_certs_then_bundle);
+  ERR_clear_error();
   if (!ca_file.empty() && X509_STORE_load_locations(store, ca_file.c_str(), nullptr) != 1) {
     X509_STORE_free(store);
     throw Error(ErrorKind::tls, "could not load CA certificates from '" + ca_file + "'");
@@ -939,6 +996,11 @@ inline std::unique_ptr<httplib::Client> make_client(const Config& config, const 
   if (url.scheme == "https") {
     client->enable_server_certificate_verification(true);
     client->set_ca_cert_store(make_trust_store(effective_ca_file(config)));
+#ifndef _WIN32
+    // Without a CA path of its own, httplib loads the default paths into the store at the first handshake,
+    // parsing the whole bundle again: give it the default CA directory, which the store already searches.
+    client->set_ca_cert_path("", default_cert_dir());
+#endif
   }
   if (proxy) {
     client->set_proxy(proxy->host, proxy->port);
