@@ -628,17 +628,24 @@ inline std::string html_escape(std::string_view in) {
 // and any secret we sent masked (a server may echo what it received).
 inline std::string sanitize(std::string_view in, const std::vector<std::string_view>& secrets = {},
                             std::size_t max_len = 300) {
-  // Mask first, then cut: a secret straddling the cap must not leave its first half behind (found by fuzz/query).
-  std::string out(in);
-  for (std::string_view s : secrets) {
-    if (s.size() < 4) continue;
+  // Control characters first (replacing them must not rebuild a secret), then mask, then cut (a secret
+  // straddling the cap must not leave its first half behind). Both orders were found by fuzz/query.
+  auto printable = [](std::string_view text) {
+    std::string r(text);
+    for (char& c : r)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    return r;
+  };
+  std::string out = printable(in);
+  for (std::string_view secret : secrets) {
+    if (secret.size() < 4) continue;
+    const std::string s = printable(secret);
     for (std::size_t p = out.find(s); p != std::string::npos; p = out.find(s, p + 3)) out.replace(p, s.size(), "***");
   }
-  const bool cut = out.size() > max_len;
-  if (cut) out.resize(max_len);
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-  if (cut) out += "...";
+  if (out.size() > max_len) {
+    out.resize(max_len);
+    out += "...";
+  }
   return out;
 }
 
