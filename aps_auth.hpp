@@ -423,6 +423,7 @@ struct LoginOptions {
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -996,6 +997,26 @@ struct HttpSession {
   std::unique_ptr<httplib::Client> client;
 };
 
+#ifndef _WIN32
+// httplib 0.11 clears SSL_MODE_AUTO_RETRY on its TLS connections, and when SSL_read stops at a TLS 1.3
+// post-handshake message it sleeps 1 ms before reading on. A server sends its NewSessionTickets (two, with
+// OpenSSL) right after the handshake, before the answer: 2 ms more per connection, a fifth of a token call on
+// loopback. This info callback runs when OpenSSL has handled such a message: if the whole next TLS record is
+// already in the socket's receive queue, AUTO_RETRY lets SSL_read go on to it at once; otherwise it stays off,
+// so no read ever blocks where httplib would not have waited (its read timeout stays what it was).
+inline void read_on_when_buffered(const SSL* ssl, int where, int) {
+  if (!(where & SSL_CB_EXIT) || !SSL_is_init_finished(ssl)) return;
+  bool whole = false;
+  unsigned char head[5];
+  int fd = SSL_get_rfd(ssl), queued = 0;
+  if (fd >= 0 && ::ioctl(fd, FIONREAD, &queued) == 0 && queued >= 5 &&
+      ::recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT) == 5 && head[0] >= 20 && head[0] <= 23 && head[1] == 3)
+    whole = queued >= 5 + (head[3] << 8 | head[4]);
+  if (whole) SSL_set_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
+  else SSL_clear_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
+}
+#endif
+
 inline std::unique_ptr<httplib::Client> make_client(const Config& config, const Url& url,
                                                     const std::optional<Proxy>& proxy, bool keep_alive) {
   auto client = std::make_unique<httplib::Client>(url.origin());
@@ -1014,6 +1035,7 @@ inline std::unique_ptr<httplib::Client> make_client(const Config& config, const 
     // Without a CA path of its own, httplib loads the default paths into the store at the first handshake,
     // parsing the whole bundle again: give it the default CA directory, which the store already searches.
     client->set_ca_cert_path("", default_cert_dir());
+    SSL_CTX_set_info_callback(client->ssl_context(), read_on_when_buffered);
 #endif
   }
   if (proxy) {
