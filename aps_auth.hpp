@@ -1455,7 +1455,7 @@ inline std::string page(const std::string& title, const std::string& message_htm
          ".mark{width:3.2rem;height:3.2rem;border-radius:50%;margin:0 auto 1rem;display:flex;align-items:center;"
          "justify-content:center;font-size:1.8rem;color:#fff;background:" +
          std::string(ok ? "#1f9d55" : "#c8372d") +
-         "}h1{font-size:1.35rem;margin:0 0 .6rem}p{line-height:1.5;margin:.4rem 0;color:#3d4650}"
+         "}h1{font-size:1.35rem;margin:0 0 .6rem}p{line-height:1.5;margin:.4rem 0;color:#3d4650;text-wrap:pretty}"
          ".product{margin-top:1.6rem;font-size:.8rem;color:#8a939d;letter-spacing:.04em}"
          "code{background:#f0f2f5;padding:.1rem .3rem;border-radius:4px;word-break:break-all}"
          "</style></head><body><main class=\"card\"><div class=\"mark\">" +
