@@ -2598,17 +2598,19 @@ struct TokenSource::Impl {
   detail::HttpSession session;
   bool unsaved = false;  // the last new token could not be saved: ours is newer than the store's (refresh_mutex)
 
+  // When `t` is due for a refresh: the lead time before expiry, at most half its lifetime; at once without one.
+  std::chrono::system_clock::time_point refresh_point(const Token& t) const {
+    if (t.access_token.empty()) return {};
+    return t.expires_at - std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
+  }
+
   void adopt(const Token& t) {  // caller holds `mutex`
     current = t;
     loaded = true;
-    auto lead = std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
-    refresh_at = t.access_token.empty() ? std::chrono::system_clock::time_point{} : t.expires_at - lead;
+    refresh_at = refresh_point(t);
   }
 
-  bool fresh(const Token& t) const {
-    auto lead = std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
-    return !t.access_token.empty() && std::chrono::system_clock::now() < t.expires_at - lead;
-  }
+  bool fresh(const Token& t) const { return std::chrono::system_clock::now() < refresh_point(t); }
 
   // Runs with refresh_mutex held: the single flight.
   void renew() {
