@@ -1,33 +1,50 @@
 // aps_auth.hpp - sign in to Autodesk Platform Services (APS) with OAuth 2.0, in one header.
+// SPDX-License-Identifier: MIT
 //
+// USAGE
 //   #include "aps_auth.hpp"
-//   aps::auth::Config config;                      // APS endpoints by default
-//   config.client_id = "...";                      // no secret: a public client (PKCE)
+//   aps::auth::Config config;                           // APS endpoints by default
+//   config.client_id = "...";                           // no secret: a public client (PKCE)
 //   aps::auth::Token token = aps::auth::login(config);  // browser + loopback listener + code exchange
 //
-// Header-only by default. For faster builds define APS_AUTH_HEADER_ONLY=0 everywhere (the declarations then
-// need only standard headers) and compile the implementation once, in one .cpp:
-//   #define APS_AUTH_IMPLEMENTATION
-//   #include "aps_auth.hpp"
-// The implementation needs cpp-httplib (with CPPHTTPLIB_OPENSSL_SUPPORT), nlohmann/json and OpenSSL.
-// SPDX-License-Identifier: MIT
+//   Header-only by default. For faster builds define APS_AUTH_HEADER_ONLY=0 for every file (the declarations then
+//   need only standard headers) and compile the implementation once, in one .cpp:
+//     #define APS_AUTH_IMPLEMENTATION
+//     #include "aps_auth.hpp"
+//   The implementation needs cpp-httplib (with CPPHTTPLIB_OPENSSL_SUPPORT), nlohmann/json and OpenSSL 3.
+//
+// PLATFORMS
+//   Linux: tested. macOS: the POSIX code paths that differ there are written, not tested. Windows: not supported
+//   yet (the listener, the browser launch and the token file use POSIX calls only).
+//
+// CONTENTS  The declarations come first, then the implementation in the same order; search for "[n]".
+//   [1]  Errors                 ErrorKind, ErrorDetails, Error
+//   [2]  Configuration          Endpoints, RetryPolicy, Config
+//   [3]  Authorization request  AuthorizeOptions, AuthorizationRequest, authorization_request, pkce_challenge
+//   [4]  Loopback listener      LoopbackListener, open_browser
+//   [5]  Token endpoint         exchange_code, refresh, client_credentials, revoke, introspect, userinfo,
+//                               logout_url (and the HTTP client they share)
+//   [6]  Token                  Token: expiry, JSON round trip
+//   [7]  Token stores           TokenStore, MemoryTokenStore, FileTokenStore
+//   [8]  Token source           TokenSource: a valid access token on demand, single-flight refresh
+//   [9]  OpenID Connect         discover, verify_id_token
+//   [10] Sign-in                LoginOptions, login: [3] + [4] + [5] + [9] in one call
+//   Implementation only, before [1]:
+//   [P]  Platform               every OS call: sockets, files and locks, processes, environment, clock
+//   [H]  cpp-httplib adapter    what differs between cpp-httplib versions, and workarounds for old ones
+//   [T]  Text                   URL, form and base64 encodings, JSON helpers, sanitizing for messages
 #ifndef APS_AUTH_HPP
 #define APS_AUTH_HPP
 
+// The version: CMake and Meson read these three lines.
 #define APS_AUTH_VERSION_MAJOR 0
 #define APS_AUTH_VERSION_MINOR 1
 #define APS_AUTH_VERSION_PATCH 0
 
-// ---- configuration macros ----------------------------------------------------------------------------------
+// ---- configuration macros ------------------------------------------------------------------------------------
 
 #ifndef APS_AUTH_HEADER_ONLY
 #define APS_AUTH_HEADER_ONLY 1
-#endif
-
-#if APS_AUTH_HEADER_ONLY
-#define APS_AUTH_FUNC inline
-#else
-#define APS_AUTH_FUNC
 #endif
 
 // Largest answer body accepted from an HTTP endpoint; larger answers are a bad_response error.
@@ -40,6 +57,30 @@
 #define APS_AUTH_MAX_CALLBACK_BYTES (16 * 1024)
 #endif
 
+#if APS_AUTH_HEADER_ONLY
+#define APS_AUTH_FUNC inline
+#else
+#define APS_AUTH_FUNC
+#endif
+
+// Everything lives in an inline namespace named after the version and the mode, so a program that mixes
+// header-only and compiled-mode files fails to link instead of mixing two definitions of one class.
+#define APS_AUTH_ABI_NAME_(major, minor, mode) v##major##_##minor##_##mode
+#define APS_AUTH_ABI_NAME(major, minor, mode) APS_AUTH_ABI_NAME_(major, minor, mode)
+#if APS_AUTH_HEADER_ONLY
+#define APS_AUTH_ABI APS_AUTH_ABI_NAME(APS_AUTH_VERSION_MAJOR, APS_AUTH_VERSION_MINOR, ho)
+#else
+#define APS_AUTH_ABI APS_AUTH_ABI_NAME(APS_AUTH_VERSION_MAJOR, APS_AUTH_VERSION_MINOR, cm)
+#endif
+#define APS_AUTH_NAMESPACE_BEGIN \
+  namespace aps {                \
+  namespace auth {               \
+  inline namespace APS_AUTH_ABI {
+#define APS_AUTH_NAMESPACE_END \
+  }                            \
+  }                            \
+  }
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -49,36 +90,40 @@
 #include <string_view>
 #include <vector>
 
-namespace aps {
-namespace auth {
+APS_AUTH_NAMESPACE_BEGIN
 
-// ---- errors ------------------------------------------------------------------------------------------------
+// "0.1.0"
+[[nodiscard]] std::string version();
+
+// =================================================================================================================
+// [1] Errors
+// =================================================================================================================
 
 enum class ErrorKind {
-  network,         // could not connect, connection reset, proxy failure
-  tls,             // certificate not trusted, hostname mismatch, handshake failure
-  timeout,         // no answer in time, or no callback before the deadline
-  http,            // an endpoint answered an HTTP error (APS errorCode/developerMessage kept)
-  oauth,           // an endpoint or the callback answered an OAuth error (error/error_description kept)
-  state_mismatch,  // the callback's iss did not match (wrong-state callbacks never end the wait)
-  access_denied,   // the user (or policy) refused consent
-  bad_response,    // an answer that is not what the protocol promises (HTML, truncated, too big, ...)
-  io,              // files, sockets of the listener, randomness
-  usage,           // the caller's mistake: bad URL, missing client id, plain http to a remote host
-  cancelled,       // LoopbackListener::cancel() was called
+  network,          // could not connect, connection reset, proxy failure
+  tls,              // certificate not trusted, hostname mismatch, handshake failure
+  timeout,          // no answer in time, or no callback before the deadline
+  http,             // an endpoint answered an HTTP error (APS errorCode/developerMessage kept)
+  oauth,            // an endpoint or the callback answered an OAuth error (error/error_description kept)
+  issuer_mismatch,  // the callback's iss is not the expected issuer, or missing when promised (RFC 9207)
+  access_denied,    // the user (or policy) refused consent
+  bad_response,     // an answer that is not what the protocol promises (HTML, truncated, too big, ...)
+  io,               // files, sockets of the listener, randomness
+  usage,            // the caller's mistake: bad URL, missing client id, plain http to a remote host
+  cancelled,        // LoopbackListener::cancel() was called
 };
 
 [[nodiscard]] const char* to_string(ErrorKind kind) noexcept;
 
 // What an endpoint said, every field kept (APS answers errors in two shapes).
 struct ErrorDetails {
-  int status = 0;                 // HTTP status, 0 when there was no answer
-  std::string error;              // RFC 6749 "error"
-  std::string error_description;  // RFC 6749 "error_description"
-  std::string error_code;         // APS "errorCode", e.g. "AUTH-001"
-  std::string developer_message;  // APS "developerMessage"
-  std::string user_message;       // APS "userMessage"
-  std::string more_info;          // APS "more info" / "moreInfo"
+  int status = 0;                       // HTTP status, 0 when there was no answer
+  std::string error;                    // RFC 6749 "error"
+  std::string error_description;        // RFC 6749 "error_description"
+  std::string error_code;               // APS "errorCode", e.g. "AUTH-001"
+  std::string developer_message;        // APS "developerMessage"
+  std::string user_message;             // APS "userMessage"
+  std::string more_info;                // APS "more info" / "moreInfo"
   std::chrono::seconds retry_after{0};  // from a 429/503 answer
 };
 
@@ -96,18 +141,22 @@ class Error : public std::runtime_error {
   ErrorDetails details_;
 };
 
-// ---- configuration -----------------------------------------------------------------------------------------
+// =================================================================================================================
+// [2] Configuration
+// =================================================================================================================
 
 // Where the authorization server lives. Default-constructed: APS production.
 struct Endpoints {
-  std::string issuer = "https://developer.api.autodesk.com";
-  std::string authorize = "https://developer.api.autodesk.com/authentication/v2/authorize";
-  std::string token = "https://developer.api.autodesk.com/authentication/v2/token";
-  std::string revoke = "https://developer.api.autodesk.com/authentication/v2/revoke";
-  std::string introspect = "https://developer.api.autodesk.com/authentication/v2/introspect";
-  std::string jwks = "https://developer.api.autodesk.com/authentication/v2/keys";
-  std::string logout = "https://developer.api.autodesk.com/authentication/v2/logout";
-  std::string userinfo = "https://api.userprofile.autodesk.com/userinfo";
+  Endpoints();  // APS production: https://developer.api.autodesk.com and api.userprofile.autodesk.com/userinfo
+
+  std::string issuer;
+  std::string authorize;
+  std::string token;
+  std::string revoke;
+  std::string introspect;
+  std::string jwks;
+  std::string logout;
+  std::string userinfo;
   // RFC 9207: the server promises an `iss` parameter on every authorization response.
   bool authorization_response_iss_parameter_supported = false;
 
@@ -124,9 +173,9 @@ struct Endpoints {
 // malformed answers are never retried. Wait before re-send n: Retry-After (seconds) when given, else uniform in
 // [0, initial_backoff * 2^(n-1)]; both capped at max_delay.
 struct RetryPolicy {
-  int max_attempts = 3;                                 // 1 = never retry
-  std::chrono::milliseconds initial_backoff{500};       // doubled each attempt, with full jitter
-  std::chrono::milliseconds max_delay{30000};           // cap for Retry-After and backoff
+  int max_attempts = 3;                            // 1 = never retry
+  std::chrono::milliseconds initial_backoff{500};  // doubled each attempt, with full jitter
+  std::chrono::milliseconds max_delay{30000};      // cap for Retry-After and backoff
 };
 
 struct Config {
@@ -136,48 +185,18 @@ struct Config {
   std::vector<std::string> scopes = {"data:read"};
   Endpoints endpoints;
   std::string ca_file;  // extra trusted CA certificates (PEM), on top of the system store and SSL_CERT_FILE
-  // Proxy for the token endpoint calls: "http://[user:pass@]host:port". Empty: HTTPS_PROXY / https_proxy /
-  // HTTP_PROXY / http_proxy / NO_PROXY from the environment. "direct": never use a proxy.
+  // Proxy for the endpoint calls: "http://[user:pass@]host:port". Empty: from the environment, as curl reads
+  // it: https_proxy or HTTPS_PROXY for https URLs, http_proxy (lower case only) for http URLs, NO_PROXY or
+  // no_proxy for exceptions. "direct": never use a proxy.
   std::string proxy;
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds read_timeout{30000};
   RetryPolicy retry;
 };
 
-// ---- tokens ------------------------------------------------------------------------------------------------
-
-struct Token {
-  std::string access_token;
-  std::string token_type = "Bearer";
-  std::string refresh_token;  // 3-legged only; rotates on every refresh
-  std::string id_token;       // with the openid scope
-  std::string scope;
-  std::chrono::seconds expires_in{0};                  // as answered
-  std::chrono::system_clock::time_point expires_at{};  // absolute, from the time the request was sent
-
-  // True when the access token expires within `margin` from now (or has no access token).
-  [[nodiscard]] bool expired(std::chrono::seconds margin = std::chrono::seconds(0)) const;
-  // {"access_token","token_type","expires_in","expires_at"(epoch s),"refresh_token"?,"id_token"?,"scope"?}
-  [[nodiscard]] std::string to_json() const;
-  // Reads to_json() output, or a token endpoint answer (expires_at then computed from now).
-  [[nodiscard]] static Token from_json(std::string_view json);
-};
-
-enum class TokenTypeHint { access_token, refresh_token };
-
-struct Introspection {
-  bool active = false;
-  std::string scope, client_id, userid;
-  std::chrono::system_clock::time_point expires_at{};  // epoch 0 when not given
-  std::string json;                                    // the whole answer
-};
-
-struct UserInfo {
-  std::string sub, name, email, preferred_username;
-  std::string json;  // the whole answer (all OIDC claims)
-};
-
-// ---- authorization request ---------------------------------------------------------------------------------
+// =================================================================================================================
+// [3] Authorization request
+// =================================================================================================================
 
 struct AuthorizeOptions {
   std::string prompt;         // "login" forces the sign-in page
@@ -206,11 +225,14 @@ struct AuthorizationRequest {
 // `bytes` random octets from OpenSSL's CSPRNG, base64url without padding.
 [[nodiscard]] std::string random_urlsafe(std::size_t bytes);
 
-// ---- the loopback listener ---------------------------------------------------------------------------------
+// =================================================================================================================
+// [4] Loopback listener
+// =================================================================================================================
 
-// Receives the browser's redirect on the callback URL. Binds in the constructor (loopback only: 127.0.0.1,
-// [::1], or both for localhost; never a wildcard; never SO_REUSEPORT), so a port in use is an error
-// before any browser opens. Port 0 in the callback URL picks a free port (see redirect_uri()).
+// Receives the browser's redirect on the callback URL. Binds in the constructor, loopback only (127.0.0.1,
+// [::1], or both for localhost; never a wildcard) and so that no other socket can share the port (never
+// SO_REUSEPORT; SO_REUSEADDR only on Linux, where it merely allows binding over TIME_WAIT), so a port in use is an
+// error before any browser opens. Port 0 in the callback URL picks a free port (see redirect_uri()).
 class LoopbackListener {
  public:
   explicit LoopbackListener(const std::string& callback_url);
@@ -219,7 +241,7 @@ class LoopbackListener {
   LoopbackListener& operator=(const LoopbackListener&) = delete;
 
   [[nodiscard]] int port() const noexcept;
-  [[nodiscard]] std::string redirect_uri() const;                // the callback URL with the bound port
+  [[nodiscard]] std::string redirect_uri() const;                  // the callback URL with the bound port
   [[nodiscard]] std::vector<std::string> bound_addresses() const;  // "127.0.0.1:8080", "[::1]:8080"
 
   // Waits for the callback that carries request.state and returns its code. Other paths get 404; callbacks
@@ -239,7 +261,11 @@ class LoopbackListener {
 // could be started.
 bool open_browser(const std::string& url);
 
-// ---- token endpoint and friends ----------------------------------------------------------------------------
+// =================================================================================================================
+// [5] Token endpoint
+// =================================================================================================================
+
+struct Token;  // [6]
 
 // authorization_code grant; sends request.code_verifier and the identical request.redirect_uri.
 [[nodiscard]] Token exchange_code(const Config& config, const AuthorizationRequest& request, const std::string& code);
@@ -248,14 +274,51 @@ bool open_browser(const std::string& url);
                             const std::vector<std::string>& scopes = {});
 // client_credentials grant (2-legged) for config.scopes; needs a client secret.
 [[nodiscard]] Token client_credentials(const Config& config);
-void revoke(const Config& config, const std::string& token, TokenTypeHint hint);
-[[nodiscard]] Introspection introspect(const Config& config, const std::string& token);
-[[nodiscard]] UserInfo userinfo(const Config& config, const std::string& access_token);
-[[nodiscard]] std::string logout_url(const Config& config, const std::string& post_logout_redirect_uri = "");
-// OIDC discovery: <issuer>/.well-known/openid-configuration; the document's issuer must equal `issuer`.
-[[nodiscard]] Endpoints discover(const Config& config, const std::string& issuer);
 
-// ---- token persistence -------------------------------------------------------------------------------------
+enum class TokenTypeHint { access_token, refresh_token };
+void revoke(const Config& config, const std::string& token, TokenTypeHint hint);
+
+struct Introspection {
+  bool active = false;
+  std::string scope, client_id, userid;
+  std::chrono::system_clock::time_point expires_at{};  // epoch 0 when not given
+  std::string json;                                    // the whole answer
+};
+[[nodiscard]] Introspection introspect(const Config& config, const std::string& token);
+
+struct UserInfo {
+  std::string sub, name, email, preferred_username;
+  std::string json;  // the whole answer (all OIDC claims)
+};
+[[nodiscard]] UserInfo userinfo(const Config& config, const std::string& access_token);
+
+// The logout page to open in the browser (no request is made).
+[[nodiscard]] std::string logout_url(const Config& config, const std::string& post_logout_redirect_uri = "");
+
+// =================================================================================================================
+// [6] Token
+// =================================================================================================================
+
+struct Token {
+  std::string access_token;
+  std::string token_type = "Bearer";
+  std::string refresh_token;  // 3-legged only; rotates on every refresh
+  std::string id_token;       // with the openid scope
+  std::string scope;
+  std::chrono::seconds expires_in{0};                  // as answered
+  std::chrono::system_clock::time_point expires_at{};  // absolute, from the time the request was sent
+
+  // True when the access token expires within `margin` from now (or has no access token).
+  [[nodiscard]] bool expired(std::chrono::seconds margin = std::chrono::seconds(0)) const;
+  // {"access_token","token_type","expires_in","expires_at"(epoch s),"refresh_token"?,"id_token"?,"scope"?}
+  [[nodiscard]] std::string to_json() const;
+  // Reads to_json() output, or a token endpoint answer (expires_at then computed from now).
+  [[nodiscard]] static Token from_json(std::string_view json);
+};
+
+// =================================================================================================================
+// [7] Token stores
+// =================================================================================================================
 
 // Held while a TokenSource reads, refreshes and writes a store, so that processes sharing it refresh one at a
 // time. Released by destruction.
@@ -315,7 +378,9 @@ class FileTokenStore : public TokenStore {
   std::function<void(const std::string&)> warn_;
 };
 
-// ---- auto-refreshing token source --------------------------------------------------------------------------
+// =================================================================================================================
+// [8] Token source
+// =================================================================================================================
 
 struct TokenSourceOptions {
   // Refresh when the access token expires within this time (at most half the token's lifetime).
@@ -348,7 +413,12 @@ class TokenSource {
   std::unique_ptr<Impl> impl_;
 };
 
-// ---- OpenID Connect id_token -------------------------------------------------------------------------------
+// =================================================================================================================
+// [9] OpenID Connect
+// =================================================================================================================
+
+// OIDC discovery: <issuer>/.well-known/openid-configuration; the document's issuer must equal `issuer`.
+[[nodiscard]] Endpoints discover(const Config& config, const std::string& issuer);
 
 struct IdTokenClaims {
   std::string issuer, subject, audience, nonce, name, email;
@@ -364,7 +434,9 @@ struct IdTokenClaims {
                                             const std::string& nonce = "",
                                             std::chrono::seconds leeway = std::chrono::seconds(60));
 
-// ---- the whole 3-legged flow -------------------------------------------------------------------------------
+// =================================================================================================================
+// [10] Sign-in
+// =================================================================================================================
 
 struct LoginOptions {
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
@@ -379,17 +451,15 @@ struct LoginOptions {
   std::function<void(LoopbackListener& listener)> on_listening;
 };
 
-// Binds the listener, opens the browser, waits for the callback (state checked), exchanges the code.
+// Binds the listener, opens the browser, waits for the callback (state checked), exchanges the code, and
+// verifies the id_token (with the request's nonce) when one came back.
 [[nodiscard]] Token login(const Config& config, const LoginOptions& options = {});
 
-[[nodiscard]] std::string version();
+APS_AUTH_NAMESPACE_END
 
-}  // namespace auth
-}  // namespace aps
-
-// ================================================================================================================
+// =================================================================================================================
 // Implementation
-// ================================================================================================================
+// =================================================================================================================
 #if APS_AUTH_HEADER_ONLY || defined(APS_AUTH_IMPLEMENTATION)
 
 #include <httplib.h>
@@ -401,6 +471,7 @@ struct LoginOptions {
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
@@ -414,14 +485,15 @@ struct LoginOptions {
 #include <optional>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #ifndef _WIN32
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -431,16 +503,534 @@ struct LoginOptions {
 #include <unistd.h>
 #endif
 
-namespace aps {
-namespace auth {
+APS_AUTH_NAMESPACE_BEGIN
 namespace detail {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using Params = std::vector<std::pair<std::string, std::string>>;
 
-// ---- encodings ---------------------------------------------------------------------------------------------
+// Milliseconds from now until `until`, as poll() takes them: 0 when past, at most an hour.
+inline int ms_until(Clock::time_point until) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(ms, 0, 3600000));
+}
 
+// =================================================================================================================
+// [P] Platform: every OS call of the library is in this section, behind the functions below. The rest of the
+// header calls only these.
+//
+//   environment  env, trusted_env
+//   sockets      Socket, last_socket_error, listen_loopback, local_port, accept_connection, receive_some, send_some, shutdown_send,
+//                poll_sockets, readable_now, connect_tcp, whole_tls_record_queued, Waker,
+//                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6
+//   files        parent_dir, make_private_dirs, read_file_if_exists, replace_file, remove_file, lock_file,
+//                default_state_dir, private_file_hint
+//   processes    spawn_detached, platform_opener
+//   clock        now_before
+// =================================================================================================================
+
+#ifndef _WIN32  // ---- POSIX (Linux; macOS and the BSDs where noted) -------------------------------------------
+
+// ---- environment
+
+inline std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+// An environment variable that must not steer a set-user-ID program (where the C library allows the check).
+inline std::string trusted_env(const char* name) {
+#if defined(__GLIBC__)
+  const char* v = ::secure_getenv(name);
+#else
+  const char* v = std::getenv(name);
+#endif
+  return v ? std::string(v) : std::string();
+}
+
+// ---- sockets
+
+using socket_t = int;
+constexpr socket_t kNoSocket = -1;
+using PollFd = pollfd;
+
+inline int last_socket_error() { return errno; }
+inline std::string os_error_text(int err) { return std::strerror(err); }
+inline bool is_addr_in_use(int err) { return err == EADDRINUSE; }
+inline bool is_no_ipv6(int err) { return err == EADDRNOTAVAIL || err == EAFNOSUPPORT; }
+
+// Owns one file descriptor (a socket, a file, a pipe end): closed on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : s_(fd) {}
+  Fd(Fd&& other) noexcept : s_(std::exchange(other.s_, kNoSocket)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      close();
+      s_ = std::exchange(other.s_, kNoSocket);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { close(); }
+
+  [[nodiscard]] int get() const noexcept { return s_; }
+  [[nodiscard]] bool valid() const noexcept { return s_ != kNoSocket; }
+  void close() noexcept { (void)close_checked(); }
+  // Closes now; false (errno set) when the OS reports an error, which after write() may mean lost data.
+  bool close_checked() noexcept {
+    int r = s_ == kNoSocket ? 0 : ::close(s_);
+    s_ = kNoSocket;
+    return r == 0;
+  }
+
+ private:
+  int s_ = kNoSocket;
+};
+using Socket = Fd;
+
+// Close-on-exec and (optionally) non-blocking, for systems without SOCK_CLOEXEC/accept4/pipe2 (macOS).
+inline bool set_fd_flags(int fd, bool nonblock) {
+  return ::fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 &&
+         (!nonblock || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+}
+
+inline Socket stream_socket(int family) {
+#ifdef __linux__
+  return Socket(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+#else
+  Socket s(::socket(family, SOCK_STREAM, 0));
+  if (s.valid() && !set_fd_flags(s.get(), true)) s.close();
+#ifdef SO_NOSIGPIPE
+  int one = 1;
+  if (s.valid()) ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  return s;
+#endif
+}
+
+// A listening socket on the loopback address of `family` (AF_INET or AF_INET6), non-blocking, that no other
+// socket can share: never SO_REUSEPORT. On Linux SO_REUSEADDR is set: there it only lets the bind succeed over
+// connections of an earlier sign-in still in TIME_WAIT (a second sign-in within a minute would fail otherwise),
+// and a second listener on the port is still refused. On BSD and macOS it means more, so it stays off there.
+// Returns 0 or the OS error.
+inline int listen_loopback(int family, int port, Socket& out) {
+  Socket s = stream_socket(family);
+  if (!s.valid()) return last_socket_error();
+#ifdef __linux__
+  int reuse = 1;
+  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+#endif
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (family == AF_INET6) {
+    int one = 1;
+    ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    a->sin6_port = htons(static_cast<std::uint16_t>(port));
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a->sin_port = htons(static_cast<std::uint16_t>(port));
+    len = sizeof(sockaddr_in);
+  }
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(s.get(), 64) != 0)
+    return last_socket_error();
+  out = std::move(s);
+  return 0;
+}
+
+inline int local_port(socket_t s) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+// A new connection, non-blocking and close-on-exec; invalid when none is waiting.
+inline Socket accept_connection(socket_t listener) {
+#ifdef __linux__
+  return Socket(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+#else
+  Socket s(::accept(listener, nullptr, nullptr));
+  if (s.valid() && !set_fd_flags(s.get(), true)) s.close();
+#ifdef SO_NOSIGPIPE
+  int one = 1;
+  if (s.valid()) ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  return s;
+#endif
+}
+
+#ifdef MSG_NOSIGNAL
+constexpr int kSendFlags = MSG_NOSIGNAL;
+#else
+constexpr int kSendFlags = 0;  // SO_NOSIGPIPE is set on the socket instead
+#endif
+
+// Bytes received (> 0), 0 when the peer closed, -1 when nothing is there now, -2 on an error.
+inline std::ptrdiff_t receive_some(socket_t s, char* buf, std::size_t n) {
+  ssize_t r = ::recv(s, buf, n, 0);
+  if (r >= 0) return r;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
+}
+
+// Bytes sent (>= 0), -1 when the socket cannot take more now, -2 on an error.
+inline std::ptrdiff_t send_some(socket_t s, const char* data, std::size_t n) {
+  ssize_t r = ::send(s, data, n, kSendFlags);
+  if (r >= 0) return r;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
+}
+
+inline void shutdown_send(socket_t s) { ::shutdown(s, SHUT_WR); }
+
+// poll(): the number of ready entries, 0 on timeout or interruption, -1 on an error (errno set).
+inline int poll_sockets(std::vector<PollFd>& fds, int timeout_ms) {
+  int n = ::poll(fds.data(), static_cast<nfds_t>(fds.size()), timeout_ms);
+  if (n < 0 && errno == EINTR) {
+    for (auto& p : fds) p.revents = 0;
+    return 0;
+  }
+  return n;
+}
+
+inline int wait_for(socket_t s, short events, int timeout_ms) {
+  PollFd p{s, events, 0};
+  return ::poll(&p, 1, timeout_ms);
+}
+
+inline bool readable_now(socket_t s) { return wait_for(s, POLLIN, 0) != 0; }
+
+// A connected TCP socket to host:port (non-blocking), or an invalid one when no address answered in time.
+inline Socket connect_tcp(const std::string& host, int port, Clock::time_point until) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return Socket();
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(found, ::freeaddrinfo);
+  for (addrinfo* ai = found; ai; ai = ai->ai_next) {
+    Socket s = stream_socket(ai->ai_family);
+    if (!s.valid()) continue;
+    if (::connect(s.get(), ai->ai_addr, ai->ai_addrlen) == 0) return s;
+    int err = errno == EINPROGRESS && wait_for(s.get(), POLLOUT, ms_until(until)) == 1 ? 0 : -1;
+    socklen_t len = sizeof err;
+    if (err == 0 && ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) return s;
+  }
+  return Socket();
+}
+
+// True when the socket's receive queue already holds the whole next TLS record (peeked, not read).
+inline bool whole_tls_record_queued(socket_t s) {
+  unsigned char head[5];
+  int queued = 0;
+  if (s < 0 || ::ioctl(s, FIONREAD, &queued) != 0 || queued < 5 ||
+      ::recv(s, head, sizeof head, MSG_PEEK | MSG_DONTWAIT) != 5)
+    return false;
+  const bool tls_record = head[0] >= 20 && head[0] <= 23 && head[1] == 3;
+  return tls_record && queued >= 5 + (head[3] << 8 | head[4]);
+}
+
+// Lets another thread wake a poll() (LoopbackListener::cancel): a non-blocking self-pipe.
+class Waker {
+ public:
+  Waker() {
+    int fds[2];
+#ifdef __linux__
+    const bool made = ::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0;
+#else
+    const bool made = ::pipe(fds) == 0 && set_fd_flags(fds[0], true) && set_fd_flags(fds[1], true);
+#endif
+    if (!made) throw Error(ErrorKind::io, "could not create a pipe: " + os_error_text(errno));
+    read_ = Fd(fds[0]);
+    write_ = Fd(fds[1]);
+  }
+  [[nodiscard]] socket_t handle() const noexcept { return read_.get(); }
+  void notify() noexcept {
+    char c = 1;
+    ssize_t n = ::write(write_.get(), &c, 1);
+    (void)n;  // a full pipe is already a wake-up
+  }
+  void drain() noexcept {
+    char buf[64];
+    while (::read(read_.get(), buf, sizeof buf) > 0) {
+    }
+  }
+
+ private:
+  Fd read_, write_;
+};
+
+inline bool is_ipv4_loopback_literal(const std::string& host) {
+  in_addr a{};
+  return ::inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+// ---- files
+
+inline std::string parent_dir(const std::string& path) {
+  std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// mkdir -p with mode 0700 for the directories it creates.
+inline void make_private_dirs(const std::string& dir) {
+  if (dir.empty() || dir == "." || dir == "/") return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) return;
+  make_private_dirs(parent_dir(dir));
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + os_error_text(errno));
+}
+
+// A file's text, and whether users other than its owner may read or write it ("mode 644" says how).
+struct FileContent {
+  std::string text;
+  bool shared = false;
+  std::string access;
+};
+
+// Reads a whole file (at most APS_AUTH_MAX_RESPONSE_BYTES and a little); false when it does not exist.
+inline bool read_file_if_exists(const std::string& path, FileContent& out) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return false;
+    throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) == 0 && (st.st_mode & 077) != 0) {
+    out.shared = true;
+    out.access = "mode " + std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
+                 std::to_string(st.st_mode & 7);
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) out.text.append(buf, static_cast<std::size_t>(n));
+    if (out.text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) break;
+  }
+  if (n < 0) throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(errno));
+  return true;
+}
+
+inline std::string private_file_hint(const std::string& path) { return "run: chmod 600 '" + path + "'"; }
+
+// Replaces the file atomically with `data`: a temp file in the same directory (mode 0600 from creation,
+// whatever the umask), fsync, rename over the file, fsync of the directory.
+inline void replace_file(const std::string& path, const std::string& data) {
+  const std::string dir = parent_dir(path);
+  make_private_dirs(dir);
+  std::string tmp;
+  Fd fd;
+  for (int attempt = 0; !fd.valid() && attempt < 10; ++attempt) {
+    tmp = path + ".tmp-" + random_urlsafe(6);
+    fd = Fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd.valid() && errno != EEXIST) break;
+  }
+  auto fail = [&](const char* step, int err) {
+    fd.close();
+    ::unlink(tmp.c_str());
+    throw Error(ErrorKind::io, "cannot save the token to '" + path + "' (" + step + ": " + os_error_text(err) + ")");
+  };
+  if (!fd.valid()) fail("create", errno);
+  if (::fchmod(fd.get(), 0600) != 0) fail("chmod", errno);
+  for (std::size_t off = 0; off < data.size();) {
+    ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write", errno);
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) fail("fsync", errno);
+  if (!fd.close_checked()) fail("close", errno);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno);
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_CLOEXEC));
+  if (dfd.valid()) ::fsync(dfd.get());  // make the rename itself durable
+}
+
+inline void remove_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    throw Error(ErrorKind::io, "cannot delete token file '" + path + "': " + os_error_text(errno));
+}
+
+struct FileLock : StoreLock {
+  Fd fd;  // closing releases the flock
+};
+
+// An exclusive flock() on `lock_path` (created 0600 when missing), held until the result is destroyed.
+inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path) {
+  make_private_dirs(parent_dir(lock_path));
+  auto l = std::make_unique<FileLock>();
+  l->fd = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!l->fd.valid())
+    throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + os_error_text(errno));
+  while (::flock(l->fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(errno));
+  }
+  return l;
+}
+
+// $XDG_STATE_HOME, else ~/.local/state.
+inline std::string default_state_dir() {
+  std::string base = env("XDG_STATE_HOME");
+  if (!base.empty() && base.front() == '/') return base;
+  std::string home = env("HOME");
+  if (home.empty()) throw Error(ErrorKind::usage, "neither XDG_STATE_HOME nor HOME is set; give a token file path");
+  return home + "/.local/state";
+}
+
+// ---- processes
+
+// Starts argv without a shell and without waiting for it: double fork, so no zombie is left, and a
+// close-on-exec pipe tells whether exec succeeded. The child's stdin/stdout/stderr are /dev/null (the caller's
+// stdout may be printing JSON).
+inline bool spawn_detached(const std::vector<std::string>& args) {
+  if (args.empty()) return false;
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int fds[2];
+#ifdef __linux__
+  if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+#else
+  if (::pipe(fds) != 0) return false;
+  set_fd_flags(fds[0], false);
+  set_fd_flags(fds[1], false);
+#endif
+  Fd exec_failed(fds[0]), report(fds[1]);
+  pid_t child = ::fork();
+  if (child < 0) return false;
+  if (child == 0) {
+    exec_failed.close();
+    pid_t grandchild = ::fork();
+    if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+    ::setsid();
+    int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+    }
+    ::execvp(argv[0], argv.data());
+    int err = errno;
+    ssize_t ignored = ::write(report.get(), &err, sizeof err);
+    (void)ignored;
+    ::_exit(127);
+  }
+  report.close();
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  int err = 0;
+  ssize_t n;
+  do {
+    n = ::read(exec_failed.get(), &err, sizeof err);
+  } while (n < 0 && errno == EINTR);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == 0;
+}
+
+// The program that opens a URL in the user's default browser.
+inline std::vector<std::string> platform_opener(const std::string& url) {
+#ifdef __APPLE__
+  return {"open", url};
+#else
+  return {"xdg-open", url};
+#endif
+}
+
+// ---- clock
+
+// system_clock::now() < t, cheaply when t is not near: CLOCK_REALTIME_COARSE is a vDSO read of the time at the
+// last tick (~5 ns, against ~20-35 ns for system_clock::now()) and lags CLOCK_REALTIME by less than its
+// resolution, so a coarse time further than a second (plus twice that resolution) before t decides it. Nearer,
+// or where there is no coarse clock, system_clock::now() decides.
+inline bool now_before(std::chrono::system_clock::time_point t) {
+#if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
+  static const std::chrono::nanoseconds margin = [] {
+    timespec res{};
+    if (::clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return std::chrono::nanoseconds::max();
+    return std::chrono::seconds(1) + 2 * (std::chrono::seconds(res.tv_sec) + std::chrono::nanoseconds(res.tv_nsec));
+  }();
+  timespec ts{};
+  if (margin != std::chrono::nanoseconds::max() && ::clock_gettime(CLOCK_REALTIME_COARSE, &ts) == 0) {
+    const auto coarse = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    if (coarse + margin < t.time_since_epoch()) return true;
+  }
+#endif
+  return std::chrono::system_clock::now() < t;
+}
+
+#endif  // POSIX
+
+// =================================================================================================================
+// [H] cpp-httplib adapter: the calls whose shape differs between cpp-httplib versions, and the workarounds for
+// bugs of old versions, each saying which versions need it.
+// =================================================================================================================
+
+// The TLS context of a client (for callbacks on it).
+inline SSL_CTX* tls_context_of(httplib::Client& client) { return client.ssl_context(); }
+
+// A kept-alive connection the server has closed since (for TLS: it sent close_notify, which httplib 0.11 takes
+// for a live socket). Nothing may arrive on an idle kept-alive connection, so anything readable means closed.
+inline bool idle_connection_closed(httplib::Client& client) {
+  return client.is_socket_open() && readable_now(client.socket());
+}
+
+// cpp-httplib 0.11 clears SSL_MODE_AUTO_RETRY on its TLS connections, and when SSL_read stops at a TLS 1.3
+// post-handshake message it sleeps 1 ms before reading on. A server sends its NewSessionTickets (two, with
+// OpenSSL) right after the handshake, before the answer: 2 ms more per connection, a fifth of a token call on
+// loopback. This info callback runs when OpenSSL has handled such a message: if the whole next TLS record is
+// already in the socket's receive queue, AUTO_RETRY lets SSL_read go on to it at once; otherwise it stays off,
+// so no read ever blocks where httplib would not have waited (its read timeout stays what it was).
+inline void read_on_when_buffered(const SSL* ssl, int where, int) {
+  if (!(where & SSL_CB_EXIT) || !SSL_is_init_finished(ssl)) return;
+  if (whole_tls_record_queued(SSL_get_rfd(ssl))) SSL_set_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
+  else SSL_clear_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
+}
+
+inline void skip_tls_ticket_sleeps(httplib::Client& client) {
+  SSL_CTX_set_info_callback(tls_context_of(client), read_on_when_buffered);
+}
+
+// cpp-httplib 0.11 waits for ever when a proxy refuses a CONNECT (any answer but 200 that closes the connection:
+// it locks a mutex it already holds), and that is how proxies refuse: 407 wrong credentials, 403 port not
+// allowed, 502 target unreachable. So the tunnel is first asked for on a socket of our own ([5] tunnel_refusal).
+constexpr bool kProxyRefusalHangs = true;
+
+// What a failed httplib request means to this library.
+struct TransportFailure {
+  ErrorKind kind;     // network, tls or timeout
+  const char* words;  // for the message
+  bool unsent;        // the request provably never reached the server
+  bool read_failed;   // the answer was being read (a timeout there is a read timeout)
+};
+
+inline TransportFailure classify(httplib::Error e) {
+  switch (e) {
+    case httplib::Error::Connection: return {ErrorKind::network, "could not connect", true, false};
+    case httplib::Error::ConnectionTimeout: return {ErrorKind::timeout, "connecting timed out", true, false};
+    case httplib::Error::Read: return {ErrorKind::network, "the connection failed while reading the answer", false, true};
+    case httplib::Error::Write: return {ErrorKind::network, "the connection failed while sending the request", false, false};
+    case httplib::Error::SSLConnection: return {ErrorKind::tls, "the TLS handshake failed", false, false};
+    case httplib::Error::SSLLoadingCerts: return {ErrorKind::tls, "the CA certificates could not be loaded", false, false};
+    case httplib::Error::SSLServerVerification:
+      return {ErrorKind::tls, "the server's certificate is not trusted (or its name does not match)", false, false};
+    default: return {ErrorKind::network, "the request failed", false, false};
+  }
+}
+
+// =================================================================================================================
+// [T] Text: encodings, URLs, JSON helpers, text made safe for messages and pages
+// =================================================================================================================
 inline bool is_unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
          c == '_' || c == '~';
@@ -684,6 +1274,17 @@ inline std::string string_field(const json& j, const char* name) {
   return {};
 }
 
+// Epoch seconds from outside (token files, introspection, id_token claims) as a time_point, clamped to what a
+// 64-bit nanosecond system_clock holds (~year 2262): seconds(x) -> ns overflows otherwise (found by fuzz/token_json).
+constexpr std::int64_t kMaxEpochSeconds = 9000000000LL;
+inline std::chrono::system_clock::time_point from_epoch_seconds(std::int64_t s) {
+  return std::chrono::system_clock::time_point(std::chrono::seconds(std::clamp(s, -kMaxEpochSeconds, kMaxEpochSeconds)));
+}
+inline std::chrono::system_clock::time_point from_epoch_seconds(const json& integer) {
+  bool huge = integer.is_number_unsigned() && integer.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX);
+  return from_epoch_seconds(huge ? INT64_MAX : integer.get<std::int64_t>());
+}
+
 inline std::string join(const std::vector<std::string>& parts, char sep) {
   std::string out;
   for (const auto& p : parts) {
@@ -698,7 +1299,7 @@ inline bool has_scope(const std::vector<std::string>& scopes, std::string_view s
   return std::find(scopes.begin(), scopes.end(), scope) != scopes.end();
 }
 
-// ---- URLs --------------------------------------------------------------------------------------------------
+// ---- URLs
 
 struct Url {
   std::string scheme;  // lower case
@@ -710,9 +1311,49 @@ struct Url {
 
   bool ipv6() const { return host.find(':') != std::string::npos; }
   std::string host_for_url() const { return ipv6() ? "[" + host + "]" : host; }
-  std::string origin() const { return scheme + "://" + host_for_url() + ":" + std::to_string(port); }
+  std::string authority() const { return host_for_url() + ":" + std::to_string(port); }  // "host:443", "[::1]:80"
+  std::string origin() const { return scheme + "://" + authority(); }
   std::string target() const { return query.empty() ? path : path + "?" + query; }
 };
+
+// Host and port of an authority ("h", "h:80", "[::1]:80", userinfo removed) into u; false when malformed.
+inline bool parse_host_port(std::string_view authority, Url& u) {
+  std::string_view port_text;
+  if (!authority.empty() && authority.front() == '[') {
+    std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+    u.host = std::string(authority.substr(1, close - 1));
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return false;
+      port_text = after.substr(1);
+    }
+    if (u.host.find(':') == std::string::npos ||  // "[abc]" is no IPv6 address (found by fuzz/url)
+        u.host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos)
+      return false;
+  } else {
+    std::size_t pc = authority.rfind(':');
+    if (pc != std::string_view::npos) {
+      port_text = authority.substr(pc + 1);
+      authority = authority.substr(0, pc);
+    }
+    u.host = std::string(authority);
+    if (u.host.empty()) return false;
+    for (char& c : u.host) {
+      auto uc = static_cast<unsigned char>(c);
+      // ':' '[' ']' only in a bracketed IPv6 host: "h:x:80" would re-serialize as "[h:x]" (found by fuzz/url).
+      if (uc <= 0x20 || uc >= 0x7f || std::string_view("\\%\"<>:[]").find(c) != std::string_view::npos) return false;
+      c = static_cast<char>(std::tolower(uc));
+    }
+  }
+  if (port_text.empty()) {
+    u.port = u.scheme == "https" ? 443 : 80;
+    return true;
+  }
+  if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  u.port = std::stoi(std::string(port_text));
+  return u.port <= 65535;
+}
 
 // Parses absolute http(s) URLs; no regex, no guessing. nullopt when it is not one.
 inline std::optional<Url> parse_url(std::string_view s) {
@@ -729,44 +1370,7 @@ inline std::optional<Url> parse_url(std::string_view s) {
     u.userinfo = std::string(authority.substr(0, at));
     authority = authority.substr(at + 1);
   }
-  std::string_view port_text;
-  if (!authority.empty() && authority.front() == '[') {
-    std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) return std::nullopt;
-    u.host = std::string(authority.substr(1, close - 1));
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return std::nullopt;
-      port_text = after.substr(1);
-    }
-    if (u.host.find(':') == std::string::npos ||  // "[abc]" is no IPv6 address (found by fuzz/url)
-        u.host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos)
-      return std::nullopt;
-  } else {
-    std::size_t pc = authority.rfind(':');
-    if (pc != std::string_view::npos) {
-      port_text = authority.substr(pc + 1);
-      authority = authority.substr(0, pc);
-    }
-    u.host = std::string(authority);
-    if (u.host.empty()) return std::nullopt;
-    for (char& c : u.host) {
-      auto uc = static_cast<unsigned char>(c);
-      // ':' '[' ']' only in a bracketed IPv6 host: "h:x:80" would re-serialize as "[h:x]" (found by fuzz/url).
-      if (uc <= 0x20 || uc >= 0x7f || c == '\\' || c == '%' || c == '"' || c == '<' || c == '>' || c == ':' ||
-          c == '[' || c == ']')
-        return std::nullopt;
-      c = static_cast<char>(std::tolower(uc));
-    }
-  }
-  if (!port_text.empty()) {
-    if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string_view::npos)
-      return std::nullopt;
-    u.port = std::stoi(std::string(port_text));
-    if (u.port > 65535) return std::nullopt;
-  } else {
-    u.port = u.scheme == "https" ? 443 : 80;
-  }
+  if (!parse_host_port(authority, u)) return std::nullopt;
   if (std::size_t hash = tail.find('#'); hash != std::string_view::npos) tail = tail.substr(0, hash);
   std::size_t q = tail.find('?');
   std::string_view path = tail.substr(0, q);
@@ -778,9 +1382,7 @@ inline std::optional<Url> parse_url(std::string_view s) {
 }
 
 inline bool is_loopback_host(const std::string& host) {
-  if (host == "localhost" || host == "::1") return true;
-  in_addr a{};
-  return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+  return host == "localhost" || host == "::1" || is_ipv4_loopback_literal(host);
 }
 
 inline Url require_url(const std::string& url, const char* what) {
@@ -798,38 +1400,549 @@ inline std::string trim_slash(std::string_view s) {
   return std::string(s);
 }
 
-// ---- HTTP client -------------------------------------------------------------------------------------------
+}  // namespace detail
 
-enum class Resend { safe, only_if_unsent };
+// =================================================================================================================
+// [1] Errors
+// =================================================================================================================
 
-struct HttpAnswer {
-  int status = 0;
-  std::string body;
-  std::string content_type;
-  std::string retry_after;
-  std::string location;
+APS_AUTH_FUNC std::string version() {
+  return std::to_string(APS_AUTH_VERSION_MAJOR) + "." + std::to_string(APS_AUTH_VERSION_MINOR) + "." +
+         std::to_string(APS_AUTH_VERSION_PATCH);
+}
+
+APS_AUTH_FUNC const char* to_string(ErrorKind kind) noexcept {
+  switch (kind) {
+    case ErrorKind::network: return "network";
+    case ErrorKind::tls: return "tls";
+    case ErrorKind::timeout: return "timeout";
+    case ErrorKind::http: return "http";
+    case ErrorKind::oauth: return "oauth";
+    case ErrorKind::issuer_mismatch: return "issuer_mismatch";
+    case ErrorKind::access_denied: return "access_denied";
+    case ErrorKind::bad_response: return "bad_response";
+    case ErrorKind::io: return "io";
+    case ErrorKind::usage: return "usage";
+    case ErrorKind::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+APS_AUTH_FUNC Error::Error(ErrorKind kind, const std::string& message, ErrorDetails details)
+    : std::runtime_error(std::string("[aps_auth.") + to_string(kind) + "] " + message),
+      kind_(kind),
+      details_(std::move(details)) {}
+
+// =================================================================================================================
+// [2] Configuration
+// =================================================================================================================
+
+namespace detail {
+
+constexpr const char* kApsBaseUrl = "https://developer.api.autodesk.com";
+constexpr const char* kApsUserinfoUrl = "https://api.userprofile.autodesk.com/userinfo";
+
+// The one table of APS endpoint paths: every endpoint of `e` under `base`, userinfo given whole.
+inline void set_aps_paths(Endpoints& e, const std::string& base, const std::string& userinfo) {
+  e.issuer = base;
+  e.authorize = base + "/authentication/v2/authorize";
+  e.token = base + "/authentication/v2/token";
+  e.revoke = base + "/authentication/v2/revoke";
+  e.introspect = base + "/authentication/v2/introspect";
+  e.jwks = base + "/authentication/v2/keys";
+  e.logout = base + "/authentication/v2/logout";
+  e.userinfo = userinfo;
+}
+
+}  // namespace detail
+
+APS_AUTH_FUNC Endpoints::Endpoints() { detail::set_aps_paths(*this, detail::kApsBaseUrl, detail::kApsUserinfoUrl); }
+
+APS_AUTH_FUNC Endpoints Endpoints::from_base_url(std::string_view base_url) {
+  std::string base = detail::trim_slash(base_url);
+  detail::require_url(base, "base URL");
+  // The APS paths are appended: a query or fragment would swallow them (found by fuzz/url).
+  if (base.find_first_of("?#") != std::string::npos)
+    throw Error(ErrorKind::usage, "base URL '" + detail::sanitize(base) + "' has a query or fragment");
+  Endpoints e;
+  if (base != detail::kApsBaseUrl) detail::set_aps_paths(e, base, base + "/userinfo");
+  return e;
+}
+
+// =================================================================================================================
+// [3] Authorization request
+// =================================================================================================================
+
+APS_AUTH_FUNC std::string random_urlsafe(std::size_t bytes) {
+  std::string raw(bytes, '\0');
+  if (bytes > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(&raw[0]), static_cast<int>(bytes)) != 1)
+    throw Error(ErrorKind::io, "OpenSSL RAND_bytes failed: no secure randomness");
+  return detail::base64(raw, true);
+}
+
+APS_AUTH_FUNC std::string pkce_challenge(std::string_view code_verifier) {
+  return detail::base64(detail::sha256(code_verifier), true);
+}
+
+namespace detail {
+
+inline void require_client_id(const Config& config) {
+  if (config.client_id.empty()) throw Error(ErrorKind::usage, "no client id (Config::client_id)");
+}
+
+// The authorize URL's query parameters for request r.
+inline Params authorize_params(const Config& config, const AuthorizeOptions& options, const AuthorizationRequest& r) {
+  Params q = {{"response_type", "code"},
+              {"client_id", config.client_id},
+              {"redirect_uri", r.redirect_uri},
+              {"scope", join(config.scopes, ' ')},
+              {"state", r.state},
+              {"code_challenge", r.code_challenge},
+              {"code_challenge_method", "S256"}};
+  if (!r.nonce.empty()) q.emplace_back("nonce", r.nonce);
+  if (!options.prompt.empty()) q.emplace_back("prompt", options.prompt);
+  if (!options.response_mode.empty()) q.emplace_back("response_mode", options.response_mode);
+  if (!options.authoptions.empty()) q.emplace_back("authoptions", options.authoptions);
+  return q;
+}
+
+}  // namespace detail
+
+APS_AUTH_FUNC AuthorizationRequest authorization_request(const Config& config, const AuthorizeOptions& options,
+                                                         const std::string& redirect_uri) {
+  detail::require_client_id(config);
+  AuthorizationRequest r;
+  r.redirect_uri = redirect_uri.empty() ? config.callback_url : redirect_uri;
+  detail::require_url(r.redirect_uri, "callback URL");
+  detail::Url endpoint = detail::require_url(config.endpoints.authorize, "authorize endpoint");
+  r.state = random_urlsafe(16);
+  r.code_verifier = random_urlsafe(32);
+  r.code_challenge = pkce_challenge(r.code_verifier);
+  if (detail::has_scope(config.scopes, "openid")) r.nonce = random_urlsafe(16);
+  r.issuer = config.endpoints.issuer;
+  r.require_iss = config.endpoints.authorization_response_iss_parameter_supported;
+  r.url = config.endpoints.authorize + (endpoint.query.empty() ? "?" : "&") +
+          detail::encode_params(detail::authorize_params(config, options, r), false);
+  return r;
+}
+
+// =================================================================================================================
+// [4] Loopback listener
+// =================================================================================================================
+
+namespace detail {
+
+// ---- pages for the browser
+
+inline std::string page(const std::string& title, const std::string& message_html, bool ok) {
+  return "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>" +
+         html_escape(title) +
+         " - aps_auth</title><style>"
+         "body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;"
+         "background:#f3f5f8;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1b1f24}"
+         ".card{background:#fff;max-width:28rem;margin:1rem;padding:2.2rem 2.4rem;border-radius:14px;"
+         "box-shadow:0 6px 28px rgba(20,30,50,.12);text-align:center}"
+         ".mark{width:3.2rem;height:3.2rem;border-radius:50%;margin:0 auto 1rem;display:flex;align-items:center;"
+         "justify-content:center;font-size:1.8rem;color:#fff;background:" +
+         std::string(ok ? "#1f9d55" : "#c8372d") +
+         "}h1{font-size:1.35rem;margin:0 0 .6rem}p{line-height:1.5;margin:.4rem 0;color:#3d4650;text-wrap:pretty}"
+         ".product{margin-top:1.6rem;font-size:.8rem;color:#8a939d;letter-spacing:.04em}"
+         "code{background:#f0f2f5;padding:.1rem .3rem;border-radius:4px;word-break:break-all}"
+         "</style></head><body><main class=\"card\"><div class=\"mark\">" +
+         std::string(ok ? "&#10003;" : "!") + "</div><h1>" + html_escape(title) + "</h1>" + message_html +
+         "<div class=\"product\">aps_auth &middot; Autodesk Platform Services sign-in</div></main></body></html>";
+}
+
+// ---- what to do with one request (pure, so it can be unit-tested and fuzzed without sockets)
+
+// What the listener does with one request head: the status and page to answer, and whether the wait ends
+// (with a code, or with an error).
+struct CallbackOutcome {
+  int status = 400;
+  std::string html;
+  std::string code;              // non-empty: the callback we wait for
+  std::optional<Error> failure;  // set: the wait ends with this error
 };
 
-struct HttpCall {
-  std::string method = "POST";
-  std::string url;
-  std::string what;  // "token endpoint", for messages
-  std::string form;  // application/x-www-form-urlencoded body (POST)
-  std::string authorization;
-  Resend resend = Resend::safe;
-  std::vector<std::string_view> secrets;  // masked in any message
+inline CallbackOutcome answer(int status, const char* title, const std::string& words, bool ok = false) {
+  CallbackOutcome out;
+  out.status = status;
+  out.html = page(title, words, ok);
+  return out;
+}
+
+inline CallbackOutcome ending(int status, const char* title, const std::string& words, Error failure) {
+  CallbackOutcome out = answer(status, title, words);
+  out.failure = std::move(failure);
+  return out;
+}
+
+// The parameters of an authorization response (RFC 6749 4.1.2, RFC 9207).
+struct CallbackParams {
+  std::string state, code, error, error_description, iss;
 };
+
+// nullopt when the query is malformed or names a parameter twice (ambiguous, RFC 6749 3.1).
+inline std::optional<CallbackParams> read_callback_params(std::string_view query) {
+  auto params = parse_query(query);
+  if (!params) return std::nullopt;
+  CallbackParams p;
+  const std::pair<const char*, std::string*> fields[] = {{"state", &p.state},
+                                                         {"code", &p.code},
+                                                         {"error", &p.error},
+                                                         {"error_description", &p.error_description},
+                                                         {"iss", &p.iss}};
+  for (const auto& [name, value] : fields) {
+    int n = 0;
+    for (const auto& kv : *params)
+      if (kv.first == name && n++ == 0) *value = kv.second;
+    if (n > 1) return std::nullopt;
+  }
+  return p;
+}
+
+// RFC 9207 mix-up protection: the iss the response carries (or should carry) against the expected issuer.
+inline std::optional<Error> issuer_problem(const CallbackParams& p, const AuthorizationRequest& request) {
+  if (p.iss.empty() && !request.require_iss) return std::nullopt;
+  if (!p.iss.empty() && trim_slash(p.iss) == trim_slash(request.issuer)) return std::nullopt;
+  return Error(ErrorKind::issuer_mismatch,
+               (p.iss.empty() ? "the authorization response has no iss, but the issuer '" + request.issuer +
+                                    "' advertises authorization_response_iss_parameter_supported"
+                              : "the authorization response's iss '" + sanitize(p.iss, {}, 200) +
+                                    "' is not the expected issuer '" + request.issuer + "'") +
+                   " (RFC 9207 mix-up protection)");
+}
+
+// An error= response with the right state: the sign-in ends with access_denied or oauth.
+inline CallbackOutcome authorization_error(const CallbackParams& p) {
+  const bool denied = p.error == "access_denied";
+  std::string words = denied ? "<p>Access was not granted, so the application cannot sign in.</p>"
+                             : "<p>The sign-in service reported a problem.</p>";
+  words += "<p><code>" + html_escape(sanitize(p.error, {}, 100)) + "</code>";
+  if (!p.error_description.empty()) words += " " + html_escape(sanitize(p.error_description, {}, 500));
+  words += "</p><p>You can close this window and try again.</p>";
+  ErrorDetails d;
+  d.error = sanitize(p.error, {}, 100);
+  d.error_description = sanitize(p.error_description, {}, 1000);
+  Error failure(denied ? ErrorKind::access_denied : ErrorKind::oauth,
+                "the authorization server answered " + d.error +
+                    (d.error_description.empty() ? "" : ": " + sanitize(p.error_description)),
+                d);
+  return ending(200, denied ? "Sign-in cancelled" : "Sign-in failed", words, std::move(failure));
+}
+
+inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view callback_path,
+                                         const AuthorizationRequest& request) {
+  std::string_view line = head.substr(0, head.find("\r\n"));
+  std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp2 <= sp1)
+    return answer(400, "Bad request", "<p>The browser sent a request this page cannot read.</p>");
+  std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  std::size_t q = target.find('?');
+  if (target.substr(0, q) != callback_path)
+    return answer(404, "Not found", "<p>Nothing here. The sign-in is waiting on another address.</p>");
+  if (method != "GET") return answer(405, "Not supported", "<p>The sign-in answer must arrive as a GET request.</p>");
+  auto p = read_callback_params(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
+  if (!p) return answer(400, "Bad request", "<p>The sign-in response was malformed and was ignored.</p>");
+  // The state is checked before anything else: without it the response is not ours and cannot end the wait,
+  // or anyone on this machine could cancel a sign-in.
+  if (request.state.empty() || !constant_time_equal(p->state, request.state))
+    return answer(400, "This sign-in response is not for this window",
+                  "<p>This response does not belong to the sign-in in progress, so it was ignored.</p>"
+                  "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>");
+  if (auto wrong_issuer = issuer_problem(*p, request))
+    return ending(400, "Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>",
+                  std::move(*wrong_issuer));
+  if (!p->error.empty()) return authorization_error(*p);
+  if (p->code.empty())
+    return ending(400, "Sign-in failed", "<p>The response carried no authorization code.</p>",
+                  Error(ErrorKind::bad_response, "the callback carried the right state but no code"));
+  CallbackOutcome out = answer(
+      200, "Signed in", "<p>You are signed in. You can close this window and return to the application.</p>", true);
+  out.code = std::move(p->code);
+  return out;
+}
+
+// ---- the connections of one wait
+
+inline const char* reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 431: return "Request Header Fields Too Large";
+    default: return "Bad Request";
+  }
+}
+
+// Sends the page and closes our side. Best effort: the page is small and the socket buffer empty, but a client
+// that never reads must not stall the listener, so it gives up after a short while.
+inline void respond(socket_t s, int status, const std::string& html) {
+  const std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
+                          "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nPragma: no-cache\r\n"
+                          "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+                          "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n"
+                          "Content-Length: " +
+                          std::to_string(html.size()) + "\r\n\r\n" + html;
+  const auto until = Clock::now() + std::chrono::seconds(2);
+  for (std::size_t off = 0; off < out.size() && Clock::now() < until;) {
+    std::ptrdiff_t n = send_some(s, out.data() + off, out.size() - off);
+    if (n == -2) break;
+    if (n > 0) off += static_cast<std::size_t>(n);
+    else wait_for(s, POLLOUT, 100);
+  }
+  shutdown_send(s);
+}
+
+struct Connection {
+  Socket socket;
+  Clock::time_point deadline;
+  std::string in;  // the request head so far
+};
+
+// The connections a wait() has accepted and not yet answered. An evicted or finished connection is closed at
+// once but erased only by the next prune(), so that entries stay aligned with the poll set of the round.
+class Connections {
+ public:
+  static constexpr auto kPerConnection = std::chrono::seconds(10);  // a silent or slow client is dropped then
+  static constexpr std::size_t kMaxOpen = 128;                      // beyond this the oldest is dropped
+
+  // Closes what is past its own deadline and forgets what is closed.
+  void prune(Clock::time_point now) {
+    for (auto& c : list_)
+      if (now >= c.deadline) c.socket.close();
+    list_.erase(std::remove_if(list_.begin(), list_.end(), [](const Connection& c) { return !c.socket.valid(); }),
+                list_.end());
+    open_ = list_.size();
+  }
+
+  void add_to_poll_set(std::vector<PollFd>& fds) const {
+    for (const auto& c : list_) fds.push_back({c.socket.get(), POLLIN, 0});
+  }
+
+  Clock::time_point next_deadline(Clock::time_point deadline) const {
+    for (const auto& c : list_) deadline = std::min(deadline, c.deadline);
+    return deadline;
+  }
+
+  // Accepts a bounded batch, so that a flood of connections cannot starve the reads.
+  void accept_from(socket_t listener) {
+    for (int batch = 0; batch < 64; ++batch) {
+      Socket s = accept_connection(listener);
+      if (!s.valid()) return;
+      for (auto it = list_.begin(); open_ >= kMaxOpen && it != list_.end(); ++it)
+        if (it->socket.valid()) {
+          it->socket.close();
+          --open_;
+        }
+      list_.push_back({std::move(s), Clock::now() + kPerConnection, {}});
+      ++open_;
+    }
+  }
+
+  // Reads what arrived and answers each complete request; the code once the awaited callback came. `polled`
+  // holds the poll results of the connections as they were before accept_from(): the ones accepted since are
+  // tried at once (a browser sends its request right after connecting), so that a flood of new connections
+  // cannot evict it unread.
+  std::optional<std::string> serve(const PollFd* polled, std::size_t polled_count, std::string_view callback_path,
+                                   const AuthorizationRequest& request) {
+    for (std::size_t i = 0; i < list_.size(); ++i) {
+      if (i < polled_count && !polled[i].revents) continue;
+      if (auto code = serve_one(list_[i], callback_path, request)) return code;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  static std::optional<std::string> serve_one(Connection& c, std::string_view callback_path,
+                                              const AuthorizationRequest& request) {
+    if (!c.socket.valid()) return std::nullopt;
+    char buf[4096];
+    std::ptrdiff_t r;
+    while ((r = receive_some(c.socket.get(), buf, sizeof buf)) > 0) {
+      c.in.append(buf, static_cast<std::size_t>(r));
+      if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
+    }
+    if (c.in.find("\r\n\r\n") != std::string::npos) {
+      CallbackOutcome out = evaluate_callback(c.in, callback_path, request);
+      respond(c.socket.get(), out.status, out.html);
+      c.socket.close();
+      if (out.failure) throw *out.failure;
+      if (!out.code.empty()) return out.code;
+    } else if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) {
+      respond(c.socket.get(), 431, page("Request too large", "<p>The request was too large and was ignored.</p>", false));
+      c.socket.close();
+    } else if (r == 0 || r == -2) {
+      c.socket.close();
+    }
+    return std::nullopt;
+  }
+
+  std::vector<Connection> list_;
+  std::size_t open_ = 0;  // valid sockets in list_
+};
+
+// ---- browser launch
+
+// Splits a command line on spaces, honouring '...' and "..." quotes (no shell is involved).
+inline std::vector<std::string> split_command(const std::string& cmd) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool have = false;
+  char quote = 0;
+  for (char c : cmd) {
+    if (quote) {
+      if (c == quote) quote = 0;
+      else cur += c;
+    } else if (c == '\'' || c == '"') {
+      quote = c;
+      have = true;
+    } else if (c == ' ' || c == '\t') {
+      if (have || !cur.empty()) out.push_back(cur);
+      cur.clear();
+      have = false;
+    } else {
+      cur += c;
+    }
+  }
+  if (have || !cur.empty()) out.push_back(cur);
+  return out;
+}
+
+}  // namespace detail
+
+struct LoopbackListener::Impl {
+  detail::Url callback;
+  std::vector<detail::Socket> listeners;
+  std::vector<std::string> addresses;
+  int port = 0;
+  detail::Waker waker;  // cancel() from another thread
+
+  // Binds one loopback address; 0 or the OS error.
+  int bind_one(int family, int want_port) {
+    detail::Socket s;
+    if (int err = detail::listen_loopback(family, want_port, s)) return err;
+    port = detail::local_port(s.get());
+    listeners.push_back(std::move(s));
+    addresses.push_back(std::string(family == AF_INET6 ? "[::1]" : "127.0.0.1") + ":" + std::to_string(port));
+    return 0;
+  }
+
+  [[noreturn]] static void bind_failed(const char* address, int want_port, int err) {
+    std::string msg = std::string("cannot listen on ") + address + ":" + std::to_string(want_port) +
+                      " for the sign-in callback (" + detail::os_error_text(err) + ")";
+    if (detail::is_addr_in_use(err))
+      msg += "; port " + std::to_string(want_port) + " is in use by another program: stop it, or register and use "
+             "another callback port";
+    throw Error(ErrorKind::io, msg);
+  }
+
+  // localhost: both loopback addresses on the same port (RFC 8252 8.3); the browser may pick either.
+  void bind_both(int want_port) {
+    for (int attempt = 0;; ++attempt) {
+      if (int err = bind_one(AF_INET, want_port)) bind_failed("127.0.0.1", want_port, err);
+      int err = bind_one(AF_INET6, port);
+      if (err == 0 || detail::is_no_ipv6(err)) return;  // no IPv6 here: 127.0.0.1 alone
+      if (detail::is_addr_in_use(err) && want_port == 0 && attempt < 20) {  // the free v4 port is taken on v6
+        listeners.clear();
+        addresses.clear();
+        continue;
+      }
+      bind_failed("[::1]", port, err);
+    }
+  }
+
+  Error no_callback(std::chrono::milliseconds timeout) const {
+    return Error(ErrorKind::timeout,
+                 "no sign-in callback arrived on " + callback_with_port() + " within " +
+                     std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+                     " s. The usual cause: the callback URL does not match the one registered for the app exactly "
+                     "(Autodesk then shows \"Invalid redirect_uri\" and never redirects here)");
+  }
+
+  std::string callback_with_port() const {
+    return "http://" + callback.host_for_url() + ":" + std::to_string(port) + callback.target();
+  }
+};
+
+APS_AUTH_FUNC LoopbackListener::LoopbackListener(const std::string& callback_url) : impl_(new Impl) {
+  auto u = detail::parse_url(callback_url);
+  const bool v4 = u && (u->host == "localhost" || u->host == "127.0.0.1");
+  const bool v6 = u && (u->host == "localhost" || u->host == "::1");
+  if (!u || u->scheme != "http" || (!v4 && !v6))
+    throw Error(ErrorKind::usage, "the callback URL must be http://localhost:PORT/path, http://127.0.0.1:PORT/path "
+                                  "or http://[::1]:PORT/path (got '" + detail::sanitize(callback_url) +
+                                  "'); the listener never binds other interfaces");
+  impl_->callback = *u;
+  if (v4 && v6) impl_->bind_both(u->port);
+  else if (int err = impl_->bind_one(v4 ? AF_INET : AF_INET6, u->port))
+    Impl::bind_failed(v4 ? "127.0.0.1" : "[::1]", u->port, err);
+}
+
+APS_AUTH_FUNC LoopbackListener::~LoopbackListener() = default;
+
+APS_AUTH_FUNC int LoopbackListener::port() const noexcept { return impl_->port; }
+
+APS_AUTH_FUNC std::string LoopbackListener::redirect_uri() const { return impl_->callback_with_port(); }
+
+APS_AUTH_FUNC std::vector<std::string> LoopbackListener::bound_addresses() const { return impl_->addresses; }
+
+APS_AUTH_FUNC void LoopbackListener::cancel() noexcept { impl_->waker.notify(); }
+
+APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& request, std::chrono::milliseconds timeout) {
+  using detail::Clock;
+  const auto deadline = Clock::now() + timeout;
+  detail::Connections conns;  // all closed when the wait ends, however it ends
+  while (true) {
+    const auto now = Clock::now();
+    if (now >= deadline) throw impl_->no_callback(timeout);
+    conns.prune(now);
+    // The poll set: the waker, the listening sockets, then the connections.
+    std::vector<detail::PollFd> fds{{impl_->waker.handle(), POLLIN, 0}};
+    for (const auto& l : impl_->listeners) fds.push_back({l.get(), POLLIN, 0});
+    conns.add_to_poll_set(fds);
+    if (detail::poll_sockets(fds, detail::ms_until(conns.next_deadline(deadline)) + 1) < 0)
+      throw Error(ErrorKind::io, "poll failed: " + detail::os_error_text(detail::last_socket_error()));
+    if (fds[0].revents) {
+      impl_->waker.drain();
+      throw Error(ErrorKind::cancelled, "the wait for the sign-in callback was cancelled");
+    }
+    const std::size_t first_conn = 1 + impl_->listeners.size();
+    for (std::size_t i = 1; i < first_conn; ++i)
+      if (fds[i].revents) conns.accept_from(fds[i].fd);
+    if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, impl_->callback.path, request))
+      return *code;
+  }
+}
+
+APS_AUTH_FUNC bool open_browser(const std::string& url) {
+  if (!detail::parse_url(url)) return false;  // never hand a browser anything but an absolute http(s) URL
+  std::string browser = detail::env("BROWSER");
+  if (browser.empty()) return detail::spawn_detached(detail::platform_opener(url));
+  std::vector<std::string> args = detail::split_command(browser);
+  bool replaced = false;
+  for (auto& a : args)
+    for (std::size_t p = a.find("%s"); p != std::string::npos; p = a.find("%s", p + url.size())) {
+      a.replace(p, 2, url);
+      replaced = true;
+    }
+  if (!replaced) args.push_back(url);
+  return detail::spawn_detached(args);
+}
+
+// =================================================================================================================
+// [5] Token endpoint, and the HTTP client every endpoint call goes through
+// =================================================================================================================
+
+namespace detail {
+
+// ---- proxies
 
 struct Proxy {
-  std::string host;
-  int port = 0;
+  Url url;  // http://host:port
   std::string user, password;
 };
-
-inline std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
 
 // NO_PROXY: comma-separated host names or suffixes (".example.com" or "example.com"), "*" for all.
 inline bool no_proxy_matches(const std::string& host, const std::string& list) {
@@ -859,6 +1972,7 @@ inline bool no_proxy_matches(const std::string& host, const std::string& list) {
   return false;
 }
 
+// The proxy for a request to `target`: Config::proxy, else the environment as curl reads it.
 inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   std::string spec = config.proxy;
   if (spec == "direct") return std::nullopt;
@@ -878,7 +1992,7 @@ inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   auto u = parse_url(spec);
   if (!u || u->scheme != "http")
     throw Error(ErrorKind::usage, "the proxy must be an http://host:port URL (got '" + sanitize(u ? u->host : "") + "')");
-  Proxy p{u->host, u->port, {}, {}};
+  Proxy p{*u, {}, {}};
   if (!u->userinfo.empty()) {
     std::size_t c = u->userinfo.find(':');
     p.user = percent_decode(u->userinfo.substr(0, c), false).value_or("");
@@ -886,6 +2000,8 @@ inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   }
   return p;
 }
+
+// ---- the trust store
 
 // The trust store: the certificates X509_STORE_set_default_paths() trusts (the default CA file and directory,
 // SSL_CERT_FILE / SSL_CERT_DIR honoured as OpenSSL does) plus ca_file, but the default CA file is parsed only
@@ -923,13 +2039,9 @@ inline STACK_OF(X509) * lookup_certs_then_bundle(X509_STORE_CTX* ctx, const X509
 }
 
 // The default CA directory, as OpenSSL chooses it (SSL_CERT_DIR, ignored in set-user-ID programs, else built in).
-inline const char* default_cert_dir() {
-#if defined(__GLIBC__)
-  const char* dir = ::secure_getenv(X509_get_default_cert_dir_env());
-#else
-  const char* dir = std::getenv(X509_get_default_cert_dir_env());
-#endif
-  return dir ? dir : X509_get_default_cert_dir();
+inline std::string default_cert_dir() {
+  std::string dir = trusted_env(X509_get_default_cert_dir_env());
+  return dir.empty() ? X509_get_default_cert_dir() : dir;
 }
 
 inline X509_STORE* make_trust_store(const std::string& ca_file) {
@@ -954,11 +2066,39 @@ inline X509_STORE* make_trust_store(const std::string& ca_file) {
   }
   return store;
 }
-
 inline std::string effective_ca_file(const Config& config) {
   if (!config.ca_file.empty()) return config.ca_file;
   return env("APS_CA_FILE");
 }
+
+// ---- one HTTP exchange, with retries
+
+enum class Resend { safe, only_if_unsent };
+
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  std::string retry_after;
+  std::string location;
+};
+
+struct HttpCall {
+  std::string method = "POST";
+  std::string url;
+  std::string what;  // "token endpoint", for messages
+  std::string form;  // application/x-www-form-urlencoded body (POST)
+  std::string authorization;
+  Resend resend = Resend::safe;
+  std::vector<std::string_view> secrets;  // masked in any message
+};
+
+// A kept-alive connection for a long-lived object (TokenSource): one TLS context, the trust store loaded
+// once, no new handshake per refresh. Not thread-safe: its owner serialises calls.
+struct HttpSession {
+  std::string key;  // origin + proxy: a different one replaces the client
+  std::unique_ptr<httplib::Client> client;
+};
 
 // The wait before retry number `attempt` (1 = the first re-send): full jitter, uniform in
 // [0, min(max_delay, initial_backoff * 2^(attempt-1))].
@@ -975,48 +2115,6 @@ inline std::optional<std::chrono::seconds> parse_retry_after(const std::string& 
   return std::chrono::seconds(std::stoll(v));
 }
 
-inline const char* httplib_error_text(httplib::Error e) {
-  switch (e) {
-    case httplib::Error::Connection: return "could not connect";
-    case httplib::Error::ConnectionTimeout: return "connecting timed out";
-    case httplib::Error::Read: return "the connection failed while reading the answer";
-    case httplib::Error::Write: return "the connection failed while sending the request";
-    case httplib::Error::SSLConnection: return "the TLS handshake failed";
-    case httplib::Error::SSLLoadingCerts: return "the CA certificates could not be loaded";
-    case httplib::Error::SSLServerVerification: return "the server's certificate is not trusted (or its name does not match)";
-    default: return "the request failed";
-  }
-}
-
-// One HTTP exchange with the policy of this library: TLS verified, no redirects followed, bounded answer,
-// timeouts, proxy, retries as RetryPolicy documents.
-// A kept-alive connection for a long-lived object (TokenSource): one TLS context, the trust store loaded
-// once, no new handshake per refresh. Not thread-safe: its owner serialises calls.
-struct HttpSession {
-  std::string key;  // origin + proxy: a different one replaces the client
-  std::unique_ptr<httplib::Client> client;
-};
-
-#ifndef _WIN32
-// httplib 0.11 clears SSL_MODE_AUTO_RETRY on its TLS connections, and when SSL_read stops at a TLS 1.3
-// post-handshake message it sleeps 1 ms before reading on. A server sends its NewSessionTickets (two, with
-// OpenSSL) right after the handshake, before the answer: 2 ms more per connection, a fifth of a token call on
-// loopback. This info callback runs when OpenSSL has handled such a message: if the whole next TLS record is
-// already in the socket's receive queue, AUTO_RETRY lets SSL_read go on to it at once; otherwise it stays off,
-// so no read ever blocks where httplib would not have waited (its read timeout stays what it was).
-inline void read_on_when_buffered(const SSL* ssl, int where, int) {
-  if (!(where & SSL_CB_EXIT) || !SSL_is_init_finished(ssl)) return;
-  bool whole = false;
-  unsigned char head[5];
-  int fd = SSL_get_rfd(ssl), queued = 0;
-  if (fd >= 0 && ::ioctl(fd, FIONREAD, &queued) == 0 && queued >= 5 &&
-      ::recv(fd, head, sizeof head, MSG_PEEK | MSG_DONTWAIT) == 5 && head[0] >= 20 && head[0] <= 23 && head[1] == 3)
-    whole = queued >= 5 + (head[3] << 8 | head[4]);
-  if (whole) SSL_set_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
-  else SSL_clear_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
-}
-#endif
-
 inline std::unique_ptr<httplib::Client> make_client(const Config& config, const Url& url,
                                                     const std::optional<Proxy>& proxy, bool keep_alive) {
   auto client = std::make_unique<httplib::Client>(url.origin());
@@ -1031,74 +2129,61 @@ inline std::unique_ptr<httplib::Client> make_client(const Config& config, const 
   if (url.scheme == "https") {
     client->enable_server_certificate_verification(true);
     client->set_ca_cert_store(make_trust_store(effective_ca_file(config)));
-#ifndef _WIN32
     // Without a CA path of its own, httplib loads the default paths into the store at the first handshake,
     // parsing the whole bundle again: give it the default CA directory, which the store already searches.
-    client->set_ca_cert_path("", default_cert_dir());
-    SSL_CTX_set_info_callback(client->ssl_context(), read_on_when_buffered);
-#endif
+    client->set_ca_cert_path("", default_cert_dir().c_str());
+    skip_tls_ticket_sleeps(*client);
   }
   if (proxy) {
-    client->set_proxy(proxy->host, proxy->port);
+    client->set_proxy(proxy->url.host, proxy->url.port);
     if (!proxy->user.empty()) client->set_proxy_basic_auth(proxy->user, proxy->password);
   }
   return client;
 }
 
-#ifndef _WIN32
-// cpp-httplib 0.11 waits for ever when a proxy refuses a CONNECT (any answer but 200 that closes the connection:
-// it locks a mutex it already holds), and that is how proxies refuse: 407 wrong credentials, 403 port not
-// allowed, 502 target unreachable. So the tunnel is first asked for here, on a socket of our own under the
-// connect and read timeouts, and httplib only goes through a proxy that said yes. Returns the proxy's status,
-// or 0 when the proxy could not be asked (httplib then meets and reports the same failure).
-inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const Url& url) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(proxy.host.c_str(), std::to_string(proxy.port).c_str(), &hints, &found) != 0) return 0;
-  std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(found, ::freeaddrinfo);
-  auto left_ms = [](Clock::time_point until) {
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
-    return static_cast<int>(std::clamp<long long>(ms, 0, 3600000));
-  };
-  int fd = -1;
-  const auto connect_until = Clock::now() + config.connect_timeout;
-  for (addrinfo* ai = found; ai && fd < 0; ai = ai->ai_next) {
-    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-    if (fd < 0 || ::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) continue;
-    pollfd p{fd, POLLOUT, 0};
-    int err = errno == EINPROGRESS && ::poll(&p, 1, left_ms(connect_until)) == 1 ? 0 : -1;
-    socklen_t len = sizeof err;
-    if (err != 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-      ::close(fd);
-      fd = -1;
-    }
+// The client for this attempt: the session's kept-alive one (replaced when the origin or proxy changed, or the
+// server closed it meanwhile, so the request goes out on a new connection instead of failing where it cannot be
+// re-sent), else a new one in `own`.
+inline httplib::Client& client_for(const Config& config, const Url& url, const std::optional<Proxy>& proxy,
+                                   HttpSession* session, std::unique_ptr<httplib::Client>& own) {
+  if (!session) {
+    own = make_client(config, url, proxy, false);
+    return *own;
   }
-  if (fd < 0) return 0;
-  const std::string target = url.host_for_url() + ":" + std::to_string(url.port);
-  std::string out = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n";
+  std::string key = url.origin() + (proxy ? " via " + proxy->url.authority() : "");
+  if (!session->client || session->key != key) {
+    session->client = make_client(config, url, proxy, true);
+    session->key = key;
+  } else if (idle_connection_closed(*session->client)) {
+    session->client->stop();
+  }
+  return *session->client;
+}
+
+// Asks the proxy for a tunnel to `url` on a socket of our own, under the connect and read timeouts, so that a
+// refusal is seen (see kProxyRefusalHangs). The proxy's status, or 0 when it could not be asked (httplib then
+// meets and reports the same failure).
+inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const Url& url) {
+  Socket s = connect_tcp(proxy.url.host, proxy.url.port, Clock::now() + config.connect_timeout);
+  if (!s.valid()) return 0;
+  std::string out = "CONNECT " + url.authority() + " HTTP/1.1\r\nHost: " + url.authority() + "\r\n";
   if (!proxy.user.empty() && !proxy.password.empty())  // as httplib sends them
     out += "Proxy-Authorization: Basic " + base64(proxy.user + ":" + proxy.password, false) + "\r\n";
   out += "\r\n";
   const auto until = Clock::now() + config.read_timeout;
-  std::string in;
   for (std::size_t sent = 0; sent < out.size();) {
-    ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-    pollfd p{fd, POLLOUT, 0};
+    std::ptrdiff_t n = send_some(s.get(), out.data() + sent, out.size() - sent);
     if (n > 0) sent += static_cast<std::size_t>(n);
-    else if (n < 0 && (errno == EAGAIN || errno == EINTR) && ::poll(&p, 1, left_ms(until)) == 1) continue;
-    else break;
+    else if (n == -2 || wait_for(s.get(), POLLOUT, ms_until(until)) != 1) return 0;
   }
+  std::string in;
   while (in.find("\r\n") == std::string::npos && in.size() < 4096) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, left_ms(until)) != 1) break;
+    if (wait_for(s.get(), POLLIN, ms_until(until)) != 1) break;
     char buf[1024];
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    in.append(buf, static_cast<std::size_t>(n));
+    std::ptrdiff_t n = receive_some(s.get(), buf, sizeof buf);
+    if (n == 0 || n == -2) break;
+    if (n > 0) in.append(buf, static_cast<std::size_t>(n));
   }
-  ::close(fd);
   // "HTTP/1.x NNN reason"
   if (in.size() < 12 || in.compare(0, 5, "HTTP/") != 0 || in[8] != ' ') return 0;
   int status = 0;
@@ -1108,137 +2193,158 @@ inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const U
   }
   return status;
 }
-#endif
 
+[[noreturn]] inline void throw_tunnel_refused(const HttpCall& call, const Url& url, const Proxy& proxy, int status) {
+  ErrorDetails d;
+  d.status = status;
+  throw Error(ErrorKind::network,
+              call.what + " (" + url.authority() + "): the proxy " + proxy.url.authority() +
+                  " refused the tunnel with HTTP " + std::to_string(status) +
+                  (status == 407 || status == 401 ? " (proxy authentication required or refused) [check the user and "
+                                                    "password in the proxy URL, http://user:password@host:port]"
+                                                  : ""),
+              d);
+}
+
+// One attempt's result: an answer, or the transport error httplib reported.
+struct Attempt {
+  HttpAnswer answer;
+  bool answered = false;
+  httplib::Error error = httplib::Error::Success;
+  bool too_big = false;
+  Clock::duration took{};
+};
+
+inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Url& url, bool tunnelled) {
+  Attempt a;
+  httplib::Request req;
+  req.method = call.method;
+  req.path = url.target();
+  req.set_header("Accept", "application/json");
+  req.set_header("User-Agent", "aps_auth/" + version());
+  if (!call.authorization.empty()) req.set_header("Authorization", call.authorization);
+  if (call.method == "POST") {
+    req.set_header("Content-Type", "application/x-www-form-urlencoded");
+    req.body = call.form;
+  }
+  // httplib 0.11 also puts the proxy credentials on the request inside the tunnel, for the server to read; a
+  // header of our own (empty) stops that. The CONNECT itself still carries them.
+  if (tunnelled) req.set_header("Proxy-Authorization", "");
+  req.response_handler = [&](const httplib::Response& r) {
+    a.answer.status = r.status;
+    a.answer.content_type = r.get_header_value("Content-Type");
+    a.answer.retry_after = r.get_header_value("Retry-After");
+    a.answer.location = r.get_header_value("Location");
+    return true;
+  };
+  req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+    a.too_big = a.answer.body.size() + n > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES);
+    if (!a.too_big) a.answer.body.append(data, n);
+    return !a.too_big;
+  };
+  const auto started = Clock::now();
+  httplib::Result res = client.send(req);
+  a.took = Clock::now() - started;
+  a.answered = static_cast<bool>(res);
+  if (!res) a.error = res.error();
+  if (res && a.answer.status == 0) {  // an answer httplib read itself (a proxy's to CONNECT): keep its status
+    a.answer.status = res->status;
+    a.answer.content_type = res->get_header_value("Content-Type");
+  }
+  return a;
+}
+
+// How long to wait before sending again, or nullopt: the rule RetryPolicy documents.
+inline std::optional<std::chrono::milliseconds> retry_delay(const Config& config, const HttpCall& call,
+                                                            const Attempt& a, int attempt) {
+  if (attempt >= std::max(1, config.retry.max_attempts)) return std::nullopt;
+  if (!a.answered) {
+    const TransportFailure f = classify(a.error);
+    if (f.kind == ErrorKind::tls || !(f.unsent || call.resend == Resend::safe)) return std::nullopt;
+    return backoff(config.retry, attempt);
+  }
+  const int s = a.answer.status;
+  const bool busy = s == 429 || s == 503;
+  const bool server_error = s == 500 || s == 502 || s == 504;
+  if (!busy && !(server_error && call.resend == Resend::safe)) return std::nullopt;
+  if (auto after = parse_retry_after(a.answer.retry_after))
+    return std::min<std::chrono::milliseconds>(*after, config.retry.max_delay);
+  return backoff(config.retry, attempt);
+}
+
+[[noreturn]] inline void throw_transport_error(const Config& config, const HttpCall& call, const Url& url,
+                                               const std::optional<Proxy>& proxy, const Attempt& a) {
+  const TransportFailure f = classify(a.error);
+  const std::string where = call.what + " (" + url.authority() + ")";
+  std::string msg = where + ": " + f.words;
+  ErrorKind kind = f.kind;
+  if (f.read_failed && a.took >= config.read_timeout) {
+    kind = ErrorKind::timeout;
+    msg = where + ": no answer within " + std::to_string(config.read_timeout.count()) + " ms";
+  }
+  if (proxy) msg += " (through proxy " + proxy->url.authority() + ")";
+  if (!f.unsent && call.resend == Resend::only_if_unsent)
+    msg += "; not sent again because the server may already have acted on it";
+  throw Error(kind, msg);
+}
+
+// One HTTP exchange with the policy of this library: TLS verified, no redirects followed, a bounded answer,
+// timeouts, the proxy, and retries as RetryPolicy documents.
 inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSession* session = nullptr) {
-  Url url = require_url(call.url, call.what.c_str());
-  std::optional<Proxy> proxy = proxy_for(config, url);
-  const int attempts = std::max(1, config.retry.max_attempts);
+  const Url url = require_url(call.url, call.what.c_str());
+  const std::optional<Proxy> proxy = proxy_for(config, url);
+  const bool tunnelled = proxy && url.scheme == "https";
   for (int attempt = 1;; ++attempt) {
     std::unique_ptr<httplib::Client> own;
-    httplib::Client* client;
-    if (session) {
-      std::string key = url.origin() + (proxy ? " via " + proxy->host + ":" + std::to_string(proxy->port) : "");
-      if (!session->client || session->key != key) {
-        session->client = make_client(config, url, proxy, true);
-        session->key = key;
-      }
-#ifndef _WIN32
-      else if (session->client->is_socket_open()) {
-        // Nothing may arrive on an idle kept-alive connection: anything readable means the server closed it
-        // (over TLS its close_notify, which httplib 0.11 takes for a live socket). Drop it, so the request goes
-        // out on a new connection instead of failing where it cannot be re-sent (a refresh).
-        pollfd idle{session->client->socket(), POLLIN, 0};
-        if (::poll(&idle, 1, 0) != 0) session->client->stop();
-      }
-#endif
-      client = session->client.get();
-    } else {
-      own = make_client(config, url, proxy, false);
-      client = own.get();
-    }
-    httplib::Request req;
-    req.method = call.method;
-    req.path = url.target();
-    req.set_header("Accept", "application/json");
-    req.set_header("User-Agent", "aps_auth/" + std::to_string(APS_AUTH_VERSION_MAJOR) + "." +
-                                     std::to_string(APS_AUTH_VERSION_MINOR) + "." +
-                                     std::to_string(APS_AUTH_VERSION_PATCH));
-    if (!call.authorization.empty()) req.set_header("Authorization", call.authorization);
-    if (call.method == "POST") {
-      req.set_header("Content-Type", "application/x-www-form-urlencoded");
-      req.body = call.form;
-    }
-    if (proxy && url.scheme == "https") {
-      // httplib 0.11 also puts the proxy credentials on the request inside the tunnel, for the server to read;
-      // a header of our own (empty) stops that. The CONNECT itself still carries them.
-      req.set_header("Proxy-Authorization", "");
-#ifndef _WIN32
-      int refused = proxy_tunnel_status(config, *proxy, url);
-      if (refused != 0 && refused != 200) {
+    httplib::Client& client = client_for(config, url, proxy, session, own);
+    if (kProxyRefusalHangs && tunnelled) {
+      const int status = proxy_tunnel_status(config, *proxy, url);
+      if (status != 0 && status != 200) {
         // The request never left: re-sending is safe for every call.
-        if ((refused == 429 || refused >= 500) && attempt < attempts) {
+        if ((status == 429 || status >= 500) && attempt < std::max(1, config.retry.max_attempts)) {
           std::this_thread::sleep_for(backoff(config.retry, attempt));
           continue;
         }
-        ErrorDetails d;
-        d.status = refused;
-        throw Error(ErrorKind::network,
-                    call.what + " (" + url.host_for_url() + ":" + std::to_string(url.port) + "): the proxy " +
-                        proxy->host + ":" + std::to_string(proxy->port) + " refused the tunnel with HTTP " +
-                        std::to_string(refused) +
-                        (refused == 407 || refused == 401
-                             ? " (proxy authentication required or refused) [check the user and password in the "
-                               "proxy URL, http://user:password@host:port]"
-                             : ""),
-                    d);
+        throw_tunnel_refused(call, url, *proxy, status);
       }
-#endif
     }
-    HttpAnswer answer;
-    bool too_big = false;
-    req.response_handler = [&](const httplib::Response& r) {
-      answer.status = r.status;
-      answer.content_type = r.get_header_value("Content-Type");
-      answer.retry_after = r.get_header_value("Retry-After");
-      answer.location = r.get_header_value("Location");
-      return true;
-    };
-    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
-      if (answer.body.size() + n > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) {
-        too_big = true;
-        return false;
-      }
-      answer.body.append(data, n);
-      return true;
-    };
-    auto started = Clock::now();
-    httplib::Result res = client->send(req);
-    if (res && answer.status == 0) {  // an answer httplib read itself (a proxy's to CONNECT): keep its status
-      answer.status = res->status;
-      answer.content_type = res->get_header_value("Content-Type");
-    }
-    const std::string where = call.what + " (" + url.host_for_url() + ":" + std::to_string(url.port) + ")";
-    if (too_big)
-      throw Error(ErrorKind::bad_response, where + " answered more than " +
+    const Attempt a = send_once(client, call, url, tunnelled);
+    if (a.too_big)
+      throw Error(ErrorKind::bad_response, call.what + " (" + url.authority() + ") answered more than " +
                                                std::to_string(APS_AUTH_MAX_RESPONSE_BYTES) + " bytes; refused");
-    bool retry = false;
-    std::chrono::milliseconds delay{0};
-    if (!res) {
-      httplib::Error e = res.error();
-      // Connection failures mean the request never left: safe to send again, even a refresh.
-      bool unsent = e == httplib::Error::Connection || e == httplib::Error::ConnectionTimeout;
-      bool tls = e == httplib::Error::SSLConnection || e == httplib::Error::SSLServerVerification ||
-                 e == httplib::Error::SSLLoadingCerts;
-      if (!tls && attempt < attempts && (unsent || call.resend == Resend::safe)) {
-        retry = true;
-        delay = backoff(config.retry, attempt);
-      } else {
-        ErrorKind kind = tls ? ErrorKind::tls : ErrorKind::network;
-        if (e == httplib::Error::ConnectionTimeout ||
-            (e == httplib::Error::Read && Clock::now() - started >= config.read_timeout))
-          kind = ErrorKind::timeout;
-        std::string msg = where + ": " + httplib_error_text(e);
-        if (kind == ErrorKind::timeout && e == httplib::Error::Read)
-          msg = where + ": no answer within " + std::to_string(config.read_timeout.count()) + " ms";
-        if (proxy) msg += " (through proxy " + proxy->host + ":" + std::to_string(proxy->port) + ")";
-        if (!unsent && call.resend == Resend::only_if_unsent)
-          msg += "; not sent again because the server may already have acted on it";
-        throw Error(kind, msg);
-      }
-    } else {
-      int s = answer.status;
-      bool busy = s == 429 || s == 503;
-      bool server_error = s == 500 || s == 502 || s == 504;
-      if (attempt < attempts && (busy || (server_error && call.resend == Resend::safe))) {
-        retry = true;
-        auto ra = parse_retry_after(answer.retry_after);
-        delay = ra ? std::min<std::chrono::milliseconds>(*ra, config.retry.max_delay) : backoff(config.retry, attempt);
-      }
+    const auto delay = retry_delay(config, call, a, attempt);
+    if (!delay) {
+      if (a.answered) return a.answer;
+      throw_transport_error(config, call, url, proxy, a);
     }
-    if (!retry) return answer;
-    std::this_thread::sleep_for(delay);
+    std::this_thread::sleep_for(*delay);
   }
+}
+
+// ---- answers
+
+// The fields of both APS error shapes in a JSON error body, sanitized.
+inline void read_error_body(const json& j, const HttpCall& call, ErrorDetails& d) {
+  d.error = string_field(j, "error");
+  d.error_description = string_field(j, "error_description");
+  d.error_code = string_field(j, "errorCode");
+  d.developer_message = string_field(j, "developerMessage");
+  d.user_message = string_field(j, "userMessage");
+  d.more_info = string_field(j, "more info");
+  if (d.more_info.empty()) d.more_info = string_field(j, "moreInfo");
+  for (auto* f : {&d.error, &d.error_description, &d.error_code, &d.developer_message, &d.user_message, &d.more_info})
+    *f = sanitize(*f, call.secrets, 1000);
+}
+
+// A hint for the failures people hit most ("" when none).
+inline const char* error_hint(const ErrorDetails& d) {
+  if (d.error_code == "AUTH-001") return " [the app is not enabled for this API]";
+  if (d.error_code == "AUTH-003" || d.status == 401) return " [check the client id and secret]";
+  if (d.error_code == "AUTH-004") return " [invalid scopes for this app]";
+  if (d.error == "invalid_grant") return " [the code or refresh token is expired, used or revoked; sign in again]";
+  if (d.status == 429) return " [rate limited; retry later]";
+  if (d.status == 407) return " [the proxy wants credentials: http://user:password@host:port]";
+  return "";
 }
 
 // Turns a non-2xx answer into the typed error, keeping every field of both APS error shapes.
@@ -1251,19 +2357,10 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
   if (a.status >= 300 && a.status < 400) {
     msg += " (a redirect, not followed";
     if (auto loc = parse_url(a.location)) msg += ", to " + loc->host;
-    msg += ")";
-    throw Error(kind, msg, d);
+    throw Error(kind, msg + ")", d);
   }
   if (auto j = parse_json_object(a.body)) {
-    d.error = string_field(*j, "error");
-    d.error_description = string_field(*j, "error_description");
-    d.error_code = string_field(*j, "errorCode");
-    d.developer_message = string_field(*j, "developerMessage");
-    d.user_message = string_field(*j, "userMessage");
-    d.more_info = string_field(*j, "more info");
-    if (d.more_info.empty()) d.more_info = string_field(*j, "moreInfo");
-    for (auto* f : {&d.error, &d.error_description, &d.error_code, &d.developer_message, &d.user_message, &d.more_info})
-      *f = sanitize(*f, call.secrets, 1000);
+    read_error_body(*j, call, d);
     if (!d.error.empty()) {
       kind = d.error == "access_denied" ? ErrorKind::access_denied : ErrorKind::oauth;
       msg += " " + sanitize(d.error, {}, 80);
@@ -1276,16 +2373,10 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
     msg += " with a non-JSON body";
     if (!a.content_type.empty()) msg += " (" + sanitize(a.content_type, {}, 60) + ")";
   }
-  // Hints for the failures people hit most.
-  if (d.error_code == "AUTH-001") msg += " [the app is not enabled for this API]";
-  else if (d.error_code == "AUTH-003" || a.status == 401) msg += " [check the client id and secret]";
-  else if (d.error_code == "AUTH-004") msg += " [invalid scopes for this app]";
-  else if (d.error == "invalid_grant") msg += " [the code or refresh token is expired, used or revoked; sign in again]";
-  else if (a.status == 429) msg += " [rate limited; retry later]";
-  else if (a.status == 407) msg += " [the proxy wants credentials: http://user:password@host:port]";
-  throw Error(kind, msg, d);
+  throw Error(kind, msg + error_hint(d), d);
 }
 
+// The JSON object of a 2xx answer; the typed error otherwise.
 inline json json_answer(const HttpCall& call, const HttpAnswer& a) {
   if (a.status < 200 || a.status >= 300) throw_http_error(call, a);
   auto j = parse_json_object(a.body);
@@ -1300,88 +2391,116 @@ inline json json_answer(const HttpCall& call, const HttpAnswer& a) {
   return *j;
 }
 
+// ---- endpoint calls: every call of [5] and [9] is built by one of these two
+
 inline std::string basic_authorization(const std::string& id, const std::string& secret) {
   return "Basic " + base64(form_encode(id) + ":" + form_encode(secret), false);
 }
 
-inline void require_client_id(const Config& config) {
-  if (config.client_id.empty()) throw Error(ErrorKind::usage, "no client id (Config::client_id)");
-}
-
-// Client authentication: Basic for confidential clients, client_id in the body for public ones. Never both.
-inline void authenticate(const Config& config, HttpCall& call, Params& form) {
+// A form POST with client authentication: Basic for confidential clients (RFC 6749 2.3.1), client_id in the
+// body for public ones. Never both (APS answers 400).
+inline HttpCall form_post(const Config& config, const char* what, const std::string& url, Params form,
+                          Resend resend, std::vector<std::string_view> secrets) {
   require_client_id(config);
+  HttpCall call;
+  call.url = url;
+  call.what = what;
+  call.resend = resend;
+  call.secrets = std::move(secrets);
   if (!config.client_secret.empty()) {
     call.authorization = basic_authorization(config.client_id, config.client_secret);
     call.secrets.push_back(config.client_secret);
   } else {
     form.emplace_back("client_id", config.client_id);
   }
+  call.form = encode_params(form, true);
+  return call;
 }
+
+// A GET, with a bearer token when given.
+inline HttpCall get_call(const char* what, const std::string& url, const std::string& bearer = "") {
+  HttpCall call;
+  call.method = "GET";
+  call.url = url;
+  call.what = what;
+  if (!bearer.empty()) {
+    call.authorization = "Bearer " + bearer;
+    call.secrets = {bearer};
+  }
+  return call;
+}
+
+inline json call_for_json(const Config& config, const HttpCall& call, HttpSession* session = nullptr) {
+  return json_answer(call, http_send(config, call, session));
+}
+
+// ---- token answers
 
 constexpr std::int64_t kMaxExpiresIn = 366LL * 24 * 3600;
 
-// Epoch seconds from outside (token files, introspection, id_token claims) as a time_point, clamped to what a
-// 64-bit nanosecond system_clock holds (~year 2262): seconds(x) -> ns overflows otherwise (found by fuzz/token_json).
-constexpr std::int64_t kMaxEpochSeconds = 9000000000LL;
-inline std::chrono::system_clock::time_point from_epoch_seconds(std::int64_t s) {
-  return std::chrono::system_clock::time_point(std::chrono::seconds(std::clamp(s, -kMaxEpochSeconds, kMaxEpochSeconds)));
-}
-inline std::chrono::system_clock::time_point from_epoch_seconds(const json& integer) {
-  bool huge = integer.is_number_unsigned() && integer.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX);
-  return from_epoch_seconds(huge ? INT64_MAX : integer.get<std::int64_t>());
+// expires_in of a token answer in seconds: integer, float or a quoted integer; capped, never negative.
+inline std::int64_t expires_in_seconds(const json& j, const std::string& what) {
+  auto it = j.find("expires_in");
+  if (it == j.end()) return 3600;  // RFC 6749: optional; APS always sends it
+  std::int64_t s;
+  if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxExpiresIn)) {
+    s = kMaxExpiresIn;
+  } else if (it->is_number_integer()) {
+    s = it->get<std::int64_t>();
+  } else if (it->is_number_float()) {
+    double d = it->get<double>();
+    if (!(d == d)) throw Error(ErrorKind::bad_response, what + " answered an invalid expires_in");
+    s = d > static_cast<double>(kMaxExpiresIn) ? kMaxExpiresIn : d < 0 ? -1 : static_cast<std::int64_t>(d);
+  } else if (it->is_string() && !it->get<std::string>().empty() && it->get<std::string>().size() <= 12 &&
+             it->get<std::string>().find_first_not_of("0123456789") == std::string::npos) {
+    s = std::stoll(it->get<std::string>());  // some servers quote numbers
+  } else {
+    throw Error(ErrorKind::bad_response, what + " answered an expires_in that is not a number");
+  }
+  if (s < 0) throw Error(ErrorKind::bad_response, what + " answered a negative expires_in");
+  return std::min(s, kMaxExpiresIn);  // a huge lifetime is capped, not trusted
 }
 
 inline Token parse_token(const json& j, std::chrono::system_clock::time_point sent_at, const std::string& what) {
   Token t;
   t.access_token = string_field(j, "access_token");
-  if (t.access_token.empty())
-    throw Error(ErrorKind::bad_response, what + " answered without an access_token");
+  if (t.access_token.empty()) throw Error(ErrorKind::bad_response, what + " answered without an access_token");
   std::string type = string_field(j, "token_type");
   if (!type.empty()) t.token_type = type;
   t.refresh_token = string_field(j, "refresh_token");
   t.id_token = string_field(j, "id_token");
   t.scope = string_field(j, "scope");
-  std::int64_t expires_in = 3600;  // RFC 6749: optional; APS always sends it
-  if (auto it = j.find("expires_in"); it != j.end()) {
-    if (it->is_number_integer() || it->is_number_unsigned()) {
-      if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxExpiresIn))
-        expires_in = kMaxExpiresIn;
-      else
-        expires_in = it->get<std::int64_t>();
-    } else if (it->is_number_float()) {
-      double d = it->get<double>();
-      if (!(d == d)) throw Error(ErrorKind::bad_response, what + " answered an invalid expires_in");
-      expires_in = d > static_cast<double>(kMaxExpiresIn) ? kMaxExpiresIn : d < 0 ? -1 : static_cast<std::int64_t>(d);
-    } else if (it->is_string() && !it->get<std::string>().empty() && it->get<std::string>().size() <= 12 &&
-               it->get<std::string>().find_first_not_of("0123456789") == std::string::npos) {
-      expires_in = std::stoll(it->get<std::string>());  // some servers quote numbers
-    } else {
-      throw Error(ErrorKind::bad_response, what + " answered an expires_in that is not a number");
-    }
-    if (expires_in < 0) throw Error(ErrorKind::bad_response, what + " answered a negative expires_in");
-    expires_in = std::min(expires_in, kMaxExpiresIn);  // a huge lifetime is capped, not trusted
-  }
-  t.expires_in = std::chrono::seconds(expires_in);
+  t.expires_in = std::chrono::seconds(expires_in_seconds(j, what));
   t.expires_at = sent_at + t.expires_in;
   return t;
 }
 
 inline Token token_call(const Config& config, Params form, Resend resend, std::vector<std::string_view> secrets,
                         HttpSession* session = nullptr) {
-  HttpCall call;
-  call.url = config.endpoints.token;
-  call.what = "token endpoint";
-  call.resend = resend;
-  call.secrets = std::move(secrets);
-  authenticate(config, call, form);
-  call.form = encode_params(form, true);
+  HttpCall call = form_post(config, "token endpoint", config.endpoints.token, std::move(form), resend,
+                            std::move(secrets));
   auto sent_at = std::chrono::system_clock::now();
-  HttpAnswer a = http_send(config, call, session);
-  return parse_token(json_answer(call, a), sent_at, call.what);
+  return parse_token(call_for_json(config, call, session), sent_at, call.what);
 }
 
-// ---- answers of the other endpoints (pure, so they can be fuzzed) ------------------------------------------
+inline Token refresh_grant(const Config& config, const std::string& refresh_token,
+                           const std::vector<std::string>& scopes, HttpSession* session) {
+  if (refresh_token.empty()) throw Error(ErrorKind::usage, "no refresh token");
+  Params form = {{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}};
+  if (!scopes.empty()) form.emplace_back("scope", join(scopes, ' '));
+  Token t = token_call(config, std::move(form), Resend::only_if_unsent, {refresh_token}, session);
+  if (t.refresh_token.empty()) t.refresh_token = refresh_token;  // a server that does not rotate
+  return t;
+}
+
+inline Token client_credentials_grant(const Config& config, HttpSession* session) {
+  if (config.client_secret.empty())
+    throw Error(ErrorKind::usage, "client credentials (2-legged) need a client secret");
+  return token_call(config, {{"grant_type", "client_credentials"}, {"scope", join(config.scopes, ' ')}},
+                    Resend::safe, {}, session);
+}
+
+// ---- answers of the other endpoints (pure, so they can be fuzzed)
 
 inline Introspection parse_introspection(const json& j) {
   Introspection r;
@@ -1408,7 +2527,295 @@ inline UserInfo parse_userinfo(const json& j) {
   return u;
 }
 
-// The document's issuer must equal the one asked for (OIDC Discovery §4.3), and every endpoint must be a URL
+}  // namespace detail
+
+APS_AUTH_FUNC Token exchange_code(const Config& config, const AuthorizationRequest& request, const std::string& code) {
+  if (code.empty()) throw Error(ErrorKind::usage, "no authorization code to exchange");
+  return detail::token_call(config,
+                            {{"grant_type", "authorization_code"},
+                             {"code", code},
+                             {"redirect_uri", request.redirect_uri},
+                             {"code_verifier", request.code_verifier}},
+                            detail::Resend::only_if_unsent, {code, request.code_verifier});
+}
+
+APS_AUTH_FUNC Token refresh(const Config& config, const std::string& refresh_token,
+                            const std::vector<std::string>& scopes) {
+  return detail::refresh_grant(config, refresh_token, scopes, nullptr);
+}
+
+APS_AUTH_FUNC Token client_credentials(const Config& config) {
+  return detail::client_credentials_grant(config, nullptr);
+}
+
+APS_AUTH_FUNC void revoke(const Config& config, const std::string& token, TokenTypeHint hint) {
+  if (token.empty()) throw Error(ErrorKind::usage, "no token to revoke");
+  const char* hint_text = hint == TokenTypeHint::refresh_token ? "refresh_token" : "access_token";
+  detail::HttpCall call = detail::form_post(config, "revoke endpoint", config.endpoints.revoke,
+                                            {{"token", token}, {"token_type_hint", hint_text}},
+                                            detail::Resend::safe, {token});
+  detail::HttpAnswer a = detail::http_send(config, call);
+  if (a.status < 200 || a.status >= 300) detail::throw_http_error(call, a);
+}
+
+APS_AUTH_FUNC Introspection introspect(const Config& config, const std::string& token) {
+  if (token.empty()) throw Error(ErrorKind::usage, "no token to introspect");
+  return detail::parse_introspection(detail::call_for_json(
+      config, detail::form_post(config, "introspect endpoint", config.endpoints.introspect, {{"token", token}},
+                                detail::Resend::safe, {token})));
+}
+
+APS_AUTH_FUNC UserInfo userinfo(const Config& config, const std::string& access_token) {
+  if (access_token.empty()) throw Error(ErrorKind::usage, "no access token for userinfo");
+  return detail::parse_userinfo(
+      detail::call_for_json(config, detail::get_call("userinfo endpoint", config.endpoints.userinfo, access_token)));
+}
+
+APS_AUTH_FUNC std::string logout_url(const Config& config, const std::string& post_logout_redirect_uri) {
+  detail::Url u = detail::require_url(config.endpoints.logout, "logout endpoint");
+  if (post_logout_redirect_uri.empty()) return config.endpoints.logout;
+  return config.endpoints.logout + (u.query.empty() ? "?" : "&") +
+         "post_logout_redirect_uri=" + detail::url_encode(post_logout_redirect_uri);
+}
+
+// =================================================================================================================
+// [6] Token
+// =================================================================================================================
+
+APS_AUTH_FUNC bool Token::expired(std::chrono::seconds margin) const {
+  return access_token.empty() || std::chrono::system_clock::now() + margin >= expires_at;
+}
+
+APS_AUTH_FUNC std::string Token::to_json() const {
+  using namespace std::chrono;
+  detail::json j;
+  j["access_token"] = access_token;
+  j["token_type"] = token_type;
+  j["expires_in"] = expires_in.count();
+  j["expires_at"] = duration_cast<seconds>(expires_at.time_since_epoch()).count();
+  if (!refresh_token.empty()) j["refresh_token"] = refresh_token;
+  if (!id_token.empty()) j["id_token"] = id_token;
+  if (!scope.empty()) j["scope"] = scope;
+  try {
+    return j.dump();
+  } catch (const detail::json::exception&) {  // invalid UTF-8 (found by fuzz/token_json)
+    throw Error(ErrorKind::usage, "the token has a field that is not valid UTF-8; it cannot be stored as JSON");
+  }
+}
+
+APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
+  auto j = detail::parse_json_object(text);
+  if (!j) throw Error(ErrorKind::bad_response, "token JSON is not a JSON object");
+  Token t = detail::parse_token(*j, std::chrono::system_clock::now(), "token JSON");
+  if (auto it = j->find("expires_at"); it != j->end()) {
+    if (!it->is_number_integer()) throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
+    t.expires_at = detail::from_epoch_seconds(*it);
+  }
+  return t;
+}
+
+// =================================================================================================================
+// [7] Token stores
+// =================================================================================================================
+
+APS_AUTH_FUNC MemoryTokenStore::MemoryTokenStore() : mutex_(std::make_shared<std::mutex>()) {}
+
+APS_AUTH_FUNC bool MemoryTokenStore::load(Token& token) {
+  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
+  if (!token_) return false;
+  token = *token_;
+  return true;
+}
+
+APS_AUTH_FUNC void MemoryTokenStore::save(const Token& token) {
+  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
+  token_ = std::make_shared<const Token>(token);
+}
+
+APS_AUTH_FUNC void MemoryTokenStore::clear() {
+  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
+  token_.reset();
+}
+
+APS_AUTH_FUNC FileTokenStore::FileTokenStore(std::string path, OpenPermissions permissions,
+                                             std::function<void(const std::string&)> warn)
+    : path_(std::move(path)), permissions_(permissions), warn_(std::move(warn)) {
+  if (path_.empty()) throw Error(ErrorKind::usage, "empty token file path");
+}
+
+APS_AUTH_FUNC std::string FileTokenStore::default_path(const std::string& name) {
+  return detail::default_state_dir() + "/aps-auth/" + name + ".json";
+}
+
+APS_AUTH_FUNC bool FileTokenStore::load(Token& token) {
+  detail::FileContent file;
+  if (!detail::read_file_if_exists(path_, file)) return false;
+  if (file.shared) {
+    std::string msg = "token file '" + path_ + "' is accessible by other users (" + file.access + "); " +
+                      detail::private_file_hint(path_);
+    if (permissions_ == OpenPermissions::refuse) throw Error(ErrorKind::io, msg);
+    if (warn_) warn_(msg);
+  }
+  try {
+    token = Token::from_json(file.text);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::io, "token file '" + path_ + "' is not a valid token (" + e.what() + ")");
+  }
+  return true;
+}
+
+APS_AUTH_FUNC void FileTokenStore::save(const Token& token) { detail::replace_file(path_, token.to_json() + "\n"); }
+
+APS_AUTH_FUNC void FileTokenStore::clear() { detail::remove_file(path_); }
+
+// A separate lock file: the token file itself is replaced by rename, so a lock on it would not hold.
+APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() { return detail::lock_file(path_ + ".lock"); }
+
+// =================================================================================================================
+// [8] Token source
+// =================================================================================================================
+
+struct TokenSource::Impl {
+  Config config;
+  std::shared_ptr<TokenStore> store;
+  TokenSourceOptions options;
+
+  std::mutex mutex;  // guards the fields below; held briefly
+  Token current;
+  bool loaded = false;
+  std::chrono::system_clock::time_point refresh_at{};  // hand out `current` until then
+  std::mutex refresh_mutex;  // one refresh in flight per TokenSource; also guards `session` and `unsaved`
+  detail::HttpSession session;
+  bool unsaved = false;  // the last new token could not be saved: ours is newer than the store's
+
+  // When `t` is due for a refresh: the lead time before expiry, at most half its lifetime; at once without one.
+  std::chrono::system_clock::time_point refresh_point(const Token& t) const {
+    if (t.access_token.empty()) return {};
+    return t.expires_at - std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
+  }
+
+  bool fresh(const Token& t) const { return std::chrono::system_clock::now() < refresh_point(t); }
+
+  // Makes `t` the current token (the store holds it already).
+  void adopt(const Token& t) {
+    std::lock_guard<std::mutex> lk(mutex);
+    current = t;
+    loaded = true;
+    refresh_at = refresh_point(t);
+    unsaved = false;
+  }
+
+  Token current_token() {
+    std::lock_guard<std::mutex> lk(mutex);
+    return current;
+  }
+
+  // A new token from the token endpoint: client credentials, or a refresh with the live refresh token. nullopt
+  // when, after an invalid_grant, the store turned out to hold a fresh token another process got meanwhile.
+  std::optional<Token> fetch(const Token* stored) {
+    if (options.client_credentials) return detail::client_credentials_grant(config, &session);
+    const Token mine = current_token();
+    // After a failed save the stored refresh token was rotated away: ours is the live one.
+    const bool use_stored = stored && !stored->refresh_token.empty() && !(unsaved && !mine.refresh_token.empty());
+    const std::string rt = use_stored ? stored->refresh_token : mine.refresh_token;
+    if (rt.empty()) throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
+    try {
+      return detail::refresh_grant(config, rt, {}, &session);
+    } catch (const Error& e) {
+      if (e.details().error != "invalid_grant" || !store) throw;
+      // Someone else may have rotated it between our read and our refresh: read once more.
+      Token again;
+      if (!store->load(again) || again.refresh_token == rt) throw;
+      if (fresh(again)) {
+        adopt(again);
+        return std::nullopt;
+      }
+      return detail::refresh_grant(config, again.refresh_token, {}, &session);
+    }
+  }
+
+  // Keeps the new token in memory first (if saving fails, nothing is lost), then saves it.
+  void take_new(const Token& next) {
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      current = next;
+      refresh_at = refresh_point(next);
+    }
+    if (store) {
+      try {
+        store->save(next);
+        unsaved = false;
+      } catch (const Error& e) {
+        unsaved = true;
+        if (options.on_new_token) options.on_new_token(next);  // the application may keep it elsewhere
+        throw Error(ErrorKind::io, std::string("got a new token but could not save it; it is kept in memory "
+                                               "(TokenSource::token() returns it): ") + e.what());
+      }
+    }
+    if (options.on_new_token) options.on_new_token(next);
+  }
+
+  // Runs with refresh_mutex held: the single flight, under the store's cross-process lock.
+  void renew() {
+    std::unique_ptr<StoreLock> cross_process = store ? store->lock() : nullptr;
+    Token stored;
+    const bool have_stored = store && store->load(stored);
+    if (have_stored && fresh(stored)) {  // another process (or an earlier run) already rotated: use its token
+      adopt(stored);
+      return;
+    }
+    if (std::optional<Token> next = fetch(have_stored ? &stored : nullptr)) take_new(*next);
+  }
+
+  Token get() {
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      if (loaded && std::chrono::system_clock::now() < refresh_at) return current;
+    }
+    std::lock_guard<std::mutex> flight(refresh_mutex);
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      if (!loaded) {
+        Token t;
+        if (store && store->load(t)) {
+          current = t;
+          refresh_at = refresh_point(t);
+        }
+        loaded = true;
+      }
+      if (std::chrono::system_clock::now() < refresh_at) return current;  // refreshed while we waited
+    }
+    renew();
+    return current_token();
+  }
+};
+
+APS_AUTH_FUNC TokenSource::TokenSource(Config config, std::shared_ptr<TokenStore> store, TokenSourceOptions options)
+    : impl_(new Impl) {
+  impl_->config = std::move(config);
+  impl_->store = std::move(store);
+  impl_->options = std::move(options);
+}
+
+APS_AUTH_FUNC TokenSource::~TokenSource() = default;
+
+APS_AUTH_FUNC std::string TokenSource::access_token() {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mutex);  // fast path: a copy under a short lock
+    if (impl_->loaded && detail::now_before(impl_->refresh_at)) return impl_->current.access_token;
+  }
+  return impl_->get().access_token;
+}
+
+APS_AUTH_FUNC Token TokenSource::token() { return impl_->get(); }
+
+// =================================================================================================================
+// [9] OpenID Connect
+// =================================================================================================================
+
+namespace detail {
+
+// The document's issuer must equal the one asked for (OIDC Discovery 4.3), and every endpoint must be a URL
 // this library would call (https, or http on loopback).
 inline Endpoints parse_discovery(const json& j, const std::string& issuer) {
   const std::string base = trim_slash(issuer);
@@ -1440,763 +2847,6 @@ inline Endpoints parse_discovery(const json& j, const std::string& issuer) {
   e.authorization_response_iss_parameter_supported = iss != j.end() && iss->is_boolean() && iss->get<bool>();
   return e;
 }
-
-// ---- browser pages -----------------------------------------------------------------------------------------
-
-inline std::string page(const std::string& title, const std::string& message_html, bool ok) {
-  return "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>" +
-         html_escape(title) +
-         " - aps_auth</title><style>"
-         "body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;"
-         "background:#f3f5f8;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1b1f24}"
-         ".card{background:#fff;max-width:28rem;margin:1rem;padding:2.2rem 2.4rem;border-radius:14px;"
-         "box-shadow:0 6px 28px rgba(20,30,50,.12);text-align:center}"
-         ".mark{width:3.2rem;height:3.2rem;border-radius:50%;margin:0 auto 1rem;display:flex;align-items:center;"
-         "justify-content:center;font-size:1.8rem;color:#fff;background:" +
-         std::string(ok ? "#1f9d55" : "#c8372d") +
-         "}h1{font-size:1.35rem;margin:0 0 .6rem}p{line-height:1.5;margin:.4rem 0;color:#3d4650;text-wrap:pretty}"
-         ".product{margin-top:1.6rem;font-size:.8rem;color:#8a939d;letter-spacing:.04em}"
-         "code{background:#f0f2f5;padding:.1rem .3rem;border-radius:4px;word-break:break-all}"
-         "</style></head><body><main class=\"card\"><div class=\"mark\">" +
-         std::string(ok ? "&#10003;" : "!") + "</div><h1>" + html_escape(title) + "</h1>" + message_html +
-         "<div class=\"product\">aps_auth &middot; Autodesk Platform Services sign-in</div></main></body></html>";
-}
-
-#ifndef _WIN32
-// Descriptor helpers that are atomic on Linux and portable elsewhere (macOS lacks pipe2/accept4/SOCK_CLOEXEC).
-inline bool set_fd_flags(int fd, bool nonblock) {
-  return ::fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 && (!nonblock || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
-}
-
-inline bool make_pipe(int fds[2], bool nonblock) {
-#ifdef __linux__
-  return ::pipe2(fds, O_CLOEXEC | (nonblock ? O_NONBLOCK : 0)) == 0;
-#else
-  if (::pipe(fds) != 0) return false;
-  return set_fd_flags(fds[0], nonblock) && set_fd_flags(fds[1], nonblock);
-#endif
-}
-
-inline int make_socket(int family) {
-#ifdef __linux__
-  return ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-#else
-  int fd = ::socket(family, SOCK_STREAM, 0);
-  if (fd >= 0 && !set_fd_flags(fd, true)) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-#endif
-}
-
-inline int accept_connection(int listen_fd) {
-#ifdef __linux__
-  return ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-#else
-  int fd = ::accept(listen_fd, nullptr, nullptr);
-  if (fd >= 0) {
-    set_fd_flags(fd, true);
-#ifdef SO_NOSIGPIPE
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-  }
-  return fd;
-#endif
-}
-
-#ifndef MSG_NOSIGNAL
-#define APS_AUTH_MSG_NOSIGNAL 0
-#else
-#define APS_AUTH_MSG_NOSIGNAL MSG_NOSIGNAL
-#endif
-#endif
-
-// ---- browser launch ----------------------------------------------------------------------------------------
-
-// Splits a command line on spaces, honouring '...' and "..." quotes (no shell is involved).
-inline std::vector<std::string> split_command(const std::string& cmd) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool have = false;
-  char quote = 0;
-  for (char c : cmd) {
-    if (quote) {
-      if (c == quote) quote = 0;
-      else cur += c;
-    } else if (c == '\'' || c == '"') {
-      quote = c;
-      have = true;
-    } else if (c == ' ' || c == '\t') {
-      if (have || !cur.empty()) out.push_back(cur);
-      cur.clear();
-      have = false;
-    } else {
-      cur += c;
-    }
-  }
-  if (have || !cur.empty()) out.push_back(cur);
-  return out;
-}
-
-#ifndef _WIN32
-// Starts argv without a shell and without waiting for it: double fork, so no zombie is left, and a
-// close-on-exec pipe tells whether exec succeeded.
-inline bool spawn_detached(const std::vector<std::string>& args) {
-  if (args.empty()) return false;
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int fds[2];
-  if (!make_pipe(fds, false)) return false;
-  pid_t child = fork();
-  if (child < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    return false;
-  }
-  if (child == 0) {
-    close(fds[0]);
-    pid_t grandchild = fork();
-    if (grandchild != 0) _exit(grandchild < 0 ? 1 : 0);
-    setsid();
-    int devnull = open("/dev/null", O_RDWR);
-    if (devnull >= 0) {  // keep the caller's stdout clean (it may be printing JSON)
-      dup2(devnull, 0);
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-    }
-    execvp(argv[0], argv.data());
-    int err = errno;
-    ssize_t ignored = write(fds[1], &err, sizeof err);
-    (void)ignored;
-    _exit(127);
-  }
-  close(fds[1]);
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  int err = 0;
-  ssize_t n;
-  do {
-    n = read(fds[0], &err, sizeof err);
-  } while (n < 0 && errno == EINTR);
-  close(fds[0]);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == 0;
-}
-#endif
-
-// ---- the loopback listener ---------------------------------------------------------------------------------
-
-// What the listener does with one request head: the status and page to answer, and whether the wait ends
-// (with a code, or with an error). Pure, so it can be unit-tested and fuzzed without sockets.
-struct CallbackOutcome {
-  int status = 400;
-  std::string html;
-  std::string code;                    // non-empty: the callback we wait for
-  std::optional<Error> failure;        // set: the wait ends with this error
-};
-
-inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view callback_path,
-                                         const AuthorizationRequest& request) {
-  CallbackOutcome out;
-  auto bad = [&](int status, const char* title, const char* words) {
-    out.status = status;
-    out.html = page(title, words, false);
-    return out;
-  };
-  std::string_view line = head.substr(0, head.find("\r\n"));
-  std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-  if (sp1 == std::string_view::npos || sp2 <= sp1)
-    return bad(400, "Bad request", "<p>The browser sent a request this page cannot read.</p>");
-  std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  std::size_t q = target.find('?');
-  std::string_view path = target.substr(0, q);
-  std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
-  if (path != callback_path)
-    return bad(404, "Not found", "<p>Nothing here. The sign-in is waiting on another address.</p>");
-  if (method != "GET") return bad(405, "Not supported", "<p>The sign-in answer must arrive as a GET request.</p>");
-  auto params = parse_query(query);
-  // A parameter given twice is ambiguous (RFC 6749 §3.1): the request is malformed.
-  auto single = [&](const char* name, std::string& value) {
-    int n = 0;
-    for (const auto& kv : *params)
-      if (kv.first == name) {
-        value = kv.second;
-        ++n;
-      }
-    return n <= 1;
-  };
-  std::string state, code, error, description, iss;
-  if (!params || !single("state", state) || !single("code", code) || !single("error", error) ||
-      !single("error_description", description) || !single("iss", iss))
-    return bad(400, "Bad request", "<p>The sign-in response was malformed and was ignored.</p>");
-  // The state is checked before anything else: without it the response is not ours and cannot end the wait,
-  // or anyone on this machine could cancel a sign-in.
-  if (request.state.empty() || !constant_time_equal(state, request.state))
-    return bad(400, "This sign-in response is not for this window",
-               "<p>This response does not belong to the sign-in in progress, so it was ignored.</p>"
-               "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>");
-  if ((!iss.empty() || request.require_iss) && trim_slash(iss) != trim_slash(request.issuer)) {
-    bad(400, "Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>");
-    out.failure = Error(ErrorKind::state_mismatch,
-                        (iss.empty() ? "the authorization response has no iss, but the issuer '" + request.issuer +
-                                           "' advertises authorization_response_iss_parameter_supported"
-                                     : "the authorization response's iss '" + sanitize(iss, {}, 200) +
-                                           "' is not the expected issuer '" + request.issuer + "'") +
-                            " (RFC 9207 mix-up protection)");
-    return out;
-  }
-  if (!error.empty()) {
-    bool denied = error == "access_denied";
-    std::string words = denied ? "<p>Access was not granted, so the application cannot sign in.</p>"
-                               : "<p>The sign-in service reported a problem.</p>";
-    words += "<p><code>" + html_escape(sanitize(error, {}, 100)) + "</code>";
-    if (!description.empty()) words += " " + html_escape(sanitize(description, {}, 500));
-    words += "</p><p>You can close this window and try again.</p>";
-    out.status = 200;
-    out.html = page(denied ? "Sign-in cancelled" : "Sign-in failed", words, false);
-    ErrorDetails d;
-    d.error = sanitize(error, {}, 100);
-    d.error_description = sanitize(description, {}, 1000);
-    out.failure = Error(denied ? ErrorKind::access_denied : ErrorKind::oauth,
-                        "the authorization server answered " + d.error +
-                            (d.error_description.empty() ? "" : ": " + sanitize(description)),
-                        d);
-    return out;
-  }
-  if (code.empty()) {
-    bad(400, "Sign-in failed", "<p>The response carried no authorization code.</p>");
-    out.failure = Error(ErrorKind::bad_response, "the callback carried the right state but no code");
-    return out;
-  }
-  out.status = 200;
-  out.html = page("Signed in", "<p>You are signed in. You can close this window and return to the application.</p>",
-                  true);
-  out.code = std::move(code);
-  return out;
-}
-
-#ifndef _WIN32
-struct Connection {
-  int fd = -1;
-  Clock::time_point deadline;
-  std::string in;
-};
-
-inline void close_fd(int& fd) {
-  if (fd >= 0) close(fd);
-  fd = -1;
-}
-
-// Best effort: the page is small and the socket buffer empty, but a client that never reads must not
-// stall the loop, so give up after a short while.
-inline void send_all(int fd, const std::string& data) {
-  std::size_t off = 0;
-  auto until = Clock::now() + std::chrono::seconds(2);
-  while (off < data.size() && Clock::now() < until) {
-    ssize_t n = ::send(fd, data.data() + off, data.size() - off, APS_AUTH_MSG_NOSIGNAL);
-    if (n > 0) {
-      off += static_cast<std::size_t>(n);
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      pollfd p{fd, POLLOUT, 0};
-      poll(&p, 1, 100);
-    } else {
-      break;
-    }
-  }
-}
-
-inline void respond(int fd, int status, const std::string& html) {
-  const char* reason = status == 200 ? "OK" : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
-                     : status == 431 ? "Request Header Fields Too Large" : "Bad Request";
-  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                    "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nPragma: no-cache\r\n"
-                    "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
-                    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n"
-                    "Content-Length: " +
-                    std::to_string(html.size()) + "\r\n\r\n" + html;
-  send_all(fd, out);
-  shutdown(fd, SHUT_WR);
-}
-#endif
-
-}  // namespace detail
-
-// ================================================================================================================
-// Public functions
-// ================================================================================================================
-
-APS_AUTH_FUNC const char* to_string(ErrorKind kind) noexcept {
-  switch (kind) {
-    case ErrorKind::network: return "network";
-    case ErrorKind::tls: return "tls";
-    case ErrorKind::timeout: return "timeout";
-    case ErrorKind::http: return "http";
-    case ErrorKind::oauth: return "oauth";
-    case ErrorKind::state_mismatch: return "state_mismatch";
-    case ErrorKind::access_denied: return "access_denied";
-    case ErrorKind::bad_response: return "bad_response";
-    case ErrorKind::io: return "io";
-    case ErrorKind::usage: return "usage";
-    case ErrorKind::cancelled: return "cancelled";
-  }
-  return "unknown";
-}
-
-APS_AUTH_FUNC Error::Error(ErrorKind kind, const std::string& message, ErrorDetails details)
-    : std::runtime_error(std::string("[aps_auth.") + to_string(kind) + "] " + message),
-      kind_(kind),
-      details_(std::move(details)) {}
-
-APS_AUTH_FUNC std::string version() {
-  return std::to_string(APS_AUTH_VERSION_MAJOR) + "." + std::to_string(APS_AUTH_VERSION_MINOR) + "." +
-         std::to_string(APS_AUTH_VERSION_PATCH);
-}
-
-APS_AUTH_FUNC Endpoints Endpoints::from_base_url(std::string_view base_url) {
-  std::string base = detail::trim_slash(base_url);
-  detail::require_url(base, "base URL");
-  // The APS paths are appended: a query or fragment would swallow them (found by fuzz/url).
-  if (base.find_first_of("?#") != std::string::npos)
-    throw Error(ErrorKind::usage, "base URL '" + detail::sanitize(base) + "' has a query or fragment");
-  Endpoints e;
-  if (base == Endpoints{}.issuer) return e;
-  e.issuer = base;
-  e.authorize = base + "/authentication/v2/authorize";
-  e.token = base + "/authentication/v2/token";
-  e.revoke = base + "/authentication/v2/revoke";
-  e.introspect = base + "/authentication/v2/introspect";
-  e.jwks = base + "/authentication/v2/keys";
-  e.logout = base + "/authentication/v2/logout";
-  e.userinfo = base + "/userinfo";
-  return e;
-}
-
-APS_AUTH_FUNC bool Token::expired(std::chrono::seconds margin) const {
-  return access_token.empty() || std::chrono::system_clock::now() + margin >= expires_at;
-}
-
-APS_AUTH_FUNC std::string Token::to_json() const {
-  using namespace std::chrono;
-  detail::json j;
-  j["access_token"] = access_token;
-  j["token_type"] = token_type;
-  j["expires_in"] = expires_in.count();
-  j["expires_at"] = duration_cast<seconds>(expires_at.time_since_epoch()).count();
-  if (!refresh_token.empty()) j["refresh_token"] = refresh_token;
-  if (!id_token.empty()) j["id_token"] = id_token;
-  if (!scope.empty()) j["scope"] = scope;
-  try {
-    return j.dump();
-  } catch (const detail::json::exception&) {  // invalid UTF-8 (found by fuzz/token_json)
-    throw Error(ErrorKind::usage, "the token has a field that is not valid UTF-8; it cannot be stored as JSON");
-  }
-}
-
-APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
-  auto j = detail::parse_json_object(text);
-  if (!j) throw Error(ErrorKind::bad_response, "token JSON is not a JSON object");
-  auto now = std::chrono::system_clock::now();
-  Token t = detail::parse_token(*j, now, "token JSON");
-  if (auto it = j->find("expires_at"); it != j->end()) {
-    if (!it->is_number_integer()) throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
-    t.expires_at = detail::from_epoch_seconds(*it);
-  }
-  return t;
-}
-
-APS_AUTH_FUNC std::string random_urlsafe(std::size_t bytes) {
-  std::string raw(bytes, '\0');
-  if (bytes > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(&raw[0]), static_cast<int>(bytes)) != 1)
-    throw Error(ErrorKind::io, "OpenSSL RAND_bytes failed: no secure randomness");
-  return detail::base64(raw, true);
-}
-
-APS_AUTH_FUNC std::string pkce_challenge(std::string_view code_verifier) {
-  return detail::base64(detail::sha256(code_verifier), true);
-}
-
-APS_AUTH_FUNC AuthorizationRequest authorization_request(const Config& config, const AuthorizeOptions& options,
-                                                         const std::string& redirect_uri) {
-  detail::require_client_id(config);
-  AuthorizationRequest r;
-  r.redirect_uri = redirect_uri.empty() ? config.callback_url : redirect_uri;
-  detail::require_url(r.redirect_uri, "callback URL");
-  detail::Url endpoint = detail::require_url(config.endpoints.authorize, "authorize endpoint");
-  r.state = random_urlsafe(16);
-  r.code_verifier = random_urlsafe(32);
-  r.code_challenge = pkce_challenge(r.code_verifier);
-  if (detail::has_scope(config.scopes, "openid")) r.nonce = random_urlsafe(16);
-  r.issuer = config.endpoints.issuer;
-  r.require_iss = config.endpoints.authorization_response_iss_parameter_supported;
-  detail::Params q = {{"response_type", "code"},
-                      {"client_id", config.client_id},
-                      {"redirect_uri", r.redirect_uri},
-                      {"scope", detail::join(config.scopes, ' ')},
-                      {"state", r.state},
-                      {"code_challenge", r.code_challenge},
-                      {"code_challenge_method", "S256"}};
-  if (!r.nonce.empty()) q.emplace_back("nonce", r.nonce);
-  if (!options.prompt.empty()) q.emplace_back("prompt", options.prompt);
-  if (!options.response_mode.empty()) q.emplace_back("response_mode", options.response_mode);
-  if (!options.authoptions.empty()) q.emplace_back("authoptions", options.authoptions);
-  std::string base = config.endpoints.authorize;
-  r.url = base + (endpoint.query.empty() ? "?" : "&") + detail::encode_params(q, false);
-  return r;
-}
-
-APS_AUTH_FUNC Token exchange_code(const Config& config, const AuthorizationRequest& request, const std::string& code) {
-  if (code.empty()) throw Error(ErrorKind::usage, "no authorization code to exchange");
-  return detail::token_call(config,
-                            {{"grant_type", "authorization_code"},
-                             {"code", code},
-                             {"redirect_uri", request.redirect_uri},
-                             {"code_verifier", request.code_verifier}},
-                            detail::Resend::only_if_unsent, {code, request.code_verifier});
-}
-
-namespace detail {
-inline Token refresh_grant(const Config& config, const std::string& refresh_token,
-                           const std::vector<std::string>& scopes, HttpSession* session) {
-  if (refresh_token.empty()) throw Error(ErrorKind::usage, "no refresh token");
-  Params form = {{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}};
-  if (!scopes.empty()) form.emplace_back("scope", join(scopes, ' '));
-  Token t = token_call(config, std::move(form), Resend::only_if_unsent, {refresh_token}, session);
-  if (t.refresh_token.empty()) t.refresh_token = refresh_token;  // a server that does not rotate
-  return t;
-}
-
-inline Token client_credentials_grant(const Config& config, HttpSession* session) {
-  if (config.client_secret.empty())
-    throw Error(ErrorKind::usage, "client credentials (2-legged) need a client secret");
-  return token_call(config, {{"grant_type", "client_credentials"}, {"scope", join(config.scopes, ' ')}},
-                    Resend::safe, {}, session);
-}
-}  // namespace detail
-
-APS_AUTH_FUNC Token refresh(const Config& config, const std::string& refresh_token,
-                            const std::vector<std::string>& scopes) {
-  return detail::refresh_grant(config, refresh_token, scopes, nullptr);
-}
-
-APS_AUTH_FUNC Token client_credentials(const Config& config) {
-  return detail::client_credentials_grant(config, nullptr);
-}
-
-APS_AUTH_FUNC void revoke(const Config& config, const std::string& token, TokenTypeHint hint) {
-  if (token.empty()) throw Error(ErrorKind::usage, "no token to revoke");
-  detail::HttpCall call;
-  call.url = config.endpoints.revoke;
-  call.what = "revoke endpoint";
-  call.secrets = {token};
-  detail::Params form = {{"token", token},
-                         {"token_type_hint", hint == TokenTypeHint::refresh_token ? "refresh_token" : "access_token"}};
-  detail::authenticate(config, call, form);
-  call.form = detail::encode_params(form, true);
-  detail::HttpAnswer a = detail::http_send(config, call);
-  if (a.status < 200 || a.status >= 300) detail::throw_http_error(call, a);
-}
-
-APS_AUTH_FUNC Introspection introspect(const Config& config, const std::string& token) {
-  if (token.empty()) throw Error(ErrorKind::usage, "no token to introspect");
-  detail::HttpCall call;
-  call.url = config.endpoints.introspect;
-  call.what = "introspect endpoint";
-  call.secrets = {token};
-  detail::Params form = {{"token", token}};
-  detail::authenticate(config, call, form);
-  call.form = detail::encode_params(form, true);
-  return detail::parse_introspection(detail::json_answer(call, detail::http_send(config, call)));
-}
-
-APS_AUTH_FUNC UserInfo userinfo(const Config& config, const std::string& access_token) {
-  if (access_token.empty()) throw Error(ErrorKind::usage, "no access token for userinfo");
-  detail::HttpCall call;
-  call.method = "GET";
-  call.url = config.endpoints.userinfo;
-  call.what = "userinfo endpoint";
-  call.authorization = "Bearer " + access_token;
-  call.secrets = {access_token};
-  return detail::parse_userinfo(detail::json_answer(call, detail::http_send(config, call)));
-}
-
-APS_AUTH_FUNC std::string logout_url(const Config& config, const std::string& post_logout_redirect_uri) {
-  detail::Url u = detail::require_url(config.endpoints.logout, "logout endpoint");
-  if (post_logout_redirect_uri.empty()) return config.endpoints.logout;
-  return config.endpoints.logout + (u.query.empty() ? "?" : "&") + "post_logout_redirect_uri=" +
-         detail::url_encode(post_logout_redirect_uri);
-}
-
-APS_AUTH_FUNC Endpoints discover(const Config& config, const std::string& issuer) {
-  detail::HttpCall call;
-  call.method = "GET";
-  call.url = detail::trim_slash(issuer) + "/.well-known/openid-configuration";
-  call.what = "discovery document";
-  return detail::parse_discovery(detail::json_answer(call, detail::http_send(config, call)), issuer);
-}
-
-// ---- LoopbackListener (POSIX) ------------------------------------------------------------------------------
-
-#ifndef _WIN32
-struct LoopbackListener::Impl {
-  detail::Url callback;
-  std::vector<int> listen_fds;
-  std::vector<std::string> addresses;
-  int port = 0;
-  int wake[2] = {-1, -1};  // self-pipe: cancel() from another thread
-
-  ~Impl() {
-    for (int& fd : listen_fds) detail::close_fd(fd);
-    detail::close_fd(wake[0]);
-    detail::close_fd(wake[1]);
-  }
-
-  // Binds one loopback address. Never SO_REUSEPORT: another process must not be able to share the port and
-  // receive the code. On Linux SO_REUSEADDR is set: there it only lets the bind succeed over connections of an
-  // earlier sign-in still in TIME_WAIT (a second login within a minute would otherwise fail), and a listening
-  // socket still cannot be shared. Elsewhere (BSD, macOS) SO_REUSEADDR means more, so it stays off.
-  // Returns 0 or the errno of the failure.
-  int bind_one(int family, int want_port) {
-    int fd = detail::make_socket(family);
-    if (fd < 0) return errno;
-#ifdef __linux__
-    int reuse = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
-#endif
-    sockaddr_storage ss{};
-    socklen_t len;
-    if (family == AF_INET6) {
-      int one = 1;
-      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-      a->sin6_family = AF_INET6;
-      a->sin6_addr = in6addr_loopback;
-      a->sin6_port = htons(static_cast<std::uint16_t>(want_port));
-      len = sizeof(sockaddr_in6);
-    } else {
-      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-      a->sin_family = AF_INET;
-      a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a->sin_port = htons(static_cast<std::uint16_t>(want_port));
-      len = sizeof(sockaddr_in);
-    }
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 64) != 0) {
-      int err = errno;
-      ::close(fd);
-      return err;
-    }
-    len = sizeof ss;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    port = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                    : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    listen_fds.push_back(fd);
-    addresses.push_back(std::string(family == AF_INET6 ? "[::1]" : "127.0.0.1") + ":" + std::to_string(port));
-    return 0;
-  }
-
-  [[noreturn]] static void bind_failed(const char* address, int want_port, int err) {
-    std::string msg = std::string("cannot listen on ") + address + ":" + std::to_string(want_port) +
-                      " for the sign-in callback (" + std::strerror(err) + ")";
-    if (err == EADDRINUSE)
-      msg += "; port " + std::to_string(want_port) + " is in use by another program: stop it, or register and use "
-             "another callback port";
-    throw Error(ErrorKind::io, msg);
-  }
-};
-
-APS_AUTH_FUNC LoopbackListener::LoopbackListener(const std::string& callback_url) : impl_(new Impl) {
-  auto u = detail::parse_url(callback_url);
-  const bool v4 = u && (u->host == "localhost" || u->host == "127.0.0.1");
-  const bool v6 = u && (u->host == "localhost" || u->host == "::1");
-  if (!u || u->scheme != "http" || (!v4 && !v6))
-    throw Error(ErrorKind::usage, "the callback URL must be http://localhost:PORT/path, http://127.0.0.1:PORT/path "
-                                  "or http://[::1]:PORT/path (got '" + detail::sanitize(callback_url) +
-                                  "'); the listener never binds other interfaces");
-  impl_->callback = *u;
-  if (!detail::make_pipe(impl_->wake, true))
-    throw Error(ErrorKind::io, std::string("could not create a pipe: ") + std::strerror(errno));
-  if (v4 && v6) {
-    // localhost: both loopback addresses on the same port (RFC 8252 §8.3); the browser may pick either.
-    for (int attempt = 0;; ++attempt) {
-      if (int err = impl_->bind_one(AF_INET, u->port)) Impl::bind_failed("127.0.0.1", u->port, err);
-      int err = impl_->bind_one(AF_INET6, impl_->port);
-      if (err == 0 || err == EADDRNOTAVAIL || err == EAFNOSUPPORT) break;  // no IPv6 here: 127.0.0.1 alone
-      if (err == EADDRINUSE && u->port == 0 && attempt < 20) {  // the free v4 port is taken on v6: try another
-        detail::close_fd(impl_->listen_fds.back());
-        impl_->listen_fds.clear();
-        impl_->addresses.clear();
-        continue;
-      }
-      Impl::bind_failed("[::1]", impl_->port, err);
-    }
-  } else if (int err = impl_->bind_one(v4 ? AF_INET : AF_INET6, u->port)) {
-    Impl::bind_failed(v4 ? "127.0.0.1" : "[::1]", u->port, err);
-  }
-}
-
-APS_AUTH_FUNC LoopbackListener::~LoopbackListener() = default;
-
-APS_AUTH_FUNC int LoopbackListener::port() const noexcept { return impl_->port; }
-
-APS_AUTH_FUNC std::string LoopbackListener::redirect_uri() const {
-  const detail::Url& u = impl_->callback;
-  return "http://" + u.host_for_url() + ":" + std::to_string(impl_->port) + u.target();
-}
-
-APS_AUTH_FUNC std::vector<std::string> LoopbackListener::bound_addresses() const { return impl_->addresses; }
-
-APS_AUTH_FUNC void LoopbackListener::cancel() noexcept {
-  char c = 1;
-  ssize_t n = ::write(impl_->wake[1], &c, 1);
-  (void)n;
-}
-
-APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& request, std::chrono::milliseconds timeout) {
-  using namespace detail;
-  constexpr auto kPerConnection = std::chrono::seconds(10);  // a silent or slow client is dropped after this
-  constexpr std::size_t kMaxConnections = 128;               // beyond this the oldest is dropped
-  const auto deadline = Clock::now() + timeout;
-  const Url& callback = impl_->callback;
-  std::vector<Connection> conns;
-  struct Closer {
-    std::vector<Connection>& c;
-    ~Closer() {
-      for (auto& x : c) close_fd(x.fd);
-    }
-  } closer{conns};
-
-  // Handles one complete request head; returns the code when this is the callback we wait for.
-  auto handle = [&](Connection& c) -> std::optional<std::string> {
-    CallbackOutcome out = evaluate_callback(c.in, callback.path, request);
-    respond(c.fd, out.status, out.html);
-    if (out.failure) throw *out.failure;
-    if (!out.code.empty()) return out.code;
-    return std::nullopt;
-  };
-  while (true) {
-    auto now = Clock::now();
-    if (now >= deadline)
-      throw Error(ErrorKind::timeout,
-                  "no sign-in callback arrived on " + redirect_uri() + " within " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
-                      " s. The usual cause: the callback URL does not match the one registered for the app exactly "
-                      "(Autodesk then shows \"Invalid redirect_uri\" and never redirects here)");
-    // Drop connections past their own deadline.
-    for (auto& c : conns)
-      if (now >= c.deadline) close_fd(c.fd);
-    conns.erase(std::remove_if(conns.begin(), conns.end(), [](const Connection& c) { return c.fd < 0; }), conns.end());
-
-    std::vector<pollfd> fds;
-    fds.push_back({impl_->wake[0], POLLIN, 0});
-    for (int fd : impl_->listen_fds) fds.push_back({fd, POLLIN, 0});
-    for (auto& c : conns) fds.push_back({c.fd, POLLIN, 0});
-    auto next = deadline;
-    for (auto& c : conns) next = std::min(next, c.deadline);
-    auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
-    int n = ::poll(fds.data(), static_cast<nfds_t>(fds.size()), static_cast<int>(std::min<long long>(wait_ms, 60000)));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorKind::io, std::string("poll failed: ") + std::strerror(errno));
-    }
-    if (fds[0].revents) {
-      char buf[64];
-      while (::read(impl_->wake[0], buf, sizeof buf) > 0) {
-      }
-      throw Error(ErrorKind::cancelled, "the wait for the sign-in callback was cancelled");
-    }
-    std::size_t nl = impl_->listen_fds.size();
-    std::size_t open = conns.size();
-    for (std::size_t i = 0; i < nl; ++i) {
-      if (!fds[1 + i].revents) continue;
-      // A bounded batch per round, so that a flood of connections cannot starve the reads below; an evicted
-      // connection is closed here and erased next round, so conns[i] stays aligned with fds[1 + nl + i]
-      // (found flooding the listener for tests/test_listener_abuse.cpp).
-      for (int batch = 0; batch < 64; ++batch) {
-        int fd = accept_connection(impl_->listen_fds[i]);
-        if (fd < 0) break;
-        for (auto it = conns.begin(); open >= kMaxConnections && it != conns.end(); ++it)
-          if (it->fd >= 0) {
-            close_fd(it->fd);
-            --open;
-          }
-        conns.push_back({fd, Clock::now() + kPerConnection, {}});
-        ++open;
-      }
-    }
-    // Read what arrived. The connections accepted just now were not polled: try them at once (a browser sends
-    // its request right after connecting), so that a flood of new connections cannot evict it unread.
-    for (std::size_t i = 0; i < conns.size(); ++i) {
-      if (i + 1 + nl < fds.size() && !fds[1 + nl + i].revents) continue;
-      Connection& c = conns[i];
-      if (c.fd < 0) continue;
-      char buf[4096];
-      bool closed = false;
-      while (true) {
-        ssize_t r = ::recv(c.fd, buf, sizeof buf, 0);
-        if (r > 0) {
-          c.in.append(buf, static_cast<std::size_t>(r));
-          if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
-        } else {
-          closed = r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-          break;
-        }
-      }
-      if (c.in.find("\r\n\r\n") != std::string::npos) {
-        auto code = handle(c);
-        close_fd(c.fd);
-        if (code) return *code;
-      } else if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) {
-        respond(c.fd, 431, page("Request too large", "<p>The request was too large and was ignored.</p>", false));
-        close_fd(c.fd);
-      } else if (closed) {
-        close_fd(c.fd);
-      }
-    }
-  }
-}
-
-APS_AUTH_FUNC bool open_browser(const std::string& url) {
-  auto u = detail::parse_url(url);
-  if (!u) return false;  // never hand a browser anything but an absolute http(s) URL
-  std::string browser = detail::env("BROWSER");
-  if (!browser.empty()) {
-    std::vector<std::string> args = detail::split_command(browser);
-    bool replaced = false;
-    for (auto& a : args)
-      for (std::size_t p = a.find("%s"); p != std::string::npos; p = a.find("%s", p + url.size())) {
-        a.replace(p, 2, url);
-        replaced = true;
-      }
-    if (!replaced) args.push_back(url);
-    return detail::spawn_detached(args);
-  }
-#ifdef __APPLE__
-  return detail::spawn_detached({"open", url});
-#else
-  return detail::spawn_detached({"xdg-open", url});
-#endif
-}
-#endif  // !_WIN32
-
-APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
-  LoopbackListener listener(config.callback_url);  // bound before the browser opens
-  AuthorizationRequest request = authorization_request(config, options.authorize, listener.redirect_uri());
-  if (options.on_listening) options.on_listening(listener);
-  bool opened = false;
-  if (options.open_browser) opened = options.browser ? options.browser(request.url) : open_browser(request.url);
-  if (!opened && options.show_url) options.show_url(request.url);
-  std::string code = listener.wait(request, options.timeout);
-  Token token = exchange_code(config, request, code);
-  if (!token.id_token.empty()) (void)verify_id_token(config, token.id_token, request.nonce);
-  return token;
-}
-
-// ---- id_token ---------------------------------------------------------------------------------------------
-
-namespace detail {
 
 struct PkeyFree {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
@@ -2287,6 +2937,23 @@ inline std::int64_t int_claim(const json& c, const char* name) {
 }
 
 // Verifies the signature with the key `find_key(kid)` gives, then the claims. Pure but for the key lookup.
+// Whether the id_token was issued for this client: aud is the client id, or a list holding it (then, with more
+// than one audience, azp must be the client id too).
+inline bool audience_ok(const json& c, const std::string& client_id, std::string& audience) {
+  auto aud = c.find("aud");
+  if (aud == c.end()) return false;
+  if (aud->is_string()) {
+    audience = aud->get<std::string>();
+    return audience == client_id;
+  }
+  if (!aud->is_array()) return false;
+  audience = client_id;
+  const bool listed = std::any_of(aud->begin(), aud->end(),
+                                  [&](const json& a) { return a.is_string() && a.get<std::string>() == client_id; });
+  return listed && (aud->size() == 1 || string_field(c, "azp") == client_id);
+}
+
+// Verifies the signature with the key `find_key(kid)` gives, then the claims. Pure but for the key lookup.
 inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpectation& want,
                                     const std::function<Pkey(const std::string& kid)>& find_key) {
   auto jwt = decode_jwt(token);
@@ -2306,18 +2973,8 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   if (trim_slash(out.issuer) != trim_slash(want.issuer))
     throw Error(ErrorKind::bad_response,
                 "id_token issuer '" + sanitize(out.issuer, {}, 200) + "' is not '" + sanitize(want.issuer, {}, 200) + "'");
-  auto aud = c.find("aud");
-  bool aud_ok = false;
-  if (aud != c.end() && aud->is_string()) {
-    out.audience = aud->get<std::string>();
-    aud_ok = out.audience == want.audience;
-  } else if (aud != c.end() && aud->is_array()) {
-    for (const auto& a : *aud)
-      if (a.is_string() && a.get<std::string>() == want.audience) aud_ok = true;
-    out.audience = want.audience;
-    if (aud_ok && aud->size() > 1 && string_field(c, "azp") != want.audience) aud_ok = false;
-  }
-  if (!aud_ok) throw Error(ErrorKind::bad_response, "the id_token was not issued for this client (aud)");
+  if (!audience_ok(c, want.audience, out.audience))
+    throw Error(ErrorKind::bad_response, "the id_token was not issued for this client (aud)");
   using namespace std::chrono;
   const std::int64_t now = duration_cast<seconds>(want.now.time_since_epoch()).count();
   const std::int64_t exp = int_claim(c, "exp"), iat = int_claim(c, "iat");
@@ -2335,30 +2992,49 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   return out;
 }
 
-// Process-wide JWKS cache: jwks URL -> keys.
-struct JwksCache {
-  std::mutex mutex;
-  std::vector<std::pair<std::string, std::vector<std::pair<std::string, Pkey>>>> entries;
+using Jwks = std::vector<std::pair<std::string, Pkey>>;  // kid -> key
 
+// Process-wide JWKS cache: jwks URL -> keys.
+class JwksCache {
+ public:
   static JwksCache& instance() {
     static JwksCache cache;  // built on first use, not at static initialisation
     return cache;
   }
-  std::vector<std::pair<std::string, Pkey>>* find(const std::string& url) {
-    for (auto& e : entries)
-      if (e.first == url) return &e.second;
+  Pkey find(const std::string& url, const std::string& kid) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    for (const auto& e : entries_)
+      if (e.first == url) return pick_key(e.second, kid);
     return nullptr;
   }
+  void put(const std::string& url, const Jwks& keys) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    for (auto& e : entries_)
+      if (e.first == url) {
+        e.second = keys;
+        return;
+      }
+    entries_.emplace_back(url, keys);
+  }
+  // The key for kid; a key without kid when it is the only one.
+  static Pkey pick_key(const Jwks& keys, const std::string& kid) {
+    for (const auto& k : keys)
+      if (k.first == kid) return k.second;
+    if (kid.empty() && keys.size() == 1) return keys.front().second;
+    return nullptr;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<std::string, Jwks>> entries_;
 };
 
-inline Pkey pick_key(const std::vector<std::pair<std::string, Pkey>>& keys, const std::string& kid) {
-  for (const auto& k : keys)
-    if (k.first == kid) return k.second;
-  if (kid.empty() && keys.size() == 1) return keys.front().second;
-  return nullptr;
-}
-
 }  // namespace detail
+
+APS_AUTH_FUNC Endpoints discover(const Config& config, const std::string& issuer) {
+  const std::string url = detail::trim_slash(issuer) + "/.well-known/openid-configuration";
+  return detail::parse_discovery(detail::call_for_json(config, detail::get_call("discovery document", url)), issuer);
+}
 
 APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::string& id_token,
                                             const std::string& nonce, std::chrono::seconds leeway) {
@@ -2369,351 +3045,37 @@ APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::str
   want.audience = config.client_id;
   want.nonce = nonce;
   want.leeway = leeway;
-  const std::string url = config.endpoints.jwks;
-  auto fetch = [&] {
-    detail::HttpCall call;
-    call.method = "GET";
-    call.url = url;
-    call.what = "JWKS endpoint";
-    auto keys = detail::parse_jwks(detail::json_answer(call, detail::http_send(config, call)));
-    auto& cache = detail::JwksCache::instance();
-    std::lock_guard<std::mutex> lk(cache.mutex);
-    if (auto* e = cache.find(url)) *e = keys;
-    else cache.entries.emplace_back(url, keys);
-    return keys;
-  };
+  const std::string& url = config.endpoints.jwks;
+  auto& cache = detail::JwksCache::instance();
   bool fetched = false;
   return detail::check_id_token(id_token, want, [&](const std::string& kid) -> detail::Pkey {
-    {
-      auto& cache = detail::JwksCache::instance();
-      std::lock_guard<std::mutex> lk(cache.mutex);
-      if (auto* keys = cache.find(url))
-        if (auto key = detail::pick_key(*keys, kid)) return key;
-    }
+    if (auto key = cache.find(url, kid)) return key;
     if (fetched) return nullptr;
     fetched = true;  // an unknown kid: the keys may have rotated, fetch once
-    return detail::pick_key(fetch(), kid);
+    auto keys = detail::parse_jwks(detail::call_for_json(config, detail::get_call("JWKS endpoint", url)));
+    cache.put(url, keys);
+    return detail::JwksCache::pick_key(keys, kid);
   });
 }
 
-// ---- token stores -----------------------------------------------------------------------------------------
+// =================================================================================================================
+// [10] Sign-in
+// =================================================================================================================
 
-APS_AUTH_FUNC MemoryTokenStore::MemoryTokenStore() : mutex_(std::make_shared<std::mutex>()) {}
-
-APS_AUTH_FUNC bool MemoryTokenStore::load(Token& token) {
-  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
-  if (!token_) return false;
-  token = *token_;
-  return true;
+APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
+  LoopbackListener listener(config.callback_url);  // bound before the browser opens
+  AuthorizationRequest request = authorization_request(config, options.authorize, listener.redirect_uri());
+  if (options.on_listening) options.on_listening(listener);
+  bool opened = false;
+  if (options.open_browser) opened = options.browser ? options.browser(request.url) : open_browser(request.url);
+  if (!opened && options.show_url) options.show_url(request.url);
+  std::string code = listener.wait(request, options.timeout);
+  Token token = exchange_code(config, request, code);
+  if (!token.id_token.empty()) (void)verify_id_token(config, token.id_token, request.nonce);
+  return token;
 }
 
-APS_AUTH_FUNC void MemoryTokenStore::save(const Token& token) {
-  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
-  token_ = std::make_shared<const Token>(token);
-}
-
-APS_AUTH_FUNC void MemoryTokenStore::clear() {
-  std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
-  token_.reset();
-}
-
-#ifndef _WIN32
-namespace detail {
-
-inline std::string errno_text(int err) { return std::strerror(err); }
-
-inline std::string parent_dir(const std::string& path) {
-  std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// mkdir -p with mode 0700 for the directories it creates.
-inline void make_dirs(const std::string& dir) {
-  if (dir.empty() || dir == "." || dir == "/") return;
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) return;
-  make_dirs(parent_dir(dir));
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + errno_text(errno));
-}
-
-struct FileLock : StoreLock {
-  int fd = -1;
-  ~FileLock() override {
-    if (fd >= 0) ::close(fd);  // closing releases the flock
-  }
-};
-
-}  // namespace detail
-
-APS_AUTH_FUNC FileTokenStore::FileTokenStore(std::string path, OpenPermissions permissions,
-                                             std::function<void(const std::string&)> warn)
-    : path_(std::move(path)), permissions_(permissions), warn_(std::move(warn)) {
-  if (path_.empty()) throw Error(ErrorKind::usage, "empty token file path");
-}
-
-APS_AUTH_FUNC std::string FileTokenStore::default_path(const std::string& name) {
-  std::string base = detail::env("XDG_STATE_HOME");
-  if (base.empty() || base.front() != '/') {
-    std::string home = detail::env("HOME");
-    if (home.empty()) throw Error(ErrorKind::usage, "neither XDG_STATE_HOME nor HOME is set; give a token file path");
-    base = home + "/.local/state";
-  }
-  return base + "/aps-auth/" + name + ".json";
-}
-
-APS_AUTH_FUNC bool FileTokenStore::load(Token& token) {
-  int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return false;
-    throw Error(ErrorKind::io, "cannot read token file '" + path_ + "': " + detail::errno_text(errno));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
-    std::string msg = "token file '" + path_ + "' is accessible by other users (mode " +
-                      std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
-                      std::to_string(st.st_mode & 7) + "); run: chmod 600 '" + path_ + "'";
-    if (permissions_ == OpenPermissions::refuse) {
-      ::close(fd);
-      throw Error(ErrorKind::io, msg);
-    }
-    if (warn_) warn_(msg);
-  }
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) text.append(buf, static_cast<std::size_t>(n));
-    if (text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) break;
-  }
-  int err = errno;
-  ::close(fd);
-  if (n < 0) throw Error(ErrorKind::io, "cannot read token file '" + path_ + "': " + detail::errno_text(err));
-  try {
-    token = Token::from_json(text);
-  } catch (const Error& e) {
-    throw Error(ErrorKind::io, "token file '" + path_ + "' is not a valid token (" + e.what() + ")");
-  }
-  return true;
-}
-
-APS_AUTH_FUNC void FileTokenStore::save(const Token& token) {
-  const std::string dir = detail::parent_dir(path_);
-  detail::make_dirs(dir);
-  const std::string data = token.to_json() + "\n";
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0 && attempt < 10; ++attempt) {
-    tmp = path_ + ".tmp-" + random_urlsafe(6);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  auto fail = [&](const char* step, int err) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error(ErrorKind::io, std::string("cannot save the token to '") + path_ + "' (" + step + ": " +
-                                   detail::errno_text(err) + ")");
-  };
-  if (fd < 0) fail("create", errno);
-  if (::fchmod(fd, 0600) != 0) fail("chmod", errno);  // 0600 whatever the umask
-  std::size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write", errno);
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) fail("fsync", errno);
-  if (::close(fd) != 0) {
-    fd = -1;
-    fail("close", errno);
-  }
-  fd = -1;
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) fail("rename", errno);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
-  if (dfd >= 0) {  // make the rename itself durable
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
-
-APS_AUTH_FUNC void FileTokenStore::clear() {
-  if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
-    throw Error(ErrorKind::io, "cannot delete token file '" + path_ + "': " + detail::errno_text(errno));
-}
-
-APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() {
-  detail::make_dirs(detail::parent_dir(path_));
-  // A separate lock file: the token file itself is replaced by rename, so a lock on it would not hold.
-  const std::string lock_path = path_ + ".lock";
-  auto l = std::make_unique<detail::FileLock>();
-  l->fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (l->fd < 0) throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + detail::errno_text(errno));
-  while (::flock(l->fd, LOCK_EX) != 0) {
-    if (errno != EINTR)
-      throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + detail::errno_text(errno));
-  }
-  return l;
-}
-#endif  // !_WIN32
-
-// ---- TokenSource -------------------------------------------------------------------------------------------
-
-namespace detail {
-
-// system_clock::now() < t, cheaply when t is not near: CLOCK_REALTIME_COARSE is a vDSO read of the time at the
-// last tick (~5 ns, against ~20-35 ns for system_clock::now()) and lags CLOCK_REALTIME by less than its
-// resolution, so a coarse time further than a second (plus twice that resolution) before t decides it. Nearer,
-// or where there is no coarse clock, system_clock::now() decides, as before.
-inline bool now_before(std::chrono::system_clock::time_point t) {
-#if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
-  static const std::chrono::nanoseconds margin = [] {
-    timespec res{};
-    if (::clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return std::chrono::nanoseconds::max();
-    return std::chrono::seconds(1) + 2 * (std::chrono::seconds(res.tv_sec) + std::chrono::nanoseconds(res.tv_nsec));
-  }();
-  timespec ts{};
-  if (margin != std::chrono::nanoseconds::max() && ::clock_gettime(CLOCK_REALTIME_COARSE, &ts) == 0) {
-    const auto coarse = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-    if (coarse + margin < t.time_since_epoch()) return true;
-  }
-#endif
-  return std::chrono::system_clock::now() < t;
-}
-
-}  // namespace detail
-
-struct TokenSource::Impl {
-  Config config;
-  std::shared_ptr<TokenStore> store;
-  TokenSourceOptions options;
-
-  std::mutex mutex;          // guards the fields below; held briefly
-  Token current;
-  bool loaded = false;
-  std::chrono::system_clock::time_point refresh_at{};  // hand out `current` until then
-  std::mutex refresh_mutex;  // one refresh in flight per TokenSource; also guards `session`
-  detail::HttpSession session;
-  bool unsaved = false;  // the last new token could not be saved: ours is newer than the store's (refresh_mutex)
-
-  // When `t` is due for a refresh: the lead time before expiry, at most half its lifetime; at once without one.
-  std::chrono::system_clock::time_point refresh_point(const Token& t) const {
-    if (t.access_token.empty()) return {};
-    return t.expires_at - std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
-  }
-
-  void adopt(const Token& t) {  // caller holds `mutex`
-    current = t;
-    loaded = true;
-    refresh_at = refresh_point(t);
-  }
-
-  bool fresh(const Token& t) const { return std::chrono::system_clock::now() < refresh_point(t); }
-
-  // Runs with refresh_mutex held: the single flight.
-  void renew() {
-    std::unique_ptr<StoreLock> cross_process = store ? store->lock() : nullptr;
-    Token stored;
-    bool have_stored = store && store->load(stored);
-    Token mine;
-    {
-      std::lock_guard<std::mutex> lk(mutex);
-      mine = current;
-    }
-    // Another process (or an earlier run) already rotated: use its token, refresh nothing.
-    if (have_stored && fresh(stored)) {
-      std::lock_guard<std::mutex> lk(mutex);
-      adopt(stored);
-      unsaved = false;
-      return;
-    }
-    Token next;
-    if (options.client_credentials) {
-      next = detail::client_credentials_grant(config, &session);
-    } else {
-      // After a failed save the stored refresh token was rotated away: ours is the live one.
-      bool use_stored = have_stored && !stored.refresh_token.empty() && !(unsaved && !mine.refresh_token.empty());
-      std::string rt = use_stored ? stored.refresh_token : mine.refresh_token;
-      if (rt.empty())
-        throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
-      try {
-        next = detail::refresh_grant(config, rt, {}, &session);
-      } catch (const Error& e) {
-        if (e.details().error != "invalid_grant" || !store) throw;
-        // Someone else may have rotated it between our read and our refresh: read once more.
-        Token again;
-        if (!store->load(again) || again.refresh_token == rt) throw;
-        if (fresh(again)) {
-          std::lock_guard<std::mutex> lk(mutex);
-          adopt(again);
-          unsaved = false;
-          return;
-        }
-        next = detail::refresh_grant(config, again.refresh_token, {}, &session);
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lk(mutex);
-      adopt(next);  // in memory first: if saving fails below, nothing is lost
-    }
-    if (store) {
-      try {
-        store->save(next);
-        unsaved = false;
-      } catch (const Error& e) {
-        unsaved = true;
-        if (options.on_new_token) options.on_new_token(next);  // the application may keep it elsewhere
-        throw Error(ErrorKind::io, std::string("got a new token but could not save it; it is kept in memory "
-                                               "(TokenSource::token() returns it): ") + e.what());
-      }
-    }
-    if (options.on_new_token) options.on_new_token(next);
-  }
-
-  Token get() {
-    {
-      std::lock_guard<std::mutex> lk(mutex);
-      if (loaded && std::chrono::system_clock::now() < refresh_at) return current;
-    }
-    std::lock_guard<std::mutex> flight(refresh_mutex);
-    {
-      std::lock_guard<std::mutex> lk(mutex);
-      if (!loaded) {
-        Token t;
-        if (store && store->load(t)) adopt(t);
-        loaded = true;
-      }
-      if (std::chrono::system_clock::now() < refresh_at) return current;  // refreshed while we waited
-    }
-    renew();
-    std::lock_guard<std::mutex> lk(mutex);
-    return current;
-  }
-};
-
-APS_AUTH_FUNC TokenSource::TokenSource(Config config, std::shared_ptr<TokenStore> store, TokenSourceOptions options)
-    : impl_(new Impl) {
-  impl_->config = std::move(config);
-  impl_->store = std::move(store);
-  impl_->options = std::move(options);
-}
-
-APS_AUTH_FUNC TokenSource::~TokenSource() = default;
-
-APS_AUTH_FUNC std::string TokenSource::access_token() {
-  {
-    std::lock_guard<std::mutex> lk(impl_->mutex);  // fast path: a copy under a short lock
-    if (impl_->loaded && detail::now_before(impl_->refresh_at)) return impl_->current.access_token;
-  }
-  return impl_->get().access_token;
-}
-
-APS_AUTH_FUNC Token TokenSource::token() { return impl_->get(); }
-
-}  // namespace auth
-}  // namespace aps
+APS_AUTH_NAMESPACE_END
 
 #endif  // implementation
 #endif  // APS_AUTH_HPP

@@ -139,7 +139,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz_util::check_error(*out->failure);
     auto k = out->failure->kind();
     using aps::auth::ErrorKind;
-    require(k == ErrorKind::access_denied || k == ErrorKind::oauth || k == ErrorKind::state_mismatch ||
+    require(k == ErrorKind::access_denied || k == ErrorKind::oauth || k == ErrorKind::issuer_mismatch ||
                 k == ErrorKind::bad_response,
             "unexpected failure kind", aps::auth::to_string(k));
   }

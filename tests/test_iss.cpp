@@ -3,7 +3,7 @@
 // authorization_response_iss_parameter_supported in its discovery document. The library checks iss whenever
 // it is present, and requires it when the issuer advertised it (AuthorizationRequest::require_iss, set by
 // authorization_request() from Endpoints, which discover() fills). A wrong or missing iss ends the sign-in
-// with ErrorKind::state_mismatch before any code exchange (mix-up protection).
+// with ErrorKind::issuer_mismatch before any code exchange (mix-up protection).
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
@@ -100,14 +100,14 @@ TEST_SUITE("iss") {
     }
   }
 
-  TEST_CASE("a wrong iss: ErrorKind::state_mismatch naming both issuers; the code is not exchanged") {
+  TEST_CASE("a wrong iss: ErrorKind::issuer_mismatch naming both issuers; the code is not exchanged") {
     aps_mock::Server mock(options(true));
     auth::Config c = config_for(mock);
     c.endpoints.issuer = "https://issuer.example";  // the mock (a mix-up) answers with its own issuer
     aps_mock::BrowseResult browsed;
     auto e = catch_error([&] { (void)login(mock, c, &browsed); });
     REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::state_mismatch);
+    CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
     CHECK(contains(e->what(), "iss '" + mock.issuer() + "'"));
     CHECK(contains(e->what(), "https://issuer.example"));
     CHECK(contains(e->what(), "RFC 9207"));
@@ -131,7 +131,7 @@ TEST_SUITE("iss") {
     aps_mock::BrowseResult browsed;
     auto e = catch_error([&] { (void)login(mock, c, &browsed); });
     REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::state_mismatch);
+    CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
     CHECK(contains(e->what(), "no iss"));
     CHECK(contains(e->what(), "authorization_response_iss_parameter_supported"));
     CHECK(mock.count("token") == 0);
@@ -185,7 +185,7 @@ TEST_SUITE("iss") {
       client.join();
       CHECK(static_cast<bool>(e) == !k.ok);
       if (e) {
-        CHECK(e->kind() == auth::ErrorKind::state_mismatch);
+        CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
         CHECK(answer.status == 400);
       } else {
         CHECK(code == "the-code");

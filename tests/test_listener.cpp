@@ -598,13 +598,13 @@ TEST_SUITE("listener") {
   }
 
   TEST_CASE("property 4: RFC 9207 iss is checked after the state (mix-up protection)") {
-    SUBCASE("a wrong iss with the right state is state_mismatch") {
+    SUBCASE("a wrong iss with the right state is issuer_mismatch") {
       Flow f;
       f.start();
       f.callback(f.good_query() + "&iss=https%3A%2F%2Fevil.example");
       auto e = f.error();
       REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::state_mismatch);
+      CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
     }
     SUBCASE("the expected iss is accepted") {
       Flow f;
@@ -612,14 +612,14 @@ TEST_SUITE("listener") {
       CHECK(f.callback(f.good_query() + "&iss=" + auth::detail::url_encode(f.request.issuer)).status == 200);
       CHECK(f.result.get() == "the-code-123");
     }
-    SUBCASE("a missing iss when the server promised one is state_mismatch") {
+    SUBCASE("a missing iss when the server promised one is issuer_mismatch") {
       Flow f;
       f.request.require_iss = true;
       f.start();
       f.callback(f.good_query());
       auto e = f.error();
       REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::state_mismatch);
+      CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
     }
   }
 

@@ -503,7 +503,7 @@ TEST_SUITE("errors") {
         {auth::ErrorKind::timeout, "timeout"},
         {auth::ErrorKind::http, "http"},
         {auth::ErrorKind::oauth, "oauth"},
-        {auth::ErrorKind::state_mismatch, "state_mismatch"},
+        {auth::ErrorKind::issuer_mismatch, "issuer_mismatch"},
         {auth::ErrorKind::access_denied, "access_denied"},
         {auth::ErrorKind::bad_response, "bad_response"},
         {auth::ErrorKind::io, "io"},
