@@ -36,6 +36,15 @@
 #ifndef APS_AUTH_HPP
 #define APS_AUTH_HPP
 
+// <windows.h> included before this header without NOMINMAX defines min and max as macros: set them aside here,
+// and back at the end.
+#ifdef _WIN32
+#pragma push_macro("min")
+#pragma push_macro("max")
+#undef min
+#undef max
+#endif
+
 // The version: CMake and Meson read these three lines.
 #define APS_AUTH_VERSION_MAJOR 0
 #define APS_AUTH_VERSION_MINOR 1
@@ -488,7 +497,19 @@ APS_AUTH_NAMESPACE_END
 #include <type_traits>
 #include <utility>
 
-#ifndef _WIN32
+#ifdef _WIN32
+// <winsock2.h>, <ws2tcpip.h> and <wincrypt.h> come with httplib.h; X509_NAME & co. are #undef'd there.
+#include <aclapi.h>
+#include <sddl.h>
+#include <shellapi.h>
+#include <climits>
+#ifdef _MSC_VER
+#pragma comment(lib, "ws2_32.lib")
+#pragma comment(lib, "crypt32.lib")
+#pragma comment(lib, "advapi32.lib")
+#pragma comment(lib, "shell32.lib")
+#endif
+#else
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -524,11 +545,19 @@ inline int ms_until(Clock::time_point until) {
 //   sockets      Socket, last_socket_error, listen_loopback, local_port, accept_connection, receive_some, send_some, shutdown_send,
 //                poll_sockets, readable_now, connect_tcp, whole_tls_record_queued, Waker,
 //                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6
-//   files        parent_dir, make_private_dirs, read_file_if_exists, replace_file, remove_file, lock_file,
-//                default_state_dir, private_file_hint
-//   processes    spawn_detached, platform_opener
+//   trust        load_system_roots
+//   files        parent_dir, path_join, make_private_dirs, read_file_if_exists, replace_file, remove_file,
+//                lock_file, default_state_dir, private_file_hint
+//   processes    spawn_detached, open_in_default_browser
 //   clock        now_before
 // =================================================================================================================
+
+// A file's text, and whether users other than its owner may read or write it ("mode 644" says how).
+struct FileContent {
+  std::string text;
+  bool shared = false;
+  std::string access;
+};
 
 #ifndef _WIN32  // ---- POSIX (Linux; macOS and the BSDs where noted) -------------------------------------------
 
@@ -612,47 +641,18 @@ inline Socket stream_socket(int family) {
 #endif
 }
 
-// A listening socket on the loopback address of `family` (AF_INET or AF_INET6), non-blocking, that no other
-// socket can share: never SO_REUSEPORT. On Linux SO_REUSEADDR is set: there it only lets the bind succeed over
-// connections of an earlier sign-in still in TIME_WAIT (a second sign-in within a minute would fail otherwise),
-// and a second listener on the port is still refused. On BSD and macOS it means more, so it stays off there.
-// Returns 0 or the OS error.
-inline int listen_loopback(int family, int port, Socket& out) {
-  Socket s = stream_socket(family);
-  if (!s.valid()) return last_socket_error();
+// Options of a listening socket so that no other socket can share its port: never SO_REUSEPORT. On Linux
+// SO_REUSEADDR is set: there it only lets the bind succeed over connections of an earlier sign-in still in
+// TIME_WAIT (a second sign-in within a minute would fail otherwise), and a second listener on the port is still
+// refused. On BSD and macOS it means more, so it stays off there.
+inline int set_listen_options(socket_t s) {
 #ifdef __linux__
   int reuse = 1;
-  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+  if (::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse) != 0) return last_socket_error();
+#else
+  (void)s;
 #endif
-  sockaddr_storage ss{};
-  socklen_t len;
-  if (family == AF_INET6) {
-    int one = 1;
-    ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    a->sin6_port = htons(static_cast<std::uint16_t>(port));
-    len = sizeof(sockaddr_in6);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a->sin_port = htons(static_cast<std::uint16_t>(port));
-    len = sizeof(sockaddr_in);
-  }
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(s.get(), 64) != 0)
-    return last_socket_error();
-  out = std::move(s);
   return 0;
-}
-
-inline int local_port(socket_t s) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
-  return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
 }
 
 // A new connection, non-blocking and close-on-exec; invalid when none is waiting.
@@ -702,31 +702,15 @@ inline int poll_sockets(std::vector<PollFd>& fds, int timeout_ms) {
   return n;
 }
 
-inline int wait_for(socket_t s, short events, int timeout_ms) {
-  PollFd p{s, events, 0};
-  return ::poll(&p, 1, timeout_ms);
+// Waits for a non-blocking connect() in progress; true when it succeeded.
+inline bool wait_connected(socket_t s, Clock::time_point until) {
+  PollFd p{s, POLLOUT, 0};
+  int err = 0;
+  socklen_t len = sizeof err;
+  return ::poll(&p, 1, ms_until(until)) == 1 && ::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
 }
 
-inline bool readable_now(socket_t s) { return wait_for(s, POLLIN, 0) != 0; }
-
-// A connected TCP socket to host:port (non-blocking), or an invalid one when no address answered in time.
-inline Socket connect_tcp(const std::string& host, int port, Clock::time_point until) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return Socket();
-  std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(found, ::freeaddrinfo);
-  for (addrinfo* ai = found; ai; ai = ai->ai_next) {
-    Socket s = stream_socket(ai->ai_family);
-    if (!s.valid()) continue;
-    if (::connect(s.get(), ai->ai_addr, ai->ai_addrlen) == 0) return s;
-    int err = errno == EINPROGRESS && wait_for(s.get(), POLLOUT, ms_until(until)) == 1 ? 0 : -1;
-    socklen_t len = sizeof err;
-    if (err == 0 && ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) return s;
-  }
-  return Socket();
-}
+inline bool connect_in_progress() { return errno == EINPROGRESS; }
 
 // True when the socket's receive queue already holds the whole next TLS record (peeked, not read).
 inline bool whole_tls_record_queued(socket_t s) {
@@ -769,9 +753,11 @@ class Waker {
   Fd read_, write_;
 };
 
-inline bool is_ipv4_loopback_literal(const std::string& host) {
-  in_addr a{};
-  return ::inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+// The system's trusted CA certificates into `store` through its file lookup: the default CA file (SSL_CERT_FILE
+// honoured, as OpenSSL does). Called only when an issuer is missing ([5] the trust store).
+inline void load_system_roots(X509_STORE*, X509_LOOKUP* file) {
+  X509_LOOKUP_load_file(file, nullptr, X509_FILETYPE_DEFAULT);
+  ERR_clear_error();  // a missing default file is no error (as in X509_STORE_set_default_paths)
 }
 
 // ---- files
@@ -792,13 +778,6 @@ inline void make_private_dirs(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + os_error_text(errno));
 }
-
-// A file's text, and whether users other than its owner may read or write it ("mode 644" says how).
-struct FileContent {
-  std::string text;
-  bool shared = false;
-  std::string access;
-};
 
 // Reads a whole file (at most APS_AUTH_MAX_RESPONSE_BYTES and a little); false when it does not exist.
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
@@ -824,6 +803,8 @@ inline bool read_file_if_exists(const std::string& path, FileContent& out) {
 }
 
 inline std::string private_file_hint(const std::string& path) { return "run: chmod 600 '" + path + "'"; }
+
+inline std::string path_join(const std::string& dir, const std::string& name) { return dir + "/" + name; }
 
 // Replaces the file atomically with `data`: a temp file in the same directory (mode 0600 from creation,
 // whatever the umask), fsync, rename over the file, fsync of the directory.
@@ -938,12 +919,12 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == 0;
 }
 
-// The program that opens a URL in the user's default browser.
-inline std::vector<std::string> platform_opener(const std::string& url) {
+// Opens the URL with the desktop's opener, without a shell.
+inline bool open_in_default_browser(const std::string& url) {
 #ifdef __APPLE__
-  return {"open", url};
+  return spawn_detached({"open", url});
 #else
-  return {"xdg-open", url};
+  return spawn_detached({"xdg-open", url});
 #endif
 }
 
@@ -969,7 +950,610 @@ inline bool now_before(std::chrono::system_clock::time_point t) {
   return std::chrono::system_clock::now() < t;
 }
 
-#endif  // POSIX
+#else  // ---- Windows: Winsock and the wide-character Win32 API, UTF-8 at the edges ----------------------------
+
+// ---- text at the edges: the library speaks UTF-8, Windows UTF-16
+
+inline std::wstring to_wide(std::string_view s) {
+  if (s.empty()) return {};
+  int n = ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), nullptr, 0);
+  std::wstring w(static_cast<std::size_t>(n > 0 ? n : 0), L'\0');
+  if (n > 0) ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), &w[0], n);
+  return w;
+}
+
+inline std::string to_utf8(std::wstring_view w) {
+  if (w.empty()) return {};
+  int n = ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), nullptr, 0, nullptr, nullptr);
+  std::string s(static_cast<std::size_t>(n > 0 ? n : 0), '\0');
+  if (n > 0) ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), &s[0], n, nullptr, nullptr);
+  return s;
+}
+
+// ---- environment
+
+inline std::string env(const char* name) {
+  const std::wstring wname = to_wide(name);
+  DWORD n = ::GetEnvironmentVariableW(wname.c_str(), nullptr, 0);
+  if (n == 0) return {};
+  std::wstring value(n, L'\0');
+  n = ::GetEnvironmentVariableW(wname.c_str(), &value[0], n);
+  value.resize(n);
+  return to_utf8(value);
+}
+
+inline std::string trusted_env(const char* name) { return env(name); }  // no set-user-ID programs on Windows
+
+// ---- errors
+
+inline int last_os_error() { return static_cast<int>(::GetLastError()); }
+inline int last_socket_error() { return ::WSAGetLastError(); }
+
+inline std::string os_error_text(int err) {
+  wchar_t* buf = nullptr;
+  DWORD n = ::FormatMessageW(FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
+                             nullptr, static_cast<DWORD>(err), 0, reinterpret_cast<wchar_t*>(&buf), 0, nullptr);
+  std::string text = n ? to_utf8(std::wstring_view(buf, n)) : "error " + std::to_string(err);
+  if (buf) ::LocalFree(buf);
+  while (!text.empty() && std::string_view(" .\r\n").find(text.back()) != std::string_view::npos) text.pop_back();
+  return text;
+}
+
+// WSAEACCES: the port is held with SO_EXCLUSIVEADDRUSE, or reserved by Windows (an excluded port range).
+inline bool is_addr_in_use(int err) { return err == WSAEADDRINUSE || err == WSAEACCES; }
+inline bool is_no_ipv6(int err) { return err == WSAEADDRNOTAVAIL || err == WSAEAFNOSUPPORT; }
+
+// ---- sockets
+
+using socket_t = SOCKET;
+constexpr socket_t kNoSocket = INVALID_SOCKET;
+using PollFd = WSAPOLLFD;
+
+// Winsock is started once per process and left running (cpp-httplib starts it too).
+inline bool winsock_ready() {
+  static const bool ready = [] {
+    WSADATA data;
+    return ::WSAStartup(MAKEWORD(2, 2), &data) == 0;
+  }();
+  return ready;
+}
+
+// Owns one socket: closed on destruction.
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(socket_t s) : s_(s) {}
+  Socket(Socket&& other) noexcept : s_(std::exchange(other.s_, kNoSocket)) {}
+  Socket& operator=(Socket&& other) noexcept {
+    if (this != &other) {
+      close();
+      s_ = std::exchange(other.s_, kNoSocket);
+    }
+    return *this;
+  }
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+  ~Socket() { close(); }
+
+  [[nodiscard]] socket_t get() const noexcept { return s_; }
+  [[nodiscard]] bool valid() const noexcept { return s_ != kNoSocket; }
+  void close() noexcept {
+    if (s_ != kNoSocket) ::closesocket(s_);
+    s_ = kNoSocket;
+  }
+
+ private:
+  socket_t s_ = kNoSocket;
+};
+
+// Not inherited by child processes, non-blocking.
+inline bool set_socket_flags(socket_t s) {
+  u_long nonblocking = 1;
+  return ::SetHandleInformation(reinterpret_cast<HANDLE>(s), HANDLE_FLAG_INHERIT, 0) &&
+         ::ioctlsocket(s, FIONBIO, &nonblocking) == 0;
+}
+
+inline Socket stream_socket(int family) {
+  if (!winsock_ready()) return Socket();
+  Socket s(::socket(family, SOCK_STREAM, IPPROTO_TCP));
+  if (s.valid() && !set_socket_flags(s.get())) s.close();
+  return s;
+}
+
+// SO_EXCLUSIVEADDRUSE: no other socket may bind the port, even with SO_REUSEADDR (which on Windows lets a
+// second socket take over a port in use, and so receive the code). SO_REUSEADDR is never set.
+inline int set_listen_options(socket_t s) {
+  BOOL one = TRUE;
+  if (::setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, reinterpret_cast<const char*>(&one), sizeof one) != 0)
+    return last_socket_error();
+  return 0;
+}
+
+inline Socket accept_connection(socket_t listener) {
+  Socket s(::accept(listener, nullptr, nullptr));
+  if (s.valid() && !set_socket_flags(s.get())) s.close();
+  return s;
+}
+
+inline bool would_block(int err) { return err == WSAEWOULDBLOCK || err == WSAEINTR || err == WSAEINPROGRESS; }
+
+inline std::ptrdiff_t receive_some(socket_t s, char* buf, std::size_t n) {
+  int r = ::recv(s, buf, static_cast<int>(std::min<std::size_t>(n, INT_MAX)), 0);
+  if (r >= 0) return r;
+  return would_block(last_socket_error()) ? -1 : -2;
+}
+
+inline std::ptrdiff_t send_some(socket_t s, const char* data, std::size_t n) {
+  int r = ::send(s, data, static_cast<int>(std::min<std::size_t>(n, INT_MAX)), 0);
+  if (r >= 0) return r;
+  return would_block(last_socket_error()) ? -1 : -2;
+}
+
+inline void shutdown_send(socket_t s) { ::shutdown(s, SD_SEND); }
+
+inline int poll_sockets(std::vector<PollFd>& fds, int timeout_ms) {
+  int n = ::WSAPoll(fds.data(), static_cast<ULONG>(fds.size()), timeout_ms);
+  return n == SOCKET_ERROR ? -1 : n;
+}
+
+// Waits for a non-blocking connect() in progress; true when it succeeded. select(), not WSAPoll(): before
+// Windows 10 2004, WSAPoll() does not report a refused connection.
+inline bool wait_connected(socket_t s, Clock::time_point until) {
+  fd_set writable, failed;
+  FD_ZERO(&writable);
+  FD_ZERO(&failed);
+  FD_SET(s, &writable);
+  FD_SET(s, &failed);
+  const int ms = ms_until(until);
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  return ::select(0, nullptr, &writable, &failed, &tv) == 1 && FD_ISSET(s, &writable);
+}
+
+inline bool connect_in_progress() { return would_block(last_socket_error()); }
+
+inline bool whole_tls_record_queued(socket_t s) {
+  unsigned char head[5];
+  u_long queued = 0;
+  if (s == kNoSocket || ::ioctlsocket(s, FIONREAD, &queued) != 0 || queued < 5 ||
+      ::recv(s, reinterpret_cast<char*>(head), sizeof head, MSG_PEEK) != 5)
+    return false;
+  const bool tls_record = head[0] >= 20 && head[0] <= 23 && head[1] == 3;
+  return tls_record && queued >= 5u + static_cast<u_long>(head[3] << 8 | head[4]);
+}
+
+inline Socket listen_loopback_socket(int family, int port, int& err);
+
+// Lets another thread wake a WSAPoll() (LoopbackListener::cancel): a connected pair of loopback sockets, since
+// WSAPoll() waits on sockets only.
+class Waker {
+ public:
+  Waker() {
+    int err = 0;
+    Socket listener = listen_loopback_socket(AF_INET, 0, err);
+    sockaddr_in a{};
+    int len = sizeof a;
+    if (listener.valid() && ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      write_ = stream_socket(AF_INET);
+      if (write_.valid() && ::connect(write_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 && !connect_in_progress())
+        write_.close();
+      for (int i = 0; i < 200 && write_.valid() && !read_.valid(); ++i) {
+        read_ = accept_connection(listener.get());
+        if (!read_.valid()) ::Sleep(5);
+      }
+    }
+    if (!read_.valid() || !write_.valid())
+      throw Error(ErrorKind::io, "could not create a loopback socket pair: " + os_error_text(last_socket_error()));
+  }
+  [[nodiscard]] socket_t handle() const noexcept { return read_.get(); }
+  void notify() noexcept {
+    char c = 1;
+    (void)::send(write_.get(), &c, 1, 0);  // a full buffer is already a wake-up
+  }
+  void drain() noexcept {
+    char buf[64];
+    while (::recv(read_.get(), buf, sizeof buf, 0) > 0) {
+    }
+  }
+
+ private:
+  Socket read_, write_;
+};
+
+// ---- trust
+
+// The Windows ROOT store (OpenSSL cannot read it itself) and the default CA file (SSL_CERT_FILE) into `store`.
+inline void load_system_roots(X509_STORE* store, X509_LOOKUP* file) {
+  X509_LOOKUP_load_file(file, nullptr, X509_FILETYPE_DEFAULT);
+  if (HCERTSTORE system = ::CertOpenSystemStoreW(0, L"ROOT")) {
+    for (PCCERT_CONTEXT c = nullptr; (c = ::CertEnumCertificatesInStore(system, c)) != nullptr;) {
+      const unsigned char* der = c->pbCertEncoded;
+      if (X509* x = d2i_X509(nullptr, &der, static_cast<long>(c->cbCertEncoded))) {
+        X509_STORE_add_cert(store, x);  // a duplicate is no error worth reporting
+        X509_free(x);
+      }
+    }
+    ::CertCloseStore(system, 0);
+  }
+  ERR_clear_error();
+}
+
+// ---- files
+
+// Owns one file HANDLE: closed on destruction.
+class File {
+ public:
+  File() = default;
+  explicit File(HANDLE h) : h_(h) {}
+  File(File&& other) noexcept : h_(std::exchange(other.h_, INVALID_HANDLE_VALUE)) {}
+  File& operator=(File&& other) noexcept {
+    if (this != &other) {
+      close();
+      h_ = std::exchange(other.h_, INVALID_HANDLE_VALUE);
+    }
+    return *this;
+  }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  ~File() { close(); }
+  [[nodiscard]] HANDLE get() const noexcept { return h_; }
+  [[nodiscard]] bool valid() const noexcept { return h_ != INVALID_HANDLE_VALUE; }
+  void close() noexcept {
+    if (h_ != INVALID_HANDLE_VALUE) ::CloseHandle(h_);
+    h_ = INVALID_HANDLE_VALUE;
+  }
+
+ private:
+  HANDLE h_ = INVALID_HANDLE_VALUE;
+};
+
+inline std::string parent_dir(const std::string& path) {
+  std::size_t slash = path.find_last_of("/\\");
+  if (slash == std::string::npos) return ".";
+  if (slash == 0 || (slash == 2 && path[1] == ':')) return path.substr(0, slash + 1);  // "\" or "C:\"
+  return path.substr(0, slash);
+}
+
+inline std::string path_join(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '\\' || dir.back() == '/' ? dir + name : dir + "\\" + name;
+}
+
+// The SID of the user this process runs as, as a string ("S-1-5-21-...").
+inline std::wstring current_user_sid() {
+  HANDLE token = nullptr;
+  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &token))
+    throw Error(ErrorKind::io, "cannot read this process's user: " + os_error_text(last_os_error()));
+  std::vector<unsigned char> buf(256);
+  DWORD needed = 0;
+  BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  if (!ok && ::GetLastError() == ERROR_INSUFFICIENT_BUFFER) {
+    buf.resize(needed);
+    ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  }
+  ::CloseHandle(token);
+  wchar_t* text = nullptr;
+  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text))
+    throw Error(ErrorKind::io, "cannot read this process's user: " + os_error_text(last_os_error()));
+  std::wstring sid(text);
+  ::LocalFree(text);
+  return sid;
+}
+
+// A security descriptor whose DACL grants the current user full access and nobody else anything (the 0600 /
+// 0700 of POSIX), protected from inheriting the parent directory's entries.
+class OwnerOnly {
+ public:
+  explicit OwnerOnly(bool directory) {
+    const std::wstring sddl = std::wstring(L"D:P(A;") + (directory ? L"OICI" : L"") + L";FA;;;" + current_user_sid() + L")";
+    if (!::ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.c_str(), SDDL_REVISION_1, &sd_, nullptr))
+      throw Error(ErrorKind::io, "cannot build an owner-only security descriptor: " + os_error_text(last_os_error()));
+    attributes_.nLength = sizeof attributes_;
+    attributes_.lpSecurityDescriptor = sd_;
+    attributes_.bInheritHandle = FALSE;
+  }
+  OwnerOnly(const OwnerOnly&) = delete;
+  OwnerOnly& operator=(const OwnerOnly&) = delete;
+  ~OwnerOnly() { ::LocalFree(sd_); }
+  SECURITY_ATTRIBUTES* attributes() { return &attributes_; }
+
+ private:
+  PSECURITY_DESCRIPTOR sd_ = nullptr;
+  SECURITY_ATTRIBUTES attributes_{};
+};
+
+// mkdir -p; the directories it creates grant only the current user access.
+inline void make_private_dirs(const std::string& dir) {
+  if (dir.empty() || dir == "." || dir.back() == '\\' || dir.back() == '/' || dir.back() == ':') return;
+  const std::wstring wdir = to_wide(dir);
+  if (::GetFileAttributesW(wdir.c_str()) != INVALID_FILE_ATTRIBUTES) return;
+  make_private_dirs(parent_dir(dir));
+  OwnerOnly owner_only(true);
+  if (!::CreateDirectoryW(wdir.c_str(), owner_only.attributes()) && ::GetLastError() != ERROR_ALREADY_EXISTS)
+    throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + os_error_text(last_os_error()));
+}
+
+// Whether a SID may hold access to a private file: the current user, SYSTEM and the Administrators group (the
+// root of Windows, who can take any file anyway).
+inline bool trusted_sid(PSID sid, const std::wstring& user) {
+  wchar_t* text = nullptr;
+  if (!::ConvertSidToStringSidW(sid, &text)) return false;
+  const std::wstring s(text);
+  ::LocalFree(text);
+  return s == user || s == L"S-1-5-18" || s == L"S-1-5-32-544";
+}
+
+inline std::string account_name(PSID sid) {
+  wchar_t name[256], domain[256];
+  DWORD n = 256, d = 256;
+  SID_NAME_USE use;
+  if (::LookupAccountSidW(nullptr, sid, name, &n, domain, &d, &use))
+    return to_utf8(d > 0 ? std::wstring(domain) + L"\\" + name : std::wstring(name));
+  wchar_t* text = nullptr;
+  if (!::ConvertSidToStringSidW(sid, &text)) return "an unknown account";
+  std::string s = to_utf8(text);
+  ::LocalFree(text);
+  return s;
+}
+
+// The accounts other than the trusted ones that the file's DACL lets read or write it ("" when none).
+inline std::string others_with_access(HANDLE file) {
+  PACL dacl = nullptr;
+  PSECURITY_DESCRIPTOR sd = nullptr;
+  if (::GetSecurityInfo(file, SE_FILE_OBJECT, DACL_SECURITY_INFORMATION, nullptr, nullptr, &dacl, nullptr, &sd) !=
+      ERROR_SUCCESS)
+    return "an unreadable access list";
+  std::string others;
+  if (!dacl) others = "everyone (no access list)";
+  const std::wstring user = current_user_sid();
+  constexpr ACCESS_MASK kReadOrWrite = FILE_READ_DATA | FILE_WRITE_DATA | FILE_APPEND_DATA | GENERIC_READ |
+                                       GENERIC_WRITE | GENERIC_ALL | WRITE_DAC | WRITE_OWNER;
+  for (DWORD i = 0; dacl && i < dacl->AceCount; ++i) {
+    ACE_HEADER* ace = nullptr;
+    if (!::GetAce(dacl, i, reinterpret_cast<void**>(&ace)) || ace->AceType != ACCESS_ALLOWED_ACE_TYPE) continue;
+    auto* allowed = reinterpret_cast<ACCESS_ALLOWED_ACE*>(ace);
+    PSID sid = &allowed->SidStart;
+    if ((allowed->Mask & kReadOrWrite) && !trusted_sid(sid, user))
+      others += (others.empty() ? "" : ", ") + account_name(sid);
+  }
+  ::LocalFree(sd);
+  return others;
+}
+
+inline bool read_file_if_exists(const std::string& path, FileContent& out) {
+  File f(::CreateFileW(to_wide(path).c_str(), GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                       nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, nullptr));
+  if (!f.valid()) {
+    const int err = last_os_error();
+    if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND) return false;
+    throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(err));
+  }
+  const std::string others = others_with_access(f.get());
+  if (!others.empty()) {
+    out.shared = true;
+    out.access = "its access list lets " + others + " read or write it";
+  }
+  char buf[4096];
+  DWORD n = 0;
+  while (::ReadFile(f.get(), buf, sizeof buf, &n, nullptr) && n > 0) {
+    out.text.append(buf, n);
+    if (out.text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) return true;
+  }
+  if (const int err = last_os_error(); err != ERROR_SUCCESS && err != ERROR_HANDLE_EOF && n != 0)
+    throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(err));
+  return true;
+}
+
+inline std::string private_file_hint(const std::string& path) {
+  return "run: icacls \"" + path + "\" /inheritance:r /grant:r \"%USERNAME%:F\"";
+}
+
+// Replaces the file atomically with `data`: a temp file in the same directory, created with an owner-only access
+// list, written, flushed (FlushFileBuffers), then moved over the file (MoveFileExW with REPLACE_EXISTING and
+// WRITE_THROUGH).
+inline void replace_file(const std::string& path, const std::string& data) {
+  make_private_dirs(parent_dir(path));
+  OwnerOnly owner_only(false);
+  std::string tmp;
+  File f;
+  for (int attempt = 0; !f.valid() && attempt < 10; ++attempt) {
+    tmp = path + ".tmp-" + random_urlsafe(6);
+    f = File(::CreateFileW(to_wide(tmp).c_str(), GENERIC_WRITE, 0, owner_only.attributes(), CREATE_NEW,
+                           FILE_ATTRIBUTE_NORMAL, nullptr));
+    if (!f.valid() && ::GetLastError() != ERROR_FILE_EXISTS) break;
+  }
+  auto fail = [&](const char* step, int err) {
+    f.close();
+    ::DeleteFileW(to_wide(tmp).c_str());
+    throw Error(ErrorKind::io, "cannot save the token to '" + path + "' (" + step + ": " + os_error_text(err) + ")");
+  };
+  if (!f.valid()) fail("create", last_os_error());
+  for (std::size_t off = 0; off < data.size();) {
+    DWORD n = 0;
+    if (!::WriteFile(f.get(), data.data() + off, static_cast<DWORD>(data.size() - off), &n, nullptr) || n == 0)
+      fail("write", last_os_error());
+    off += n;
+  }
+  if (!::FlushFileBuffers(f.get())) fail("flush", last_os_error());
+  f.close();
+  if (!::MoveFileExW(to_wide(tmp).c_str(), to_wide(path).c_str(), MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH))
+    fail("rename", last_os_error());
+}
+
+inline void remove_file(const std::string& path) {
+  if (!::DeleteFileW(to_wide(path).c_str()) && ::GetLastError() != ERROR_FILE_NOT_FOUND &&
+      ::GetLastError() != ERROR_PATH_NOT_FOUND)
+    throw Error(ErrorKind::io, "cannot delete token file '" + path + "': " + os_error_text(last_os_error()));
+}
+
+struct FileLock : StoreLock {
+  File file;  // closing the handle releases the lock
+};
+
+// An exclusive LockFileEx() on `lock_path` (created owner-only when missing), held until the result is destroyed.
+inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path) {
+  make_private_dirs(parent_dir(lock_path));
+  OwnerOnly owner_only(false);
+  auto l = std::make_unique<FileLock>();
+  l->file = File(::CreateFileW(to_wide(lock_path).c_str(), GENERIC_READ | GENERIC_WRITE,
+                               FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, owner_only.attributes(),
+                               OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, nullptr));
+  if (!l->file.valid())
+    throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + os_error_text(last_os_error()));
+  OVERLAPPED at{};
+  if (!::LockFileEx(l->file.get(), LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &at))
+    throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
+  return l;
+}
+
+// %LOCALAPPDATA%, else %USERPROFILE%\AppData\Local.
+inline std::string default_state_dir() {
+  std::string base = env("LOCALAPPDATA");
+  if (!base.empty()) return base;
+  std::string profile = env("USERPROFILE");
+  if (profile.empty())
+    throw Error(ErrorKind::usage, "neither LOCALAPPDATA nor USERPROFILE is set; give a token file path");
+  return path_join(profile, "AppData\\Local");
+}
+
+// ---- processes
+
+// One argument quoted so that CommandLineToArgvW and the C runtime read it back unchanged.
+inline std::wstring quote_argument(const std::wstring& arg) {
+  if (!arg.empty() && arg.find_first_of(L" \t\n\v\"") == std::wstring::npos) return arg;
+  std::wstring out = L"\"";
+  for (auto it = arg.begin();; ++it) {
+    std::size_t backslashes = 0;
+    for (; it != arg.end() && *it == L'\\'; ++it) ++backslashes;
+    if (it == arg.end()) {
+      out.append(backslashes * 2, L'\\');  // before the closing quote
+      break;
+    }
+    out.append(*it == L'"' ? backslashes * 2 + 1 : backslashes, L'\\');
+    out += *it;
+  }
+  return out + L"\"";
+}
+
+// Starts argv with CreateProcessW, never through cmd.exe: a .bat or .cmd program would run in cmd.exe, where
+// characters of the URL such as & become command separators, so they are refused. Nothing is inherited.
+inline bool spawn_detached(const std::vector<std::string>& args) {
+  if (args.empty()) return false;
+  std::string program = args[0];
+  for (char& c : program) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const auto ends_with = [&](const char* ext) {
+    return program.size() >= 4 && program.compare(program.size() - 4, 4, ext) == 0;
+  };
+  if (ends_with(".bat") || ends_with(".cmd")) return false;
+  std::wstring command_line;
+  for (const auto& a : args) command_line += (command_line.empty() ? L"" : L" ") + quote_argument(to_wide(a));
+  STARTUPINFOW si{};
+  si.cb = sizeof si;
+  PROCESS_INFORMATION pi{};
+  if (!::CreateProcessW(nullptr, &command_line[0], nullptr, nullptr, FALSE, CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP,
+                        nullptr, nullptr, &si, &pi))
+    return false;
+  ::CloseHandle(pi.hThread);
+  ::CloseHandle(pi.hProcess);
+  return true;
+}
+
+// Opens the URL with the user's default browser (ShellExecuteW "open"; no shell command line is involved).
+inline bool open_in_default_browser(const std::string& url) {
+  auto result = reinterpret_cast<INT_PTR>(
+      ::ShellExecuteW(nullptr, L"open", to_wide(url).c_str(), nullptr, nullptr, SW_SHOWNORMAL));
+  return result > 32;
+}
+
+// ---- clock
+
+inline bool now_before(std::chrono::system_clock::time_point t) { return std::chrono::system_clock::now() < t; }
+
+#endif  // Windows
+
+// ---- sockets, the same on both: built on the calls above
+
+inline int loopback_address(int family, int port, sockaddr_storage& ss) {
+  ss = sockaddr_storage{};
+  if (family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr.s6_addr[15] = 1;  // ::1
+    a->sin6_port = htons(static_cast<std::uint16_t>(port));
+    return static_cast<int>(sizeof(sockaddr_in6));
+  }
+  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a->sin_port = htons(static_cast<std::uint16_t>(port));
+  return static_cast<int>(sizeof(sockaddr_in));
+}
+
+// A listening socket on the loopback address of `family` (AF_INET or AF_INET6; IPv6 only), non-blocking, with
+// set_listen_options(): no other socket can share the port. Invalid, with err set, when it cannot be had.
+inline Socket listen_loopback_socket(int family, int port, int& err) {
+  Socket s = stream_socket(family);
+  if (!s.valid()) {
+    err = last_socket_error();
+    return s;
+  }
+  if ((err = set_listen_options(s.get())) != 0) return Socket();
+  if (family == AF_INET6) {
+    int one = 1;
+    ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, reinterpret_cast<const char*>(&one), sizeof one);
+  }
+  sockaddr_storage ss;
+  const int len = loopback_address(family, port, ss);
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 || ::listen(s.get(), 64) != 0) {
+    err = last_socket_error();
+    return Socket();
+  }
+  err = 0;
+  return s;
+}
+
+// 0 or the OS error.
+inline int listen_loopback(int family, int port, Socket& out) {
+  int err = 0;
+  out = listen_loopback_socket(family, port, err);
+  return err;
+}
+
+inline int local_port(socket_t s) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+// poll() of one socket: 1 when ready, 0 on timeout, -1 on an error.
+inline int wait_for(socket_t s, short events, int timeout_ms) {
+  std::vector<PollFd> one{PollFd{s, events, 0}};
+  return poll_sockets(one, timeout_ms);
+}
+
+inline bool readable_now(socket_t s) { return wait_for(s, POLLIN, 0) != 0; }
+
+// A connected TCP socket to host:port (non-blocking), or an invalid one when no address answered in time.
+inline Socket connect_tcp(const std::string& host, int port, Clock::time_point until) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return Socket();
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(found, ::freeaddrinfo);
+  for (addrinfo* ai = found; ai; ai = ai->ai_next) {
+    Socket s = stream_socket(ai->ai_family);
+    if (!s.valid()) continue;
+    if (::connect(s.get(), ai->ai_addr, static_cast<socklen_t>(ai->ai_addrlen)) == 0) return s;
+    if (connect_in_progress() && wait_connected(s.get(), until)) return s;
+  }
+  return Socket();
+}
+
+inline bool is_ipv4_loopback_literal(const std::string& host) {
+  in_addr a{};
+  return ::inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
 
 // =================================================================================================================
 // [H] cpp-httplib adapter: the calls whose shape differs between cpp-httplib versions, and the workarounds for
@@ -1919,7 +2503,7 @@ APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& req
 APS_AUTH_FUNC bool open_browser(const std::string& url) {
   if (!detail::parse_url(url)) return false;  // never hand a browser anything but an absolute http(s) URL
   std::string browser = detail::env("BROWSER");
-  if (browser.empty()) return detail::spawn_detached(detail::platform_opener(url));
+  if (browser.empty()) return detail::open_in_default_browser(url);
   std::vector<std::string> args = detail::split_command(browser);
   bool replaced = false;
   for (auto& a : args)
@@ -2014,15 +2598,14 @@ inline int default_bundle_index() {
   return index;
 }
 
-// Loads the default CA file into the store, once; true when it was loaded by this call.
+// Loads the system's CA certificates into the store, once; true when they were loaded by this call.
 inline bool load_default_bundle(X509_STORE* store) {
   static std::mutex m;
   std::lock_guard<std::mutex> lk(m);
   auto* file = static_cast<X509_LOOKUP*>(X509_STORE_get_ex_data(store, default_bundle_index()));
   if (!file) return false;
   X509_STORE_set_ex_data(store, default_bundle_index(), nullptr);
-  X509_LOOKUP_load_file(file, nullptr, X509_FILETYPE_DEFAULT);
-  ERR_clear_error();  // a missing default file is no error (as in X509_STORE_set_default_paths)
+  load_system_roots(store, file);
   return true;
 }
 
@@ -2644,7 +3227,7 @@ APS_AUTH_FUNC FileTokenStore::FileTokenStore(std::string path, OpenPermissions p
 }
 
 APS_AUTH_FUNC std::string FileTokenStore::default_path(const std::string& name) {
-  return detail::default_state_dir() + "/aps-auth/" + name + ".json";
+  return detail::path_join(detail::path_join(detail::default_state_dir(), "aps-auth"), name + ".json");
 }
 
 APS_AUTH_FUNC bool FileTokenStore::load(Token& token) {
@@ -3078,4 +3661,9 @@ APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
 APS_AUTH_NAMESPACE_END
 
 #endif  // implementation
+
+#ifdef _WIN32
+#pragma pop_macro("min")
+#pragma pop_macro("max")
+#endif
 #endif  // APS_AUTH_HPP
