@@ -21,7 +21,7 @@
 //   [1]  Errors                 ErrorKind, ErrorDetails, Error
 //   [2]  Configuration          Endpoints, RetryPolicy, Config
 //   [3]  Authorization request  AuthorizeOptions, AuthorizationRequest, authorization_request, pkce_challenge
-//   [4]  Loopback listener      LoopbackListener, open_browser
+//   [4]  Loopback listener      LoopbackListener, check_callback (for web servers), open_browser
 //   [5]  Token endpoint         exchange_code, refresh, client_credentials, revoke, introspect, userinfo,
 //                               logout_url (and the HTTP client they share)
 //   [6]  Token                  Token: expiry, JSON round trip
@@ -114,6 +114,7 @@ enum class ErrorKind {
   timeout,          // no answer in time, or no callback before the deadline
   http,             // an endpoint answered an HTTP error (APS errorCode/developerMessage kept)
   oauth,            // an endpoint or the callback answered an OAuth error (error/error_description kept)
+  state_mismatch,   // check_callback(): the callback's state is not the request's (the listener ignores those)
   issuer_mismatch,  // the callback's iss is not the expected issuer, or missing when promised (RFC 9207)
   access_denied,    // the user (or policy) refused consent
   bad_response,     // an answer that is not what the protocol promises (HTML, truncated, too big, ...)
@@ -223,6 +224,13 @@ struct AuthorizationRequest {
   std::string redirect_uri;    // sent again, identical, to the token endpoint
   std::string issuer;          // expected `iss` on the callback (RFC 9207)
   bool require_iss = false;    // the issuer advertised authorization_response_iss_parameter_supported
+  std::chrono::system_clock::time_point created_at{};  // when authorization_request() made it
+
+  // For a server's session store: every field, as a JSON object. It holds the PKCE verifier: keep it on the
+  // server (a session store, not a cookie or a page).
+  [[nodiscard]] std::string to_json() const;
+  // Reads to_json() output; ErrorKind::usage when it is not that.
+  [[nodiscard]] static AuthorizationRequest from_json(std::string_view json);
 };
 
 // A new request: fresh state, PKCE S256 and (with openid) nonce, and its authorize URL. redirect_uri
@@ -257,6 +265,14 @@ class LoopbackListener {
   // with a wrong or missing state (error= ones included) get an explanatory page and the wait goes on. An
   // error= callback with the right state throws (access_denied or oauth). One overall deadline: timeout.
   [[nodiscard]] std::string wait(const AuthorizationRequest& request, std::chrono::milliseconds timeout);
+  // As wait(), but the browser's connection is kept open and not answered yet, so that the page can tell how the
+  // sign-in ended: call answer_signed_in() or answer_failed() after the code exchange. A held connection still
+  // unanswered when the listener is destroyed (or waits again) gets a page saying the sign-in was received.
+  [[nodiscard]] std::string wait_and_hold(const AuthorizationRequest& request, std::chrono::milliseconds timeout);
+  // Answers the held connection: "Signed in" (as `who`, when given; escaped), or a page that says in plain words
+  // what failed (no secret, no code). No-ops when nothing is held.
+  void answer_signed_in(const std::string& who = "");
+  void answer_failed(const Error& error);
   // Ends a wait() in progress from another thread (it throws ErrorKind::cancelled).
   void cancel() noexcept;
 
@@ -264,6 +280,16 @@ class LoopbackListener {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// For a web server that receives the redirect itself (many users, each with a pending request in a session):
+// checks the authorization response `callback` (the query string, the request target "/path?query" or the whole
+// URL) against the request it belongs to and returns the code. The same checks as the listener, in the same
+// order: state first, in constant time (ErrorKind::state_mismatch: another session's or a forged callback),
+// then iss (issuer_mismatch), error= (access_denied or oauth), a missing code (bad_response). A request older
+// than max_age is refused (timeout): APS codes live 5 minutes. Each request is for one callback: forget it
+// (remove it from the session) before exchanging the code, so a replayed callback finds none.
+[[nodiscard]] std::string check_callback(const AuthorizationRequest& request, std::string_view callback,
+                                         std::chrono::seconds max_age = std::chrono::minutes(10));
 
 // Opens the URL in the user's browser without a shell: $BROWSER (a "%s" in it is replaced by the URL,
 // otherwise the URL is appended) or the platform opener. Does not wait for the browser. False when nothing
@@ -461,7 +487,8 @@ struct LoginOptions {
 };
 
 // Binds the listener, opens the browser, waits for the callback (state checked), exchanges the code, and
-// verifies the id_token (with the request's nonce) when one came back.
+// verifies the id_token (with the request's nonce) when one came back. The browser's page is answered after
+// that: "Signed in as <name from the verified id_token>", or what failed.
 [[nodiscard]] Token login(const Config& config, const LoginOptions& options = {});
 
 APS_AUTH_NAMESPACE_END
@@ -2002,6 +2029,7 @@ APS_AUTH_FUNC const char* to_string(ErrorKind kind) noexcept {
     case ErrorKind::timeout: return "timeout";
     case ErrorKind::http: return "http";
     case ErrorKind::oauth: return "oauth";
+    case ErrorKind::state_mismatch: return "state_mismatch";
     case ErrorKind::issuer_mismatch: return "issuer_mismatch";
     case ErrorKind::access_denied: return "access_denied";
     case ErrorKind::bad_response: return "bad_response";
@@ -2092,6 +2120,40 @@ inline Params authorize_params(const Config& config, const AuthorizeOptions& opt
 
 }  // namespace detail
 
+APS_AUTH_FUNC std::string AuthorizationRequest::to_json() const {
+  detail::json j = {{"url", url},
+                    {"state", state},
+                    {"code_verifier", code_verifier},
+                    {"code_challenge", code_challenge},
+                    {"nonce", nonce},
+                    {"redirect_uri", redirect_uri},
+                    {"issuer", issuer},
+                    {"require_iss", require_iss},
+                    {"created_at", std::chrono::duration_cast<std::chrono::seconds>(created_at.time_since_epoch()).count()}};
+  return j.dump(-1, ' ', false, detail::json::error_handler_t::replace);
+}
+
+APS_AUTH_FUNC AuthorizationRequest AuthorizationRequest::from_json(std::string_view text) {
+  auto j = detail::parse_json_object(text);
+  auto wrong = [] { return Error(ErrorKind::usage, "not a stored authorization request (AuthorizationRequest::to_json)"); };
+  if (!j) throw wrong();
+  AuthorizationRequest r;
+  for (auto [name, field] : {std::pair{"url", &r.url}, {"state", &r.state}, {"code_verifier", &r.code_verifier},
+                            {"code_challenge", &r.code_challenge}, {"nonce", &r.nonce},
+                            {"redirect_uri", &r.redirect_uri}, {"issuer", &r.issuer}}) {
+    auto it = j->find(name);
+    if (it == j->end() || !it->is_string()) throw wrong();
+    *field = it->get<std::string>();
+  }
+  auto iss = j->find("require_iss");
+  auto created = j->find("created_at");
+  if (iss == j->end() || !iss->is_boolean() || created == j->end() || !created->is_number_integer()) throw wrong();
+  r.require_iss = iss->get<bool>();
+  r.created_at = detail::from_epoch_seconds(*created);
+  if (r.state.empty() || r.code_verifier.empty() || r.redirect_uri.empty()) throw wrong();
+  return r;
+}
+
 APS_AUTH_FUNC AuthorizationRequest authorization_request(const Config& config, const AuthorizeOptions& options,
                                                          const std::string& redirect_uri) {
   detail::require_client_id(config);
@@ -2099,6 +2161,7 @@ APS_AUTH_FUNC AuthorizationRequest authorization_request(const Config& config, c
   r.redirect_uri = redirect_uri.empty() ? config.callback_url : redirect_uri;
   detail::require_url(r.redirect_uri, "callback URL");
   detail::Url endpoint = detail::require_url(config.endpoints.authorize, "authorize endpoint");
+  r.created_at = std::chrono::system_clock::now();
   r.state = random_urlsafe(16);
   r.code_verifier = random_urlsafe(32);
   r.code_challenge = pkce_challenge(r.code_verifier);
@@ -2199,25 +2262,46 @@ inline std::optional<Error> issuer_problem(const CallbackParams& p, const Author
 }
 
 // An error= response with the right state: the sign-in ends with access_denied or oauth.
-inline CallbackOutcome authorization_error(const CallbackParams& p) {
-  const bool denied = p.error == "access_denied";
-  std::string words = denied ? "<p>Access was not granted, so the application cannot sign in.</p>"
-                             : "<p>The sign-in service reported a problem.</p>";
-  words += "<p><code>" + html_escape(sanitize(p.error, {}, 100)) + "</code>";
-  if (!p.error_description.empty()) words += " " + html_escape(sanitize(p.error_description, {}, 500));
-  words += "</p><p>You can close this window and try again.</p>";
+inline Error authorization_error(const CallbackParams& p) {
   ErrorDetails d;
   d.error = sanitize(p.error, {}, 100);
   d.error_description = sanitize(p.error_description, {}, 1000);
-  Error failure(denied ? ErrorKind::access_denied : ErrorKind::oauth,
-                "the authorization server answered " + d.error +
-                    (d.error_description.empty() ? "" : ": " + sanitize(p.error_description)),
-                d);
-  return ending(200, denied ? "Sign-in cancelled" : "Sign-in failed", words, std::move(failure));
+  return Error(p.error == "access_denied" ? ErrorKind::access_denied : ErrorKind::oauth,
+               "the authorization server answered " + d.error +
+                   (d.error_description.empty() ? "" : ": " + sanitize(p.error_description)),
+               d);
+}
+
+// The verdict on the parameters of an authorization response, for the listener and check_callback() alike.
+struct CallbackVerdict {
+  enum class Is { not_ours, wrong_issuer, refused, no_code, code } is;
+  std::optional<Error> failure;  // set for wrong_issuer, refused and no_code
+};
+
+inline CallbackVerdict judge_callback(const CallbackParams& p, const AuthorizationRequest& request) {
+  using Is = CallbackVerdict::Is;
+  // The state is checked before anything else: without it the response is not ours and cannot end a wait,
+  // or anyone on this machine could cancel a sign-in.
+  if (request.state.empty() || !constant_time_equal(p.state, request.state)) return {Is::not_ours, std::nullopt};
+  if (auto wrong_issuer = issuer_problem(p, request)) return {Is::wrong_issuer, std::move(wrong_issuer)};
+  if (!p.error.empty()) return {Is::refused, authorization_error(p)};
+  if (p.code.empty())
+    return {Is::no_code, Error(ErrorKind::bad_response, "the callback carried the right state but no code")};
+  return {Is::code, std::nullopt};
+}
+
+// The page for an error= response: what the server said, escaped.
+inline std::string refusal_words(const CallbackParams& p) {
+  std::string words = p.error == "access_denied" ? "<p>Access was not granted, so the application cannot sign in.</p>"
+                                                 : "<p>The sign-in service reported a problem.</p>";
+  words += "<p><code>" + html_escape(sanitize(p.error, {}, 100)) + "</code>";
+  if (!p.error_description.empty()) words += " " + html_escape(sanitize(p.error_description, {}, 500));
+  return words + "</p><p>You can close this window and try again.</p>";
 }
 
 inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view callback_path,
                                          const AuthorizationRequest& request) {
+  using Is = CallbackVerdict::Is;
   std::string_view line = head.substr(0, head.find("\r\n"));
   std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
   if (sp1 == std::string_view::npos || sp2 <= sp1)
@@ -2229,23 +2313,70 @@ inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view
   if (method != "GET") return answer(405, "Not supported", "<p>The sign-in answer must arrive as a GET request.</p>");
   auto p = read_callback_params(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
   if (!p) return answer(400, "Bad request", "<p>The sign-in response was malformed and was ignored.</p>");
-  // The state is checked before anything else: without it the response is not ours and cannot end the wait,
-  // or anyone on this machine could cancel a sign-in.
-  if (request.state.empty() || !constant_time_equal(p->state, request.state))
-    return answer(400, "This sign-in response is not for this window",
-                  "<p>This response does not belong to the sign-in in progress, so it was ignored.</p>"
-                  "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>");
-  if (auto wrong_issuer = issuer_problem(*p, request))
-    return ending(400, "Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>",
-                  std::move(*wrong_issuer));
-  if (!p->error.empty()) return authorization_error(*p);
-  if (p->code.empty())
-    return ending(400, "Sign-in failed", "<p>The response carried no authorization code.</p>",
-                  Error(ErrorKind::bad_response, "the callback carried the right state but no code"));
+  CallbackVerdict v = judge_callback(*p, request);
+  switch (v.is) {
+    case Is::not_ours:
+      return answer(400, "This sign-in response is not for this window",
+                    "<p>This response does not belong to the sign-in in progress, so it was ignored.</p>"
+                    "<p>If you started a sign-in, finish it in the window it opened, or start it again.</p>");
+    case Is::wrong_issuer:
+      return ending(400, "Sign-in failed", "<p>The response came from an unexpected server and was refused.</p>",
+                    std::move(*v.failure));
+    case Is::refused:
+      return ending(200, p->error == "access_denied" ? "Sign-in cancelled" : "Sign-in failed", refusal_words(*p),
+                    std::move(*v.failure));
+    case Is::no_code:
+      return ending(400, "Sign-in failed", "<p>The response carried no authorization code.</p>", std::move(*v.failure));
+    case Is::code: break;
+  }
   CallbackOutcome out = answer(
       200, "Signed in", "<p>You are signed in. You can close this window and return to the application.</p>", true);
   out.code = std::move(p->code);
   return out;
+}
+
+// The page for a sign-in that ended after the callback arrived: signed in (as `who`), or what failed, in words a
+// user can act on (the error's kind and status, never its text: no secret or code can reach the page).
+inline std::string signed_in_page(const std::string& who) {
+  return page("Signed in", (who.empty() ? std::string("<p>You are signed in.")
+                                        : "<p>You are signed in as <strong>" + html_escape(who) + "</strong>.") +
+                               " You can close this window and return to the application.</p>",
+              true);
+}
+
+inline std::string failure_words(const Error& e) {
+  const ErrorDetails& d = e.details();
+  switch (e.kind()) {
+    case ErrorKind::network:
+    case ErrorKind::timeout:
+      return "The application could not reach the sign-in service to finish. Check the network (or proxy) and "
+             "sign in again.";
+    case ErrorKind::tls:
+      return "The application could not verify the sign-in service's certificate (a network that inspects "
+             "encrypted traffic?), so it did not finish.";
+    case ErrorKind::bad_response:
+      return "The sign-in service's answer could not be verified, so the sign-in was refused.";
+    case ErrorKind::http:
+    case ErrorKind::oauth:
+      if (d.error == "invalid_grant") return "The sign-in code was refused: it expired or was used already. Sign in again.";
+      if (d.status == 401 || d.error_code == "AUTH-003" || d.error == "invalid_client")
+        return "The application's client ID or secret was refused. The application's configuration must be fixed "
+               "before anyone can sign in.";
+      if (d.error_code == "AUTH-004" || d.error == "invalid_scope")
+        return "The application asked for permissions (scopes) it may not have.";
+      return "The sign-in service refused to finish the sign-in.";
+    default: return "The sign-in could not be finished.";
+  }
+}
+
+inline std::string failed_page(const Error& e) {
+  std::string details = to_string(e.kind());
+  if (e.details().status) details += ", HTTP " + std::to_string(e.details().status);
+  if (!e.details().error.empty()) details += ", " + sanitize(e.details().error, {}, 60);
+  else if (!e.details().error_code.empty()) details += ", " + sanitize(e.details().error_code, {}, 40);
+  return page("Sign-in failed", "<p>" + failure_words(e) + "</p><p><code>" + html_escape(details) +
+                                    "</code></p><p>The application's output says more.</p>",
+              false);
 }
 
 // ---- the connections of one wait
@@ -2329,18 +2460,19 @@ class Connections {
   // holds the poll results of the connections as they were before accept_from(): the ones accepted since are
   // tried at once (a browser sends its request right after connecting), so that a flood of new connections
   // cannot evict it unread.
+  // With `held`, the awaited callback's connection is moved there unanswered.
   std::optional<std::string> serve(const PollFd* polled, std::size_t polled_count, std::string_view callback_path,
-                                   const AuthorizationRequest& request) {
+                                   const AuthorizationRequest& request, Socket* held) {
     for (std::size_t i = 0; i < list_.size(); ++i) {
       if (i < polled_count && !polled[i].revents) continue;
-      if (auto code = serve_one(list_[i], callback_path, request)) return code;
+      if (auto code = serve_one(list_[i], callback_path, request, held)) return code;
     }
     return std::nullopt;
   }
 
  private:
   static std::optional<std::string> serve_one(Connection& c, std::string_view callback_path,
-                                              const AuthorizationRequest& request) {
+                                              const AuthorizationRequest& request, Socket* held) {
     if (!c.socket.valid()) return std::nullopt;
     char buf[4096];
     std::ptrdiff_t r;
@@ -2350,6 +2482,10 @@ class Connections {
     }
     if (c.in.find("\r\n\r\n") != std::string::npos) {
       CallbackOutcome out = evaluate_callback(c.in, callback_path, request);
+      if (held && !out.code.empty()) {
+        *held = std::move(c.socket);
+        return out.code;
+      }
       respond(c.socket.get(), out.status, out.html);
       c.socket.close();
       if (out.failure) throw *out.failure;
@@ -2402,6 +2538,20 @@ struct LoopbackListener::Impl {
   std::vector<std::string> addresses;
   int port = 0;
   detail::Waker waker;  // cancel() from another thread
+  detail::Socket held;  // the browser's connection of wait_and_hold(), until answered
+
+  ~Impl() { answer_held(page_received()); }
+
+  static std::string page_received() {
+    return detail::page("Sign-in received",
+                        "<p>The application received your sign-in. You can close this window.</p>", true);
+  }
+
+  void answer_held(const std::string& html) {
+    if (!held.valid()) return;
+    detail::respond(held.get(), 200, html);
+    held.close();
+  }
 
   // Binds one loopback address; 0 or the OS error.
   int bind_one(int family, int want_port) {
@@ -2448,6 +2598,33 @@ struct LoopbackListener::Impl {
   std::string callback_with_port() const {
     return "http://" + callback.host_for_url() + ":" + std::to_string(port) + callback.target();
   }
+
+  // One wait for the callback; with `keep`, the callback's connection is moved there unanswered.
+  std::string receive(const AuthorizationRequest& request, std::chrono::milliseconds timeout, detail::Socket* keep) {
+    using detail::Clock;
+    const auto deadline = Clock::now() + timeout;
+    detail::Connections conns;  // all closed when the wait ends, however it ends
+    while (true) {
+      const auto now = Clock::now();
+      if (now >= deadline) throw no_callback(timeout);
+      conns.prune(now);
+      // The poll set: the waker, the listening sockets, then the connections.
+      std::vector<detail::PollFd> fds{{waker.handle(), POLLIN, 0}};
+      for (const auto& l : listeners) fds.push_back({l.get(), POLLIN, 0});
+      conns.add_to_poll_set(fds);
+      if (detail::poll_sockets(fds, detail::ms_until(conns.next_deadline(deadline)) + 1) < 0)
+        throw Error(ErrorKind::io, "poll failed: " + detail::os_error_text(detail::last_socket_error()));
+      if (fds[0].revents) {
+        waker.drain();
+        throw Error(ErrorKind::cancelled, "the wait for the sign-in callback was cancelled");
+      }
+      const std::size_t first_conn = 1 + listeners.size();
+      for (std::size_t i = 1; i < first_conn; ++i)
+        if (fds[i].revents) conns.accept_from(fds[i].fd);
+      if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, request, keep))
+        return *code;
+    }
+  }
 };
 
 APS_AUTH_FUNC LoopbackListener::LoopbackListener(const std::string& callback_url) : impl_(new Impl) {
@@ -2475,29 +2652,41 @@ APS_AUTH_FUNC std::vector<std::string> LoopbackListener::bound_addresses() const
 APS_AUTH_FUNC void LoopbackListener::cancel() noexcept { impl_->waker.notify(); }
 
 APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& request, std::chrono::milliseconds timeout) {
-  using detail::Clock;
-  const auto deadline = Clock::now() + timeout;
-  detail::Connections conns;  // all closed when the wait ends, however it ends
-  while (true) {
-    const auto now = Clock::now();
-    if (now >= deadline) throw impl_->no_callback(timeout);
-    conns.prune(now);
-    // The poll set: the waker, the listening sockets, then the connections.
-    std::vector<detail::PollFd> fds{{impl_->waker.handle(), POLLIN, 0}};
-    for (const auto& l : impl_->listeners) fds.push_back({l.get(), POLLIN, 0});
-    conns.add_to_poll_set(fds);
-    if (detail::poll_sockets(fds, detail::ms_until(conns.next_deadline(deadline)) + 1) < 0)
-      throw Error(ErrorKind::io, "poll failed: " + detail::os_error_text(detail::last_socket_error()));
-    if (fds[0].revents) {
-      impl_->waker.drain();
-      throw Error(ErrorKind::cancelled, "the wait for the sign-in callback was cancelled");
-    }
-    const std::size_t first_conn = 1 + impl_->listeners.size();
-    for (std::size_t i = 1; i < first_conn; ++i)
-      if (fds[i].revents) conns.accept_from(fds[i].fd);
-    if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, impl_->callback.path, request))
-      return *code;
-  }
+  return impl_->receive(request, timeout, nullptr);
+}
+
+APS_AUTH_FUNC std::string LoopbackListener::wait_and_hold(const AuthorizationRequest& request,
+                                                          std::chrono::milliseconds timeout) {
+  impl_->answer_held(Impl::page_received());
+  return impl_->receive(request, timeout, &impl_->held);
+}
+
+APS_AUTH_FUNC void LoopbackListener::answer_signed_in(const std::string& who) {
+  impl_->answer_held(detail::signed_in_page(who));
+}
+
+APS_AUTH_FUNC void LoopbackListener::answer_failed(const Error& error) { impl_->answer_held(detail::failed_page(error)); }
+
+APS_AUTH_FUNC std::string check_callback(const AuthorizationRequest& request, std::string_view callback,
+                                         std::chrono::seconds max_age) {
+  using Is = detail::CallbackVerdict::Is;
+  if (request.created_at != std::chrono::system_clock::time_point{} &&
+      std::chrono::system_clock::now() > request.created_at + max_age)
+    throw Error(ErrorKind::timeout, "the sign-in request is older than " + std::to_string(max_age.count()) +
+                                        " s; start the sign-in again");
+  if (std::size_t q = callback.find('?'); q != std::string_view::npos) callback = callback.substr(q + 1);
+  else if (!callback.empty() && (callback.front() == '/' || callback.substr(0, 7) == "http://" ||
+                                  callback.substr(0, 8) == "https://"))
+    callback = {};  // a target or URL without a query
+  if (std::size_t hash = callback.find('#'); hash != std::string_view::npos) callback = callback.substr(0, hash);
+  auto p = detail::read_callback_params(callback);
+  if (!p) throw Error(ErrorKind::bad_response, "the callback is malformed (a broken escape or a parameter given twice)");
+  detail::CallbackVerdict v = detail::judge_callback(*p, request);
+  if (v.is == Is::not_ours)
+    throw Error(ErrorKind::state_mismatch, "the callback's state is not the one of this sign-in request (a forged "
+                                           "callback, or one of another session)");
+  if (v.failure) throw std::move(*v.failure);
+  return std::move(p->code);
 }
 
 APS_AUTH_FUNC bool open_browser(const std::string& url) {
@@ -3652,10 +3841,20 @@ APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
   bool opened = false;
   if (options.open_browser) opened = options.browser ? options.browser(request.url) : open_browser(request.url);
   if (!opened && options.show_url) options.show_url(request.url);
-  std::string code = listener.wait(request, options.timeout);
-  Token token = exchange_code(config, request, code);
-  if (!token.id_token.empty()) (void)verify_id_token(config, token.id_token, request.nonce);
-  return token;
+  const std::string code = listener.wait_and_hold(request, options.timeout);
+  try {  // the browser's page waits for the outcome, so that it tells the truth
+    Token token = exchange_code(config, request, code);
+    std::string who;
+    if (!token.id_token.empty()) {
+      IdTokenClaims claims = verify_id_token(config, token.id_token, request.nonce);
+      who = !claims.name.empty() ? claims.name : !claims.email.empty() ? claims.email : claims.subject;
+    }
+    listener.answer_signed_in(who);
+    return token;
+  } catch (const Error& e) {
+    listener.answer_failed(e);
+    throw;
+  }
 }
 
 APS_AUTH_NAMESPACE_END
