@@ -2,9 +2,13 @@
 //
 // Used by the doctest suite and by `aps-auth demo`. It is an independent oracle: it never includes
 // aps_auth.hpp and does its own SHA-256 / base64url / JWT signing with OpenSSL, so a bug in the
-// library cannot hide itself by being mirrored here. Behaviour follows shared/APS.md (endpoints,
-// parameters, token answers, both error shapes). Header-only; needs cpp-httplib (split or header-only
-// build), nlohmann/json, OpenSSL 3 and pthreads. TLS needs CPPHTTPLIB_OPENSSL_SUPPORT.
+// library cannot hide itself by being mirrored here. Behaviour follows APS's documented Authentication
+// v2 API: the endpoints under /authentication/v2/ (authorize, token, revoke, introspect, keys, logout)
+// plus /userinfo and /.well-known/openid-configuration, their parameters, the token answers, and both
+// error shapes APS uses (OAuth's {"error","error_description"} and APS's {"developerMessage",
+// "errorCode","more info"}). Header-only; needs cpp-httplib (split or header-only build),
+// nlohmann/json, OpenSSL 3 and std::thread. TLS needs CPPHTTPLIB_OPENSSL_SUPPORT. Runs on POSIX
+// systems and on Windows (Winsock; link ws2_32): the OS calls are in the `sys` block below.
 //
 // Choices where APS is silent (documented so tests can rely on them):
 //  * client_credentials without `scope` => 400 APS style AUTH-008 (APS shape, like other missing params).
@@ -43,18 +47,22 @@
 #include <openssl/core_names.h>
 #endif
 
-#include <arpa/inet.h>
-#include <fcntl.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cerrno>
 #include <cstdint>
@@ -76,6 +84,158 @@
 #include <vector>
 
 namespace aps_mock {
+
+// ----------------------------------------------------------------------------------------------
+// Platform: every OS call of the mock. The raw server and the raw HTTP client use TCP sockets
+// directly (httplib does the rest); POSIX sockets and Winsock differ in types, error codes, the
+// non-blocking switch, poll() and close().
+// ----------------------------------------------------------------------------------------------
+namespace sys {
+
+#ifdef _WIN32
+using socket_t = SOCKET;
+const socket_t bad_socket = INVALID_SOCKET;
+using pollfd_t = WSAPOLLFD;
+
+// Winsock counts WSAStartup calls; one per process, never undone (sockets may outlive any object).
+inline void net_init() {
+  static const bool ok = [] {
+    WSADATA data;
+    return ::WSAStartup(MAKEWORD(2, 2), &data) == 0;
+  }();
+  if (!ok) throw std::runtime_error("aps_mock: WSAStartup failed");
+}
+inline int last_error() { return ::WSAGetLastError(); }
+inline bool retryable(int e) { return e == WSAEWOULDBLOCK; }  // a non-blocking call to repeat later
+inline bool in_progress(int e) { return e == WSAEWOULDBLOCK || e == WSAEINPROGRESS; }
+inline void close_socket(socket_t s) { ::closesocket(s); }
+// Not inherited by child processes (the CLI tests start some).
+inline socket_t stream_socket(int family, bool nonblocking) {
+  net_init();
+  socket_t s = ::WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
+                            WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  u_long on = 1;
+  if (s != bad_socket && nonblocking && ::ioctlsocket(s, FIONBIO, &on) != 0) {
+    close_socket(s);
+    return bad_socket;
+  }
+  return s;
+}
+inline socket_t accept_socket(socket_t listener) { return ::accept(listener, nullptr, nullptr); }
+inline int poll_once(pollfd_t* fds, size_t n, int timeout_ms) {
+  return ::WSAPoll(fds, static_cast<ULONG>(n), timeout_ms);
+}
+inline long send_some(socket_t s, const char* data, size_t n) {
+  return ::send(s, data, static_cast<int>(std::min<size_t>(n, INT_MAX)), 0);
+}
+inline long recv_some(socket_t s, char* data, size_t n) {
+  return ::recv(s, data, static_cast<int>(std::min<size_t>(n, INT_MAX)), 0);
+}
+inline void shutdown_send(socket_t s) { ::shutdown(s, SD_SEND); }
+// Windows lets a second socket bind a port taken with SO_REUSEADDR; exclusive use prevents that.
+const int listen_option = SO_EXCLUSIVEADDRUSE;
+#else
+using socket_t = int;
+const socket_t bad_socket = -1;
+using pollfd_t = ::pollfd;
+
+inline void net_init() {}
+inline int last_error() { return errno; }
+inline bool retryable(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR; }
+inline bool in_progress(int e) { return e == EINPROGRESS; }
+inline void close_socket(socket_t s) { ::close(s); }
+inline socket_t stream_socket(int family, bool nonblocking) {
+  return ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+}
+inline socket_t accept_socket(socket_t listener) { return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC); }
+inline int poll_once(pollfd_t* fds, size_t n, int timeout_ms) {
+  int r;
+  while ((r = ::poll(fds, static_cast<nfds_t>(n), timeout_ms)) < 0 && errno == EINTR) {
+  }
+  return r;
+}
+inline long send_some(socket_t s, const char* data, size_t n) { return ::send(s, data, n, MSG_NOSIGNAL); }
+inline long recv_some(socket_t s, char* data, size_t n) { return ::recv(s, data, n, 0); }
+inline void shutdown_send(socket_t s) { ::shutdown(s, SHUT_WR); }
+// A port in TIME_WAIT from an earlier run can be bound again.
+const int listen_option = SO_REUSEADDR;
+#endif
+
+template <class T>
+inline int set_option(socket_t s, int level, int name, const T& value) {
+  return ::setsockopt(s, level, name, reinterpret_cast<const char*>(&value), static_cast<socklen_t>(sizeof value));
+}
+
+// The pending error of a socket (a non-blocking connect's outcome); -1 when it cannot be read.
+inline int socket_error(socket_t s) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  return ::getsockopt(s, SOL_SOCKET, SO_ERROR, reinterpret_cast<char*>(&err), &len) == 0 ? err : -1;
+}
+
+// Closes with an RST instead of a FIN (SO_LINGER with a zero timeout).
+inline void reset_socket(socket_t s) {
+  linger l{};
+  l.l_onoff = 1;
+  l.l_linger = 0;
+  set_option(s, SOL_SOCKET, SO_LINGER, l);
+  close_socket(s);
+}
+
+// A listening TCP socket on 127.0.0.1 and a free port; bad_socket on failure.
+inline socket_t listen_loopback(int& port) {
+  socket_t s = stream_socket(AF_INET, false);
+  if (s == bad_socket) return s;
+  set_option(s, SOL_SOCKET, listen_option, 1);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 64) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    close_socket(s);
+    return bad_socket;
+  }
+  port = ntohs(a.sin_port);
+  return s;
+}
+
+// Two connected sockets: a byte sent into [1] makes [0] readable for every poll until closed.
+inline bool socket_pair(socket_t (&pair)[2]) {
+#ifdef _WIN32
+  // No AF_UNIX pair that WSAPoll can wait on: connect to a one-shot loopback listener and check that
+  // the accepted connection is ours (another local program could connect first).
+  int port = 0;
+  socket_t listener = listen_loopback(port);
+  if (listener == bad_socket) return false;
+  pair[0] = pair[1] = bad_socket;
+  pair[1] = stream_socket(AF_INET, false);
+  sockaddr_in to{}, mine{}, peer{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  to.sin_port = htons(static_cast<u_short>(port));
+  socklen_t mine_len = sizeof mine, peer_len = sizeof peer;
+  bool ok = pair[1] != bad_socket && ::connect(pair[1], reinterpret_cast<sockaddr*>(&to), sizeof to) == 0 &&
+            ::getsockname(pair[1], reinterpret_cast<sockaddr*>(&mine), &mine_len) == 0 &&
+            (pair[0] = accept_socket(listener)) != bad_socket &&
+            ::getpeername(pair[0], reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 &&
+            peer.sin_port == mine.sin_port && peer.sin_addr.s_addr == mine.sin_addr.s_addr;
+  close_socket(listener);
+  if (!ok) {
+    for (socket_t s : pair)
+      if (s != bad_socket) close_socket(s);
+  }
+  return ok;
+#else
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return false;
+  pair[0] = fds[0];
+  pair[1] = fds[1];
+  return true;
+#endif
+}
+
+}  // namespace sys
 
 // ----------------------------------------------------------------------------------------------
 // Small helpers (encoding, hashing, OpenSSL RAII). Public in `detail` so tests may reuse them.
@@ -1267,20 +1427,12 @@ enum class RawMode {
 class RawServer {
  public:
   explicit RawServer(RawMode mode, std::string payload = "") : mode_(mode), payload_(std::move(payload)) {
-    if (::pipe(wake_) != 0) detail::fail("pipe failed");
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::listen(listen_fd_, 64) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (!sys::socket_pair(wake_)) detail::fail("cannot make the RawServer's wake-up socket pair");
+    listen_fd_ = sys::listen_loopback(port_);
+    if (listen_fd_ == sys::bad_socket) {
       close_fds();
       detail::fail("RawServer cannot listen on 127.0.0.1");
     }
-    port_ = ntohs(a.sin_port);
     acceptor_ = std::thread([this] { accept_loop(); });
   }
   ~RawServer() { stop(); }
@@ -1294,8 +1446,7 @@ class RawServer {
     std::lock_guard<std::mutex> stop_lock(stop_mu_);
     if (stopped_) return;
     stopped_ = true;
-    char c = 'x';
-    (void)!::write(wake_[1], &c, 1);  // never drained: every poll() sees it from now on
+    sys::send_some(wake_[1], "x", 1);  // never drained: every poll() sees it from now on
     if (acceptor_.joinable()) acceptor_.join();
     std::vector<std::thread> workers;
     {
@@ -1307,37 +1458,39 @@ class RawServer {
   }
 
  private:
+  using socket_t = sys::socket_t;
+
   void close_fds() {
-    for (int* fd : {&listen_fd_, &wake_[0], &wake_[1]})
-      if (*fd >= 0) ::close(*fd), *fd = -1;
+    for (socket_t* fd : {&listen_fd_, &wake_[0], &wake_[1]}) {
+      if (*fd != sys::bad_socket) sys::close_socket(*fd);
+      *fd = sys::bad_socket;
+    }
   }
   // Waits until fd is readable; false on timeout or stop.
-  bool wait_readable(int fd, int timeout_ms) {
-    pollfd p[2] = {{fd, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-    int n;
-    while ((n = ::poll(p, 2, timeout_ms)) < 0 && errno == EINTR) {
-    }
+  bool wait_readable(socket_t fd, int timeout_ms) {
+    sys::pollfd_t p[2] = {{fd, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+    int n = sys::poll_once(p, 2, timeout_ms);
     return n > 0 && !(p[1].revents & POLLIN) && (p[0].revents & (POLLIN | POLLHUP | POLLERR));
   }
   void accept_loop() {
     for (;;) {
       if (!wait_readable(listen_fd_, -1)) return;  // only stop() ends an infinite wait
-      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
+      socket_t fd = sys::accept_socket(listen_fd_);
+      if (fd == sys::bad_socket) continue;
       connections_++;
       std::lock_guard<std::mutex> lk(mu_);
       workers_.emplace_back([this, fd] { serve(fd); });
     }
   }
   // Reads one HTTP request (headers + Content-Length body), for at most 2 s.
-  void read_request(int fd) {
+  void read_request(socket_t fd) {
     std::string buf;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     for (;;) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0 || !wait_readable(fd, static_cast<int>(left.count()))) return;
       char chunk[4096];
-      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      long n = sys::recv_some(fd, chunk, sizeof chunk);
       if (n <= 0) return;
       buf.append(chunk, static_cast<size_t>(n));
       size_t end = buf.find("\r\n\r\n");
@@ -1348,42 +1501,38 @@ class RawServer {
       if (buf.size() >= end + 4 + body_len) return;
     }
   }
-  void send_all(int fd, const std::string& s) {
+  void send_all(socket_t fd, const std::string& s) {
     size_t off = 0;
     while (off < s.size()) {
-      ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      long n = sys::send_some(fd, s.data() + off, s.size() - off);
       if (n <= 0) return;
       off += static_cast<size_t>(n);
     }
   }
-  // Half-close, then wait briefly for the peer's FIN so unread input does not turn our data into an RST.
-  void graceful_close(int fd) {
-    ::shutdown(fd, SHUT_WR);
+  // Reads and drops input until the peer closes (or stop(), or no input for timeout_ms; -1: no limit).
+  void drain(socket_t fd, int timeout_ms) {
     char sink[1024];
-    while (wait_readable(fd, 1000) && ::recv(fd, sink, sizeof sink, 0) > 0) {
+    while (wait_readable(fd, timeout_ms) && sys::recv_some(fd, sink, sizeof sink) > 0) {
     }
-    ::close(fd);
   }
-  void serve(int fd) {
+  // Half-close, then wait briefly for the peer's FIN so unread input does not turn our data into an RST.
+  void graceful_close(socket_t fd) {
+    sys::shutdown_send(fd);
+    drain(fd, 1000);
+    sys::close_socket(fd);
+  }
+  void serve(socket_t fd) {
     switch (mode_) {
       case RawMode::close_immediately:
-        ::close(fd);
-        return;
-      case RawMode::reset: {
+        break;
+      case RawMode::reset:
         read_request(fd);
-        linger l{1, 0};
-        ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-        ::close(fd);
+        sys::reset_socket(fd);
         return;
-      }
-      case RawMode::never_answer: {
+      case RawMode::never_answer:
         read_request(fd);
-        char sink[1024];
-        while (wait_readable(fd, -1) && ::recv(fd, sink, sizeof sink, 0) > 0) {
-        }
-        ::close(fd);
-        return;
-      }
+        drain(fd, -1);
+        break;
       case RawMode::partial_then_close: {
         read_request(fd);
         std::string json = R"({"access_token":"partial-token-that-never-ends","token_type":"Bearer","expires_in":3599})";
@@ -1398,13 +1547,13 @@ class RawServer {
         graceful_close(fd);
         return;
     }
-    ::close(fd);
+    sys::close_socket(fd);
   }
 
   RawMode mode_;
   std::string payload_;
-  int listen_fd_ = -1;
-  int wake_[2] = {-1, -1};
+  socket_t listen_fd_ = sys::bad_socket;
+  socket_t wake_[2] = {sys::bad_socket, sys::bad_socket};
   int port_ = 0;
   std::atomic<int> connections_{0};
   std::thread acceptor_;
@@ -1542,146 +1691,152 @@ struct HttpAnswer {
   std::string body, error;
 };
 
-inline HttpAnswer http_request(const Url& u, const std::string& method, const std::string& body,
-                               const std::string& ca_pem, std::chrono::steady_clock::time_point deadline) {
+// One client connection, plain or TLS, whose every wait ends at the deadline.
+class ClientConnection {
+ public:
   using clock = std::chrono::steady_clock;
-  HttpAnswer out;
-  auto left_ms = [&] {
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
-    return static_cast<int>(std::max<long long>(0, std::min<long long>(ms, 1 << 30)));
-  };
-  // Waits for the socket; false on timeout.
-  auto wait = [&](int fd, short events) {
-    pollfd p{fd, events, 0};
-    int n;
-    while ((n = ::poll(&p, 1, left_ms())) < 0 && errno == EINTR) {
-    }
-    return n > 0;
-  };
-  std::string host = u.host.size() > 1 && u.host[0] == '[' ? u.host.substr(1, u.host.size() - 2) : u.host;
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  if (::getaddrinfo(host.c_str(), std::to_string(u.port).c_str(), &hints, &res) != 0 || !res) {
-    out.error = "cannot resolve " + host;
-    return out;
+  explicit ClientConnection(clock::time_point deadline) : deadline_(deadline) {}
+  ~ClientConnection() {
+    ssl_.reset();
+    if (fd_ != sys::bad_socket) sys::close_socket(fd_);
   }
-  int fd = -1;
-  for (addrinfo* a = res; a && fd < 0; a = a->ai_next) {  // like browsers: try ::1, then 127.0.0.1
-    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-    if (fd < 0) continue;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0 &&
-        (errno != EINPROGRESS || !wait(fd, POLLOUT) || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err)) {
-      ::close(fd);
-      fd = -1;
-    }
-  }
-  ::freeaddrinfo(res);
-  if (fd < 0) {
-    out.error = "connection failed";
-    return out;
-  }
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(nullptr, SSL_CTX_free);
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(nullptr, SSL_free);
-  // One I/O step with TLS retry semantics: returns bytes, 0 on EOF, -1 on error/timeout.
-  auto io = [&](bool writing, char* buf, size_t n) -> long {
-    for (;;) {
-      long r;
-      if (ssl) {
-        r = writing ? SSL_write(ssl.get(), buf, static_cast<int>(n)) : SSL_read(ssl.get(), buf, static_cast<int>(n));
-        if (r > 0) return r;
-        int e = SSL_get_error(ssl.get(), static_cast<int>(r));
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          if (!wait(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT)) return -1;
-          continue;
-        }
-        return writing ? -1 : 0;  // reading: close_notify or an abrupt close both end the answer
+  ClientConnection(const ClientConnection&) = delete;
+  ClientConnection& operator=(const ClientConnection&) = delete;
+
+  // Connects to the first address of host that answers (like browsers: ::1, then 127.0.0.1).
+  // Returns "" or what failed.
+  std::string connect(const std::string& host, int port) {
+    sys::net_init();
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res)
+      return "cannot resolve " + host;
+    for (addrinfo* a = res; a && fd_ == sys::bad_socket; a = a->ai_next) {
+      fd_ = sys::stream_socket(a->ai_family, true);
+      if (fd_ == sys::bad_socket) continue;
+      if (::connect(fd_, a->ai_addr, static_cast<socklen_t>(a->ai_addrlen)) != 0 &&
+          (!sys::in_progress(sys::last_error()) || !wait(POLLOUT) || sys::socket_error(fd_) != 0)) {
+        sys::close_socket(fd_);
+        fd_ = sys::bad_socket;
       }
-      r = writing ? ::send(fd, buf, n, MSG_NOSIGNAL) : ::recv(fd, buf, n, 0);
-      if (r >= 0) return r;
-      if ((errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || !wait(fd, writing ? POLLOUT : POLLIN))
-        return -1;
     }
-  };
-  auto finish = [&](const std::string& error) {
-    out.error = error;
-    if (!error.empty()) out.status = 0;
-    ssl.reset();
-    ::close(fd);
-    return out;
-  };
-  if (u.scheme == "https") {
-    ctx.reset(SSL_CTX_new(TLS_client_method()));
-    if (!ctx) return finish("SSL_CTX_new failed");
-    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    ::freeaddrinfo(res);
+    return fd_ == sys::bad_socket ? "connection failed" : "";
+  }
+
+  // The TLS handshake over the connected socket. The server must present a certificate that chains
+  // to ca_pem (or to the system's CAs when it is empty) and names host: as an IP address when host is
+  // one, else as a DNS name (also sent as SNI). Returns "" or what failed.
+  std::string start_tls(const std::string& host, const std::string& ca_pem) {
+    ctx_.reset(SSL_CTX_new(TLS_client_method()));
+    if (!ctx_) return "SSL_CTX_new failed";
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
     if (ca_pem.empty()) {
-      SSL_CTX_set_default_verify_paths(ctx.get());
+      SSL_CTX_set_default_verify_paths(ctx_.get());
     } else {
       BioPtr b(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())));
       while (X509* c = PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr)) {
-        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), c);
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx_.get()), c);
         X509_free(c);
       }
       ERR_clear_error();  // the loop ends on a "no start line" error
     }
-    ssl.reset(SSL_new(ctx.get()));
-    SSL_set_fd(ssl.get(), fd);
-    in6_addr ip6;
-    in_addr ip4;
-    bool is_ip = ::inet_pton(AF_INET, host.c_str(), &ip4) == 1 || ::inet_pton(AF_INET6, host.c_str(), &ip6) == 1;
-    if (is_ip) {
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), host.c_str());
-    } else {
-      SSL_set_tlsext_host_name(ssl.get(), host.c_str());
-      SSL_set1_host(ssl.get(), host.c_str());
+    ssl_.reset(SSL_new(ctx_.get()));
+    if (!ssl_) return "SSL_new failed";
+    SSL_set_fd(ssl_.get(), static_cast<int>(fd_));  // OpenSSL's way on Windows too (a SOCKET fits)
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), host.c_str()) != 1) {
+      ERR_clear_error();  // not an IP address
+      SSL_set_tlsext_host_name(ssl_.get(), host.c_str());
+      SSL_set1_host(ssl_.get(), host.c_str());
     }
     for (;;) {
-      int r = SSL_connect(ssl.get());
-      if (r == 1) break;
-      int e = SSL_get_error(ssl.get(), r);
-      if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || !wait(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT)) {
-        long v = SSL_get_verify_result(ssl.get());
-        return finish(std::string("TLS handshake failed") +
-                      (v != X509_V_OK ? std::string(": ") + X509_verify_cert_error_string(v) : std::string()));
+      int r = SSL_connect(ssl_.get());
+      if (r == 1) return "";
+      if (!wait_for_tls(r)) {
+        long v = SSL_get_verify_result(ssl_.get());
+        return std::string("TLS handshake failed") +
+               (v != X509_V_OK ? std::string(": ") + X509_verify_cert_error_string(v) : std::string());
       }
     }
   }
+
+  bool write_all(std::string data) {
+    for (size_t off = 0; off < data.size();) {
+      long n = transfer(true, &data[off], data.size() - off);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  // Bytes read; 0 at the end of the stream (a TLS close_notify or an abrupt close alike); -1 on an
+  // error or at the deadline.
+  long read_some(char* buf, size_t n) { return transfer(false, buf, n); }
+
+ private:
+  int left_ms() const {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - clock::now()).count();
+    return static_cast<int>(std::max<long long>(0, std::min<long long>(ms, 1 << 30)));
+  }
+  // Waits for the socket; false at the deadline.
+  bool wait(short events) {
+    sys::pollfd_t p{fd_, events, 0};
+    return sys::poll_once(&p, 1, left_ms()) > 0;
+  }
+  // After a TLS call returned r: waits for what it needs; false when it failed instead, or at the deadline.
+  bool wait_for_tls(int r) {
+    int e = SSL_get_error(ssl_.get(), r);
+    return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && wait(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
+  }
+  // One read or write, repeated until it moves data or fails.
+  long transfer(bool writing, char* buf, size_t n) {
+    for (;;) {
+      if (ssl_) {
+        int len = static_cast<int>(std::min<size_t>(n, INT_MAX));
+        int r = writing ? SSL_write(ssl_.get(), buf, len) : SSL_read(ssl_.get(), buf, len);
+        if (r > 0) return r;
+        if (!wait_for_tls(r)) return writing ? -1 : 0;
+        continue;
+      }
+      long r = writing ? sys::send_some(fd_, buf, n) : sys::recv_some(fd_, buf, n);
+      if (r >= 0) return r;
+      if (!sys::retryable(sys::last_error()) || !wait(writing ? POLLOUT : POLLIN)) return -1;
+    }
+  }
+
+  sys::socket_t fd_ = sys::bad_socket;
+  clock::time_point deadline_;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx_{nullptr, SSL_CTX_free};
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl_{nullptr, SSL_free};
+};
+
+inline std::string request_text(const Url& u, const std::string& method, const std::string& body) {
   bool default_port = (u.scheme == "http" && u.port == 80) || (u.scheme == "https" && u.port == 443);
   std::string req = method + " " + u.target + " HTTP/1.1\r\nHost: " + u.host +
                     (default_port ? "" : ":" + std::to_string(u.port)) +
                     "\r\nUser-Agent: aps-mock-browser/1.0\r\nAccept: text/html,*/*\r\nConnection: close\r\n";
   if (method == "POST")
     req += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  req += "\r\n" + body;
-  for (size_t off = 0; off < req.size();) {
-    long n = io(true, &req[off], req.size() - off);
-    if (n <= 0) return finish("write failed");
-    off += static_cast<size_t>(n);
-  }
-  // Read until the answer is complete (Content-Length or chunked) or the server closes.
-  std::string raw;
-  size_t head_end = std::string::npos, need = std::string::npos;
-  bool chunked = false;
-  for (;;) {
-    char buf[8192];
-    long n = io(false, buf, sizeof buf);
-    if (n < 0) return finish("read failed or timed out");
-    if (n == 0) break;
+  return req + "\r\n" + body;
+}
+
+// Reads until the blank line that ends the head; raw holds all bytes read, head_end where the blank
+// line starts. Returns "" or what failed.
+inline std::string read_head(ClientConnection& c, std::string& raw, size_t& head_end) {
+  char buf[8192];
+  while ((head_end = raw.find("\r\n\r\n")) == std::string::npos) {
+    long n = c.read_some(buf, sizeof buf);
+    if (n < 0) return "read failed or timed out";
+    if (n == 0) return "incomplete answer";
     raw.append(buf, static_cast<size_t>(n));
-    if (head_end == std::string::npos && (head_end = raw.find("\r\n\r\n")) != std::string::npos) {
-      std::string head = lower(raw.substr(0, head_end));
-      size_t cl = head.find("\r\ncontent-length:");
-      chunked = head.find("\r\ntransfer-encoding: chunked") != std::string::npos;
-      if (cl != std::string::npos && !chunked) need = head_end + 4 + std::strtoul(head.c_str() + cl + 17, nullptr, 10);
-    }
-    if (need != std::string::npos && raw.size() >= need) break;
-    if (chunked && raw.size() >= 5 && raw.compare(raw.size() - 5, 5, "0\r\n\r\n") == 0) break;
   }
-  if (head_end == std::string::npos) return finish("incomplete answer");
-  std::string head = raw.substr(0, head_end), content = raw.substr(head_end + 4);
-  if (head.compare(0, 5, "HTTP/") != 0 || head.find(' ') == std::string::npos) return finish("not HTTP");
+  return "";
+}
+
+// The status line and the header fields; false when the head is not HTTP.
+inline bool parse_head(const std::string& head, HttpAnswer& out) {
+  if (head.compare(0, 5, "HTTP/") != 0 || head.find(' ') == std::string::npos) return false;
   out.status = std::atoi(head.c_str() + head.find(' ') + 1);
   for (size_t p = head.find("\r\n"); p != std::string::npos;) {
     size_t e = head.find("\r\n", p + 2), colon = head.find(':', p + 2);
@@ -1693,22 +1848,65 @@ inline HttpAnswer http_request(const Url& u, const std::string& method, const st
     }
     p = e;
   }
-  if (chunked) {  // de-chunk
-    std::string plain;
-    for (size_t p = 0;;) {
-      size_t eol = content.find("\r\n", p);
-      if (eol == std::string::npos) break;
-      size_t len = std::strtoul(content.c_str() + p, nullptr, 16);
-      if (len == 0 || eol + 2 + len > content.size()) break;
-      plain += content.substr(eol + 2, len);
-      p = eol + 2 + len + 2;
-    }
-    content = plain;
-  } else if (need != std::string::npos) {
-    content.resize(std::min(content.size(), need - head_end - 4));
+  return true;
+}
+
+inline std::string dechunk(const std::string& content) {
+  std::string plain;
+  for (size_t p = 0;;) {
+    size_t eol = content.find("\r\n", p);
+    if (eol == std::string::npos) break;
+    size_t len = std::strtoul(content.c_str() + p, nullptr, 16);
+    if (len == 0 || eol + 2 + len > content.size()) break;
+    plain += content.substr(eol + 2, len);
+    p = eol + 2 + len + 2;
   }
-  out.body = content;
-  return finish("");
+  return plain;
+}
+
+// Reads the rest of the body (body holds what came with the head): Content-Length bytes, chunks up
+// to the last one, or everything until the server closes. Returns "" or what failed.
+inline std::string read_body(ClientConnection& c, const HttpAnswer& head, std::string& body) {
+  auto te = head.headers.find("transfer-encoding");
+  auto cl = head.headers.find("content-length");
+  const bool chunked = te != head.headers.end() && lower(te->second) == "chunked";
+  const size_t length = cl != head.headers.end() && !chunked ? std::strtoul(cl->second.c_str(), nullptr, 10)
+                                                             : std::string::npos;
+  char buf[8192];
+  for (;;) {
+    if (length != std::string::npos && body.size() >= length) break;
+    if (chunked && body.size() >= 5 && body.compare(body.size() - 5, 5, "0\r\n\r\n") == 0) break;
+    long n = c.read_some(buf, sizeof buf);
+    if (n < 0) return "read failed or timed out";
+    if (n == 0) break;
+    body.append(buf, static_cast<size_t>(n));
+  }
+  if (chunked) body = dechunk(body);
+  if (length != std::string::npos && body.size() > length) body.resize(length);
+  return "";
+}
+
+inline HttpAnswer http_request(const Url& u, const std::string& method, const std::string& body,
+                               const std::string& ca_pem, std::chrono::steady_clock::time_point deadline) {
+  auto failed = [](std::string error) {
+    HttpAnswer a;
+    a.error = std::move(error);
+    return a;
+  };
+  const std::string host = u.host.size() > 1 && u.host[0] == '[' ? u.host.substr(1, u.host.size() - 2) : u.host;
+  ClientConnection c(deadline);
+  std::string error = c.connect(host, u.port);
+  if (error.empty() && u.scheme == "https") error = c.start_tls(host, ca_pem);
+  if (!error.empty()) return failed(error);
+  if (!c.write_all(request_text(u, method, body))) return failed("write failed");
+  std::string raw;
+  size_t head_end = 0;
+  if (!(error = read_head(c, raw, head_end)).empty()) return failed(error);
+  HttpAnswer out;
+  if (!parse_head(raw.substr(0, head_end), out)) return failed("not HTTP");
+  out.body = raw.substr(head_end + 4);
+  if (!(error = read_body(c, out, out.body)).empty()) return failed(error);
+  return out;
 }
 
 }  // namespace detail
