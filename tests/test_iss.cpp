@@ -1,4 +1,4 @@
-// RFC 9207 (issue 4, item 9): the `iss` parameter of the authorization response. The mock APS server, with
+// RFC 9207: the `iss` parameter of the authorization response. The mock APS server, with
 // Options::iss_in_callback, adds iss=<its issuer> to every redirect back to the app and advertises
 // authorization_response_iss_parameter_supported in its discovery document. The library checks iss whenever
 // it is present, and requires it when the issuer advertised it (AuthorizationRequest::require_iss, set by
@@ -7,10 +7,10 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "mock_aps_server.hpp"
-#include "support/faults_support.hpp"
-#include "support/raw_http.hpp"
-#include "support/test_util.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/network.hpp"
+#include "support/text.hpp"
 
 #include <chrono>
 #include <string>
@@ -19,9 +19,10 @@
 namespace {
 
 namespace auth = aps::auth;
+namespace raw_http = support::raw_http;
 using namespace std::chrono_literals;
-using test_util::catch_error;
-using test_util::contains;
+using support::catch_error;
+using support::contains;
 
 const char* const kClient = "iss-client";
 const char* const kSecret = "iss-secret-3a5b";
@@ -34,49 +35,26 @@ aps_mock::Options options(bool iss_in_callback) {
 }
 
 auth::Config config_for(const aps_mock::Server& mock) {
-  auth::Config c;
-  c.client_id = kClient;
-  c.client_secret = kSecret;
+  auth::Config c = support::config_for(mock, kClient, kSecret);
   c.callback_url = "http://127.0.0.1:0/api/auth/callback";  // any free port
-  c.endpoints = auth::Endpoints::from_base_url(mock.base_url());
-  c.proxy = "direct";
   c.retry.max_attempts = 1;
   return c;
 }
 
-// login() with a scripted browser (the mock's follow_like_browser, on a thread) and the listener's callback
-// registered with the mock as soon as it is bound. `browsed` gets what the browser saw last.
+// login() with a scripted browser and the listener's callback registered with the mock as soon as it is bound.
+// `browsed` gets what the browser saw last.
 auth::Token login(aps_mock::Server& mock, const auth::Config& config, aps_mock::BrowseResult* browsed = nullptr) {
-  std::thread browser;
-  aps_mock::BrowseResult result;
-  auth::LoginOptions lo;
+  support::ScriptedBrowser browser(mock);
+  auth::LoginOptions lo = browser.login_options();
   lo.timeout = 15s;
-  lo.on_listening = [&](auth::LoopbackListener& listener) {
-    aps_mock::Options o = mock.options();
-    o.clients = {{kClient, kSecret, {listener.redirect_uri()}}};
-    mock.set_options(o);
-  };
-  lo.browser = [&](const std::string& url) {
-    browser = std::thread([url, &result] { result = aps_mock::follow_like_browser(url, "", 10000); });
-    return true;
-  };
-  struct Join {
-    std::thread& t;
-    ~Join() {
-      if (t.joinable()) t.join();
-    }
-  } join{browser};
-  auth::Token t;
   try {
-    t = auth::login(config, lo);
+    auth::Token t = auth::login(config, lo);
+    if (browsed) *browsed = browser.result();
+    return t;
   } catch (...) {
-    if (browser.joinable()) browser.join();
-    if (browsed) *browsed = result;
+    if (browsed) *browsed = browser.result();
     throw;
   }
-  if (browser.joinable()) browser.join();
-  if (browsed) *browsed = result;
-  return t;
 }
 
 }  // namespace

@@ -1,27 +1,36 @@
-// Tests of the token endpoint and its friends against the mock APS server (examples/mock_aps_server.hpp) over
-// real sockets, each over HTTP and over HTTPS (a PKI generated at test time, trusted through Config::ca_file):
-// code exchange (confidential and public clients), login() end to end with a scripted browser, refresh with
-// rotation and narrowed scopes, client credentials, revoke, introspect, userinfo, logout URL, discovery, every
-// error shape of APS.md through injected faults, and that no secret, code or token ever appears in what().
-//   DESIGN.md properties 8 (identical redirect_uri, form bodies), 9 (credentials in header or body, never
-//   both), 12 (no redirects, size cap, both error shapes, safe retries), 15 (secrets never in messages).
+// Tests of the token endpoint and its friends against the mock APS server over real sockets, each over HTTP and
+// over HTTPS (a PKI generated at test time, trusted through Config::ca_file): code exchange (confidential and
+// public clients), login() end to end with a scripted browser, refresh with rotation and narrowed scopes, client
+// credentials, revoke, introspect, userinfo, logout URL, discovery, both error shapes APS answers with (its own
+// {developerMessage, errorCode, more info} and RFC 6749's {error, error_description}) through injected faults.
+// The properties: the redirect_uri of the code exchange is the authorize request's, byte for byte, and bodies
+// are form-encoded; client credentials go in the Basic header or (public client) client_id in the body, never
+// both; redirects are not followed, answers are size-capped, only safe calls are retried; no secret, code or
+// token ever appears in what().
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "support/mock_env.hpp"
-#include "support/test_util.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/text.hpp"
+#include "support/timing.hpp"
 
 #include <chrono>
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
-using mock_env::Env;
-using test_util::catch_error;
-using test_util::contains;
+using Env = support::MockEnv;
+using support::catch_error;
+using support::contains;
+using support::fault;
+using support::kIntrospectPath;
+using support::kRevokePath;
+using support::kTokenPath;
+using support::kUserinfoPath;
+using support::kDiscoveryPath;
 
 // Runs the rest of the test case twice: once against a plain HTTP mock, once against an HTTPS one.
 #define FOR_HTTP_AND_HTTPS(tls)           \
@@ -41,44 +50,10 @@ void check_no_secret(const auth::Error& e, const std::vector<std::string>& secre
   }
 }
 
-aps_mock::Fault fault(const std::string& path, int status, const std::string& body,
-                      const std::string& content_type = "application/json",
-                      std::vector<std::pair<std::string, std::string>> headers = {}) {
-  aps_mock::Fault f;
-  f.path = path;
-  f.count = 1;
-  f.status = status;
-  f.body = body;
-  f.content_type = content_type;
-  f.headers = std::move(headers);
-  return f;
-}
-
-// Joins the scripted browser's thread whatever happens to the test.
-struct BrowserThread {
-  std::thread thread;
-  aps_mock::BrowseResult result;
-  ~BrowserThread() {
-    if (thread.joinable()) thread.join();
-  }
-};
-
-// LoginOptions that register the listener's redirect URI with the mock (as a developer registers the callback
-// URL of the app) and play the browser with aps_mock::follow_like_browser on a thread.
-auth::LoginOptions scripted_login(Env& env, BrowserThread& browser) {
-  auth::LoginOptions o;
+// LoginOptions of a sign-in the scripted browser plays; showing the URL instead would be a bug here.
+auth::LoginOptions scripted_login(support::ScriptedBrowser& browser) {
+  auth::LoginOptions o = browser.login_options();
   o.timeout = 20s;
-  o.on_listening = [&env](auth::LoopbackListener& l) {
-    aps_mock::Options opts = env.server->options();
-    for (auto& c : opts.clients) c.redirect_uris.push_back(l.redirect_uri());
-    env.server->set_options(opts);
-  };
-  o.browser = [&env, &browser](const std::string& url) {
-    browser.thread = std::thread([&env, &browser, url] {
-      browser.result = aps_mock::follow_like_browser(url, env.server->pki().ca_cert_pem, 15000);
-    });
-    return true;
-  };
   o.show_url = [](const std::string&) { FAIL("show_url called although the browser opened"); };
   return o;
 }
@@ -88,7 +63,7 @@ struct Grant {
   std::string access_token, refresh_token;
 };
 Grant issue_grant(Env& env, const std::string& client_id, const std::string& scope) {
-  auto j = env.server->issue_tokens(client_id, scope);
+  auto j = env.server.issue_tokens(client_id, scope);
   return {j.at("access_token").get<std::string>(), j.at("refresh_token").get<std::string>()};
 }
 
@@ -96,12 +71,12 @@ Grant issue_grant(Env& env, const std::string& client_id, const std::string& sco
 
 // ============================================================================================================
 TEST_SUITE("token endpoint: code exchange") {
-  TEST_CASE("property 9: confidential client: Basic header, no client_id in the body, PKCE verifier, same redirect_uri") {
+  TEST_CASE("confidential client: Basic header, no client_id in the body, PKCE verifier, same redirect_uri") {
     FOR_HTTP_AND_HTTPS(tls);
     Env env(tls);
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    std::string code = env.server->issue_code(config.client_id, request.redirect_uri, "data:read data:write",
+    std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read data:write",
                                               request.code_challenge);
     auto before = std::chrono::system_clock::now();
     auth::Token t = auth::exchange_code(config, request, code);
@@ -113,43 +88,43 @@ TEST_SUITE("token endpoint: code exchange") {
     CHECK(t.expires_in == 3599s);
     CHECK(t.expires_at >= before + 3599s);  // absolute, from when the request was sent
     CHECK(t.expires_at <= after + 3599s);
-    CHECK(env.server->is_active_access_token(t.access_token));
+    CHECK(env.server.is_active_access_token(t.access_token));
 
-    auto reqs = env.requests_to(mock_env::kTokenPath);
+    auto reqs = env.requests_to(kTokenPath);
     REQUIRE(reqs.size() == 1);
     const auto& r = reqs[0];
     CHECK(r.method == "POST");
     CHECK(r.header("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0);
     CHECK(r.header("Authorization") ==
-          auth::detail::basic_authorization(mock_env::kConfidentialId, mock_env::kConfidentialSecret));
+          auth::detail::basic_authorization(Env::kConfidentialId, Env::kConfidentialSecret));
     CHECK(r.form.count("client_id") == 0);  // never both header and body (APS answers 400)
     CHECK(r.form.count("client_secret") == 0);
     CHECK(r.param("grant_type") == "authorization_code");
     CHECK(r.param("code") == code);
     CHECK(r.param("code_verifier") == request.code_verifier);
     CHECK(r.param("redirect_uri") == request.redirect_uri);
-    CHECK(r.param("redirect_uri") == mock_env::kRedirect);
+    CHECK(r.param("redirect_uri") == Env::kRedirect);
     CHECK(r.form.size() == 4);
     // property 8: a form body, correctly encoded; nothing secret in the URL
     CHECK(contains(r.body, "redirect_uri=http%3A%2F%2Flocalhost%3A8080%2Fapi%2Fauth%2Fcallback"));
     CHECK(r.query.empty());
   }
 
-  TEST_CASE("property 9: public client: client_id in the body, no Authorization header, PKCE verifier") {
+  TEST_CASE("public client: client_id in the body, no Authorization header, PKCE verifier") {
     FOR_HTTP_AND_HTTPS(tls);
     Env env(tls);
     auth::Config config = env.config(false);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    std::string code = env.server->issue_code(config.client_id, request.redirect_uri, "data:read",
+    std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                               request.code_challenge);
     auth::Token t = auth::exchange_code(config, request, code);
     CHECK_FALSE(t.access_token.empty());
     CHECK_FALSE(t.refresh_token.empty());
 
-    auto reqs = env.requests_to(mock_env::kTokenPath);
+    auto reqs = env.requests_to(kTokenPath);
     REQUIRE(reqs.size() == 1);
     CHECK(reqs[0].header("Authorization").empty());
-    CHECK(reqs[0].param("client_id") == mock_env::kPublicId);
+    CHECK(reqs[0].param("client_id") == Env::kPublicId);
     CHECK(reqs[0].form.count("client_id") == 1);
     CHECK(reqs[0].form.count("client_secret") == 0);
     CHECK(reqs[0].param("code_verifier") == request.code_verifier);
@@ -161,7 +136,7 @@ TEST_SUITE("token endpoint: code exchange") {
     Env env(tls);
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    std::string code = env.server->issue_code(config.client_id, request.redirect_uri, "data:read",
+    std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                               request.code_challenge);
     (void)auth::exchange_code(config, request, code);
     SUBCASE("the same code twice") {
@@ -170,21 +145,21 @@ TEST_SUITE("token endpoint: code exchange") {
       CHECK(e->kind() == auth::ErrorKind::oauth);
       CHECK(e->status() == 400);
       CHECK(e->details().error == "invalid_grant");
-      check_no_secret(*e, {code, request.code_verifier, mock_env::kConfidentialSecret});
+      check_no_secret(*e, {code, request.code_verifier, Env::kConfidentialSecret});
     }
     SUBCASE("another verifier than the one the challenge was made from") {
       auth::AuthorizationRequest other = auth::authorization_request(config);
-      std::string code2 = env.server->issue_code(config.client_id, request.redirect_uri, "data:read",
+      std::string code2 = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                                  request.code_challenge);
       auto e = catch_error([&] { (void)auth::exchange_code(config, other, code2); });
       REQUIRE(e);
       CHECK(e->kind() == auth::ErrorKind::oauth);
       CHECK(e->details().error == "invalid_grant");
-      check_no_secret(*e, {code2, other.code_verifier, mock_env::kConfidentialSecret});
+      check_no_secret(*e, {code2, other.code_verifier, Env::kConfidentialSecret});
     }
     SUBCASE("another redirect_uri than at authorize") {
       auth::AuthorizationRequest moved = auth::authorization_request(config, {}, "http://127.0.0.1:8080/api/auth/callback");
-      std::string code3 = env.server->issue_code(config.client_id, request.redirect_uri, "data:read",
+      std::string code3 = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                                  moved.code_challenge);
       auto e = catch_error([&] { (void)auth::exchange_code(config, moved, code3); });
       REQUIRE(e);
@@ -225,7 +200,7 @@ TEST_SUITE("token endpoint: code exchange") {
     auto n = catch_error([&] { (void)auth::client_credentials(no_id); });
     REQUIRE(n);
     CHECK(n->kind() == auth::ErrorKind::usage);
-    CHECK(env.server->count("token") == 0);
+    CHECK(env.server.count("token") == 0);
   }
 }
 
@@ -241,8 +216,8 @@ TEST_SUITE("token endpoint: login") {
     auth::Config config = env.config(confidential);
     config.callback_url = "http://localhost:0/api/auth/callback";
     config.scopes = {"data:read", "openid"};
-    BrowserThread browser;
-    auth::LoginOptions options = scripted_login(env, browser);
+    support::ScriptedBrowser browser(env.server, env.server.pki().ca_cert_pem, 15000);
+    auth::LoginOptions options = scripted_login(browser);
     std::string listening_uri;
     auto register_uri = options.on_listening;
     options.on_listening = [&](auth::LoopbackListener& l) {
@@ -251,17 +226,16 @@ TEST_SUITE("token endpoint: login") {
     };
 
     auth::Token t = auth::login(config, options);
-    browser.thread.join();
-
+    
     CHECK_FALSE(t.access_token.empty());
     CHECK_FALSE(t.refresh_token.empty());
     CHECK_FALSE(t.id_token.empty());
     CHECK_FALSE(t.expired(60s));
-    CHECK(env.server->is_active_access_token(t.access_token));
+    CHECK(env.server.is_active_access_token(t.access_token));
     // The browser ended on the listener's success page.
-    CHECK(browser.result.status == 200);
-    CHECK(browser.result.final_url.rfind(listening_uri + "?", 0) == 0);
-    CHECK(contains(browser.result.body, "close this window"));
+    CHECK(browser.result().status == 200);
+    CHECK(browser.result().final_url.rfind(listening_uri + "?", 0) == 0);
+    CHECK(contains(browser.result().body, "close this window"));
     // The authorize request carried PKCE S256 and a nonce; the token request the identical redirect_uri.
     auto authorize = env.requests_to("/authentication/v2/authorize");
     REQUIRE(authorize.size() == 1);
@@ -269,7 +243,7 @@ TEST_SUITE("token endpoint: login") {
     CHECK(authorize[0].param("redirect_uri") == listening_uri);
     CHECK_FALSE(authorize[0].param("nonce").empty());
     CHECK(authorize[0].param("scope") == "data:read openid");
-    auto token = env.requests_to(mock_env::kTokenPath);
+    auto token = env.requests_to(kTokenPath);
     REQUIRE(token.size() == 1);
     CHECK(token[0].param("redirect_uri") == listening_uri);
     CHECK(auth::pkce_challenge(token[0].param("code_verifier")) == authorize[0].param("code_challenge"));
@@ -284,33 +258,31 @@ TEST_SUITE("token endpoint: login") {
     });
     auth::Config config = env.config(false);
     config.callback_url = "http://127.0.0.1:0/api/auth/callback";
-    BrowserThread browser;
-    auth::LoginOptions options = scripted_login(env, browser);
+    support::ScriptedBrowser browser(env.server, env.server.pki().ca_cert_pem, 15000);
+    auth::LoginOptions options = scripted_login(browser);
     auto e = catch_error([&] { (void)auth::login(config, options); });
-    browser.thread.join();
-    REQUIRE(e);
+        REQUIRE(e);
     CHECK(e->kind() == auth::ErrorKind::access_denied);
     CHECK(e->details().error_description == "The user denied access.");
-    CHECK(browser.result.status == 200);
-    CHECK(contains(browser.result.body, "Access was not granted"));
-    CHECK(env.server->count("token") == 0);
+    CHECK(browser.result().status == 200);
+    CHECK(contains(browser.result().body, "Access was not granted"));
+    CHECK(env.server.count("token") == 0);
   }
 
   TEST_CASE("login(): an unregistered callback URL times out with a message naming the redirect URI mismatch") {
     Env env(false);
     auth::Config config = env.config(false);
     config.callback_url = "http://127.0.0.1:0/api/auth/callback";  // the port is never registered
-    BrowserThread browser;
-    auth::LoginOptions options = scripted_login(env, browser);
+    support::ScriptedBrowser browser(env.server, env.server.pki().ca_cert_pem, 15000);
+    auth::LoginOptions options = scripted_login(browser);
     options.on_listening = nullptr;
     options.timeout = 700ms;
     auto e = catch_error([&] { (void)auth::login(config, options); });
-    browser.thread.join();
-    REQUIRE(e);
+        REQUIRE(e);
     CHECK(e->kind() == auth::ErrorKind::timeout);
     CHECK(contains(e->what(), "Invalid redirect_uri"));
-    CHECK(browser.result.status == 400);  // the mock, like Autodesk, showed "Invalid redirect_uri"
-    CHECK(contains(browser.result.body, "Invalid redirect_uri"));
+    CHECK(browser.result().status == 400);  // the mock, like Autodesk, showed "Invalid redirect_uri"
+    CHECK(contains(browser.result().body, "Invalid redirect_uri"));
   }
 }
 
@@ -330,10 +302,10 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     CHECK(t.access_token != g.access_token);
     CHECK_FALSE(t.refresh_token.empty());
     CHECK(t.refresh_token != g.refresh_token);  // rotated
-    CHECK(env.server->is_valid_refresh_token(t.refresh_token));
-    CHECK_FALSE(env.server->is_valid_refresh_token(g.refresh_token));
+    CHECK(env.server.is_valid_refresh_token(t.refresh_token));
+    CHECK_FALSE(env.server.is_valid_refresh_token(g.refresh_token));
 
-    auto reqs = env.requests_to(mock_env::kTokenPath);
+    auto reqs = env.requests_to(kTokenPath);
     REQUIRE(reqs.size() == 1);
     CHECK(reqs[0].param("grant_type") == "refresh_token");
     CHECK(reqs[0].param("refresh_token") == g.refresh_token);
@@ -347,7 +319,7 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     CHECK(e->status() == 400);
     CHECK(e->details().error == "invalid_grant");
     CHECK(contains(e->what(), "invalid_grant"));
-    check_no_secret(*e, {g.refresh_token, t.refresh_token, mock_env::kConfidentialSecret});
+    check_no_secret(*e, {g.refresh_token, t.refresh_token, Env::kConfidentialSecret});
 
     // The new one works, once.
     auth::Token t2 = auth::refresh(config, t.refresh_token);
@@ -360,7 +332,7 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     auth::Config config = env.config(true);
     Grant g = issue_grant(env, config.client_id, "data:read data:write");
     auth::Token t = auth::refresh(config, g.refresh_token, {"data:read"});
-    auto reqs = env.requests_to(mock_env::kTokenPath);
+    auto reqs = env.requests_to(kTokenPath);
     REQUIRE(reqs.size() == 1);
     CHECK(reqs[0].param("scope") == "data:read");
     auth::Introspection i = auth::introspect(config, t.access_token);
@@ -371,7 +343,7 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     REQUIRE(e);
     CHECK(e->kind() == auth::ErrorKind::oauth);
     CHECK(e->details().error == "invalid_scope");
-    check_no_secret(*e, {t.refresh_token, mock_env::kConfidentialSecret});
+    check_no_secret(*e, {t.refresh_token, Env::kConfidentialSecret});
   }
 
   TEST_CASE("client_credentials: Basic header, scopes space-separated in the form, no refresh token") {
@@ -383,13 +355,13 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     CHECK_FALSE(t.access_token.empty());
     CHECK(t.refresh_token.empty());
     CHECK(t.expires_in == 3599s);
-    auto reqs = env.requests_to(mock_env::kTokenPath);
+    auto reqs = env.requests_to(kTokenPath);
     REQUIRE(reqs.size() == 1);
     CHECK(reqs[0].param("grant_type") == "client_credentials");
     CHECK(reqs[0].param("scope") == "data:read bucket:create");
     CHECK(contains(reqs[0].body, "scope=data%3Aread+bucket%3Acreate"));  // form encoding: space is '+'
     CHECK(reqs[0].header("Authorization") ==
-          auth::detail::basic_authorization(mock_env::kConfidentialId, mock_env::kConfidentialSecret));
+          auth::detail::basic_authorization(Env::kConfidentialId, Env::kConfidentialSecret));
     CHECK(reqs[0].form.count("client_id") == 0);
     auth::Introspection i = auth::introspect(config, t.access_token);
     CHECK(i.active);
@@ -410,12 +382,12 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     Grant g = issue_grant(env, config.client_id, "data:read");
 
     auth::revoke(config, g.access_token, auth::TokenTypeHint::access_token);
-    CHECK_FALSE(env.server->is_active_access_token(g.access_token));
-    CHECK(env.server->is_valid_refresh_token(g.refresh_token));
+    CHECK_FALSE(env.server.is_active_access_token(g.access_token));
+    CHECK(env.server.is_valid_refresh_token(g.refresh_token));
     auth::revoke(config, g.refresh_token, auth::TokenTypeHint::refresh_token);
-    CHECK_FALSE(env.server->is_valid_refresh_token(g.refresh_token));
+    CHECK_FALSE(env.server.is_valid_refresh_token(g.refresh_token));
 
-    auto reqs = env.requests_to(mock_env::kRevokePath);
+    auto reqs = env.requests_to(kRevokePath);
     REQUIRE(reqs.size() == 2);
     CHECK(reqs[0].param("token") == g.access_token);
     CHECK(reqs[0].param("token_type_hint") == "access_token");
@@ -438,11 +410,11 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     auth::Introspection a = auth::introspect(config, g.access_token);
     CHECK(a.active);
     CHECK(a.scope == "data:read data:write");
-    CHECK(a.client_id == mock_env::kConfidentialId);
+    CHECK(a.client_id == Env::kConfidentialId);
     CHECK(a.userid == aps_mock::Server::kUserId);
     CHECK(a.expires_at > std::chrono::system_clock::now());
     CHECK(contains(a.json, "\"active\":true"));
-    auto reqs = env.requests_to(mock_env::kIntrospectPath);
+    auto reqs = env.requests_to(kIntrospectPath);
     REQUIRE(reqs.size() == 1);
     CHECK(reqs[0].param("token") == g.access_token);
     CHECK(reqs[0].form.count("client_id") == 0);
@@ -458,7 +430,7 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     auth::Config public_client = env.config(false);
     Grant p = issue_grant(env, public_client.client_id, "data:read");
     CHECK(auth::introspect(public_client, p.access_token).active);
-    CHECK(env.requests_to(mock_env::kIntrospectPath).back().param("client_id") == mock_env::kPublicId);
+    CHECK(env.requests_to(kIntrospectPath).back().param("client_id") == Env::kPublicId);
   }
 
   TEST_CASE("userinfo with a 3-legged token; a 2-legged one is refused (401) without the token in what()") {
@@ -472,7 +444,7 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     CHECK(u.email == "mock.user@example.com");
     CHECK(u.preferred_username == "mockuser");
     CHECK(contains(u.json, "\"email_verified\":true"));
-    auto reqs = env.requests_to(mock_env::kUserinfoPath);
+    auto reqs = env.requests_to(kUserinfoPath);
     REQUIRE(reqs.size() == 1);
     CHECK(reqs[0].method == "GET");
     CHECK(reqs[0].header("Authorization") == "Bearer " + g.access_token);
@@ -484,7 +456,7 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     CHECK(e->kind() == auth::ErrorKind::http);
     CHECK(e->status() == 401);
     CHECK(e->details().error_code == "AUTH-006");
-    check_no_secret(*e, {two_legged.access_token, mock_env::kConfidentialSecret});
+    check_no_secret(*e, {two_legged.access_token, Env::kConfidentialSecret});
   }
 
   TEST_CASE("logout_url: the post-logout redirect survives the round trip through the server") {
@@ -496,7 +468,7 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     std::string url = auth::logout_url(config, back);
     CHECK(url == env.base_url() + "/authentication/v2/logout?post_logout_redirect_uri=" +
                      auth::detail::url_encode(back));
-    auto page = aps_mock::follow_like_browser(url, env.server->pki().ca_cert_pem, 5000);
+    auto page = aps_mock::follow_like_browser(url, env.server.pki().ca_cert_pem, 5000);
     CHECK(page.final_url == back);  // the mock redirected to exactly the URI we gave
   }
 
@@ -512,9 +484,9 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     });
     auth::Config config = env.config(true);
     config.endpoints = auth::Endpoints{};  // from discovery only
-    auth::Endpoints e = auth::discover(config, env.server->issuer());
+    auth::Endpoints e = auth::discover(config, env.server.issuer());
     const std::string v2 = env.base_url() + "/authentication/v2";
-    CHECK(e.issuer == env.server->issuer());
+    CHECK(e.issuer == env.server.issuer());
     CHECK(e.authorize == v2 + "/authorize");
     CHECK(e.token == v2 + "/token");
     CHECK(e.revoke == v2 + "/revoke");
@@ -527,10 +499,10 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     config.endpoints = e;
     auth::Token t = auth::client_credentials(config);
     auth::revoke(config, t.access_token, auth::TokenTypeHint::access_token);
-    CHECK_FALSE(env.server->is_active_access_token(t.access_token));
+    CHECK_FALSE(env.server.is_active_access_token(t.access_token));
 
     SUBCASE("a trailing slash on the issuer is tolerated") {
-      CHECK(auth::discover(config, env.server->issuer() + "/").token == v2 + "/token");
+      CHECK(auth::discover(config, env.server.issuer() + "/").token == v2 + "/token");
     }
   }
 
@@ -540,27 +512,27 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     auth::Config config = env.config(true);
     const std::string base = env.base_url();
     SUBCASE("another issuer (mix-up)") {
-      env.server->inject(fault(mock_env::kDiscoveryPath, 200,
+      env.server.inject(fault(kDiscoveryPath, 200,
                                R"({"issuer":"https://evil.example","authorization_endpoint":")" + base +
                                    R"(/a","token_endpoint":")" + base + R"(/t"})"));
-      auto e = catch_error([&] { (void)auth::discover(config, env.server->issuer()); });
+      auto e = catch_error([&] { (void)auth::discover(config, env.server.issuer()); });
       REQUIRE(e);
       CHECK(e->kind() == auth::ErrorKind::bad_response);
       CHECK(contains(e->what(), "evil.example"));
     }
     SUBCASE("no token endpoint") {
-      env.server->inject(fault(mock_env::kDiscoveryPath, 200,
+      env.server.inject(fault(kDiscoveryPath, 200,
                                R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base + R"(/a"})"));
-      auto e = catch_error([&] { (void)auth::discover(config, env.server->issuer()); });
+      auto e = catch_error([&] { (void)auth::discover(config, env.server.issuer()); });
       REQUIRE(e);
       CHECK(e->kind() == auth::ErrorKind::bad_response);
       CHECK(contains(e->what(), "token_endpoint"));
     }
     SUBCASE("a plain-http token endpoint on a remote host") {
-      env.server->inject(fault(mock_env::kDiscoveryPath, 200,
+      env.server.inject(fault(kDiscoveryPath, 200,
                                R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base +
                                    R"(/a","token_endpoint":"http://evil.example/token"})"));
-      auto e = catch_error([&] { (void)auth::discover(config, env.server->issuer()); });
+      auto e = catch_error([&] { (void)auth::discover(config, env.server.issuer()); });
       REQUIRE(e);
       CHECK(e->kind() == auth::ErrorKind::usage);
     }
@@ -591,17 +563,17 @@ TEST_SUITE("token endpoint: error shapes") {
     const std::string rt = "rt-" + auth::random_urlsafe(24);
     const std::string at = "at-" + auth::random_urlsafe(30);
     return {
-        {"exchange_code", mock_env::kTokenPath,
+        {"exchange_code", kTokenPath,
          [request, code](const auth::Config& c) { (void)auth::exchange_code(c, *request, code); },
          {code, request->code_verifier}, true},
-        {"refresh", mock_env::kTokenPath, [rt](const auth::Config& c) { (void)auth::refresh(c, rt); }, {rt}, true},
-        {"client_credentials", mock_env::kTokenPath, [](const auth::Config& c) { (void)auth::client_credentials(c); },
+        {"refresh", kTokenPath, [rt](const auth::Config& c) { (void)auth::refresh(c, rt); }, {rt}, true},
+        {"client_credentials", kTokenPath, [](const auth::Config& c) { (void)auth::client_credentials(c); },
          {}, true},
-        {"revoke", mock_env::kRevokePath,
+        {"revoke", kRevokePath,
          [rt](const auth::Config& c) { auth::revoke(c, rt, auth::TokenTypeHint::refresh_token); }, {rt}, false},
-        {"introspect", mock_env::kIntrospectPath, [at](const auth::Config& c) { (void)auth::introspect(c, at); }, {at},
+        {"introspect", kIntrospectPath, [at](const auth::Config& c) { (void)auth::introspect(c, at); }, {at},
          true},
-        {"userinfo", mock_env::kUserinfoPath, [at](const auth::Config& c) { (void)auth::userinfo(c, at); }, {at}, true},
+        {"userinfo", kUserinfoPath, [at](const auth::Config& c) { (void)auth::userinfo(c, at); }, {at}, true},
     };
   }
 
@@ -623,7 +595,7 @@ TEST_SUITE("token endpoint: error shapes") {
     return body;
   }
 
-  TEST_CASE("property 12: every error shape of APS.md, from every endpoint, typed and without secrets in what()") {
+  TEST_CASE("every error shape APS answers with, from every endpoint, typed and without secrets in what()") {
     FOR_HTTP_AND_HTTPS(tls);
     const std::vector<Shape> shapes = {
         {"APS style with \"more info\" (403 AUTH-001)", 403,
@@ -730,11 +702,11 @@ TEST_SUITE("token endpoint: error shapes") {
         // What the call sends (and so what a server could echo): its own secrets, and the client secret with
         // every call but userinfo.
         std::vector<std::string> secrets = ep.secrets;
-        if (endpoint_name != "userinfo") secrets.push_back(mock_env::kConfidentialSecret);
-        env.server->reset_stats();
-        auto f = fault(ep.path, shape.status, with_secrets(shape.body, secrets), shape.content_type, shape.headers);
+        if (endpoint_name != "userinfo") secrets.push_back(Env::kConfidentialSecret);
+        env.server.reset_stats();
+        auto f = fault(ep.path, shape.status, with_secrets(shape.body, secrets), 1, shape.content_type, shape.headers);
         for (auto& h : f.headers) h.second = with_secrets(h.second, secrets);
-        env.server->inject(f);
+        env.server.inject(f);
         auto e = catch_error([&] { ep.call(config); });
         REQUIRE(e);
         CHECK(e->kind() == shape.kind);
@@ -742,12 +714,12 @@ TEST_SUITE("token endpoint: error shapes") {
         shape.check(*e);
         check_no_secret(*e, secrets);
         CHECK(env.requests_to(ep.path).size() == 1);  // max_attempts = 1: sent once, redirect not followed
-        CHECK(env.server->requests().size() == 1);
+        CHECK(env.server.requests().size() == 1);
       }
     }
   }
 
-  TEST_CASE("property 12: a 2xx answer that is not what the protocol promises is ErrorKind::bad_response") {
+  TEST_CASE("a 2xx answer that is not what the protocol promises is ErrorKind::bad_response") {
     FOR_HTTP_AND_HTTPS(tls);
     Env env(tls);
     const auth::Config config = env.config(true);
@@ -768,7 +740,7 @@ TEST_SUITE("token endpoint: error shapes") {
         const std::string body_name = b.name, endpoint_name = ep.name;
         CAPTURE(body_name);
         CAPTURE(endpoint_name);
-        env.server->inject(fault(ep.path, 200, b.body, b.content_type));
+        env.server.inject(fault(ep.path, 200, b.body, 1, b.content_type));
         auto e = catch_error([&] { ep.call(config); });
         REQUIRE(e);
         CHECK(e->kind() == auth::ErrorKind::bad_response);
@@ -781,14 +753,14 @@ TEST_SUITE("token endpoint: error shapes") {
       for (const char* body : {R"({"token_type":"Bearer","expires_in":3599})",
                                R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_in":-1})"}) {
         CAPTURE(body);
-        env.server->inject(fault(mock_env::kTokenPath, 200, body));
+        env.server.inject(fault(kTokenPath, 200, body));
         auto e = catch_error([&] { (void)auth::client_credentials(config); });
         REQUIRE(e);
         CHECK(e->kind() == auth::ErrorKind::bad_response);
       }
     }
     SUBCASE("an introspection answer without a boolean active") {
-      env.server->inject(fault(mock_env::kIntrospectPath, 200, R"({"active":"yes"})"));
+      env.server.inject(fault(kIntrospectPath, 200, R"({"active":"yes"})"));
       auto e = catch_error([&] { (void)auth::introspect(config, "some-token-value"); });
       REQUIRE(e);
       CHECK(e->kind() == auth::ErrorKind::bad_response);
@@ -796,7 +768,7 @@ TEST_SUITE("token endpoint: error shapes") {
     }
     SUBCASE("an answer larger than APS_AUTH_MAX_RESPONSE_BYTES") {
       std::string huge = R"({"access_token":")" + std::string(APS_AUTH_MAX_RESPONSE_BYTES + 10, 'a') + R"("})";
-      env.server->inject(fault(mock_env::kTokenPath, 200, huge));
+      env.server.inject(fault(kTokenPath, 200, huge));
       auto e = catch_error([&] { (void)auth::client_credentials(config); });
       REQUIRE(e);
       CHECK(e->kind() == auth::ErrorKind::bad_response);
@@ -805,7 +777,7 @@ TEST_SUITE("token endpoint: error shapes") {
     }
   }
 
-  TEST_CASE("property 12: the server's own errors (not injected) keep every field") {
+  TEST_CASE("the server's own errors (not injected) keep every field") {
     FOR_HTTP_AND_HTTPS(tls);
     Env env(tls);
     auth::Config config = env.config(true);
@@ -826,59 +798,57 @@ TEST_SUITE("token endpoint: error shapes") {
       CHECK(e->kind() == auth::ErrorKind::oauth);
       CHECK(e->status() == 401);
       CHECK(e->details().error == "invalid_client");
-      check_no_secret(*e, {mock_env::kConfidentialSecret});
+      check_no_secret(*e, {Env::kConfidentialSecret});
     }
   }
 }
 
 // ============================================================================================================
 TEST_SUITE("token endpoint: transport failures and retries") {
-  TEST_CASE("property 12: 429/503 are retried after Retry-After; then the call succeeds") {
+  TEST_CASE("429/503 are retried after Retry-After; then the call succeeds") {
     FOR_HTTP_AND_HTTPS(tls);
     Env env(tls);
     auth::Config config = env.config(true);
     config.retry.max_attempts = 3;
-    auto busy = fault(mock_env::kTokenPath, 503, R"({"developerMessage":"busy"})", "application/json",
-                      {{"Retry-After", "0"}});
-    busy.count = 2;
-    env.server->inject(busy);
+    env.server.inject(fault(kTokenPath, 503, R"({"developerMessage":"busy"})", 2, "application/json",
+                            {{"Retry-After", "0"}}));
     auth::Token t = auth::client_credentials(config);
     CHECK_FALSE(t.access_token.empty());
-    CHECK(env.server->count("token") == 3);
+    CHECK(env.server.count("token") == 3);
 
     SUBCASE("a refresh is re-sent on 429 (the server did not act on it)") {
       Grant g = issue_grant(env, config.client_id, "data:read");
-      env.server->reset_stats();
-      env.server->inject(fault(mock_env::kTokenPath, 429, R"({"developerMessage":"Quota limit exceeded."})",
-                               "application/json", {{"Retry-After", "0"}}));
+      env.server.reset_stats();
+      env.server.inject(fault(kTokenPath, 429, R"({"developerMessage":"Quota limit exceeded."})", 1,
+                              "application/json", {{"Retry-After", "0"}}));
       auth::Token r = auth::refresh(config, g.refresh_token);
       CHECK_FALSE(r.access_token.empty());
-      CHECK(env.server->count("token") == 2);
+      CHECK(env.server.count("token") == 2);
     }
   }
 
-  TEST_CASE("property 12: a refresh or code exchange is not re-sent after a 500 (the server may have acted)") {
+  TEST_CASE("a refresh or code exchange is not re-sent after a 500 (the server may have acted)") {
     FOR_HTTP_AND_HTTPS(tls);
     Env env(tls);
     auth::Config config = env.config(true);
     config.retry.max_attempts = 3;
     Grant g = issue_grant(env, config.client_id, "data:read");
-    env.server->inject(fault(mock_env::kTokenPath, 500, R"({"developerMessage":"oops"})"));
+    env.server.inject(fault(kTokenPath, 500, R"({"developerMessage":"oops"})"));
     auto e = catch_error([&] { (void)auth::refresh(config, g.refresh_token); });
     REQUIRE(e);
     CHECK(e->status() == 500);
-    CHECK(env.server->count("token") == 1);
+    CHECK(env.server.count("token") == 1);
 
     SUBCASE("while client credentials (safe to repeat) are") {
-      env.server->reset_stats();
-      env.server->inject(fault(mock_env::kTokenPath, 500, R"({"developerMessage":"oops"})"));
+      env.server.reset_stats();
+      env.server.inject(fault(kTokenPath, 500, R"({"developerMessage":"oops"})"));
       auth::Token t = auth::client_credentials(config);
       CHECK_FALSE(t.access_token.empty());
-      CHECK(env.server->count("token") == 2);
+      CHECK(env.server.count("token") == 2);
     }
   }
 
-  TEST_CASE("property 12: a connection that dies mid-answer: network error, a refresh is not re-sent") {
+  TEST_CASE("a connection that dies mid-answer: network error, a refresh is not re-sent") {
     aps_mock::RawServer raw(aps_mock::RawMode::partial_then_close);
     auth::Config config;
     config.client_id = "c";
@@ -895,7 +865,7 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     CHECK(raw.connections() == 1);
   }
 
-  TEST_CASE("property 12: a server that never answers: ErrorKind::timeout after read_timeout") {
+  TEST_CASE("a server that never answers: ErrorKind::timeout after read_timeout") {
     aps_mock::RawServer raw(aps_mock::RawMode::never_answer);
     auth::Config config;
     config.client_id = "c";
@@ -908,7 +878,7 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     auto e = catch_error([&] { (void)auth::refresh(config, "refresh-token-value"); });
     REQUIRE(e);
     CHECK(e->kind() == auth::ErrorKind::timeout);
-    CHECK(test_util::seconds_since(t0) < 3.0);
+    CHECK(support::seconds_since(t0) < 3.0);
     CHECK(raw.connections() == 1);
     raw.stop();
   }

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -43,6 +44,19 @@ inline aps_mock::Fault fault(const std::string& path, int status, const std::str
   return f;
 }
 
+// A Config for the mock: the client, the mock's endpoints, `ca_file` to trust (HTTPS), no proxy; everything else
+// the library's default.
+inline aps::auth::Config config_for(const aps_mock::Server& server, const std::string& client_id,
+                                    const std::string& client_secret = "", const std::string& ca_file = "") {
+  aps::auth::Config c;
+  c.client_id = client_id;
+  c.client_secret = client_secret;
+  c.endpoints = aps::auth::Endpoints::from_base_url(server.base_url());
+  c.ca_file = ca_file;
+  c.proxy = "direct";
+  return c;
+}
+
 // A running mock APS server (HTTPS when options.tls, with a PKI generated for it) and what a test needs to talk
 // to it: a private directory, the mock's CA certificate in it, Configs for it, the requests it saw.
 struct Mock {
@@ -56,15 +70,9 @@ struct Mock {
 
   std::string base_url() const { return server.base_url(); }
 
-  // A Config for the mock: the client, its endpoints, its CA, no proxy; everything else the library's default.
+  // A Config for the mock (config_for), trusting its CA.
   aps::auth::Config config(const std::string& client_id, const std::string& client_secret = "") const {
-    aps::auth::Config c;
-    c.client_id = client_id;
-    c.client_secret = client_secret;
-    c.endpoints = aps::auth::Endpoints::from_base_url(base_url());
-    c.ca_file = ca_file;
-    c.proxy = "direct";
-    return c;
+    return config_for(server, client_id, client_secret, ca_file);
   }
 
   // The requests the mock saw on `path`, in order.
@@ -98,6 +106,43 @@ class IsolatedTrust {
   }
   std::string system_file_, system_dir_;
   ScopedEnv cert_file_, cert_dir_, aps_ca_file_;
+};
+
+// The mock of the token endpoint and TLS tests: two registered clients, a confidential one whose id and secret
+// need form-encoding in the Basic header (RFC 6749 section 2.3.1) and a public one; the machine's trust store
+// isolated (IsolatedTrust); Configs with short timeouts and a single attempt.
+struct MockEnv : Mock {
+  static inline const std::string kConfidentialId = "conf client/1";
+  static inline const std::string kConfidentialSecret = "s3cr/t+Value:with=odd&chars%21 ~";
+  static inline const std::string kPublicId = "public-client";
+  static inline const std::string kRedirect = "http://localhost:8080/api/auth/callback";
+
+  IsolatedTrust trust{dir};
+
+  // `tweak` may change the options (clients, PKI, ...) before the server starts.
+  explicit MockEnv(bool tls, const std::function<void(aps_mock::Options&)>& tweak = nullptr)
+      : Mock(options(tls, tweak)) {}
+
+  static aps_mock::Options options(bool tls, const std::function<void(aps_mock::Options&)>& tweak) {
+    aps_mock::Options o;
+    o.clients = {{kConfidentialId, kConfidentialSecret, {kRedirect}}, {kPublicId, "", {kRedirect}}};
+    if (tweak) tweak(o);
+    o.tls = tls;
+    return o;
+  }
+
+  // A Config for the mock as the confidential or the public client: its endpoints, its CA, no proxy, a single
+  // attempt and short timeouts.
+  aps::auth::Config config(bool confidential = true) const {
+    aps::auth::Config c = Mock::config(confidential ? kConfidentialId : kPublicId,
+                                       confidential ? kConfidentialSecret : "");
+    c.callback_url = kRedirect;
+    c.scopes = {"data:read", "data:write"};
+    c.connect_timeout = std::chrono::seconds(3);
+    c.read_timeout = std::chrono::seconds(5);
+    c.retry = {1, std::chrono::milliseconds(1), std::chrono::milliseconds(50)};
+    return c;
+  }
 };
 
 // Plays the user's browser for login(): registers the listener's redirect URI with the mock (as a developer
