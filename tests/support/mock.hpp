@@ -96,7 +96,8 @@ class IsolatedTrust {
         cert_file_("SSL_CERT_FILE", system_file_.c_str()),
         cert_dir_("SSL_CERT_DIR", system_dir_.c_str()),
         aps_ca_file_("APS_CA_FILE", nullptr) {}
-  const std::string& system_file() const { return system_file_; }
+  const std::string& system_file() const { return system_file_; }  // the unrelated CA's certificate
+  const std::string& system_dir() const { return system_dir_; }    // an empty certificate directory
 
  private:
   static std::string make_empty_dir(const TempDir& dir) {
