@@ -88,6 +88,9 @@ class Process {
       stdin_writer_ = std::thread([this, text] { platform::write_stdin_and_close(child_, text); });
     }
   }
+  // Adopts a child started otherwise (platform::fork_child).
+  explicit Process(const platform::ChildProcess& child)
+      : started_(std::chrono::steady_clock::now()), child_(child) {}
   ~Process() { kill(); }
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
