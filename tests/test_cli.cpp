@@ -784,6 +784,26 @@ TEST_SUITE("cli") {
       check_token_json(j, true, false);
       CHECK(j["refresh_token"] != issued["refresh_token"]);
     }
+    {  // a token file whose access token is due: refreshed once for all four calls, the new chain saved
+      json issued = f.server.issue_tokens(kClient, "data:read");
+      const std::string file = f.dir.file("example-token.json");
+      write_token_file(file, {{"access_token", issued["access_token"]},
+                              {"token_type", "Bearer"},
+                              {"expires_in", 3599},
+                              {"expires_at", unix_now() - 60},
+                              {"refresh_token", issued["refresh_token"]}});
+      auto e = f.env();
+      e["APS_TOKEN_FILE"] = file;
+      const int refreshes = f.server.count("token.refresh_token");
+      Run r = support::run({example("token_source")}, e, std::chrono::seconds(30));
+      f.check_stderr_clean(r, e);
+      INFO(r.describe());
+      REQUIRE(r.exit_code == 0);
+      json now = read_json_file(file);
+      CHECK(r.out == now["access_token"].get<std::string>() + "\n");
+      CHECK(f.server.count("token.refresh_token") == refreshes + 1);
+      CHECK(now["refresh_token"] == f.server.current_refresh_token_for(kClient));
+    }
     {
       auto e = browser_env(f);
       e["APS_SCOPES"] = "data:read openid";
