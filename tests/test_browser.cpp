@@ -84,7 +84,8 @@ Tools find_tools() {
   if (t.chromium.empty())
     FAIL("Chromium not found: install Debian's chromium package (apt-get install chromium), or set "
          "APS_AUTH_CHROMIUM to a Chromium/Chrome binary");
-  if (!node.empty() && !support::platform::is_executable(node)) FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
+  if (!node.empty() && !support::platform::is_executable(node))
+    FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
   t.node = support::find_program({node, "node", "nodejs"});
   if (t.node.empty()) FAIL("Node.js not found: install Debian's nodejs package (apt-get install nodejs)");
   t.cli = support::find_program({support::cli_path(), support::binary_dir() + "/aps-auth"});
@@ -123,10 +124,9 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
   const std::string profile = profile_dir.path();
 
   const std::string base = t.out_dir + "/" + name;
-  for (const char* s : {".json", ".png", ".consent.png", ".html", ".error.png", ".pids", ".cli.stdout", ".cli.stderr"}) {
-    std::error_code ec;
+  std::error_code ec;
+  for (const char* s : {".json", ".png", ".consent.png", ".html", ".error.png", ".pids", ".cli.stdout", ".cli.stderr"})
     std::filesystem::remove(base + s, ec);
-  }
 
   const std::string browser = quoted(t.node) + " " + quoted(t.driver) + " --out " + quoted(t.out_dir) + " --name " +
                               name + " --profile " + quoted(profile) + " --chromium " + quoted(t.chromium) +

@@ -41,6 +41,13 @@ auth::Config config_for(const aps_mock::Server& mock) {
   return c;
 }
 
+// A Config whose endpoints come from the mock's discovery document.
+auth::Config discovered_config_for(const aps_mock::Server& mock) {
+  auth::Config c = config_for(mock);
+  c.endpoints = auth::discover(c, mock.issuer());
+  return c;
+}
+
 // login() with a scripted browser and the listener's callback registered with the mock as soon as it is bound.
 // `browsed` gets what the browser saw last.
 auth::Token login(aps_mock::Server& mock, const auth::Config& config, aps_mock::BrowseResult* browsed = nullptr) {
@@ -70,8 +77,7 @@ TEST_SUITE("iss") {
     CHECK(mock.count("token.authorization_code") == 1);
 
     SUBCASE("also when the issuer came from discovery (iss then required)") {
-      auth::Config c = config_for(mock);
-      c.endpoints = auth::discover(c, mock.issuer());
+      auth::Config c = discovered_config_for(mock);
       CHECK(c.endpoints.authorization_response_iss_parameter_supported);
       auth::Token d = login(mock, c);
       CHECK_FALSE(d.access_token.empty());
@@ -96,8 +102,7 @@ TEST_SUITE("iss") {
 
   TEST_CASE("a missing iss when discovery advertised authorization_response_iss_parameter_supported: error") {
     aps_mock::Server mock(options(true));
-    auth::Config c = config_for(mock);
-    c.endpoints = auth::discover(c, mock.issuer());
+    auth::Config c = discovered_config_for(mock);
     REQUIRE(c.endpoints.authorization_response_iss_parameter_supported);
     auth::AuthorizationRequest r = auth::authorization_request(c);
     CHECK(r.require_iss);
@@ -118,8 +123,7 @@ TEST_SUITE("iss") {
 
   TEST_CASE("a missing iss when not advertised: accepted") {
     aps_mock::Server mock(options(false));
-    auth::Config c = config_for(mock);
-    c.endpoints = auth::discover(c, mock.issuer());
+    auth::Config c = discovered_config_for(mock);
     CHECK_FALSE(c.endpoints.authorization_response_iss_parameter_supported);
     CHECK_FALSE(auth::authorization_request(c).require_iss);
     aps_mock::BrowseResult browsed;

@@ -158,7 +158,8 @@ TEST_SUITE("listener") {
         CHECK(support::try_bind_shared(a, port) == platform::kAddressInUse);
       }
       // Nor can anyone shadow it with a wildcard bind on the same port.
-      if (c.addresses.front() == "127.0.0.1") CHECK(support::try_bind_shared("0.0.0.0", port) == platform::kAddressInUse);
+      if (c.addresses.front() == "127.0.0.1")
+        CHECK(support::try_bind_shared("0.0.0.0", port) == platform::kAddressInUse);
       if (c.addresses.back() == "[::1]") CHECK(support::try_bind_shared("::", port) == platform::kAddressInUse);
 
       // The port answers on loopback only: on this machine's other addresses nothing accepts the connection

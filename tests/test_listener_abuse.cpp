@@ -178,7 +178,8 @@ void junk_connections(int port, Attack& attack, int count, int threads) {
         int err = 0;
         Socket s = support::connect_to("127.0.0.1", port, &err, 2000);
         if (!s.valid()) {
-          attack.note("junk connection " + std::to_string(i) + " could not connect: " + platform::socket_error_text(err));
+          attack.note("junk connection " + std::to_string(i) +
+                      " could not connect: " + platform::socket_error_text(err));
           continue;
         }
         if (i % 3 != 0) s.send_without_blocking(junk(rng, 512));

@@ -142,16 +142,30 @@ struct Mock : support::Mock {
 
 std::string credentials() { return std::string(kUser) + ":" + kPassword; }
 
+// The world of most proxy tests: no proxy variable of the host's, the mock (HTTPS unless told), and tinyproxy in
+// front of it, wanting the test's credentials.
+struct Proxied {
+  NoProxyEnv clean;
+  Mock m;
+  Tinyproxy proxy;
+
+  explicit Proxied(bool tls = true)
+      : m((require_tinyproxy(), tls)), proxy(m.dir, m.server.port(), kUser, kPassword) {}
+};
+
+// The same over plain HTTP.
+struct ProxiedHttp : Proxied {
+  ProxiedHttp() : Proxied(false) {}
+};
+
 }  // namespace
 
 TEST_SUITE("proxy") {
   TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") { require_tinyproxy(); }
 
-  TEST_CASE("HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the credentials") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the "
+                    "credentials") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     const auth::Config config = m.config();
 
@@ -175,11 +189,7 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests(m.connect_line()) >= 3);
   }
 
-  TEST_CASE("lower-case https_proxy works, and wins over HTTPS_PROXY") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY") {
     ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
     ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Token t = auth::client_credentials(m.config());
@@ -188,11 +198,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE("NO_PROXY / no_proxy naming the host bypasses the proxy") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     std::unique_ptr<ScopedEnv> no_proxy;
     SUBCASE("NO_PROXY=127.0.0.1") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", "127.0.0.1"); }
@@ -207,11 +213,9 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE("NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the proxy") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the "
+                    "proxy") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     ScopedEnv no_proxy("NO_PROXY", "example.com,.example.org,0.0.1");
     CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
@@ -219,11 +223,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE("wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
     std::string url;
     SUBCASE("a wrong password") { url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2"); }
     SUBCASE("no credentials at all") { url = proxy.url(); }
@@ -260,11 +261,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE("through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
@@ -290,11 +288,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE("Config::proxy = \"direct\" ignores the environment") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment") {
     auth::Config config = m.config();
     config.proxy = "direct";
     SUBCASE("HTTPS_PROXY names a working proxy: not used") {
@@ -309,11 +303,7 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE("Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
     ScopedEnv no_proxy("NO_PROXY", "*");
     ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Config config = m.config();
@@ -330,11 +320,8 @@ TEST_SUITE("proxy") {
     }
   }
 
-  TEST_CASE("plain-http loopback endpoints: http_proxy (lower case) is used, HTTP_PROXY is not (httpoxy)") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m(false);
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(ProxiedHttp,
+                    "plain-http loopback endpoints: http_proxy (lower case) is used, HTTP_PROXY is not (httpoxy)") {
     const std::string through = "POST " + m.base_url() + "/authentication/v2/token";
     {
       ScopedEnv upper("HTTP_PROXY", proxy.url(credentials()).c_str());
@@ -350,11 +337,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 2);
   }
 
-  TEST_CASE("the CLI honours HTTPS_PROXY (and its credentials) too") {
-    require_tinyproxy();
+  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too") {
     const std::string cli = support::require_cli();
-    Mock m;
-    Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
     support::EnvMap env = support::base_env(m.dir.path());
     env["HTTPS_PROXY"] = proxy.url(credentials());
     env["APS_CLIENT_ID"] = kClient;

@@ -47,6 +47,13 @@ std::optional<auth::Error> call_everything(Env& env, const auth::Config& config)
   });
 }
 
+// Every call works: call_everything threw nothing.
+void check_everything_works(Env& env, const auth::Config& config) {
+  auto e = call_everything(env, config);
+  CHECK_FALSE(e.has_value());
+  if (e) MESSAGE(e->what());
+}
+
 void check_tls_error(const std::optional<auth::Error>& e) {
   REQUIRE(e);
   CHECK(e->kind() == auth::ErrorKind::tls);
@@ -97,9 +104,7 @@ TEST_SUITE("tls") {
     Env env(true);
     auth::Config config = env.config(true);
     REQUIRE_FALSE(config.ca_file.empty());
-    auto e = call_everything(env, config);
-    CHECK_FALSE(e.has_value());
-    if (e) MESSAGE(e->what());
+    check_everything_works(env, config);
   }
 
   TEST_CASE("a certificate whose names do not match the host is refused with ErrorKind::tls") {
@@ -124,31 +129,22 @@ TEST_SUITE("tls") {
     }
   }
 
-  TEST_CASE("APS_CA_FILE is honoured when Config::ca_file is empty") {
+  // With Config::ca_file empty, `variable` naming the mock's CA makes every call work; set back to what it was
+  // (unset, or the unrelated "system" CA), the mock is refused again.
+  void check_trusted_through(const char* variable) {
     Env env(true);
     auth::Config config = env.config(true);
     config.ca_file.clear();
     {
-      ScopedEnv aps_ca("APS_CA_FILE", env.ca_file.c_str());
-      auto e = call_everything(env, config);
-      CHECK_FALSE(e.has_value());
-      if (e) MESSAGE(e->what());
+      ScopedEnv ca(variable, env.ca_file.c_str());
+      check_everything_works(env, config);
     }
-    check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));  // unset again: refused
+    check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));
   }
 
-  TEST_CASE("SSL_CERT_FILE (OpenSSL's default trust store) is honoured") {
-    Env env(true);
-    auth::Config config = env.config(true);
-    config.ca_file.clear();
-    {
-      ScopedEnv ssl_cert_file("SSL_CERT_FILE", env.ca_file.c_str());
-      auto e = call_everything(env, config);
-      CHECK_FALSE(e.has_value());
-      if (e) MESSAGE(e->what());
-    }
-    check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));  // back to "system": refused
-  }
+  TEST_CASE("APS_CA_FILE is honoured when Config::ca_file is empty") { check_trusted_through("APS_CA_FILE"); }
+
+  TEST_CASE("SSL_CERT_FILE (OpenSSL's default trust store) is honoured") { check_trusted_through("SSL_CERT_FILE"); }
 
   TEST_CASE("ca_file adds to the default store: a bundle with an unrelated CA does not trust the mock") {
     Env env(true);

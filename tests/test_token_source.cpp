@@ -142,6 +142,54 @@ class HookedFileStore : public auth::TokenStore {
   bool locked_ = false;
 };
 
+// The mock (its refreshes delayed by `token_delay_ms`) and a token file holding a token it issued whose access
+// token has expired: the next access_token() refreshes.
+struct ExpiredTokenFile {
+  aps_mock::Server mock;
+  TempDir dir;
+  const std::string path = dir.file("token.json");
+  const auth::Token before = issued(mock);
+  const auth::Config config = mock_config(mock);
+
+  explicit ExpiredTokenFile(int token_delay_ms = 0) : mock(mock_options(token_delay_ms)) {
+    auth::FileTokenStore(path).save(expired(before));
+  }
+};
+
+// Two processes over the same expired token file, started together: the first refresh is still in flight when
+// the second process asks.
+struct TwoProcesses : ExpiredTokenFile {
+  static constexpr int kDelayMs = 500;
+  TwoProcesses() : ExpiredTokenFile(kDelayMs) {}
+
+  // Both print the same valid token, one refresh reached the mock, the file holds the newest refresh token (the
+  // one the mock still accepts) with the printed access token; and sooner than two refreshes one after the other.
+  void check(support::Process& first, support::Process& second, SteadyClock::time_point t0, const char* who) {
+    support::RunResult a = first.finish(60s);
+    support::RunResult b = second.finish(60s);
+    double seconds = support::seconds_since(t0);
+    INFO("first: exit " << a.exit_code << " signal " << a.signal << " stderr: " << a.err << " stdout: " << a.out);
+    INFO("second: exit " << b.exit_code << " signal " << b.signal << " stderr: " << b.err << " stdout: " << b.out);
+    CHECK(a.exit_code == 0);
+    CHECK(b.exit_code == 0);
+    const std::string ta = support::trim(a.out), tb = support::trim(b.out);
+    CHECK_FALSE(ta.empty());
+    CHECK(ta == tb);
+    CHECK(ta != before.access_token);
+    CHECK(mock.is_active_access_token(ta));
+    CHECK(mock.count("token.refresh_token") == 1);
+    CHECK(mock.count("token") == 1);
+    auth::Token after = load_file(path);
+    CHECK(after.access_token == ta);
+    CHECK(after.refresh_token != before.refresh_token);
+    check_is_the_live_refresh_token(mock, after.refresh_token);
+    CHECK(file_mode(path) == 0600);
+    CHECK(list_dir(dir.path(), "token.json.tmp-").empty());
+    CHECK(seconds < 2 * kDelayMs / 1000.0 + 0.4);  // serialized, two refreshes would take twice the delay
+    MESSAGE(who << ", one refresh: " << seconds << " s (token delay " << kDelayMs << " ms)");
+  }
+};
+
 }  // namespace
 
 TEST_SUITE("token_source") {
@@ -313,39 +361,9 @@ TEST_SUITE("token_source") {
 
   // ---- 2. processes -----------------------------------------------------------------------------------------
 
-  // Both processes print the same valid token, one refresh reached the mock, the file holds the newest refresh
-  // token (the one the mock still accepts) with the printed access token.
-  void check_two_processes(aps_mock::Server& mock, const auth::Token& before, const std::string& path,
-                           const support::RunResult& a, const support::RunResult& b) {
-    INFO("first: exit " << a.exit_code << " signal " << a.signal << " stderr: " << a.err << " stdout: " << a.out);
-    INFO("second: exit " << b.exit_code << " signal " << b.signal << " stderr: " << b.err << " stdout: " << b.out);
-    CHECK(a.exit_code == 0);
-    CHECK(b.exit_code == 0);
-    const std::string ta = support::trim(a.out), tb = support::trim(b.out);
-    CHECK_FALSE(ta.empty());
-    CHECK(ta == tb);
-    CHECK(ta != before.access_token);
-    CHECK(mock.is_active_access_token(ta));
-    CHECK(mock.count("token.refresh_token") == 1);
-    CHECK(mock.count("token") == 1);
-    auth::Token after = load_file(path);
-    CHECK(after.access_token == ta);
-    CHECK(after.refresh_token != before.refresh_token);
-    check_is_the_live_refresh_token(mock, after.refresh_token);
-    CHECK(file_mode(path) == 0600);
-    CHECK(list_dir(path.substr(0, path.rfind('/')), "token.json.tmp-").empty());
-  }
-
-  TEST_CASE("the CLI twice in parallel on an expired token file: one refresh, the same token, the newest refresh "
-            "token saved") {
+  TEST_CASE_FIXTURE(TwoProcesses, "the CLI twice in parallel on an expired token file: one refresh, the same token, "
+                                   "the newest refresh token saved") {
     const std::string cli = support::require_cli();
-    const int delay_ms = 500;  // the first refresh is still in flight when the second process asks
-    aps_mock::Server mock(mock_options(delay_ms));
-    TempDir dir;
-    const std::string path = dir.file("token.json");
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-
     const std::vector<std::string> argv = {cli,           "access-token", "--token-file", path,
                                            "--client-id", kClient,        "--base-url",   mock.base_url()};
     support::EnvMap env = platform::current_environment();
@@ -354,31 +372,17 @@ TEST_SUITE("token_source") {
     auto t0 = SteadyClock::now();
     support::Process first(argv, env);
     support::Process second(argv, env);
-    support::RunResult a = first.finish(60s);
-    support::RunResult b = second.finish(60s);
-    double seconds = support::seconds_since(t0);
-    check_two_processes(mock, before, path, a, b);
-    // Serialized, two refreshes would take at least twice the delay.
-    CHECK(seconds < 2 * delay_ms / 1000.0 + 0.4);
-    MESSAGE("two CLI processes, one refresh: " << seconds << " s (token delay " << delay_ms << " ms)");
+    check(first, second, t0, "two CLI processes");
   }
 
 #ifndef _WIN32
   // POSIX only: fork().
-  TEST_CASE("two forked processes, each a TokenSource over the same expired token file: one refresh, the same "
-            "token, the newest refresh token saved") {
+  TEST_CASE_FIXTURE(TwoProcesses, "two forked processes, each a TokenSource over the same expired token file: one "
+                                   "refresh, the same token, the newest refresh token saved") {
     if (platform::kSanitized) {
       MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
       return;
     }
-    const int delay_ms = 500;
-    aps_mock::Server mock(mock_options(delay_ms));
-    TempDir dir;
-    const std::string path = dir.file("token.json");
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-    const auth::Config config = mock_config(mock);
-
     platform::Pipe go;
     auto body = [&](int out) -> int {
       char c = 0;
@@ -393,24 +397,13 @@ TEST_SUITE("token_source") {
     auto t0 = SteadyClock::now();
     platform::write_all(go.write_fd(), "gg");
     go.close_write();
-    support::RunResult a = first.finish(60s);
-    support::RunResult b = second.finish(60s);
-    double seconds = support::seconds_since(t0);
-    check_two_processes(mock, before, path, a, b);
-    CHECK(seconds < 2 * delay_ms / 1000.0 + 0.4);
-    MESSAGE("two forked processes, one refresh: " << seconds << " s (token delay " << delay_ms << " ms)");
+    check(first, second, t0, "two forked processes");
   }
 
 #endif
 
-  TEST_CASE("another process rotated first (it held the lock): the source uses its token without refreshing") {
-    aps_mock::Server mock(mock_options());
-    TempDir dir;
-    const std::string path = dir.file("token.json");
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-    const auth::Config config = mock_config(mock);
-
+  TEST_CASE_FIXTURE(ExpiredTokenFile,
+                    "another process rotated first (it held the lock): the source uses its token without refreshing") {
     auto store = std::make_shared<HookedFileStore>(path);
     std::string other_token;
     store->before_lock = [&] {  // the other process, with its own source over the same file
@@ -618,13 +611,8 @@ TEST_SUITE("token_source") {
 
   // ---- 5. invalid_grant after another process rotated -------------------------------------------------------
 
-  TEST_CASE("invalid_grant after another writer rotated is recovered from the file, no sign-in") {
-    aps_mock::Server mock(mock_options());
-    TempDir dir;
-    const std::string path = dir.file("token.json");
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-    const auth::Config config = mock_config(mock);
+  TEST_CASE_FIXTURE(ExpiredTokenFile, "invalid_grant after another writer rotated is recovered from the file, no "
+                                       "sign-in") {
     auto store = std::make_shared<HookedFileStore>(path);
     std::vector<auth::Token> hooked;
     auth::TokenSourceOptions options;
@@ -924,23 +912,10 @@ TEST_SUITE("token_source") {
     auth::FileTokenStore store(path);
     auth::Token t;
     CHECK_FALSE(store.load(t));
-    auth::Token a;
-    a.access_token = "access";
-    a.token_type = "Bearer";
-    a.refresh_token = "refresh";
-    a.id_token = "id.token.sig";
-    a.scope = "data:read openid";
-    a.expires_in = 3599s;
-    a.expires_at = SysClock::time_point(std::chrono::seconds(1900000000));
+    const auth::Token a = support::token_with_every_field();
     store.save(a);
     REQUIRE(store.load(t));
-    CHECK(t.access_token == a.access_token);
-    CHECK(t.token_type == a.token_type);
-    CHECK(t.refresh_token == a.refresh_token);
-    CHECK(t.id_token == a.id_token);
-    CHECK(t.scope == a.scope);
-    CHECK(t.expires_in == a.expires_in);
-    CHECK(t.expires_at == a.expires_at);
+    support::check_same_token(t, a);
     store.clear();
     CHECK_FALSE(support::exists(path));
     CHECK_NOTHROW(store.clear());  // clearing twice is fine

@@ -358,25 +358,13 @@ TEST_SUITE("URLs") {
 }
 
 TEST_SUITE("endpoints") {
-  // The issuer is `base`, every endpoint but userinfo its APS path under `base`.
-  void check_aps_layout(const auth::Endpoints& e, const std::string& base, const std::string& userinfo) {
-    CHECK(e.issuer == base);
-    CHECK(e.authorize == base + "/authentication/v2/authorize");
-    CHECK(e.token == base + "/authentication/v2/token");
-    CHECK(e.revoke == base + "/authentication/v2/revoke");
-    CHECK(e.introspect == base + "/authentication/v2/introspect");
-    CHECK(e.jwks == base + "/authentication/v2/keys");
-    CHECK(e.logout == base + "/authentication/v2/logout");
-    CHECK(e.userinfo == userinfo);
-  }
-
   TEST_CASE("the defaults are APS production") {
-    check_aps_layout(auth::Endpoints{}, "https://developer.api.autodesk.com",
+    support::check_aps_layout(auth::Endpoints{}, "https://developer.api.autodesk.com",
                      "https://api.userprofile.autodesk.com/userinfo");
   }
 
   TEST_CASE("Endpoints::from_base_url lays out the APS paths under another base") {
-    check_aps_layout(auth::Endpoints::from_base_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000",
+    support::check_aps_layout(auth::Endpoints::from_base_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000",
                      "http://127.0.0.1:9000/userinfo");
 
     SUBCASE("a proxy prefix is kept") {
@@ -434,24 +422,9 @@ TEST_SUITE("endpoints") {
 TEST_SUITE("token") {
   TEST_CASE("Token JSON round trip keeps every field and the absolute expiry") {
     using namespace std::chrono;
-    auth::Token t;
-    t.access_token = "at.ABC-123";
-    t.token_type = "Bearer";
-    t.refresh_token = "rt.XYZ";
-    t.id_token = "eyJ.id.token";
-    t.scope = "data:read openid";
-    t.expires_in = seconds(3599);
-    t.expires_at = system_clock::time_point(seconds(1893456000));  // 2030-01-01, far from "now"
-
+    const auth::Token t = support::token_with_every_field();
     std::string j = t.to_json();
-    auth::Token back = auth::Token::from_json(j);
-    CHECK(back.access_token == t.access_token);
-    CHECK(back.token_type == t.token_type);
-    CHECK(back.refresh_token == t.refresh_token);
-    CHECK(back.id_token == t.id_token);
-    CHECK(back.scope == t.scope);
-    CHECK(back.expires_in == t.expires_in);
-    CHECK(back.expires_at == t.expires_at);  // absolute: not recomputed from expires_in
+    support::check_same_token(auth::Token::from_json(j), t);
     CHECK(contains(j, "\"expires_at\":1893456000"));
 
     SUBCASE("optional fields are left out when empty") {

@@ -1,10 +1,13 @@
 // Helpers over the library under test: the aps::auth::Error a call threw, the query of an authorize URL (decoded
-// by the library's own parser). Not part of the library.
+// by the library's own parser), checks of Endpoints and Token values. Not part of the library.
 #ifndef APS_AUTH_TESTS_SUPPORT_LIBRARY_HPP
 #define APS_AUTH_TESTS_SUPPORT_LIBRARY_HPP
 
+#include <doctest/doctest.h>
+
 #include "aps_auth.hpp"
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -42,10 +45,40 @@ inline std::string param(const std::multimap<std::string, std::string>& q, const
   return q.find(name)->second;
 }
 
-// True when two tokens hold the same values in every field.
-inline bool same_token(const aps::auth::Token& a, const aps::auth::Token& b) {
-  return a.access_token == b.access_token && a.token_type == b.token_type && a.refresh_token == b.refresh_token &&
-         a.id_token == b.id_token && a.scope == b.scope && a.expires_in == b.expires_in && a.expires_at == b.expires_at;
+// The issuer is `base`, every endpoint but userinfo its APS path under `base`.
+inline void check_aps_layout(const aps::auth::Endpoints& e, const std::string& base, const std::string& userinfo) {
+  CHECK(e.issuer == base);
+  CHECK(e.authorize == base + "/authentication/v2/authorize");
+  CHECK(e.token == base + "/authentication/v2/token");
+  CHECK(e.revoke == base + "/authentication/v2/revoke");
+  CHECK(e.introspect == base + "/authentication/v2/introspect");
+  CHECK(e.jwks == base + "/authentication/v2/keys");
+  CHECK(e.logout == base + "/authentication/v2/logout");
+  CHECK(e.userinfo == userinfo);
+}
+
+// A token with every field set, the expiry an absolute time far from now (2030-01-01).
+inline aps::auth::Token token_with_every_field() {
+  aps::auth::Token t;
+  t.access_token = "at.ABC-123";
+  t.token_type = "Bearer";
+  t.refresh_token = "rt.XYZ";
+  t.id_token = "eyJ.id.token";
+  t.scope = "data:read openid";
+  t.expires_in = std::chrono::seconds(3599);
+  t.expires_at = std::chrono::system_clock::time_point(std::chrono::seconds(1893456000));
+  return t;
+}
+
+// `actual` holds `expected`'s value in every field (the expiry absolute: not recomputed from expires_in).
+inline void check_same_token(const aps::auth::Token& actual, const aps::auth::Token& expected) {
+  CHECK(actual.access_token == expected.access_token);
+  CHECK(actual.token_type == expected.token_type);
+  CHECK(actual.refresh_token == expected.refresh_token);
+  CHECK(actual.id_token == expected.id_token);
+  CHECK(actual.scope == expected.scope);
+  CHECK(actual.expires_in == expected.expires_in);
+  CHECK(actual.expires_at == expected.expires_at);
 }
 
 }  // namespace support
