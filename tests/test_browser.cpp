@@ -35,8 +35,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-using support::contains;
-using support::env_or;
+using support::contains, support::env_or;
 
 constexpr auto kSignInBudget = 25s;  // per sign-in: Chromium start + two pages, normally ~3 s
 const char* const kCallbackPath = "/api/auth/callback";

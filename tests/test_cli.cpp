@@ -31,10 +31,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using support::contains;
-using support::EnvMap;
-using support::require_cli;
-using support::unix_now;
+using support::contains, support::EnvMap, support::require_cli, support::unix_now;
 using Run = support::RunResult;
 
 std::string find_arg(const std::vector<std::string>& args, const std::string& name) {

@@ -79,9 +79,7 @@ namespace {
 
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
-using support::catch_error;
-using support::contains;
-using support::seconds_since;
+using support::catch_error, support::require_error, support::contains, support::seconds_since;
 
 const char* const kClient = "fault-client";
 const char* const kSecret = "fault-secret-5d1c";
@@ -210,13 +208,12 @@ TEST_SUITE("faults") {
     m.inject(429, kBusy, 5, "application/json", {{"Retry-After", "7"}});
     auto config = m.config();
     config.retry.max_delay = 10ms;
-    auto e = catch_error([&] { (void)auth::client_credentials(config); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::http);
-    CHECK(e->status() == 429);
-    CHECK(e->details().retry_after == 7s);
-    CHECK(e->details().developer_message == "Quota limit exceeded.");
-    CHECK(contains(e->what(), "rate limited"));
+    auto e = require_error([&] { (void)auth::client_credentials(config); });
+    CHECK(e.kind() == auth::ErrorKind::http);
+    CHECK(e.status() == 429);
+    CHECK(e.details().retry_after == 7s);
+    CHECK(e.details().developer_message == "Quota limit exceeded.");
+    CHECK(contains(e.what(), "rate limited"));
     CHECK(m.tokens() == 3);
   }
 
@@ -253,12 +250,11 @@ TEST_SUITE("faults") {
       CAPTURE(status);
       Mock m;
       m.inject(status, R"({"developerMessage":"server trouble","errorCode":"X-1"})", 10);
-      auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::http);
-      CHECK(e->status() == status);
-      CHECK(e->details().error_code == "X-1");
-      CHECK(contains(e->what(), "HTTP " + std::to_string(status)));
+      auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+      CHECK(e.kind() == auth::ErrorKind::http);
+      CHECK(e.status() == status);
+      CHECK(e.details().error_code == "X-1");
+      CHECK(contains(e.what(), "HTTP " + std::to_string(status)));
       CHECK(m.tokens() == 3);
     }
   }
@@ -266,11 +262,10 @@ TEST_SUITE("faults") {
   TEST_CASE("5xx from an HTML outage page: ErrorKind::http naming the non-JSON body") {
     Mock m;
     m.inject(502, "<html><body>Bad Gateway</body></html>", 10, "text/html");
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::http);
-    CHECK(e->status() == 502);
-    CHECK(contains(e->what(), "non-JSON body (text/html)"));
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+    CHECK(e.kind() == auth::ErrorKind::http);
+    CHECK(e.status() == 502);
+    CHECK(contains(e.what(), "non-JSON body (text/html)"));
   }
 
   TEST_CASE("503 for a refresh: re-sent, then success") {
@@ -289,10 +284,9 @@ TEST_SUITE("faults") {
       Mock m;
       const std::string rt = m.refresh_token();
       m.inject(status, R"({"developerMessage":"server trouble"})", 10);
-      auto e = catch_error([&] { (void)auth::refresh(m.config(), rt); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::http);
-      CHECK(e->status() == status);
+      auto e = require_error([&] { (void)auth::refresh(m.config(), rt); });
+      CHECK(e.kind() == auth::ErrorKind::http);
+      CHECK(e.status() == status);
       CHECK(m.tokens() == 1);
       CHECK(m.server.is_valid_refresh_token(rt));  // the fault answered: the token was not used
 
@@ -311,11 +305,10 @@ TEST_SUITE("faults") {
     const int port = support::free_port();
     auto config = raw_config(port);
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::client_credentials(config); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(contains(e->what(), "could not connect"));
-    CHECK(contains(e->what(), std::to_string(port)));
+    auto e = require_error([&] { (void)auth::client_credentials(config); });
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(contains(e.what(), "could not connect"));
+    CHECK(contains(e.what(), std::to_string(port)));
     CHECK(seconds_since(t0) < 2.0);
   }
 
@@ -350,20 +343,18 @@ TEST_SUITE("faults") {
       CAPTURE(static_cast<int>(mode));
       {
         aps_mock::RawServer raw(mode);
-        auto e = catch_error([&] { (void)auth::refresh(raw_config(raw.port()), "refresh-token-5d1c"); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::network);
-        CHECK(contains(e->what(), "not sent again"));
-        CHECK_FALSE(contains(e->what(), "refresh-token-5d1c"));
+        auto e = require_error([&] { (void)auth::refresh(raw_config(raw.port()), "refresh-token-5d1c"); });
+        CHECK(e.kind() == auth::ErrorKind::network);
+        CHECK(contains(e.what(), "not sent again"));
+        CHECK_FALSE(contains(e.what(), "refresh-token-5d1c"));
         raw.stop();
         CHECK(raw.connections() == 1);
       }
       {
         aps_mock::RawServer raw(mode);
         auto t0 = std::chrono::steady_clock::now();
-        auto e = catch_error([&] { (void)auth::client_credentials(raw_config(raw.port())); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::network);
+        auto e = require_error([&] { (void)auth::client_credentials(raw_config(raw.port())); });
+        CHECK(e.kind() == auth::ErrorKind::network);
         CHECK(seconds_since(t0) < 5.0);
         raw.stop();
         CHECK(raw.connections() == 3);
@@ -410,9 +401,8 @@ TEST_SUITE("faults") {
     auto config = m.config();
     config.read_timeout = 300ms;
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::refresh(config, m.refresh_token()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::timeout);
+    auto e = require_error([&] { (void)auth::refresh(config, m.refresh_token()); });
+    CHECK(e.kind() == auth::ErrorKind::timeout);
     CHECK(seconds_since(t0) < 2.0);
     CHECK(m.tokens() == 1);
     m.server.stop();
@@ -435,9 +425,8 @@ TEST_SUITE("faults") {
     SUBCASE("retried even for a refresh (the request never left)") {
       config.retry.max_attempts = 2;
       t0 = std::chrono::steady_clock::now();
-      auto r = catch_error([&] { (void)auth::refresh(config, "refresh-token-5d1c"); });
-      REQUIRE(r);
-      CHECK(r->kind() == auth::ErrorKind::timeout);
+      auto r = require_error([&] { (void)auth::refresh(config, "refresh-token-5d1c"); });
+      CHECK(r.kind() == auth::ErrorKind::timeout);
       CHECK(seconds_since(t0) >= 0.58);  // two connect timeouts
     }
   }
@@ -469,24 +458,22 @@ TEST_SUITE("faults") {
   TEST_CASE("200 with an HTML body (captive portal): ErrorKind::bad_response naming proxy and captive portal") {
     Mock m;
     m.inject(200, "<html><body><form>Accept the Wi-Fi terms</form></body></html>", 1, "text/html; charset=utf-8");
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::bad_response);
-    CHECK(e->status() == 200);
-    CHECK(contains(e->what(), "proxy"));
-    CHECK(contains(e->what(), "captive portal"));
-    CHECK(contains(e->what(), "text/html"));
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+    CHECK(e.kind() == auth::ErrorKind::bad_response);
+    CHECK(e.status() == 200);
+    CHECK(contains(e.what(), "proxy"));
+    CHECK(contains(e.what(), "captive portal"));
+    CHECK(contains(e.what(), "text/html"));
     CHECK(m.tokens() == 1);  // a 200 is not retried
   }
 
   TEST_CASE("truncated JSON: ErrorKind::bad_response") {
     Mock m;
     m.inject(200, R"({"access_token":"abc","expires_in":35)");
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::bad_response);
-    CHECK(contains(e->what(), "not a JSON object"));
-    CHECK_FALSE(contains(e->what(), "abc"));
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+    CHECK(e.kind() == auth::ErrorKind::bad_response);
+    CHECK(contains(e.what(), "not a JSON object"));
+    CHECK_FALSE(contains(e.what(), "abc"));
   }
 
   TEST_CASE("a 10 MB body: ErrorKind::bad_response 'more than ... bytes', quickly, without allocating it") {
@@ -514,11 +501,10 @@ TEST_SUITE("faults") {
       CAPTURE(status);
       Mock m;
       m.inject(status, "", 1, "", {{"Location", m.server.base_url() + "/elsewhere/token"}});
-      auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::http);
-      CHECK(e->status() == status);
-      CHECK(contains(e->what(), "redirect, not followed"));
+      auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+      CHECK(e.kind() == auth::ErrorKind::http);
+      CHECK(e.status() == status);
+      CHECK(contains(e.what(), "redirect, not followed"));
       CHECK(m.tokens() == 1);
       CHECK(m.server.count("other") == 0);
       CHECK(m.server.requests().size() == 1);
@@ -541,10 +527,9 @@ TEST_SUITE("faults") {
   TEST_CASE("no access_token: ErrorKind::bad_response") {
     Mock m;
     m.inject(200, R"({"token_type":"Bearer","expires_in":3599})");
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::bad_response);
-    CHECK(contains(e->what(), "without an access_token"));
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+    CHECK(e.kind() == auth::ErrorKind::bad_response);
+    CHECK(contains(e.what(), "without an access_token"));
   }
 
   // ---- TLS: test_tls.cpp covers untrusted CAs, name mismatches, ca_file, APS_CA_FILE and
@@ -573,9 +558,8 @@ TEST_SUITE("faults") {
     support::IsolatedTrust trust(dir);
     support::ScopedEnv e1("NODE_TLS_REJECT_UNAUTHORIZED", "0"), e2("PYTHONHTTPSVERIFY", "0"),
         e3("CURL_CA_BUNDLE", ""), e4("APS_INSECURE", "1"), e5("APS_TLS_VERIFY", "0"), e6("APS_AUTH_INSECURE", "1");
-    auto e = catch_error([&] { (void)auth::client_credentials(config); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::tls);
+    auto e = require_error([&] { (void)auth::client_credentials(config); });
+    CHECK(e.kind() == auth::ErrorKind::tls);
     CHECK(m.tokens() == 0);
 
     // The CLI: no such flag in any help text, and a guessed one is a usage error.
@@ -618,10 +602,9 @@ TEST_SUITE("faults") {
       for (const char* v : {"-1", "-3599", "-0.5e3"}) {
         CAPTURE(std::string(v));
         m.inject(200, with(v));
-        auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::bad_response);
-        CHECK(contains(e->what(), "negative expires_in"));
+        auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+        CHECK(e.kind() == auth::ErrorKind::bad_response);
+        CHECK(contains(e.what(), "negative expires_in"));
       }
     }
     SUBCASE("huge: capped at 366 days") {
@@ -644,10 +627,9 @@ TEST_SUITE("faults") {
       for (const char* v : {"\"soon\"", "\"-5\"", "\"\"", "\"3599s\"", "true", "null", "{}"}) {
         CAPTURE(std::string(v));
         m.inject(200, with(v));
-        auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::bad_response);
-        CHECK(contains(e->what(), "expires_in"));
+        auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+        CHECK(e.kind() == auth::ErrorKind::bad_response);
+        CHECK(contains(e.what(), "expires_in"));
       }
     }
   }

@@ -14,8 +14,7 @@
 namespace auth = aps::auth;
 using nlohmann::json;
 
-using support::contains;
-using support::unix_now;
+using support::contains, support::unix_now;
 
 namespace {
 

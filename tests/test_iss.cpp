@@ -21,8 +21,7 @@ namespace {
 namespace auth = aps::auth;
 namespace raw_http = support::raw_http;
 using namespace std::chrono_literals;
-using support::catch_error;
-using support::contains;
+using support::catch_error, support::require_error, support::contains;
 
 const char* const kClient = "iss-client";
 const char* const kSecret = "iss-secret-3a5b";
@@ -89,12 +88,11 @@ TEST_SUITE("iss") {
     auth::Config c = config_for(mock);
     c.endpoints.issuer = "https://issuer.example";  // the mock (a mix-up) answers with its own issuer
     aps_mock::BrowseResult browsed;
-    auto e = catch_error([&] { (void)login(mock, c, &browsed); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::state_mismatch);
-    CHECK(contains(e->what(), "iss '" + mock.issuer() + "'"));
-    CHECK(contains(e->what(), "https://issuer.example"));
-    CHECK(contains(e->what(), "RFC 9207"));
+    auto e = require_error([&] { (void)login(mock, c, &browsed); });
+    CHECK(e.kind() == auth::ErrorKind::state_mismatch);
+    CHECK(contains(e.what(), "iss '" + mock.issuer() + "'"));
+    CHECK(contains(e.what(), "https://issuer.example"));
+    CHECK(contains(e.what(), "RFC 9207"));
     CHECK(mock.count("token") == 0);
     CHECK(browsed.status == 400);  // the browser was told
     CHECK(contains(browsed.body, "unexpected server"));
@@ -112,11 +110,10 @@ TEST_SUITE("iss") {
     o.iss_in_callback = false;  // the promise is broken: no iss on the redirect
     mock.set_options(o);
     aps_mock::BrowseResult browsed;
-    auto e = catch_error([&] { (void)login(mock, c, &browsed); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::state_mismatch);
-    CHECK(contains(e->what(), "no iss"));
-    CHECK(contains(e->what(), "authorization_response_iss_parameter_supported"));
+    auto e = require_error([&] { (void)login(mock, c, &browsed); });
+    CHECK(e.kind() == auth::ErrorKind::state_mismatch);
+    CHECK(contains(e.what(), "no iss"));
+    CHECK(contains(e.what(), "authorization_response_iss_parameter_supported"));
     CHECK(mock.count("token") == 0);
     CHECK_FALSE(contains(browsed.final_url, "iss="));
   }

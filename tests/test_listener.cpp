@@ -26,9 +26,7 @@ namespace auth = aps::auth;
 namespace platform = support::platform;
 namespace raw_http = support::raw_http;
 using namespace std::chrono_literals;
-using support::catch_error;
-using support::contains;
-using support::Socket;
+using support::catch_error, support::require_error, support::contains, support::Socket;
 
 namespace {
 
@@ -201,10 +199,9 @@ TEST_SUITE("listener") {
           "http://10.0.0.1/cb", "http://localhost.example.com:0/cb", "https://localhost:0/cb", "localhost:0/cb",
           "not a url", ""}) {
       CAPTURE(bad);
-      auto e = catch_error([&] { auth::LoopbackListener l(bad); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
-      CHECK(contains(e->what(), "never binds other interfaces"));
+      auto e = require_error([&] { auth::LoopbackListener l(bad); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
+      CHECK(contains(e.what(), "never binds other interfaces"));
     }
   }
 
@@ -213,28 +210,25 @@ TEST_SUITE("listener") {
     SUBCASE("127.0.0.1") {
       Socket taken = support::listen_on("127.0.0.1");
       const std::string port = std::to_string(taken.local_port());
-      auto e = catch_error([&] { auth::LoopbackListener l("http://127.0.0.1:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), "127.0.0.1:" + port));
-      CHECK(contains(e->what(), "port " + port + " is in use"));
+      auto e = require_error([&] { auth::LoopbackListener l("http://127.0.0.1:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), "127.0.0.1:" + port));
+      CHECK(contains(e.what(), "port " + port + " is in use"));
     }
     SUBCASE("localhost with 127.0.0.1 taken") {
       Socket taken = support::listen_on("127.0.0.1");
       const std::string port = std::to_string(taken.local_port());
-      auto e = catch_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), port));
+      auto e = require_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), port));
     }
     SUBCASE("localhost with only [::1] taken") {
       Socket taken = support::listen_on("::1");
       const int p = taken.local_port();
       const std::string port = std::to_string(p);
-      auto e = catch_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), "[::1]:" + port));
+      auto e = require_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), "[::1]:" + port));
       // and the half that did bind (127.0.0.1) was released again
       if (auto kernel = platform::listening_addresses(p))
         CHECK(text(*kernel) == "::1");
@@ -244,10 +238,9 @@ TEST_SUITE("listener") {
     SUBCASE("a second listener on the same callback URL") {
       auth::LoopbackListener first("http://localhost:0/api/auth/callback");
       const std::string port = std::to_string(first.port());
-      auto e = catch_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), port));
+      auto e = require_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), port));
     }
   }
 
@@ -267,10 +260,9 @@ TEST_SUITE("listener") {
     };
     options.show_url = [&](const std::string&) { ++shown; };
     options.on_listening = [&](auth::LoopbackListener&) { ++listening; };
-    auto e = catch_error([&] { (void)auth::login(config, options); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), port));
+    auto e = require_error([&] { (void)auth::login(config, options); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), port));
     CHECK(browsers == 0);
     CHECK(shown == 0);
     CHECK(listening == 0);

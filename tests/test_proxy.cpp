@@ -30,10 +30,7 @@ namespace {
 
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
-using support::catch_error;
-using support::contains;
-using support::ScopedEnv;
-using support::seconds_since;
+using support::require_error, support::contains, support::ScopedEnv, support::seconds_since;
 
 const char* const kClient = "proxy-client";
 const char* const kSecret = "proxy-secret-0b7e";
@@ -232,15 +229,14 @@ TEST_SUITE("proxy") {
     ScopedEnv env("HTTPS_PROXY", url.c_str());
     const std::string rt = m.server.issue_tokens(kClient, "data:read")["refresh_token"].get<std::string>();
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::refresh(m.config(), rt); });
-    REQUIRE(e);
+    auto e = require_error([&] { (void)auth::refresh(m.config(), rt); });
     CHECK(seconds_since(t0) < 5.0);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK((e->status() == 407 || e->status() == 401));
-    CHECK(contains(e->what(), "proxy 127.0.0.1:" + std::to_string(proxy.port())));
-    CHECK(contains(e->what(), "check the user and password"));
-    CHECK_FALSE(contains(e->what(), "pw-WRONG-91c2"));
-    CHECK_FALSE(contains(e->what(), rt));
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK((e.status() == 407 || e.status() == 401));
+    CHECK(contains(e.what(), "proxy 127.0.0.1:" + std::to_string(proxy.port())));
+    CHECK(contains(e.what(), "check the user and password"));
+    CHECK_FALSE(contains(e.what(), "pw-WRONG-91c2"));
+    CHECK_FALSE(contains(e.what(), rt));
     CHECK(m.server.count("token") == 0);
     CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
   }
@@ -252,12 +248,11 @@ TEST_SUITE("proxy") {
     Tinyproxy proxy(m.dir, support::free_port());  // tunnels to another port only
     ScopedEnv env("HTTPS_PROXY", proxy.url().c_str());
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
     CHECK(seconds_since(t0) < 5.0);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(e->status() == 403);
-    CHECK(contains(e->what(), "refused the tunnel"));
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(e.status() == 403);
+    CHECK(contains(e.what(), "refused the tunnel"));
     CHECK(m.server.count("token") == 0);
   }
 
@@ -267,10 +262,9 @@ TEST_SUITE("proxy") {
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
     config.ca_file.clear();
-    auto e = catch_error([&] { (void)auth::client_credentials(config); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::tls);
-    CHECK(contains(e->what(), "through proxy 127.0.0.1:" + std::to_string(proxy.port())));
+    auto e = require_error([&] { (void)auth::client_credentials(config); });
+    CHECK(e.kind() == auth::ErrorKind::tls);
+    CHECK(contains(e.what(), "through proxy 127.0.0.1:" + std::to_string(proxy.port())));
     CHECK(proxy.requests(m.connect_line()) >= 1);
     CHECK(m.server.count("token") == 0);
   }
@@ -280,11 +274,10 @@ TEST_SUITE("proxy") {
     Mock m;
     const int dead = support::free_port();
     ScopedEnv env("HTTPS_PROXY", ("http://" + credentials() + "@127.0.0.1:" + std::to_string(dead)).c_str());
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(contains(e->what(), "through proxy 127.0.0.1:" + std::to_string(dead)));
-    CHECK_FALSE(contains(e->what(), kPassword));
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(contains(e.what(), "through proxy 127.0.0.1:" + std::to_string(dead)));
+    CHECK_FALSE(contains(e.what(), kPassword));
     CHECK(m.server.count("token") == 0);
   }
 
@@ -314,9 +307,8 @@ TEST_SUITE("proxy") {
 
     SUBCASE("a proxy URL that is not http:// is a usage error") {
       config.proxy = "socks5://127.0.0.1:1080";
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 

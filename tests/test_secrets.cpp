@@ -28,11 +28,7 @@ namespace {
 namespace auth = aps::auth;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-using support::catch_error;
-using support::contains;
-using support::printed_tokens;
-using support::RunResult;
-using support::trim;
+using support::require_error, support::contains, support::printed_tokens, support::RunResult, support::trim;
 
 const char* const kSecret = "SECRET-aaaa-7f3e";
 const char* const kWrongSecret = "SECRET-bbbb-0c9d";
@@ -326,37 +322,33 @@ TEST_SUITE("secrets") {
         // 200: a body that is no answer at all (not a JSON object), still echoing.
         mock.inject(support::fault(c.path, status,
                                    status == 200 ? "<html>" + echo_body(c.sent) + "</html>" : echo_body(c.sent)));
-        auto e = catch_error([&] { c.call(config); });
-        REQUIRE(e);
-        CHECK(contains(e->what(), "***") == (status != 200));  // the echo is there, masked
-        check_clean(*e);
+        auto e = require_error([&] { c.call(config); });
+        CHECK(contains(e.what(), "***") == (status != 200));  // the echo is there, masked
+        check_clean(e);
       }
       {  // untrusted TLS
         auth::Config untrusted = config;
         untrusted.ca_file.clear();
-        auto e = catch_error([&] { c.call(untrusted); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::tls);
-        check_clean(*e);
+        auto e = require_error([&] { c.call(untrusted); });
+        CHECK(e.kind() == auth::ErrorKind::tls);
+        check_clean(e);
       }
       {  // a connection reset
         aps_mock::RawServer raw(aps_mock::RawMode::reset);
         auth::Config broken = config;
         broken.endpoints = auth::Endpoints::from_base_url(raw.base_url());
-        auto e = catch_error([&] { c.call(broken); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::network);
-        check_clean(*e);
+        auto e = require_error([&] { c.call(broken); });
+        CHECK(e.kind() == auth::ErrorKind::network);
+        check_clean(e);
       }
       {  // a server that never answers
         aps_mock::RawServer raw(aps_mock::RawMode::never_answer);
         auth::Config slow = config;
         slow.endpoints = auth::Endpoints::from_base_url(raw.base_url());
         slow.read_timeout = 200ms;
-        auto e = catch_error([&] { c.call(slow); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::timeout);
-        check_clean(*e);
+        auto e = require_error([&] { c.call(slow); });
+        CHECK(e.kind() == auth::ErrorKind::timeout);
+        check_clean(e);
         raw.stop();
       }
     }

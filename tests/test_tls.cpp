@@ -21,9 +21,7 @@
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
 using Env = support::MockEnv;
-using support::catch_error;
-using support::contains;
-using support::ScopedEnv;
+using support::catch_error, support::contains, support::ScopedEnv;
 
 namespace {
 

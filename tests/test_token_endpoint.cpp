@@ -23,23 +23,28 @@
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
 using Env = support::MockEnv;
-using support::catch_error;
-using support::contains;
-using support::fault;
-using support::kIntrospectPath;
-using support::kRevokePath;
-using support::kTokenPath;
-using support::kUserinfoPath;
-using support::kDiscoveryPath;
-
-// Runs the rest of the test case twice: once against a plain HTTP mock, once against an HTTPS one.
-#define FOR_HTTP_AND_HTTPS(tls)           \
-  bool tls = false;                       \
-  SUBCASE("over HTTP") { tls = false; }   \
-  SUBCASE("over HTTPS") { tls = true; }   \
-  CAPTURE(tls)
+using support::catch_error, support::require_error, support::contains, support::fault, support::kIntrospectPath,
+      support::kRevokePath, support::kTokenPath, support::kUserinfoPath, support::kDiscoveryPath;
 
 namespace {
+
+// Runs the rest of the test case twice (as two subcases): against a plain HTTP mock (false), then against an HTTPS
+// one (true).
+bool http_then_https() {
+  bool tls = false;
+  SUBCASE("over HTTP") { tls = false; }
+  SUBCASE("over HTTPS") { tls = true; }
+  return tls;
+}
+
+// Runs the rest of the test case twice (as two subcases): as the confidential client (true), then as the public
+// one (false).
+bool confidential_then_public() {
+  bool confidential = true;
+  SUBCASE("confidential client") { confidential = true; }
+  SUBCASE("public client") { confidential = false; }
+  return confidential;
+}
 
 // No value of `secrets` appears in the message.
 void check_no_secret(const auth::Error& e, const std::vector<std::string>& secrets) {
@@ -72,8 +77,7 @@ Grant issue_grant(Env& env, const std::string& client_id, const std::string& sco
 // ============================================================================================================
 TEST_SUITE("token endpoint: code exchange") {
   TEST_CASE("confidential client: Basic header, no client_id in the body, PKCE verifier, same redirect_uri") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
     std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read data:write",
@@ -111,8 +115,7 @@ TEST_SUITE("token endpoint: code exchange") {
   }
 
   TEST_CASE("public client: client_id in the body, no Authorization header, PKCE verifier") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(false);
     auth::AuthorizationRequest request = auth::authorization_request(config);
     std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
@@ -132,62 +135,55 @@ TEST_SUITE("token endpoint: code exchange") {
   }
 
   TEST_CASE("a code is single-use, and a wrong verifier fails: invalid_grant, nothing secret in what()") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
     std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                               request.code_challenge);
     (void)auth::exchange_code(config, request, code);
     SUBCASE("the same code twice") {
-      auto e = catch_error([&] { (void)auth::exchange_code(config, request, code); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::oauth);
-      CHECK(e->status() == 400);
-      CHECK(e->details().error == "invalid_grant");
-      check_no_secret(*e, {code, request.code_verifier, Env::kConfidentialSecret});
+      auto e = require_error([&] { (void)auth::exchange_code(config, request, code); });
+      CHECK(e.kind() == auth::ErrorKind::oauth);
+      CHECK(e.status() == 400);
+      CHECK(e.details().error == "invalid_grant");
+      check_no_secret(e, {code, request.code_verifier, Env::kConfidentialSecret});
     }
     SUBCASE("another verifier than the one the challenge was made from") {
       auth::AuthorizationRequest other = auth::authorization_request(config);
       std::string code2 = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                                  request.code_challenge);
-      auto e = catch_error([&] { (void)auth::exchange_code(config, other, code2); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::oauth);
-      CHECK(e->details().error == "invalid_grant");
-      check_no_secret(*e, {code2, other.code_verifier, Env::kConfidentialSecret});
+      auto e = require_error([&] { (void)auth::exchange_code(config, other, code2); });
+      CHECK(e.kind() == auth::ErrorKind::oauth);
+      CHECK(e.details().error == "invalid_grant");
+      check_no_secret(e, {code2, other.code_verifier, Env::kConfidentialSecret});
     }
     SUBCASE("another redirect_uri than at authorize") {
       auth::AuthorizationRequest moved = auth::authorization_request(config, {}, "http://127.0.0.1:8080/api/auth/callback");
       std::string code3 = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
                                                  moved.code_challenge);
-      auto e = catch_error([&] { (void)auth::exchange_code(config, moved, code3); });
-      REQUIRE(e);
-      CHECK(e->details().error == "invalid_grant");
+      auto e = require_error([&] { (void)auth::exchange_code(config, moved, code3); });
+      CHECK(e.details().error == "invalid_grant");
     }
   }
 
   TEST_CASE("a wrong client secret is an error naming the likely cause, without the secret") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     config.client_secret = "wrong-secret-value-42";
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    auto e = catch_error([&] { (void)auth::exchange_code(config, request, "some-code-value"); });
-    REQUIRE(e);
-    CHECK(e->status() == 401);
-    CHECK(e->details().error_code == "AUTH-003");
-    CHECK(contains(e->what(), "check the client id and secret"));
-    check_no_secret(*e, {"wrong-secret-value-42", "some-code-value", request.code_verifier});
+    auto e = require_error([&] { (void)auth::exchange_code(config, request, "some-code-value"); });
+    CHECK(e.status() == 401);
+    CHECK(e.details().error_code == "AUTH-003");
+    CHECK(contains(e.what(), "check the client id and secret"));
+    check_no_secret(e, {"wrong-secret-value-42", "some-code-value", request.code_verifier});
   }
 
   TEST_CASE("usage errors are raised before any request") {
     Env env(false);
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    auto e = catch_error([&] { (void)auth::exchange_code(config, request, ""); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::usage);
+    auto e = require_error([&] { (void)auth::exchange_code(config, request, ""); });
+    CHECK(e.kind() == auth::ErrorKind::usage);
     auto r = catch_error([&] { (void)auth::refresh(config, ""); });
     REQUIRE(r);
     CHECK(r->kind() == auth::ErrorKind::usage);
@@ -207,10 +203,8 @@ TEST_SUITE("token endpoint: code exchange") {
 // ============================================================================================================
 TEST_SUITE("token endpoint: login") {
   TEST_CASE("login(): browser hook, loopback listener, consent, state check, code exchange, id_token verified") {
-    FOR_HTTP_AND_HTTPS(tls);
-    bool confidential = true;
-    SUBCASE("confidential client") { confidential = true; }
-    SUBCASE("public client") { confidential = false; }
+    const bool tls = http_then_https();
+    const bool confidential = confidential_then_public();
     CAPTURE(confidential);
     Env env(tls, [](aps_mock::Options& o) { o.consent = aps_mock::Consent::page; });
     auth::Config config = env.config(confidential);
@@ -251,8 +245,7 @@ TEST_SUITE("token endpoint: login") {
   }
 
   TEST_CASE("login(): the user denies consent: ErrorKind::access_denied") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls, [](aps_mock::Options& o) {
+    Env env(http_then_https(), [](aps_mock::Options& o) {
       o.consent = aps_mock::Consent::page;
       o.deny = true;
     });
@@ -260,10 +253,9 @@ TEST_SUITE("token endpoint: login") {
     config.callback_url = "http://127.0.0.1:0/api/auth/callback";
     support::ScriptedBrowser browser(env.server, env.server.pki().ca_cert_pem, 15000);
     auth::LoginOptions options = scripted_login(browser);
-    auto e = catch_error([&] { (void)auth::login(config, options); });
-        REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::access_denied);
-    CHECK(e->details().error_description == "The user denied access.");
+    auto e = require_error([&] { (void)auth::login(config, options); });
+    CHECK(e.kind() == auth::ErrorKind::access_denied);
+    CHECK(e.details().error_description == "The user denied access.");
     CHECK(browser.result().status == 200);
     CHECK(contains(browser.result().body, "Access was not granted"));
     CHECK(env.server.count("token") == 0);
@@ -277,10 +269,9 @@ TEST_SUITE("token endpoint: login") {
     auth::LoginOptions options = scripted_login(browser);
     options.on_listening = nullptr;
     options.timeout = 700ms;
-    auto e = catch_error([&] { (void)auth::login(config, options); });
-        REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::timeout);
-    CHECK(contains(e->what(), "Invalid redirect_uri"));
+    auto e = require_error([&] { (void)auth::login(config, options); });
+    CHECK(e.kind() == auth::ErrorKind::timeout);
+    CHECK(contains(e.what(), "Invalid redirect_uri"));
     CHECK(browser.result().status == 400);  // the mock, like Autodesk, showed "Invalid redirect_uri"
     CHECK(contains(browser.result().body, "Invalid redirect_uri"));
   }
@@ -289,10 +280,8 @@ TEST_SUITE("token endpoint: login") {
 // ============================================================================================================
 TEST_SUITE("token endpoint: refresh and client credentials") {
   TEST_CASE("refresh rotates the refresh token; the old one then fails with invalid_grant") {
-    FOR_HTTP_AND_HTTPS(tls);
-    bool confidential = true;
-    SUBCASE("confidential client") { confidential = true; }
-    SUBCASE("public client") { confidential = false; }
+    const bool tls = http_then_https();
+    const bool confidential = confidential_then_public();
     Env env(tls);
     auth::Config config = env.config(confidential);
     Grant g = issue_grant(env, config.client_id, "data:read data:write");
@@ -313,13 +302,12 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     CHECK(reqs[0].form.count("client_id") == (confidential ? 0u : 1u));
     CHECK(reqs[0].header("Authorization").empty() == !confidential);
 
-    auto e = catch_error([&] { (void)auth::refresh(config, g.refresh_token); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::oauth);
-    CHECK(e->status() == 400);
-    CHECK(e->details().error == "invalid_grant");
-    CHECK(contains(e->what(), "invalid_grant"));
-    check_no_secret(*e, {g.refresh_token, t.refresh_token, Env::kConfidentialSecret});
+    auto e = require_error([&] { (void)auth::refresh(config, g.refresh_token); });
+    CHECK(e.kind() == auth::ErrorKind::oauth);
+    CHECK(e.status() == 400);
+    CHECK(e.details().error == "invalid_grant");
+    CHECK(contains(e.what(), "invalid_grant"));
+    check_no_secret(e, {g.refresh_token, t.refresh_token, Env::kConfidentialSecret});
 
     // The new one works, once.
     auth::Token t2 = auth::refresh(config, t.refresh_token);
@@ -327,8 +315,7 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
   }
 
   TEST_CASE("refresh with narrowed scopes sends them and gets a token for them only; wider scopes fail") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     Grant g = issue_grant(env, config.client_id, "data:read data:write");
     auth::Token t = auth::refresh(config, g.refresh_token, {"data:read"});
@@ -339,16 +326,14 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
     CHECK(i.active);
     CHECK(i.scope == "data:read");
 
-    auto e = catch_error([&] { (void)auth::refresh(config, t.refresh_token, {"data:read", "bucket:delete"}); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::oauth);
-    CHECK(e->details().error == "invalid_scope");
-    check_no_secret(*e, {t.refresh_token, Env::kConfidentialSecret});
+    auto e = require_error([&] { (void)auth::refresh(config, t.refresh_token, {"data:read", "bucket:delete"}); });
+    CHECK(e.kind() == auth::ErrorKind::oauth);
+    CHECK(e.details().error == "invalid_scope");
+    check_no_secret(e, {t.refresh_token, Env::kConfidentialSecret});
   }
 
   TEST_CASE("client_credentials: Basic header, scopes space-separated in the form, no refresh token") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     config.scopes = {"data:read", "bucket:create"};
     auth::Token t = auth::client_credentials(config);
@@ -373,10 +358,8 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
 // ============================================================================================================
 TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
   TEST_CASE("revoke an access token and a refresh token") {
-    FOR_HTTP_AND_HTTPS(tls);
-    bool confidential = true;
-    SUBCASE("confidential client") { confidential = true; }
-    SUBCASE("public client") { confidential = false; }
+    const bool tls = http_then_https();
+    const bool confidential = confidential_then_public();
     Env env(tls);
     auth::Config config = env.config(confidential);
     Grant g = issue_grant(env, config.client_id, "data:read");
@@ -397,14 +380,12 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
       CHECK(r.form.count("client_id") == (confidential ? 0u : 1u));
       CHECK(r.header("Authorization").empty() == !confidential);
     }
-    auto e = catch_error([&] { (void)auth::refresh(config, g.refresh_token); });
-    REQUIRE(e);
-    CHECK(e->details().error == "invalid_grant");
+    auto e = require_error([&] { (void)auth::refresh(config, g.refresh_token); });
+    CHECK(e.details().error == "invalid_grant");
   }
 
   TEST_CASE("introspect: active and inactive tokens") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     Grant g = issue_grant(env, config.client_id, "data:read data:write");
     auth::Introspection a = auth::introspect(config, g.access_token);
@@ -434,8 +415,7 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
   }
 
   TEST_CASE("userinfo with a 3-legged token; a 2-legged one is refused (401) without the token in what()") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     Grant g = issue_grant(env, config.client_id, "data:read openid");
     auth::UserInfo u = auth::userinfo(config, g.access_token);
@@ -451,17 +431,15 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     CHECK(reqs[0].query.empty());  // the token never in a URL
 
     auth::Token two_legged = auth::client_credentials(config);
-    auto e = catch_error([&] { (void)auth::userinfo(config, two_legged.access_token); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::http);
-    CHECK(e->status() == 401);
-    CHECK(e->details().error_code == "AUTH-006");
-    check_no_secret(*e, {two_legged.access_token, Env::kConfidentialSecret});
+    auto e = require_error([&] { (void)auth::userinfo(config, two_legged.access_token); });
+    CHECK(e.kind() == auth::ErrorKind::http);
+    CHECK(e.status() == 401);
+    CHECK(e.details().error_code == "AUTH-006");
+    check_no_secret(e, {two_legged.access_token, Env::kConfidentialSecret});
   }
 
   TEST_CASE("logout_url: the post-logout redirect survives the round trip through the server") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     CHECK(auth::logout_url(config) == env.base_url() + "/authentication/v2/logout");
     const std::string back = env.base_url() + "/signed-out?from=app&x=a b";
@@ -473,7 +451,7 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
   }
 
   TEST_CASE("discover: endpoints from the OIDC document, usable as they are") {
-    FOR_HTTP_AND_HTTPS(tls);
+    const bool tls = http_then_https();
     bool legacy = false;
     SUBCASE("revocation_endpoint") { legacy = false; }
     SUBCASE("legacy revoke_endpoint") { legacy = true; }
@@ -500,40 +478,35 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
   }
 
   TEST_CASE("discover: a document naming another issuer, or missing the token endpoint, is refused") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     const std::string base = env.base_url();
     SUBCASE("another issuer (mix-up)") {
       env.server.inject(fault(kDiscoveryPath, 200,
                                R"({"issuer":"https://evil.example","authorization_endpoint":")" + base +
                                    R"(/a","token_endpoint":")" + base + R"(/t"})"));
-      auto e = catch_error([&] { (void)auth::discover(config, env.server.issuer()); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::bad_response);
-      CHECK(contains(e->what(), "evil.example"));
+      auto e = require_error([&] { (void)auth::discover(config, env.server.issuer()); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
+      CHECK(contains(e.what(), "evil.example"));
     }
     SUBCASE("no token endpoint") {
       env.server.inject(fault(kDiscoveryPath, 200,
                                R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base + R"(/a"})"));
-      auto e = catch_error([&] { (void)auth::discover(config, env.server.issuer()); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::bad_response);
-      CHECK(contains(e->what(), "token_endpoint"));
+      auto e = require_error([&] { (void)auth::discover(config, env.server.issuer()); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
+      CHECK(contains(e.what(), "token_endpoint"));
     }
     SUBCASE("a plain-http token endpoint on a remote host") {
       env.server.inject(fault(kDiscoveryPath, 200,
                                R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base +
                                    R"(/a","token_endpoint":"http://evil.example/token"})"));
-      auto e = catch_error([&] { (void)auth::discover(config, env.server.issuer()); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::discover(config, env.server.issuer()); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("no document (404)") {
-      auto e = catch_error([&] { (void)auth::discover(config, base + "/nowhere"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::http);
-      CHECK(e->status() == 404);
+      auto e = require_error([&] { (void)auth::discover(config, base + "/nowhere"); });
+      CHECK(e.kind() == auth::ErrorKind::http);
+      CHECK(e.status() == 404);
     }
   }
 }
@@ -589,7 +562,7 @@ TEST_SUITE("token endpoint: error shapes") {
   }
 
   TEST_CASE("every error shape APS answers with, from every endpoint, typed and without secrets in what()") {
-    FOR_HTTP_AND_HTTPS(tls);
+    const bool tls = http_then_https();
     const std::vector<Shape> shapes = {
         {"APS style with \"more info\" (403 AUTH-001)", 403,
          R"({"developerMessage":"The client_id specified does not have access to the api product {SECRETS}",)"
@@ -700,12 +673,11 @@ TEST_SUITE("token endpoint: error shapes") {
         auto f = fault(ep.path, shape.status, with_secrets(shape.body, secrets), 1, shape.content_type, shape.headers);
         for (auto& h : f.headers) h.second = with_secrets(h.second, secrets);
         env.server.inject(f);
-        auto e = catch_error([&] { ep.call(config); });
-        REQUIRE(e);
-        CHECK(e->kind() == shape.kind);
-        CHECK(std::string(e->what()).rfind(std::string("[aps_auth.") + auth::to_string(shape.kind) + "] ", 0) == 0);
-        shape.check(*e);
-        check_no_secret(*e, secrets);
+        auto e = require_error([&] { ep.call(config); });
+        CHECK(e.kind() == shape.kind);
+        CHECK(std::string(e.what()).rfind(std::string("[aps_auth.") + auth::to_string(shape.kind) + "] ", 0) == 0);
+        shape.check(e);
+        check_no_secret(e, secrets);
         CHECK(env.requests_to(ep.path).size() == 1);  // max_attempts = 1: sent once, redirect not followed
         CHECK(env.server.requests().size() == 1);
       }
@@ -713,8 +685,7 @@ TEST_SUITE("token endpoint: error shapes") {
   }
 
   TEST_CASE("a 2xx answer that is not what the protocol promises is ErrorKind::bad_response") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     const auth::Config config = env.config(true);
     struct Body {
       const char* name;
@@ -734,12 +705,11 @@ TEST_SUITE("token endpoint: error shapes") {
         CAPTURE(body_name);
         CAPTURE(endpoint_name);
         env.server.inject(fault(ep.path, 200, b.body, 1, b.content_type));
-        auto e = catch_error([&] { ep.call(config); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::bad_response);
-        CHECK(e->status() == 200);
-        CHECK(contains(e->what(), "HTTP 200"));
-        check_no_secret(*e, ep.secrets);
+        auto e = require_error([&] { ep.call(config); });
+        CHECK(e.kind() == auth::ErrorKind::bad_response);
+        CHECK(e.status() == 200);
+        CHECK(contains(e.what(), "HTTP 200"));
+        check_no_secret(e, ep.secrets);
       }
     }
     SUBCASE("a token answer without access_token, or with a bad expires_in") {
@@ -747,51 +717,45 @@ TEST_SUITE("token endpoint: error shapes") {
                                R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_in":-1})"}) {
         CAPTURE(body);
         env.server.inject(fault(kTokenPath, 200, body));
-        auto e = catch_error([&] { (void)auth::client_credentials(config); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::bad_response);
+        auto e = require_error([&] { (void)auth::client_credentials(config); });
+        CHECK(e.kind() == auth::ErrorKind::bad_response);
       }
     }
     SUBCASE("an introspection answer without a boolean active") {
       env.server.inject(fault(kIntrospectPath, 200, R"({"active":"yes"})"));
-      auto e = catch_error([&] { (void)auth::introspect(config, "some-token-value"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::bad_response);
-      CHECK_FALSE(contains(e->what(), "some-token-value"));
+      auto e = require_error([&] { (void)auth::introspect(config, "some-token-value"); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
+      CHECK_FALSE(contains(e.what(), "some-token-value"));
     }
     SUBCASE("an answer larger than APS_AUTH_MAX_RESPONSE_BYTES") {
       std::string huge = R"({"access_token":")" + std::string(APS_AUTH_MAX_RESPONSE_BYTES + 10, 'a') + R"("})";
       env.server.inject(fault(kTokenPath, 200, huge));
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::bad_response);
-      CHECK(contains(e->what(), "refused"));
-      CHECK(std::string(e->what()).size() < 400);
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
+      CHECK(contains(e.what(), "refused"));
+      CHECK(std::string(e.what()).size() < 400);
     }
   }
 
   TEST_CASE("the server's own errors (not injected) keep every field") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     SUBCASE("client_credentials without scopes: APS style AUTH-008") {
       config.scopes.clear();
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::http);
-      CHECK(e->status() == 400);
-      CHECK(e->details().error_code == "AUTH-008");
-      CHECK(e->details().more_info == aps_mock::Server::kErrorInfo);
-      CHECK_FALSE(e->details().developer_message.empty());
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::http);
+      CHECK(e.status() == 400);
+      CHECK(e.details().error_code == "AUTH-008");
+      CHECK(e.details().more_info == aps_mock::Server::kErrorInfo);
+      CHECK_FALSE(e.details().developer_message.empty());
     }
     SUBCASE("an unknown client: RFC style invalid_client") {
       config.client_id = "nobody";
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::oauth);
-      CHECK(e->status() == 401);
-      CHECK(e->details().error == "invalid_client");
-      check_no_secret(*e, {Env::kConfidentialSecret});
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::oauth);
+      CHECK(e.status() == 401);
+      CHECK(e.details().error == "invalid_client");
+      check_no_secret(e, {Env::kConfidentialSecret});
     }
   }
 }
@@ -799,8 +763,7 @@ TEST_SUITE("token endpoint: error shapes") {
 // ============================================================================================================
 TEST_SUITE("token endpoint: transport failures and retries") {
   TEST_CASE("429/503 are retried after Retry-After; then the call succeeds") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     config.retry.max_attempts = 3;
     env.server.inject(fault(kTokenPath, 503, R"({"developerMessage":"busy"})", 2, "application/json",
@@ -821,15 +784,13 @@ TEST_SUITE("token endpoint: transport failures and retries") {
   }
 
   TEST_CASE("a refresh or code exchange is not re-sent after a 500 (the server may have acted)") {
-    FOR_HTTP_AND_HTTPS(tls);
-    Env env(tls);
+    Env env(http_then_https());
     auth::Config config = env.config(true);
     config.retry.max_attempts = 3;
     Grant g = issue_grant(env, config.client_id, "data:read");
     env.server.inject(fault(kTokenPath, 500, R"({"developerMessage":"oops"})"));
-    auto e = catch_error([&] { (void)auth::refresh(config, g.refresh_token); });
-    REQUIRE(e);
-    CHECK(e->status() == 500);
+    auto e = require_error([&] { (void)auth::refresh(config, g.refresh_token); });
+    CHECK(e.status() == 500);
     CHECK(env.server.count("token") == 1);
 
     SUBCASE("while client credentials (safe to repeat) are") {
@@ -850,11 +811,10 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     config.proxy = "direct";
     config.retry.max_attempts = 3;
     config.retry.initial_backoff = 1ms;
-    auto e = catch_error([&] { (void)auth::refresh(config, "refresh-token-value"); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(contains(e->what(), "not sent again"));
-    check_no_secret(*e, {"refresh-token-value", "secret-value-123"});
+    auto e = require_error([&] { (void)auth::refresh(config, "refresh-token-value"); });
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(contains(e.what(), "not sent again"));
+    check_no_secret(e, {"refresh-token-value", "secret-value-123"});
     CHECK(raw.connections() == 1);
   }
 
@@ -868,9 +828,8 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     config.read_timeout = 300ms;
     config.retry.max_attempts = 3;
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::refresh(config, "refresh-token-value"); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::timeout);
+    auto e = require_error([&] { (void)auth::refresh(config, "refresh-token-value"); });
+    CHECK(e.kind() == auth::ErrorKind::timeout);
     CHECK(support::seconds_since(t0) < 3.0);
     CHECK(raw.connections() == 1);
     raw.stop();
@@ -889,10 +848,9 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     config.proxy = "direct";
     config.retry.max_attempts = 2;
     config.retry.initial_backoff = 1ms;
-    auto e = catch_error([&] { (void)auth::client_credentials(config); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(contains(e->what(), std::to_string(port)));
-    check_no_secret(*e, {"secret-value-123"});
+    auto e = require_error([&] { (void)auth::client_credentials(config); });
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(contains(e.what(), std::to_string(port)));
+    check_no_secret(e, {"secret-value-123"});
   }
 }

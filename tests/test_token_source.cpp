@@ -51,12 +51,8 @@
 namespace auth = aps::auth;
 namespace platform = support::platform;
 using namespace std::chrono_literals;
-using support::catch_error;
-using support::contains;
-using support::file_mode;
-using support::list_dir;
-using support::mode_text;
-using support::TempDir;
+using support::catch_error, support::require_error, support::contains, support::file_mode, support::list_dir,
+      support::mode_text, support::TempDir;
 using SysClock = std::chrono::system_clock;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -89,6 +85,16 @@ auth::Token issued(aps_mock::Server& mock) {
 // The same token with an access token the library must consider expired (the mock may still accept it).
 auth::Token expired(auth::Token t) {
   t.expires_at = SysClock::now() - 10s;
+  return t;
+}
+
+// A token valid for an hour, with these access and refresh tokens.
+auth::Token valid_token(const std::string& access_token, const std::string& refresh_token) {
+  auth::Token t;
+  t.access_token = access_token;
+  t.refresh_token = refresh_token;
+  t.expires_in = 3600s;
+  t.expires_at = SysClock::now() + 1h;
   return t;
 }
 
@@ -530,11 +536,7 @@ TEST_SUITE("token_source") {
   TEST_CASE("under umask 000 the file is created 0600, its directories 0700, the lock file 0600") {
     TempDir dir;
     const std::string path = dir.file("state/aps-auth/token.json");
-    auth::Token t;
-    t.access_token = "access";
-    t.refresh_token = "refresh";
-    t.expires_in = 3600s;
-    t.expires_at = SysClock::now() + 1h;
+    const auth::Token t = valid_token("access", "refresh");
     {
       platform::ScopedUmask mask(0);
       auth::FileTokenStore store(path);
@@ -555,23 +557,18 @@ TEST_SUITE("token_source") {
             "OpenPermissions::warn") {
     TempDir dir;
     const std::string path = dir.file("token.json");
-    auth::Token t;
-    t.access_token = "secret-access-token-value";
-    t.refresh_token = "secret-refresh-token-value";
-    t.expires_in = 3600s;
-    t.expires_at = SysClock::now() + 1h;
+    const auth::Token t = valid_token("secret-access-token-value", "secret-refresh-token-value");
 
     for (int mode : {0644, 0640, 0604, 0660}) {
       INFO("mode " << mode_text(mode));
       support::write_file(path, t.to_json(), mode);
       auth::Token loaded;
-      auto e = catch_error([&] { (void)auth::FileTokenStore(path).load(loaded); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), "chmod 600"));
-      CHECK(contains(e->what(), path));
-      CHECK_FALSE(contains(e->what(), t.access_token));
-      CHECK_FALSE(contains(e->what(), t.refresh_token));
+      auto e = require_error([&] { (void)auth::FileTokenStore(path).load(loaded); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), "chmod 600"));
+      CHECK(contains(e.what(), path));
+      CHECK_FALSE(contains(e.what(), t.access_token));
+      CHECK_FALSE(contains(e.what(), t.refresh_token));
     }
 
     // A TokenSource over such a file refuses it too, before any request (nothing listens on port 9).
@@ -580,10 +577,9 @@ TEST_SUITE("token_source") {
     config.client_id = kClient;
     config.endpoints = auth::Endpoints::from_base_url("http://127.0.0.1:9");
     auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path));
-    auto e = catch_error([&] { (void)source.access_token(); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), "chmod"));
+    auto e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), "chmod"));
 
     // warn: the callback hears about it, the token is read.
     std::vector<std::string> warnings;
@@ -650,10 +646,9 @@ TEST_SUITE("token_source") {
     }
     SUBCASE("the chain is really lost (the store has nothing newer): the invalid_grant error, after one re-read") {
       store->after_locked_load = [&] { theirs = auth::refresh(config, before.refresh_token); };  // never saved
-      auto e = catch_error([&] { (void)source.access_token(); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::oauth);
-      CHECK(e->details().error == "invalid_grant");
+      auto e = require_error([&] { (void)source.access_token(); });
+      CHECK(e.kind() == auth::ErrorKind::oauth);
+      CHECK(e.details().error == "invalid_grant");
       CHECK(mock.count("token.refresh_token") == 2);
       CHECK(load_file(path).refresh_token == before.refresh_token);  // the file is left alone
     }
@@ -758,11 +753,10 @@ TEST_SUITE("token_source") {
     options.on_new_token = [&](const auth::Token& t) { hooked.push_back(t); };
     auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path), options);
 
-    auto e = catch_error([&] { (void)source.access_token(); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), "kept in memory"));
-    CHECK(contains(e->what(), "create"));
+    auto e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), "kept in memory"));
+    CHECK(contains(e.what(), "create"));
     auth::Token kept = source.token();
     CHECK(mock.count("token.refresh_token") == 1);
     CHECK(mock.is_active_access_token(kept.access_token));
@@ -859,10 +853,9 @@ TEST_SUITE("token_source") {
   TEST_CASE("a 3-legged source with nothing stored asks to sign in first (usage), with no request") {
     aps_mock::Server mock(mock_options());
     auth::TokenSource source(mock_config(mock), std::make_shared<auth::MemoryTokenStore>());
-    auto e = catch_error([&] { (void)source.access_token(); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::usage);
-    CHECK(contains(e->what(), "sign in"));
+    auto e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::usage);
+    CHECK(contains(e.what(), "sign in"));
     CHECK(mock.count("token") == 0);
   }
 
@@ -921,10 +914,9 @@ TEST_SUITE("token_source") {
     CHECK_NOTHROW(store.clear());  // clearing twice is fine
     // A file that is not a token is an io error naming the file, not a crash.
     support::write_file(path, "{not json", 0600);
-    auto e = catch_error([&] { (void)store.load(t); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), path));
+    auto e = require_error([&] { (void)store.load(t); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), path));
     CHECK_THROWS_AS(auth::FileTokenStore(""), auth::Error);
   }
 
@@ -953,9 +945,8 @@ TEST_SUITE("token_source") {
     {
       support::ScopedEnv xdg("XDG_STATE_HOME", nullptr);
       support::ScopedEnv home("HOME", nullptr);
-      auto e = catch_error([] { (void)auth::FileTokenStore::default_path(); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([] { (void)auth::FileTokenStore::default_path(); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 }

@@ -15,10 +15,7 @@
 
 namespace auth = aps::auth;
 namespace detail = aps::auth::detail;
-using support::catch_error;
-using support::contains;
-using support::param;
-using support::query_of;
+using support::catch_error, support::require_error, support::contains, support::param, support::query_of;
 
 namespace {
 
@@ -249,31 +246,27 @@ TEST_SUITE("authorize URL") {
     SUBCASE("no client id") {
       auth::Config config = test_config();
       config.client_id.clear();
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("plain http authorize endpoint on a remote host") {
       auth::Config config = test_config();
       config.endpoints.authorize = "http://developer.api.autodesk.com/authentication/v2/authorize";
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
-      CHECK(contains(e->what(), "plain http"));
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
+      CHECK(contains(e.what(), "plain http"));
     }
     SUBCASE("plain http callback on a remote host") {
       auth::Config config = test_config();
       config.callback_url = "http://example.com/callback";
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("a callback that is not an absolute URL") {
       auth::Config config = test_config();
       config.callback_url = "localhost:8080/callback";
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 }
@@ -386,27 +379,24 @@ TEST_SUITE("endpoints") {
     for (const char* remote : {"http://developer.api.autodesk.com", "http://10.0.0.5:8080", "http://0.0.0.0:80",
                                "http://[2001:db8::1]:80"}) {
       CAPTURE(remote);
-      auto e = catch_error([&] { (void)auth::Endpoints::from_base_url(remote); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::Endpoints::from_base_url(remote); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("and no request is sent: the token endpoint calls refuse before connecting") {
       auth::Config config = test_config();
       config.client_secret = "the-secret-1234";
       config.endpoints.token = "http://example.com/authentication/v2/token";
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
-      CHECK_FALSE(contains(e->what(), "the-secret-1234"));
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
+      CHECK_FALSE(contains(e.what(), "the-secret-1234"));
       auto r = catch_error([&] { (void)auth::refresh(config, "rt-abcdefgh"); });
       REQUIRE(r);
       CHECK(r->kind() == auth::ErrorKind::usage);
       CHECK_FALSE(contains(r->what(), "rt-abcdefgh"));
     }
     SUBCASE("not a URL at all") {
-      auto e = catch_error([&] { (void)auth::Endpoints::from_base_url("developer.api.autodesk.com"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::Endpoints::from_base_url("developer.api.autodesk.com"); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 
@@ -459,9 +449,8 @@ TEST_SUITE("token") {
     for (const char* bad : {"", "[]", "not json", R"({"token_type":"Bearer"})", R"({"access_token":"a","expires_in":-5})",
                             R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_at":"x"})"}) {
       CAPTURE(bad);
-      auto e = catch_error([&] { (void)auth::Token::from_json(bad); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::bad_response);
+      auto e = require_error([&] { (void)auth::Token::from_json(bad); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
     }
   }
 

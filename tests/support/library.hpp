@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace support {
 
@@ -24,6 +25,14 @@ std::optional<aps::auth::Error> catch_error(F&& f) {
     return e;
   }
   return std::nullopt;
+}
+
+// Runs f, which must throw an aps::auth::Error (the test stops here when it does not), and returns that Error.
+template <class F>
+aps::auth::Error require_error(F&& f) {
+  std::optional<aps::auth::Error> e = catch_error(std::forward<F>(f));
+  REQUIRE_MESSAGE(e.has_value(), "no aps::auth::Error was thrown");
+  return *e;
 }
 
 // Multimap of the decoded query parameters of an absolute URL (decoded once, by the library's own parser).
