@@ -81,10 +81,12 @@ namespace auth = aps::auth;
 using namespace std::chrono_literals;
 using support::catch_error, support::require_error, support::contains, support::seconds_since;
 
+// The retries of every Config here: three attempts, short waits.
+const auth::RetryPolicy kFastRetries{3, 10ms, 100ms};
+
 const char* const kClient = "fault-client";
 const char* const kSecret = "fault-secret-5d1c";
 const char* const kCallback = "http://127.0.0.1:8080/api/auth/callback";
-const auth::RetryPolicy kFastRetries{3, 10ms, 100ms};
 
 // The mock APS server (HTTP, or HTTPS with its CA in a temporary file) and a Config for it with fast retries.
 struct Mock : support::Mock {
@@ -116,11 +118,7 @@ struct Mock : support::Mock {
 
 // A Config for a RawServer (or any loopback port) speaking plain HTTP.
 auth::Config raw_config(int port) {
-  auth::Config c;
-  c.client_id = kClient;
-  c.client_secret = kSecret;
-  c.endpoints = auth::Endpoints::from_base_url("http://127.0.0.1:" + std::to_string(port));
-  c.proxy = "direct";
+  auth::Config c = support::config_for("http://127.0.0.1:" + std::to_string(port), kClient, kSecret);
   c.connect_timeout = 2s;
   c.read_timeout = 2s;
   c.retry = kFastRetries;

@@ -63,6 +63,12 @@ auth::LoginOptions scripted_login(support::ScriptedBrowser& browser) {
   return o;
 }
 
+// The code the mock issues for `request` when the user of `config`'s client signs in and consents.
+std::string code_for(Env& env, const auth::Config& config, const auth::AuthorizationRequest& request,
+                     const std::string& scope) {
+  return env.server.issue_code(config.client_id, request.redirect_uri, scope, request.code_challenge);
+}
+
 // A refresh token and its access token, issued by the mock for a 3-legged grant.
 struct Grant {
   std::string access_token, refresh_token;
@@ -72,6 +78,15 @@ Grant issue_grant(Env& env, const std::string& client_id, const std::string& sco
   return {j.at("access_token").get<std::string>(), j.at("refresh_token").get<std::string>()};
 }
 
+// A 3-legged grant the mock issued (for data:read data:write), over HTTP then HTTPS, to the confidential client
+// then to the public one.
+struct Granted {
+  Env env{http_then_https()};
+  const bool confidential = confidential_then_public();
+  auth::Config config = env.config(confidential);
+  Grant g = issue_grant(env, config.client_id, "data:read data:write");
+};
+
 }  // namespace
 
 // ============================================================================================================
@@ -80,8 +95,7 @@ TEST_SUITE("token endpoint: code exchange") {
     Env env(http_then_https());
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read data:write",
-                                              request.code_challenge);
+    std::string code = code_for(env, config, request, "data:read data:write");
     auto before = std::chrono::system_clock::now();
     auth::Token t = auth::exchange_code(config, request, code);
     auto after = std::chrono::system_clock::now();
@@ -118,8 +132,7 @@ TEST_SUITE("token endpoint: code exchange") {
     Env env(http_then_https());
     auth::Config config = env.config(false);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
-                                              request.code_challenge);
+    std::string code = code_for(env, config, request, "data:read");
     auth::Token t = auth::exchange_code(config, request, code);
     CHECK_FALSE(t.access_token.empty());
     CHECK_FALSE(t.refresh_token.empty());
@@ -138,8 +151,7 @@ TEST_SUITE("token endpoint: code exchange") {
     Env env(http_then_https());
     auth::Config config = env.config(true);
     auth::AuthorizationRequest request = auth::authorization_request(config);
-    std::string code = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
-                                              request.code_challenge);
+    std::string code = code_for(env, config, request, "data:read");
     (void)auth::exchange_code(config, request, code);
     SUBCASE("the same code twice") {
       auto e = require_error([&] { (void)auth::exchange_code(config, request, code); });
@@ -150,8 +162,7 @@ TEST_SUITE("token endpoint: code exchange") {
     }
     SUBCASE("another verifier than the one the challenge was made from") {
       auth::AuthorizationRequest other = auth::authorization_request(config);
-      std::string code2 = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
-                                                 request.code_challenge);
+      std::string code2 = code_for(env, config, request, "data:read");
       auto e = require_error([&] { (void)auth::exchange_code(config, other, code2); });
       CHECK(e.kind() == auth::ErrorKind::oauth);
       CHECK(e.details().error == "invalid_grant");
@@ -279,13 +290,7 @@ TEST_SUITE("token endpoint: login") {
 
 // ============================================================================================================
 TEST_SUITE("token endpoint: refresh and client credentials") {
-  TEST_CASE("refresh rotates the refresh token; the old one then fails with invalid_grant") {
-    const bool tls = http_then_https();
-    const bool confidential = confidential_then_public();
-    Env env(tls);
-    auth::Config config = env.config(confidential);
-    Grant g = issue_grant(env, config.client_id, "data:read data:write");
-
+  TEST_CASE_FIXTURE(Granted, "refresh rotates the refresh token; the old one then fails with invalid_grant") {
     auth::Token t = auth::refresh(config, g.refresh_token);
     CHECK_FALSE(t.access_token.empty());
     CHECK(t.access_token != g.access_token);
@@ -357,13 +362,7 @@ TEST_SUITE("token endpoint: refresh and client credentials") {
 
 // ============================================================================================================
 TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
-  TEST_CASE("revoke an access token and a refresh token") {
-    const bool tls = http_then_https();
-    const bool confidential = confidential_then_public();
-    Env env(tls);
-    auth::Config config = env.config(confidential);
-    Grant g = issue_grant(env, config.client_id, "data:read");
-
+  TEST_CASE_FIXTURE(Granted, "revoke an access token and a refresh token") {
     auth::revoke(config, g.access_token, auth::TokenTypeHint::access_token);
     CHECK_FALSE(env.server.is_active_access_token(g.access_token));
     CHECK(env.server.is_valid_refresh_token(g.refresh_token));
@@ -804,11 +803,7 @@ TEST_SUITE("token endpoint: transport failures and retries") {
 
   TEST_CASE("a connection that dies mid-answer: network error, a refresh is not re-sent") {
     aps_mock::RawServer raw(aps_mock::RawMode::partial_then_close);
-    auth::Config config;
-    config.client_id = "c";
-    config.client_secret = "secret-value-123";
-    config.endpoints = auth::Endpoints::from_base_url(raw.base_url());
-    config.proxy = "direct";
+    auth::Config config = support::config_for(raw.base_url(), "c", "secret-value-123");
     config.retry.max_attempts = 3;
     config.retry.initial_backoff = 1ms;
     auto e = require_error([&] { (void)auth::refresh(config, "refresh-token-value"); });
@@ -820,11 +815,7 @@ TEST_SUITE("token endpoint: transport failures and retries") {
 
   TEST_CASE("a server that never answers: ErrorKind::timeout after read_timeout") {
     aps_mock::RawServer raw(aps_mock::RawMode::never_answer);
-    auth::Config config;
-    config.client_id = "c";
-    config.client_secret = "secret-value-123";
-    config.endpoints = auth::Endpoints::from_base_url(raw.base_url());
-    config.proxy = "direct";
+    auth::Config config = support::config_for(raw.base_url(), "c", "secret-value-123");
     config.read_timeout = 300ms;
     config.retry.max_attempts = 3;
     auto t0 = std::chrono::steady_clock::now();
@@ -841,11 +832,7 @@ TEST_SUITE("token endpoint: transport failures and retries") {
       aps_mock::RawServer gone(aps_mock::RawMode::close_immediately);
       port = gone.port();
     }
-    auth::Config config;
-    config.client_id = "c";
-    config.client_secret = "secret-value-123";
-    config.endpoints = auth::Endpoints::from_base_url("http://127.0.0.1:" + std::to_string(port));
-    config.proxy = "direct";
+    auth::Config config = support::config_for("http://127.0.0.1:" + std::to_string(port), "c", "secret-value-123");
     config.retry.max_attempts = 2;
     config.retry.initial_backoff = 1ms;
     auto e = require_error([&] { (void)auth::client_credentials(config); });

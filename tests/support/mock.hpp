@@ -44,17 +44,23 @@ inline aps_mock::Fault fault(const std::string& path, int status, const std::str
   return f;
 }
 
-// A Config for the mock: the client, the mock's endpoints, `ca_file` to trust (HTTPS), no proxy; everything else
-// the library's default.
-inline aps::auth::Config config_for(const aps_mock::Server& server, const std::string& client_id,
+// A Config for a server at `base_url` (the APS paths under it): the client, `ca_file` to trust (HTTPS), no proxy;
+// everything else the library's default.
+inline aps::auth::Config config_for(const std::string& base_url, const std::string& client_id,
                                     const std::string& client_secret = "", const std::string& ca_file = "") {
   aps::auth::Config c;
   c.client_id = client_id;
   c.client_secret = client_secret;
-  c.endpoints = aps::auth::Endpoints::from_base_url(server.base_url());
+  c.endpoints = aps::auth::Endpoints::from_base_url(base_url);
   c.ca_file = ca_file;
   c.proxy = "direct";
   return c;
+}
+
+// The same for the mock.
+inline aps::auth::Config config_for(const aps_mock::Server& server, const std::string& client_id,
+                                    const std::string& client_secret = "", const std::string& ca_file = "") {
+  return config_for(server.base_url(), client_id, client_secret, ca_file);
 }
 
 // A running mock APS server (HTTPS when options.tls, with a PKI generated for it) and what a test needs to talk
