@@ -158,11 +158,14 @@ inline EnvMap current_environment() {
 
 // ---- files ----------------------------------------------------------------------------------------------------
 
-// The separator of the directories in $PATH.
+// The separator of the directories in $PATH, and of a directory and a name in a path (cmd.exe misreads a '/' in
+// its own path as a switch).
 #ifdef _WIN32
 constexpr char kPathListSeparator = ';';
+constexpr char kDirSeparator = '\\';
 #else
 constexpr char kPathListSeparator = ':';
+constexpr char kDirSeparator = '/';
 #endif
 
 // A new directory, private to this user, under the system's temporary directory ($TMPDIR or /tmp; GetTempPathW).

@@ -52,7 +52,7 @@ inline std::string find_program(const std::vector<std::string>& names) {
     std::stringstream path(env_or("PATH", "/usr/local/bin:/usr/bin:/bin"));
     for (std::string dir; std::getline(path, dir, platform::kPathListSeparator);)
       for (const auto& suffix : platform::program_suffixes()) {
-        std::string candidate = (dir.empty() ? "." : dir) + "/" + n + suffix;
+        std::string candidate = (dir.empty() ? "." : dir) + platform::kDirSeparator + n + suffix;
         if (platform::is_executable(candidate)) return candidate;
       }
   }
