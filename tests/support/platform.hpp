@@ -379,56 +379,54 @@ inline bool make_pipe(HANDLE& ours, HANDLE& theirs, bool theirs_reads) {
 }
 #endif
 
-// Starts the child; "" or what went wrong.
-inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
-  if (req.argv.empty()) return "nothing to run";
 #ifdef _WIN32
-  HANDLE child_in = nullptr, child_out = nullptr, child_err = nullptr;
-  auto fail = [&](const std::string& what) {
-    std::string text = what + ": " + last_error_text();
-    close_handle(child_in);
-    close_handle(child_out);
-    if (child_err != child_out) close_handle(child_err);
-    close_handle(child.in);
-    close_handle(child.out);
-    close_handle(child.err);
-    return text;
-  };
+// Opens the child's standard handles (inheritable) into `theirs` (stdin, stdout, stderr; stderr may be stdout's),
+// and our ends of its pipes into `child`; "" or what went wrong.
+inline std::string open_child_handles(const SpawnRequest& req, ChildProcess& child, HANDLE (&theirs)[3]) {
   SECURITY_ATTRIBUTES sa{sizeof sa, nullptr, TRUE};
   if (req.stdin_pipe) {
-    if (!make_pipe(child.in, child_in, true)) return fail("CreatePipe");
+    if (!make_pipe(child.in, theirs[0], true)) return "CreatePipe: " + last_error_text();
   } else {
-    child_in = ::CreateFileW(L"NUL", GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, &sa, OPEN_EXISTING, 0, nullptr);
-    if (child_in == INVALID_HANDLE_VALUE) return fail("open NUL");
+    theirs[0] = ::CreateFileW(L"NUL", GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, &sa, OPEN_EXISTING, 0, nullptr);
+    if (theirs[0] == INVALID_HANDLE_VALUE) {
+      theirs[0] = nullptr;
+      return "open NUL: " + last_error_text();
+    }
   }
   if (req.stdout_path.empty()) {
-    if (!make_pipe(child.out, child_out, false)) return fail("CreatePipe");
-  } else if (!(child_out = open_output_file(req.stdout_path, req.append))) {
-    return fail("open " + req.stdout_path);
+    if (!make_pipe(child.out, theirs[1], false)) return "CreatePipe: " + last_error_text();
+  } else if (!(theirs[1] = open_output_file(req.stdout_path, req.append))) {
+    return "open " + req.stdout_path + ": " + last_error_text();
   }
   if (!req.stderr_path.empty() && req.stderr_path == req.stdout_path) {
-    child_err = child_out;
+    theirs[2] = theirs[1];
   } else if (req.stderr_path.empty()) {
-    if (!make_pipe(child.err, child_err, false)) return fail("CreatePipe");
-  } else if (!(child_err = open_output_file(req.stderr_path, req.append))) {
-    return fail("open " + req.stderr_path);
+    if (!make_pipe(child.err, theirs[2], false)) return "CreatePipe: " + last_error_text();
+  } else if (!(theirs[2] = open_output_file(req.stderr_path, req.append))) {
+    return "open " + req.stderr_path + ": " + last_error_text();
   }
-  // Only these three handles are inherited (not the pipes of another child started meanwhile).
-  std::vector<HANDLE> inherit = {child_in, child_out};
-  if (child_err != child_out) inherit.push_back(child_err);
+  return "";
+}
+
+// Starts the process with exactly `theirs` inherited (not the pipes of another child started meanwhile), in a
+// job of its own when asked (terminate() then ends everything it started); "" or what went wrong.
+inline std::string create_process(const SpawnRequest& req, HANDLE (&theirs)[3], ChildProcess& child) {
+  std::vector<HANDLE> inherit = {theirs[0], theirs[1]};
+  if (theirs[2] != theirs[1]) inherit.push_back(theirs[2]);
   SIZE_T size = 0;
   ::InitializeProcThreadAttributeList(nullptr, 1, 0, &size);
   std::vector<unsigned char> list_buf(size);
   auto* list = reinterpret_cast<LPPROC_THREAD_ATTRIBUTE_LIST>(list_buf.data());
-  if (!::InitializeProcThreadAttributeList(list, 1, 0, &size)) return fail("InitializeProcThreadAttributeList");
+  if (!::InitializeProcThreadAttributeList(list, 1, 0, &size))
+    return "InitializeProcThreadAttributeList: " + last_error_text();
   ::UpdateProcThreadAttribute(list, 0, PROC_THREAD_ATTRIBUTE_HANDLE_LIST, inherit.data(),
                               inherit.size() * sizeof(HANDLE), nullptr, nullptr);
   STARTUPINFOEXW si{};
   si.StartupInfo.cb = sizeof si;
   si.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
-  si.StartupInfo.hStdInput = child_in;
-  si.StartupInfo.hStdOutput = child_out;
-  si.StartupInfo.hStdError = child_err;
+  si.StartupInfo.hStdInput = theirs[0];
+  si.StartupInfo.hStdOutput = theirs[1];
+  si.StartupInfo.hStdError = theirs[2];
   si.lpAttributeList = list;
   std::wstring cmd = command_line(req.argv);
   std::vector<wchar_t> env_block;
@@ -439,8 +437,8 @@ inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
                                  CREATE_NO_WINDOW,
                              req.env ? env_block.data() : nullptr, nullptr, &si.StartupInfo, &pi);
   ::DeleteProcThreadAttributeList(list);
-  if (!ok) return fail("CreateProcessW " + req.argv[0]);
-  if (req.own_group) {  // a job: terminate() ends the child and everything it started
+  if (!ok) return "CreateProcessW " + req.argv[0] + ": " + last_error_text();
+  if (req.own_group) {
     child.job = ::CreateJobObjectW(nullptr, nullptr);
     if (child.job) ::AssignProcessToJobObject(child.job, pi.hProcess);
   }
@@ -448,44 +446,66 @@ inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
   ::CloseHandle(pi.hThread);
   child.process = pi.hProcess;
   child.pid = pi.dwProcessId;
-  close_handle(child_in);
-  if (child_err != child_out) close_handle(child_err);
-  close_handle(child_out);
   return "";
+}
 #else
-  int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
-  auto close_all = [&] {
-    for (int* p : {in_pipe, out_pipe, err_pipe}) {
-      close_fd(p[0]);
-      close_fd(p[1]);
-    }
-  };
-  if ((req.stdin_pipe && !make_pipe(in_pipe)) || (req.stdout_path.empty() && !make_pipe(out_pipe)) ||
-      (req.stderr_path.empty() && !make_pipe(err_pipe))) {
-    std::string text = std::string("pipe failed: ") + std::strerror(errno);
-    close_all();
-    return text;
-  }
+// Connects the child's standard streams as `req` asks: the null device or a pipe for stdin, a pipe or a file for
+// stdout and stderr (one file when both name it). `pipes`: stdin, stdout, stderr, each {read, write} or -1.
+inline void connect_std_streams(const SpawnRequest& req, posix_spawn_file_actions_t& actions, int (&pipes)[3][2]) {
   const int out_flags = O_WRONLY | O_CREAT | (req.append ? O_APPEND : O_TRUNC);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
   if (req.stdin_pipe)
-    posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, pipes[0][0], 0);
   else
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   if (req.stdout_path.empty())
-    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, pipes[1][1], 1);
   else
     posix_spawn_file_actions_addopen(&actions, 1, req.stdout_path.c_str(), out_flags, 0600);
   if (req.stderr_path.empty())
-    posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+    posix_spawn_file_actions_adddup2(&actions, pipes[2][1], 2);
   else if (req.stderr_path == req.stdout_path)
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
   else
     posix_spawn_file_actions_addopen(&actions, 2, req.stderr_path.c_str(), out_flags, 0600);
+}
+#endif
+
+// Starts the child; "" or what went wrong.
+inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
+  if (req.argv.empty()) return "nothing to run";
+#ifdef _WIN32
+  HANDLE theirs[3] = {nullptr, nullptr, nullptr};
+  std::string error = open_child_handles(req, child, theirs);
+  if (error.empty()) error = create_process(req, theirs, child);
+  close_handle(theirs[0]);
+  if (theirs[2] != theirs[1]) close_handle(theirs[2]);
+  close_handle(theirs[1]);
+  if (!error.empty()) {
+    close_handle(child.in);
+    close_handle(child.out);
+    close_handle(child.err);
+  }
+  return error;
+#else
+  int pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};  // stdin, stdout, stderr
+  auto close_all = [&pipes] {
+    for (auto& p : pipes) {
+      close_fd(p[0]);
+      close_fd(p[1]);
+    }
+  };
+  if ((req.stdin_pipe && !make_pipe(pipes[0])) || (req.stdout_path.empty() && !make_pipe(pipes[1])) ||
+      (req.stderr_path.empty() && !make_pipe(pipes[2]))) {
+    std::string text = std::string("pipe failed: ") + std::strerror(errno);
+    close_all();
+    return text;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  connect_std_streams(req, actions, pipes);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  if (req.own_group) {
+  if (req.own_group) {  // a process group: terminate() then ends everything it started
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
   }
@@ -505,12 +525,12 @@ inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
     child.pid = -1;
     return std::string("posix_spawn failed: ") + std::strerror(rc);
   }
-  close_fd(in_pipe[0]);
-  close_fd(out_pipe[1]);
-  close_fd(err_pipe[1]);
-  child.in = in_pipe[1];
-  child.out = out_pipe[0];
-  child.err = err_pipe[0];
+  close_fd(pipes[0][0]);
+  close_fd(pipes[1][1]);
+  close_fd(pipes[2][1]);
+  child.in = pipes[0][1];
+  child.out = pipes[1][0];
+  child.err = pipes[2][0];
   child.own_group = req.own_group;
   return "";
 #endif
