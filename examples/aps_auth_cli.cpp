@@ -135,7 +135,8 @@ const std::vector<CommandInfo> kCommands = {
      "\n"
      "  --token TOKEN   a 3-legged access token\n",
      with_common({"token"}), cmd_userinfo},
-    {"demo", "the whole sign-in against a built-in mock APS server: no account, no network",
+    {"demo",
+     "the whole sign-in against a built-in mock APS server: no account, no network",
      "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
      "Starts a mock APS server on this machine and runs the whole 3-legged sign-in against it,\n"
      "telling each step on stderr: the authorize URL, the callback with its state checked, the\n"
@@ -146,7 +147,8 @@ const std::vector<CommandInfo> kCommands = {
      "  --no-browser        the demo plays the browser itself (the default)\n"
      "  --timeout SECONDS   how long to wait for the callback (default: 300)\n"
      "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
-     {"browser", "no-browser", "timeout", "scopes"}, cmd_demo},
+     {"browser", "no-browser", "timeout", "scopes"},
+     cmd_demo},
 };
 
 const CommandInfo* find_command(const std::string& name) {
@@ -184,7 +186,8 @@ std::string usage() {
       "commands:\n";
   for (const auto& c : kCommands) {
     const std::string name = c.name;
-    out += "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + c.summary + "\n";
+    out +=
+        "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + c.summary + "\n";
   }
   return out +
          "\n"
@@ -686,7 +689,8 @@ class Demo {
   void tell_requests() const {
     const int authorizes = mock_.count("authorize"), tokens = mock_.count("token");
     say("the mock served " + std::to_string(authorizes) + " authorize and " +
-        std::to_string(tokens) + " token requests; the token JSON (the newest token) follows on stdout");
+        std::to_string(tokens) +
+        " token requests; the token JSON (the newest token) follows on stdout");
   }
 
  private:
@@ -768,7 +772,7 @@ class Demo {
   std::mutex browser_mutex_;
   std::thread browser_;
   std::string browser_failure_;  // guarded by browser_mutex_
-  std::string callback_;         // the listener's redirect_uri, set before the browser thread starts
+  std::string callback_;  // the listener's redirect_uri, set before the browser thread starts
 };
 
 int cmd_demo(const Args& a, const CommandInfo& cmd) {

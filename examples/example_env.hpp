@@ -16,10 +16,10 @@ inline std::string env(const char* name, const std::string& fallback = "") {
   return v && *v ? v : fallback;
 }
 
-// A Config from APS_CLIENT_ID, APS_CLIENT_SECRET (none: a public client, PKCE), APS_CALLBACK_URL (default
-// http://localhost:8080/api/auth/callback), APS_SCOPES (space-separated, default data:read) and APS_BASE_URL
-// (another server: a proxy, a mock). The library itself reads APS_CA_FILE (an extra trusted CA) and the proxy
-// variables.
+// A Config from APS_CLIENT_ID, APS_CLIENT_SECRET (none: a public client, PKCE), APS_CALLBACK_URL
+// (default http://localhost:8080/api/auth/callback), APS_SCOPES (space-separated, default
+// data:read) and APS_BASE_URL (another server: a proxy, a mock). The library itself reads
+// APS_CA_FILE (an extra trusted CA) and the proxy variables.
 inline aps::auth::Config config_from_env() {
   aps::auth::Config config;
   config.client_id = env("APS_CLIENT_ID");
