@@ -33,45 +33,33 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-// ---- usage --------------------------------------------------------------------------------------
+// ---- commands -----------------------------------------------------------------------------------
 
-const char* const kUsage =
-    "usage: aps-auth COMMAND [OPTIONS]\n"
-    "\n"
-    "Sign in to Autodesk Platform Services (APS) with OAuth 2.0.\n"
-    "JSON goes to stdout, messages for you to stderr.\n"
-    "\n"
-    "commands:\n"
-    "  login         3-legged sign-in through the browser (state + PKCE); prints the token JSON\n"
-    "  token         2-legged token (client credentials; needs a client secret)\n"
-    "  refresh       a new token for a refresh token (they rotate: keep the new one)\n"
-    "  access-token  only a valid access token, refreshed as needed through a token file\n"
-    "                (curl -H \"Authorization: Bearer $(aps-auth access-token)\" ...)\n"
-    "  revoke        revoke an access or refresh token\n"
-    "  logout        revoke the token held in a token file, then delete the file\n"
-    "  introspect    ask the server about a token; prints its JSON answer\n"
-    "  userinfo      the signed-in user's profile (OIDC claims) as JSON\n"
-    "  demo          the whole sign-in against a built-in mock APS server: no account, no network\n"
-    "\n"
-    "common options (each falls back to its environment variable, then to the default):\n"
-    "  --client-id ID          APS_CLIENT_ID\n"
-    "  --client-secret SECRET  APS_CLIENT_SECRET; none: a public client (PKCE). Prefer the\n"
-    "                          variable: command lines are visible to other users\n"
-    "  --scopes \"A B\"          APS_SCOPES, space-separated (default: data:read)\n"
-    "  --base-url URL          APS_BASE_URL (default: https://developer.api.autodesk.com)\n"
-    "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
-    "  --ca-file PATH          APS_CA_FILE: extra trusted CA certificates (PEM);\n"
-    "                          SSL_CERT_FILE is honoured too\n"
-    "\n"
-    "Run `aps-auth COMMAND --help` for the options of one command.\n"
-    "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
+struct Args;
+struct CommandInfo;
 
+// Runs a command; its exit code.
+using CommandHandler = int (*)(const Args& a, const CommandInfo& cmd);
+
+// One command: its line in the usage, its own help, the options it takes and what runs it.
 struct CommandInfo {
   const char* name;
+  const char* summary;  // its line (or lines) under "commands:" in the usage
   const char* synopsis;
   const char* details;
   std::vector<std::string> options;  // besides --help
+  CommandHandler run;
 };
+
+int cmd_login(const Args& a, const CommandInfo& cmd);
+int cmd_token(const Args& a, const CommandInfo& cmd);
+int cmd_refresh(const Args& a, const CommandInfo& cmd);
+int cmd_access_token(const Args& a, const CommandInfo& cmd);
+int cmd_revoke(const Args& a, const CommandInfo& cmd);
+int cmd_logout(const Args& a, const CommandInfo& cmd);
+int cmd_introspect(const Args& a, const CommandInfo& cmd);
+int cmd_userinfo(const Args& a, const CommandInfo& cmd);
+int cmd_demo(const Args& a, const CommandInfo& cmd);
 
 const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes",
                                           "base-url",  "issuer",        "ca-file"};
@@ -81,81 +69,90 @@ std::vector<std::string> with_common(std::vector<std::string> extra) {
   return extra;
 }
 
-const std::vector<CommandInfo>& commands() {
-  static const std::vector<CommandInfo> list = {
-      {"login", "aps-auth login [--no-browser] [--timeout SECONDS] [--token-file PATH]",
-       "3-legged sign-in: listens on the callback URL (loopback only), opens the browser, waits\n"
-       "for the redirect, checks its state, exchanges the code (with PKCE), prints the token "
-       "JSON.\n"
-       "\n"
-       "  --callback-url URL  APS_CALLBACK_URL (default: "
-       "http://localhost:8080/api/auth/callback);\n"
-       "                      must match the callback URL registered for the app exactly\n"
-       "  --no-browser        do not open a browser: print the URL on stderr and wait\n"
-       "  --timeout SECONDS   give up when no callback arrived by then (default: 300)\n"
-       "  --token-file PATH   APS_TOKEN_FILE: also save the token there (mode 0600)\n"
-       "\n"
-       "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
-       "else the URL is appended).\n",
-       with_common({"callback-url", "no-browser", "timeout", "token-file"})},
-      {"token", "aps-auth token",
-       "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
-       with_common({})},
-      {"refresh", "aps-auth refresh (--refresh-token TOKEN | --token-file PATH)",
-       "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use:\n"
-       "the old one stops working, keep the new one.\n"
-       "\n"
-       "  --refresh-token TOKEN  the refresh token (saved to --token-file too, when given)\n"
-       "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file, save the\n"
-       "                         new token there\n",
-       with_common({"refresh-token", "token-file"})},
-      {"access-token", "aps-auth access-token [--token-file PATH]",
-       "Prints only a valid access token (no JSON), refreshing it through the token file when it\n"
-       "expires within 5 minutes; with a client secret and no token file, a 2-legged token.\n"
-       "Processes sharing a token file refresh one at a time.\n"
-       "\n"
-       "  --token-file PATH   APS_TOKEN_FILE: the file written by `aps-auth login --token-file`\n",
-       with_common({"token-file"})},
-      {"revoke", "aps-auth revoke --token TOKEN [--token-type-hint access_token|refresh_token]",
-       "Revokes a token. Prints nothing; exit 0 on success.\n"
-       "\n"
-       "  --token TOKEN            the token to revoke\n"
-       "  --token-type-hint HINT   access_token (default) or refresh_token\n",
-       with_common({"token", "token-type-hint"})},
-      {"logout", "aps-auth logout --token-file PATH",
-       "Revokes the tokens held in the token file, then deletes the file.\n"
-       "\n"
-       "  --token-file PATH   APS_TOKEN_FILE: the token file\n",
-       with_common({"token-file"})},
-      {"introspect", "aps-auth introspect --token TOKEN",
-       "Asks the server whether a token is active; prints its JSON answer\n"
-       "({active, scope, client_id, exp, ...}).\n"
-       "\n"
-       "  --token TOKEN   the token\n",
-       with_common({"token"})},
-      {"userinfo", "aps-auth userinfo --token ACCESS_TOKEN",
-       "Prints the signed-in user's profile (OIDC claims) as JSON.\n"
-       "\n"
-       "  --token TOKEN   a 3-legged access token\n",
-       with_common({"token"})},
-      {"demo",
-       "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
-       "Starts a mock APS server on this machine and runs the whole 3-legged sign-in against it,\n"
-       "telling each step on stderr: the authorize URL, the callback with its state checked, the\n"
-       "code exchange with PKCE, a refresh (the refresh token rotates) and a userinfo call.\n"
-       "Prints the token JSON. Needs no account and no network.\n"
-       "\n"
-       "  --browser           open the authorize URL in your browser, to click \"Allow\" yourself\n"
-       "  --no-browser        the demo plays the browser itself (the default)\n"
-       "  --timeout SECONDS   how long to wait for the callback (default: 300)\n"
-       "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
-       {"browser", "no-browser", "timeout", "scopes"}},
-  };
-  return list;
-}
+// Every command, in the order of the usage: this table drives both the dispatch and the usage text.
+const std::vector<CommandInfo> kCommands = {
+    {"login", "3-legged sign-in through the browser (state + PKCE); prints the token JSON",
+     "aps-auth login [--no-browser] [--timeout SECONDS] [--token-file PATH]",
+     "3-legged sign-in: listens on the callback URL (loopback only), opens the browser, waits\n"
+     "for the redirect, checks its state, exchanges the code (with PKCE), prints the token "
+     "JSON.\n"
+     "\n"
+     "  --callback-url URL  APS_CALLBACK_URL (default: "
+     "http://localhost:8080/api/auth/callback);\n"
+     "                      must match the callback URL registered for the app exactly\n"
+     "  --no-browser        do not open a browser: print the URL on stderr and wait\n"
+     "  --timeout SECONDS   give up when no callback arrived by then (default: 300)\n"
+     "  --token-file PATH   APS_TOKEN_FILE: also save the token there (mode 0600)\n"
+     "\n"
+     "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
+     "else the URL is appended).\n",
+     with_common({"callback-url", "no-browser", "timeout", "token-file"}), cmd_login},
+    {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
+     "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
+     with_common({}), cmd_token},
+    {"refresh", "a new token for a refresh token (they rotate: keep the new one)",
+     "aps-auth refresh (--refresh-token TOKEN | --token-file PATH)",
+     "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use:\n"
+     "the old one stops working, keep the new one.\n"
+     "\n"
+     "  --refresh-token TOKEN  the refresh token (saved to --token-file too, when given)\n"
+     "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file, save the\n"
+     "                         new token there\n",
+     with_common({"refresh-token", "token-file"}), cmd_refresh},
+    {"access-token",
+     "only a valid access token, refreshed as needed through a token file\n"
+     "                (curl -H \"Authorization: Bearer $(aps-auth access-token)\" ...)",
+     "aps-auth access-token [--token-file PATH]",
+     "Prints only a valid access token (no JSON), refreshing it through the token file when it\n"
+     "expires within 5 minutes; with a client secret and no token file, a 2-legged token.\n"
+     "Processes sharing a token file refresh one at a time.\n"
+     "\n"
+     "  --token-file PATH   APS_TOKEN_FILE: the file written by `aps-auth login --token-file`\n",
+     with_common({"token-file"}), cmd_access_token},
+    {"revoke", "revoke an access or refresh token",
+     "aps-auth revoke --token TOKEN [--token-type-hint access_token|refresh_token]",
+     "Revokes a token. Prints nothing; exit 0 on success.\n"
+     "\n"
+     "  --token TOKEN            the token to revoke\n"
+     "  --token-type-hint HINT   access_token (default) or refresh_token\n",
+     with_common({"token", "token-type-hint"}), cmd_revoke},
+    {"logout", "revoke the token held in a token file, then delete the file",
+     "aps-auth logout --token-file PATH",
+     "Revokes the tokens held in the token file, then deletes the file.\n"
+     "\n"
+     "  --token-file PATH   APS_TOKEN_FILE: the token file\n",
+     with_common({"token-file"}), cmd_logout},
+    {"introspect", "ask the server about a token; prints its JSON answer",
+     "aps-auth introspect --token TOKEN",
+     "Asks the server whether a token is active; prints its JSON answer\n"
+     "({active, scope, client_id, exp, ...}).\n"
+     "\n"
+     "  --token TOKEN   the token\n",
+     with_common({"token"}), cmd_introspect},
+    {"userinfo", "the signed-in user's profile (OIDC claims) as JSON",
+     "aps-auth userinfo --token ACCESS_TOKEN",
+     "Prints the signed-in user's profile (OIDC claims) as JSON.\n"
+     "\n"
+     "  --token TOKEN   a 3-legged access token\n",
+     with_common({"token"}), cmd_userinfo},
+    {"demo",
+     "the whole sign-in against a built-in mock APS server: no account, no network",
+     "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
+     "Starts a mock APS server on this machine and runs the whole 3-legged sign-in against it,\n"
+     "telling each step on stderr: the authorize URL, the callback with its state checked, the\n"
+     "code exchange with PKCE, a refresh (the refresh token rotates) and a userinfo call.\n"
+     "Prints the token JSON. Needs no account and no network.\n"
+     "\n"
+     "  --browser           open the authorize URL in your browser, to click \"Allow\" yourself\n"
+     "  --no-browser        the demo plays the browser itself (the default)\n"
+     "  --timeout SECONDS   how long to wait for the callback (default: 300)\n"
+     "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
+     {"browser", "no-browser", "timeout", "scopes"},
+     cmd_demo},
+};
 
 const CommandInfo* find_command(const std::string& name) {
-  for (const auto& c : commands())
+  for (const auto& c : kCommands)
     if (name == c.name)
       return &c;
   return nullptr;
@@ -169,11 +166,43 @@ bool takes_value(const std::string& name) {
 bool known_option(const std::string& name) {
   if (name == "help")
     return true;
-  for (const auto& c : commands())
+  for (const auto& c : kCommands)
     for (const auto& o : c.options)
       if (o == name)
         return true;
   return false;
+}
+
+// ---- usage --------------------------------------------------------------------------------------
+
+// The usage: this text around the commands of kCommands.
+std::string usage() {
+  std::string out =
+      "usage: aps-auth COMMAND [OPTIONS]\n"
+      "\n"
+      "Sign in to Autodesk Platform Services (APS) with OAuth 2.0.\n"
+      "JSON goes to stdout, messages for you to stderr.\n"
+      "\n"
+      "commands:\n";
+  for (const auto& c : kCommands) {
+    const std::string name = c.name;
+    out +=
+        "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + c.summary + "\n";
+  }
+  return out +
+         "\n"
+         "common options (each falls back to its environment variable, then to the default):\n"
+         "  --client-id ID          APS_CLIENT_ID\n"
+         "  --client-secret SECRET  APS_CLIENT_SECRET; none: a public client (PKCE). Prefer the\n"
+         "                          variable: command lines are visible to other users\n"
+         "  --scopes \"A B\"          APS_SCOPES, space-separated (default: data:read)\n"
+         "  --base-url URL          APS_BASE_URL (default: https://developer.api.autodesk.com)\n"
+         "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
+         "  --ca-file PATH          APS_CA_FILE: extra trusted CA certificates (PEM);\n"
+         "                          SSL_CERT_FILE is honoured too\n"
+         "\n"
+         "Run `aps-auth COMMAND --help` for the options of one command.\n"
+         "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
 }
 
 void print_command_help(std::ostream& out, const CommandInfo& c) {
@@ -211,6 +240,32 @@ struct Args {
   bool version = false;
 };
 
+// Takes the option argv[i] ("--name", "--name=value", or "--name" then the value in argv[i + 1],
+// which then is skipped) into a.values; switches get "1".
+void take_option(Args& a, int& i, int argc, char** argv) {
+  std::string name = std::string(argv[i]).substr(2), value;
+  std::size_t eq = name.find('=');
+  bool inline_value = eq != std::string::npos;
+  if (inline_value) {
+    value = name.substr(eq + 1);
+    name.erase(eq);
+  }
+  if (!known_option(name))
+    throw UsageError{"unknown option --" + name, find_command(a.command)};
+  if (takes_value(name)) {
+    if (!inline_value) {
+      if (i + 1 >= argc || std::string(argv[i + 1]).compare(0, 2, "--") == 0)
+        throw UsageError{"option --" + name + " needs a value", find_command(a.command)};
+      value = argv[++i];
+    }
+  } else {
+    if (inline_value)
+      throw UsageError{"option --" + name + " takes no value", find_command(a.command)};
+    value = "1";
+  }
+  a.values[name] = value;
+}
+
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -224,27 +279,7 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
-      std::string name = arg.substr(2), value;
-      std::size_t eq = name.find('=');
-      bool inline_value = eq != std::string::npos;
-      if (inline_value) {
-        value = name.substr(eq + 1);
-        name.erase(eq);
-      }
-      if (!known_option(name))
-        throw UsageError{"unknown option --" + name, find_command(a.command)};
-      if (takes_value(name)) {
-        if (!inline_value) {
-          if (i + 1 >= argc || std::string(argv[i + 1]).compare(0, 2, "--") == 0)
-            throw UsageError{"option --" + name + " needs a value", find_command(a.command)};
-          value = argv[++i];
-        }
-      } else {
-        if (inline_value)
-          throw UsageError{"option --" + name + " takes no value", find_command(a.command)};
-        value = "1";
-      }
-      a.values[name] = value;
+      take_option(a, i, argc, argv);
       continue;
     }
     if (arg.size() > 1 && arg[0] == '-')
@@ -544,8 +579,6 @@ int cmd_userinfo(const Args& a, const CommandInfo& cmd) {
   return kExitOk;
 }
 
-int cmd_demo(const Args& a, const CommandInfo& cmd);
-
 int run(int argc, char** argv) {
   Args a = parse_args(argc, argv);
   if (a.version) {
@@ -557,7 +590,7 @@ int run(int argc, char** argv) {
     if (cmd)
       print_command_help(std::cout, *cmd);
     else
-      std::cout << kUsage;
+      std::cout << usage();
     return kExitOk;
   }
   if (!cmd)
@@ -569,26 +602,7 @@ int run(int argc, char** argv) {
     if (!allowed)
       throw UsageError{"option --" + name + " does not apply to `" + a.command + "`", cmd};
   }
-  const std::string& c = a.command;
-  if (c == "login")
-    return cmd_login(a, *cmd);
-  if (c == "token")
-    return cmd_token(a, *cmd);
-  if (c == "refresh")
-    return cmd_refresh(a, *cmd);
-  if (c == "revoke")
-    return cmd_revoke(a, *cmd);
-  if (c == "introspect")
-    return cmd_introspect(a, *cmd);
-  if (c == "userinfo")
-    return cmd_userinfo(a, *cmd);
-  if (c == "access-token")
-    return cmd_access_token(a, *cmd);
-  if (c == "logout")
-    return cmd_logout(a, *cmd);
-  if (c == "demo")
-    return cmd_demo(a, *cmd);
-  throw UsageError{"`" + c + "` is not available in this build", cmd};
+  return cmd->run(a, *cmd);
 }
 
 // ---- demo ---------------------------------------------------------------------------------------
@@ -598,144 +612,180 @@ void say(const std::string& words) {
   std::cerr << "demo: " << words << '\n';
 }
 
-int cmd_demo(const Args& a, const CommandInfo& cmd) {
-  const bool real_browser = flag(a, "browser") && !flag(a, "no-browser");
-  const std::chrono::milliseconds timeout = parse_timeout(a, cmd);
-  std::vector<std::string> scopes = split_scopes(option(a, "scopes", nullptr, "data:read openid"));
-  if (scopes.empty())
-    throw UsageError{"--scopes is empty", &cmd};
-  const std::string client_id = "aps-auth-demo";
-
-  // 1. A mock of APS Authentication v2 on 127.0.0.1 (plain HTTP is allowed to this machine only).
-  //    The demo app's callback is registered once the listener has a port (see on_listening).
-  aps_mock::Options mock_options;
-  mock_options.consent = aps_mock::Consent::page;
-  mock_options.clients = {{client_id, "", {}}};
-  aps_mock::Server mock(mock_options);
-  say("started a mock APS server on " + mock.base_url() +
-      " (this machine only; no account, no network)");
-
-  auth::Config config;
-  config.client_id = client_id;  // no secret: a public (desktop) app, so PKCE carries the proof
-  config.scopes = scopes;
-  config.callback_url = "http://127.0.0.1:0/api/auth/callback";  // port 0: any free port
-  config.endpoints = auth::Endpoints::from_base_url(mock.base_url());
-  config.proxy = "direct";  // the mock is on this machine, whatever the proxy settings say
-
-  std::mutex browser_mutex;
-  std::thread browser;
-  std::string browser_failure;  // guarded by browser_mutex
-  std::string callback;         // the listener's redirect_uri, set before the browser thread starts
-  struct Joiner {
-    std::thread& t;
-    ~Joiner() {
-      if (t.joinable())
-        t.join();
-    }
-  } joiner{browser};
-
-  auth::LoginOptions opts;
-  opts.timeout = timeout;
-  opts.on_listening = [&](auth::LoopbackListener& listener) {
-    callback = listener.redirect_uri();
-    aps_mock::Options o = mock.options();
-    o.clients = {{client_id, "", {callback}}};  // the app's registered callback, exactly
-    mock.set_options(o);
-    std::string where;
-    for (const auto& addr : listener.bound_addresses())
-      where += (where.empty() ? "" : ", ") + addr;
-    say("listening for the sign-in callback on " + callback + " (bound to " + where +
-        " only: loopback, no other interface)");
-  };
-  // The mock user, clicking "Allow" on the consent page: the demo plays the browser on a thread. If
-  // that goes wrong, it ends the wait the way a server would, with an error= callback carrying the
-  // right state (the listener belongs to login(), so the thread must not touch it).
-  auto play_browser = [&](const std::string& url) {
-    say("no browser needed: the demo plays the browser and the user, who presses \"Allow\" on the "
-        "consent page");
-    browser = std::thread([&, url] {
-      aps_mock::BrowseResult r = aps_mock::follow_like_browser(url, "", 30000);
-      if (r.status == 200 && r.final_url.rfind(callback + "?", 0) == 0)
-        return;
-      {
-        std::lock_guard<std::mutex> lk(browser_mutex);
-        browser_failure =
-            "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
-            (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
-      }
-      std::size_t at = url.find("&state=");
-      std::string state =
-          at == std::string::npos ? "" : url.substr(at + 7, url.find('&', at + 7) - at - 7);
-      auto u = callback.find("/", callback.find("://") + 3);
-      httplib::Client client(callback.substr(0, u));
-      client.set_connection_timeout(std::chrono::seconds(5));
-      (void)client.Get(callback.substr(u) + "?error=demo_browser_failed&state=" + state);
-    });
-    return true;
-  };
-  opts.browser = [&](const std::string& url) {
-    say("authorize URL (state: 128 random bits; PKCE: code_challenge = "
-        "BASE64URL(SHA-256(verifier)), S256):\n\n  " +
-        url + "\n");
-    bool opened = real_browser && auth::open_browser(url);
-    if (opened)
-      say("opened it in your browser: press \"Allow\" on the mock consent page");
-    else if (real_browser)
-      say("could not open a browser");
-    if (!opened)
-      play_browser(url);
-    say("waiting for the browser to come back with a code (its state is checked before anything "
-        "else)...");
-    return true;
-  };
-
-  auth::Token token;
-  try {
-    token = auth::login(config, opts);
-  } catch (const auth::Error&) {
-    if (browser.joinable())
-      browser.join();
-    std::lock_guard<std::mutex> lk(browser_mutex);
-    if (!browser_failure.empty())
-      throw auth::Error(auth::ErrorKind::bad_response, "demo: " + browser_failure);
-    throw;
+// The demo: a mock of APS Authentication v2 on 127.0.0.1 (plain HTTP is allowed to this machine
+// only) and the whole 3-legged sign-in against it, told step by step.
+class Demo {
+ public:
+  Demo(std::vector<std::string> scopes, bool real_browser)
+      : real_browser_(real_browser), mock_(mock_options()) {
+    say("started a mock APS server on " + mock_.base_url() +
+        " (this machine only; no account, no network)");
+    config_.client_id = kClientId;  // no secret: a public (desktop) app, so PKCE carries the proof
+    config_.scopes = std::move(scopes);
+    config_.callback_url = "http://127.0.0.1:0/api/auth/callback";  // port 0: any free port
+    config_.endpoints = auth::Endpoints::from_base_url(mock_.base_url());
+    config_.proxy = "direct";  // the mock is on this machine, whatever the proxy settings say
   }
-  if (browser.joinable())
-    browser.join();
-  say("callback received: its state matched, the listener answered the browser with a \"Signed "
-      "in\" page");
-  say("exchanged the code for a token (code_verifier sent; the mock checked it against the "
-      "code_challenge): access token valid for " +
-      std::to_string(token.expires_in.count()) + " s" +
-      (token.refresh_token.empty() ? "" : ", with a refresh token") +
-      (token.id_token.empty()
-           ? ""
-           : ", and an id_token whose signature, issuer, audience and nonce were verified"));
+  ~Demo() { join_browser(); }
+  Demo(const Demo&) = delete;
+  Demo& operator=(const Demo&) = delete;
 
-  // 2. Refresh: APS refresh tokens are single-use and rotate.
-  const std::string first_refresh_token = token.refresh_token;
-  if (!first_refresh_token.empty()) {
-    token = auth::refresh(config, first_refresh_token);
-    say(std::string("refreshed: a new access token and a new refresh token (") +
-        (token.refresh_token != first_refresh_token ? "rotated" : "NOT rotated") + ")");
+  // The sign-in: listener, authorize URL, browser, callback with its state checked, code exchange.
+  auth::Token sign_in(std::chrono::milliseconds timeout) {
+    auth::LoginOptions opts;
+    opts.timeout = timeout;
+    opts.on_listening = [this](auth::LoopbackListener& listener) { register_callback(listener); };
+    opts.browser = [this](const std::string& url) { return open_authorize_url(url); };
+    auth::Token token;
     try {
-      (void)auth::refresh(config, first_refresh_token);
+      token = auth::login(config_, opts);
+    } catch (const auth::Error&) {
+      join_browser();
+      std::lock_guard<std::mutex> lk(browser_mutex_);
+      if (!browser_failure_.empty())
+        throw auth::Error(auth::ErrorKind::bad_response, "demo: " + browser_failure_);
+      throw;
+    }
+    join_browser();
+    say("callback received: its state matched, the listener answered the browser with a \"Signed "
+        "in\" page");
+    say("exchanged the code for a token (code_verifier sent; the mock checked it against the "
+        "code_challenge): access token valid for " +
+        std::to_string(token.expires_in.count()) + " s" +
+        (token.refresh_token.empty() ? "" : ", with a refresh token") +
+        (token.id_token.empty()
+             ? ""
+             : ", and an id_token whose signature, issuer, audience and nonce were verified"));
+    return token;
+  }
+
+  // A refresh: APS refresh tokens are single-use and rotate, the old one is then refused.
+  auth::Token rotate(const auth::Token& token) {
+    const std::string first_refresh_token = token.refresh_token;
+    if (first_refresh_token.empty())
+      return token;
+    auth::Token next = auth::refresh(config_, first_refresh_token);
+    say(std::string("refreshed: a new access token and a new refresh token (") +
+        (next.refresh_token != first_refresh_token ? "rotated" : "NOT rotated") + ")");
+    try {
+      (void)auth::refresh(config_, first_refresh_token);
       say("the old refresh token still works: this server does not rotate");
     } catch (const auth::Error& e) {
       say(std::string("the old refresh token is now refused (") +
           (e.details().error.empty() ? auth::to_string(e.kind()) : e.details().error) +
           "): always keep the newest one");
     }
+    return next;
   }
 
-  // 3. userinfo with the access token.
-  auth::UserInfo user = auth::userinfo(config, token.access_token);
-  say("userinfo: signed in as " + (user.name.empty() ? user.sub : user.name) +
-      (user.email.empty() ? "" : " <" + user.email + ">") + " (sub " + user.sub + ")");
+  // userinfo with the access token.
+  void show_user(const auth::Token& token) {
+    auth::UserInfo user = auth::userinfo(config_, token.access_token);
+    say("userinfo: signed in as " + (user.name.empty() ? user.sub : user.name) +
+        (user.email.empty() ? "" : " <" + user.email + ">") + " (sub " + user.sub + ")");
+  }
 
-  const int authorizes = mock.count("authorize"), tokens = mock.count("token");
-  say("the mock served " + std::to_string(authorizes) + " authorize and " + std::to_string(tokens) +
-      " token requests; the token JSON (the newest token) follows on stdout");
+  // What the mock served.
+  void tell_requests() const {
+    const int authorizes = mock_.count("authorize"), tokens = mock_.count("token");
+    say("the mock served " + std::to_string(authorizes) + " authorize and " +
+        std::to_string(tokens) +
+        " token requests; the token JSON (the newest token) follows on stdout");
+  }
+
+ private:
+  static constexpr const char* kClientId = "aps-auth-demo";
+
+  // The demo app is registered once the listener has a port (register_callback).
+  static aps_mock::Options mock_options() {
+    aps_mock::Options o;
+    o.consent = aps_mock::Consent::page;
+    o.clients = {{kClientId, "", {}}};
+    return o;
+  }
+
+  void register_callback(auth::LoopbackListener& listener) {
+    callback_ = listener.redirect_uri();
+    aps_mock::Options o = mock_.options();
+    o.clients = {{kClientId, "", {callback_}}};  // the app's registered callback, exactly
+    mock_.set_options(o);
+    std::string where;
+    for (const auto& addr : listener.bound_addresses())
+      where += (where.empty() ? "" : ", ") + addr;
+    say("listening for the sign-in callback on " + callback_ + " (bound to " + where +
+        " only: loopback, no other interface)");
+  }
+
+  bool open_authorize_url(const std::string& url) {
+    say("authorize URL (state: 128 random bits; PKCE: code_challenge = "
+        "BASE64URL(SHA-256(verifier)), S256):\n\n  " +
+        url + "\n");
+    bool opened = real_browser_ && auth::open_browser(url);
+    if (opened)
+      say("opened it in your browser: press \"Allow\" on the mock consent page");
+    else if (real_browser_)
+      say("could not open a browser");
+    if (!opened)
+      play_browser(url);
+    say("waiting for the browser to come back with a code (its state is checked before anything "
+        "else)...");
+    return true;
+  }
+
+  // The mock user, clicking "Allow" on the consent page: the demo plays the browser on a thread.
+  void play_browser(const std::string& url) {
+    say("no browser needed: the demo plays the browser and the user, who presses \"Allow\" on the "
+        "consent page");
+    browser_ = std::thread([this, url] { browse(url); });
+  }
+
+  // If the played browser does not get back to the callback, it ends the wait the way a server
+  // would, with an error= callback carrying the right state (the listener belongs to login(), so
+  // the thread must not touch it).
+  void browse(const std::string& url) {
+    aps_mock::BrowseResult r = aps_mock::follow_like_browser(url, "", 30000);
+    if (r.status == 200 && r.final_url.rfind(callback_ + "?", 0) == 0)
+      return;
+    {
+      std::lock_guard<std::mutex> lk(browser_mutex_);
+      browser_failure_ =
+          "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
+          (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
+    }
+    std::size_t at = url.find("&state=");
+    std::string state =
+        at == std::string::npos ? "" : url.substr(at + 7, url.find('&', at + 7) - at - 7);
+    auto u = callback_.find("/", callback_.find("://") + 3);
+    httplib::Client client(callback_.substr(0, u));
+    client.set_connection_timeout(std::chrono::seconds(5));
+    (void)client.Get(callback_.substr(u) + "?error=demo_browser_failed&state=" + state);
+  }
+
+  void join_browser() {
+    if (browser_.joinable())
+      browser_.join();
+  }
+
+  const bool real_browser_;
+  aps_mock::Server mock_;
+  auth::Config config_;
+  std::mutex browser_mutex_;
+  std::thread browser_;
+  std::string browser_failure_;  // guarded by browser_mutex_
+  std::string callback_;  // the listener's redirect_uri, set before the browser thread starts
+};
+
+int cmd_demo(const Args& a, const CommandInfo& cmd) {
+  const bool real_browser = flag(a, "browser") && !flag(a, "no-browser");
+  const std::chrono::milliseconds timeout = parse_timeout(a, cmd);
+  std::vector<std::string> scopes = split_scopes(option(a, "scopes", nullptr, "data:read openid"));
+  if (scopes.empty())
+    throw UsageError{"--scopes is empty", &cmd};
+  Demo demo(std::move(scopes), real_browser);
+  auth::Token token = demo.sign_in(timeout);
+  token = demo.rotate(token);
+  demo.show_user(token);
+  demo.tell_requests();
   print_json(token.to_json());
   return kExitOk;
 }
@@ -750,7 +800,7 @@ int main(int argc, char** argv) {
     if (e.command)
       print_command_help(std::cerr, *e.command);
     else
-      std::cerr << kUsage;
+      std::cerr << usage();
     return kExitUsage;
   } catch (const NotSignedIn& e) {
     std::cerr << "aps-auth: no token in '" << e.path

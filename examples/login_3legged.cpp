@@ -5,28 +5,12 @@
 // exactly. No secret: a public client (PKCE). APS_BASE_URL points it at another server, APS_CA_FILE
 // adds a trusted CA.
 #include "aps_auth.hpp"
+#include "example_env.hpp"
 
-#include <cstdlib>
 #include <iostream>
-#include <sstream>
-
-static std::string env(const char* name, const char* fallback = "") {
-  const char* v = std::getenv(name);
-  return v && *v ? v : fallback;
-}
 
 int main() try {
-  aps::auth::Config config;
-  config.client_id = env("APS_CLIENT_ID");
-  config.client_secret = env("APS_CLIENT_SECRET");
-  config.callback_url = env("APS_CALLBACK_URL", "http://localhost:8080/api/auth/callback");
-  if (!env("APS_BASE_URL").empty())
-    config.endpoints = aps::auth::Endpoints::from_base_url(env("APS_BASE_URL"));
-  std::istringstream scopes(env("APS_SCOPES", "data:read"));
-  config.scopes.clear();
-  for (std::string s; scopes >> s;)
-    config.scopes.push_back(s);
-
+  aps::auth::Config config = example::config_from_env();
   aps::auth::LoginOptions options;  // opens $BROWSER, else the system browser
   options.show_url = [](const std::string& url) {
     std::cerr << "Open this URL to sign in:\n" << url << "\n";

@@ -3,22 +3,13 @@
 //   APS_CLIENT_ID=... [APS_CLIENT_SECRET=...] APS_REFRESH_TOKEN=... ./example_refresh_token
 // APS_BASE_URL points it at another server (a proxy, a mock); APS_CA_FILE adds a trusted CA.
 #include "aps_auth.hpp"
+#include "example_env.hpp"
 
-#include <cstdlib>
 #include <iostream>
 
-static std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 int main() try {
-  aps::auth::Config config;
-  config.client_id = env("APS_CLIENT_ID");
-  config.client_secret = env("APS_CLIENT_SECRET");  // empty for a public client
-  if (!env("APS_BASE_URL").empty())
-    config.endpoints = aps::auth::Endpoints::from_base_url(env("APS_BASE_URL"));
-  std::string refresh_token = env("APS_REFRESH_TOKEN");
+  aps::auth::Config config = example::config_from_env();  // no secret: a public client
+  std::string refresh_token = example::env("APS_REFRESH_TOKEN");
   if (config.client_id.empty() || refresh_token.empty()) {
     std::cerr << "set APS_CLIENT_ID and APS_REFRESH_TOKEN (and APS_CLIENT_SECRET for a "
                  "confidential app)\n";

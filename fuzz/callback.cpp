@@ -105,7 +105,7 @@ bool only_template_tags(const std::string& html) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
   const std::uint8_t flags = data[0];
-  std::string_view head(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::string_view head = fuzz_util::as_text(data + 1, size - 1);
 
   aps::auth::AuthorizationRequest request;
   request.state = (flags & 2) ? "" : kState;

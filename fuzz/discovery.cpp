@@ -22,13 +22,7 @@ using fuzz_util::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);
-  std::optional<d::json> j;
-  try {
-    j = d::parse_json_object(body);
-  } catch (const std::exception& e) {
-    fuzz_util::fail("parse_json_object threw", e.what());
-  }
+  std::optional<d::json> j = fuzz_util::json_object(fuzz_util::as_text(data + 1, size - 1));
   if (!j) return 0;
   const std::string issuer =
       (data[0] & 1) ? d::string_field(*j, "issuer") : std::string("https://developer.api.autodesk.com");

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -57,6 +59,28 @@ inline void check_error(const aps::auth::Error& e) {
   require(contains(w, std::string("[aps_auth.") + aps::auth::to_string(e.kind()) + "] "),
           "Error::what() prefix does not name its kind", w);
   require(printable(w), "Error::what() contains control characters", w);
+}
+
+// The fuzzer's input as text.
+inline std::string_view as_text(const std::uint8_t* data, std::size_t size) {
+  return std::string_view(reinterpret_cast<const char*>(data), size);
+}
+
+// The prelude of the targets that feed a JSON answer to a parser: the JSON object `body` holds, parsed as the
+// library parses every answer (detail::parse_json_object); nullopt when it is not one. parse_json_object never
+// throws: an exception is an invariant violation.
+inline std::optional<aps::auth::detail::json> json_object(std::string_view body) {
+  try {
+    return aps::auth::detail::parse_json_object(body);
+  } catch (const std::exception& e) {
+    fail("parse_json_object threw", e.what());
+  }
+}
+
+// The JSON a parser kept (Introspection::json, UserInfo::json, ...) parses back to the document it came from.
+inline void require_kept_json(const std::string& kept, const aps::auth::detail::json& document) {
+  auto back = aps::auth::detail::parse_json_object(kept);
+  require(back.has_value() && *back == document, "the kept JSON is not the document", kept);
 }
 
 // Runs f; true when it returned. An aps::auth::Error is checked and gives false; any other exception is an

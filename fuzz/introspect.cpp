@@ -16,13 +16,7 @@ namespace d = aps::auth::detail;
 using fuzz_util::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::string_view body(reinterpret_cast<const char*>(data), size);
-  std::optional<d::json> j;
-  try {
-    j = d::parse_json_object(body);
-  } catch (const std::exception& e) {
-    fuzz_util::fail("parse_json_object threw", e.what());
-  }
+  std::optional<d::json> j = fuzz_util::json_object(fuzz_util::as_text(data, size));
   if (!j) return 0;
   auto active = j->find("active");
   const bool well_formed = active != j->end() && active->is_boolean();
@@ -35,8 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   require(r.scope == d::string_field(*j, "scope") && r.client_id == d::string_field(*j, "client_id") &&
               r.userid == d::string_field(*j, "userid"),
           "fields not the document's");
-  auto back = d::parse_json_object(r.json);
-  require(back.has_value() && *back == *j, "the kept JSON is not the document", r.json);
+  fuzz_util::require_kept_json(r.json, *j);
   (void)std::chrono::duration_cast<std::chrono::seconds>(r.expires_at.time_since_epoch()).count();
   return 0;
 }

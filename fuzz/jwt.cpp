@@ -182,7 +182,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  std::string_view rest(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::string_view rest = fuzz_util::as_text(data + 1, size - 1);
   switch (data[0] % 3) {
     case 0: raw_mode(rest); break;
     case 1: {

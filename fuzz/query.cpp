@@ -72,7 +72,7 @@ void check_encodings(std::string_view x) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::string_view in(reinterpret_cast<const char*>(data), size);
+  std::string_view in = fuzz_util::as_text(data, size);
 
   check_encodings(in);
 

@@ -76,7 +76,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Token t;
   const bool loaded = load(FileTokenStore::OpenPermissions::refuse, t);
 
-  const std::string text(reinterpret_cast<const char*>(data), size);
+  const std::string text(fuzz_util::as_text(data, size));
   Token direct;
   const bool parsed = fuzz_util::only_error([&] { direct = Token::from_json(text); });
   require(loaded == parsed, loaded ? "load accepted what from_json refuses" : "load refused what from_json accepts");

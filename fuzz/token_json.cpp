@@ -113,6 +113,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz_fields(fdp);
     return 0;
   }
-  fuzz_body(std::string_view(reinterpret_cast<const char*>(data), size));
+  fuzz_body(fuzz_util::as_text(data, size));
   return 0;
 }

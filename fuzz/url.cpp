@@ -40,7 +40,7 @@ void same_place(const d::Url& a, const d::Url& b, std::string_view in, const cha
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::string_view in(reinterpret_cast<const char*>(data), size);
+  std::string_view in = fuzz_util::as_text(data, size);
 
   std::optional<d::Url> u;
   try {

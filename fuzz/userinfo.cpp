@@ -16,13 +16,7 @@ namespace d = aps::auth::detail;
 using fuzz_util::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::string_view body(reinterpret_cast<const char*>(data), size);
-  std::optional<d::json> j;
-  try {
-    j = d::parse_json_object(body);
-  } catch (const std::exception& e) {
-    fuzz_util::fail("parse_json_object threw", e.what());
-  }
+  std::optional<d::json> j = fuzz_util::json_object(fuzz_util::as_text(data, size));
   if (!j) return 0;
   aps::auth::UserInfo u;
   bool ok = fuzz_util::only_error([&] { u = d::parse_userinfo(*j); });
@@ -31,7 +25,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
               u.email == d::string_field(*j, "email") &&
               u.preferred_username == d::string_field(*j, "preferred_username"),
           "claims not the document's");
-  auto back = d::parse_json_object(u.json);
-  require(back.has_value() && *back == *j, "the kept JSON is not the document", u.json);
+  fuzz_util::require_kept_json(u.json, *j);
   return 0;
 }

@@ -12,109 +12,36 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "mock_aps_server.hpp"
+#include "support/environment.hpp"
+#include "support/files.hpp"
+#include "support/mock.hpp"
+#include "support/network.hpp"
+#include "support/platform.hpp"
+#include "support/process.hpp"
+#include "support/text.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <iostream>
+#include <filesystem>
 #include <optional>
-#include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using support::contains, support::env_or;
 
 constexpr auto kSignInBudget = 25s;  // per sign-in: Chromium start + two pages, normally ~3 s
 const char* const kCallbackPath = "/api/auth/callback";
 const char* const kPayload = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::string(v) : fallback;
-}
-
-bool is_executable_file(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
-}
-
-bool is_file(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// The first of `names` found as an executable in $PATH (or an absolute path given directly).
-std::string find_program(const std::vector<std::string>& names) {
-  for (const auto& n : names) {
-    if (n.empty()) continue;
-    if (n.find('/') != std::string::npos) {
-      if (is_executable_file(n)) return n;
-      continue;
-    }
-    std::stringstream path(env_or("PATH", "/usr/local/bin:/usr/bin:/bin"));
-    for (std::string dir; std::getline(path, dir, ':');)
-      if (is_executable_file((dir.empty() ? "." : dir) + "/" + n)) return (dir.empty() ? "." : dir) + "/" + n;
-  }
-  return "";
-}
-
-std::string read_file(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string source_dir() {
-  std::string dir = env_or("APS_AUTH_SOURCE_DIR", "");
-  if (!dir.empty()) return dir;
-  std::string here = __FILE__;  // <source>/tests/test_browser.cpp
-  auto slash = here.rfind("/tests/");
-  return slash == std::string::npos ? "." : here.substr(0, slash);
-}
-
-std::string binary_dir() { return env_or("APS_AUTH_BINARY_DIR", "."); }
-
-// A free TCP port on loopback (bound, read, released: the CLI's listener binds it a moment later).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  ::close(fd);
-  REQUIRE(ok);
-  return ntohs(a.sin_port);
-}
+std::string read_file(const std::string& p) { return support::read_file(p).value_or(""); }
 
 // Single-quotes an argument for aps::auth::open_browser's $BROWSER splitting (no shell is involved).
 std::string quoted(const std::string& s) {
@@ -124,38 +51,8 @@ std::string quoted(const std::string& s) {
 
 // Processes whose command line mentions `marker` (the sign-in's own, unique Chromium profile directory: it is
 // on the command line of the driver and of every Chromium process, and of nothing else).
-std::vector<pid_t> processes_mentioning(const std::string& marker) {
-  std::vector<pid_t> out;
-  DIR* d = ::opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (!end || *end || pid <= 0 || pid == ::getpid()) continue;
-    std::string cmdline = read_file(std::string("/proc/") + e->d_name + "/cmdline");
-    for (char& c : cmdline)
-      if (c == '\0') c = ' ';
-    if (contains(cmdline, marker)) out.push_back(static_cast<pid_t>(pid));
-  }
-  ::closedir(d);
-  return out;
-}
-
-void remove_tree(const std::string& p) {
-  struct stat st {};
-  if (::lstat(p.c_str(), &st) != 0) return;
-  if (S_ISDIR(st.st_mode)) {
-    if (DIR* d = ::opendir(p.c_str())) {
-      while (dirent* e = ::readdir(d)) {
-        std::string n = e->d_name;
-        if (n != "." && n != "..") remove_tree(p + "/" + n);
-      }
-      ::closedir(d);
-    }
-    ::rmdir(p.c_str());
-  } else {
-    ::unlink(p.c_str());
-  }
+std::vector<long> processes_mentioning(const std::string& marker) {
+  return support::platform::processes_mentioning(marker).value_or(std::vector<long>{});
 }
 
 // Width and height of a PNG file (0, 0 when it is not one).
@@ -179,23 +76,25 @@ struct Tools {
 Tools find_tools() {
   Tools t;
   const std::string chromium = env_or("APS_AUTH_CHROMIUM", ""), node = env_or("APS_AUTH_NODE", "");
-  if (!chromium.empty() && !is_executable_file(chromium))
+  if (!chromium.empty() && !support::platform::is_executable(chromium))
     FAIL("APS_AUTH_CHROMIUM=" << chromium << " is not an executable file");
-  t.chromium = find_program({chromium, "chromium", "chromium-browser", "/usr/bin/chromium", "google-chrome",
+  t.chromium = support::find_program({chromium, "chromium", "chromium-browser", "/usr/bin/chromium", "google-chrome",
                              "google-chrome-stable"});
   if (t.chromium.empty())
     FAIL("Chromium not found: install Debian's chromium package (apt-get install chromium), or set "
          "APS_AUTH_CHROMIUM to a Chromium/Chrome binary");
-  if (!node.empty() && !is_executable_file(node)) FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
-  t.node = find_program({node, "node", "nodejs"});
+  if (!node.empty() && !support::platform::is_executable(node))
+    FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
+  t.node = support::find_program({node, "node", "nodejs"});
   if (t.node.empty()) FAIL("Node.js not found: install Debian's nodejs package (apt-get install nodejs)");
-  t.cli = find_program({env_or("APS_AUTH_CLI", ""), binary_dir() + "/aps-auth"});
+  t.cli = support::find_program({support::cli_path(), support::binary_dir() + "/aps-auth"});
   if (t.cli.empty())
     FAIL("the aps-auth CLI was not found: build it (APS_AUTH_BUILD_EXAMPLES=ON) or set APS_AUTH_CLI");
-  t.driver = source_dir() + "/tests/browser/headless_browser.mjs";
-  if (!is_file(t.driver)) FAIL("missing " << t.driver << " (set APS_AUTH_SOURCE_DIR)");
-  t.out_dir = binary_dir() + "/screenshots";
-  ::mkdir(t.out_dir.c_str(), 0755);
+  t.driver = support::source_dir() + "/tests/browser/headless_browser.mjs";
+  if (!support::is_file(t.driver)) FAIL("missing " << t.driver << " (set APS_AUTH_SOURCE_DIR)");
+  t.out_dir = support::binary_dir() + "/screenshots";
+  std::error_code ec;
+  std::filesystem::create_directories(t.out_dir, ec);
   return t;
 }
 
@@ -203,7 +102,7 @@ struct SignIn {
   int exit_code = -1;  // the CLI's; -1: killed at the deadline
   std::string out, err;
   std::optional<nlohmann::json> page;  // the driver's result (NAME.json)
-  std::vector<pid_t> strays;           // processes still alive 3 s after both finished (then killed)
+  std::vector<long> strays;            // processes still alive 3 s after both finished (then killed)
   double seconds = 0;
   std::string png, consent_png, chromium_log;
 };
@@ -212,20 +111,21 @@ struct SignIn {
 // Whatever happens, the CLI, the driver and Chromium are gone when this returns.
 SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options options, const std::string& button) {
   const auto t0 = Clock::now();
-  const int port = free_port();
+  const int port = support::free_port();
+  REQUIRE(port > 0);
   const std::string origin = "http://localhost:" + std::to_string(port);
   const std::string callback = origin + kCallbackPath;
   options.consent = aps_mock::Consent::page;
   options.clients = {aps_mock::RegisteredClient{"aps-auth-browser-test", "", {callback}}};
   aps_mock::Server mock(options);
 
-  char profile_template[] = "/tmp/aps-auth-browser-XXXXXX";
-  REQUIRE(::mkdtemp(profile_template) != nullptr);
-  const std::string profile = profile_template;
+  support::TempDir profile_dir("aps-auth-browser-");
+  const std::string profile = profile_dir.path();
 
   const std::string base = t.out_dir + "/" + name;
+  std::error_code ec;
   for (const char* s : {".json", ".png", ".consent.png", ".html", ".error.png", ".pids", ".cli.stdout", ".cli.stderr"})
-    ::unlink((base + s).c_str());
+    std::filesystem::remove(base + s, ec);
 
   const std::string browser = quoted(t.node) + " " + quoted(t.driver) + " --out " + quoted(t.out_dir) + " --name " +
                               name + " --profile " + quoted(profile) + " --chromium " + quoted(t.chromium) +
@@ -233,75 +133,49 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
                               " --timeout 22 %s";
 
   // The CLI's environment: this one without APS_* settings (but the test's own APS_AUTH_*), plus ours.
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    if ((kv.rfind("APS_", 0) == 0 && kv.rfind("APS_AUTH_", 0) != 0) || kv.rfind("BROWSER=", 0) == 0) continue;
-    env.push_back(kv);
-  }
-  env.push_back("BROWSER=" + browser);
-  std::vector<std::string> args = {t.cli,          "login",       "--client-id",    "aps-auth-browser-test",
-                                   "--base-url",   mock.base_url(), "--callback-url", callback,
-                                   "--scopes",     "data:read",   "--timeout",      "22"};
-  std::vector<char*> argv, envp;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const std::string out_path = base + ".cli.stdout", err_path = base + ".cli.stderr";
+  support::EnvMap env;
+  for (const auto& [k, v] : support::platform::current_environment())
+    if (!((k.rfind("APS_", 0) == 0 && k.rfind("APS_AUTH_", 0) != 0) || k == "BROWSER")) env[k] = v;
+  env["BROWSER"] = browser;
+  const std::vector<std::string> args = {t.cli,          "login",         "--client-id",    "aps-auth-browser-test",
+                                         "--base-url",   mock.base_url(), "--callback-url", callback,
+                                         "--scopes",     "data:read",     "--timeout",      "22"};
+  support::ProcessOptions output;
+  output.stdout_file = base + ".cli.stdout";
+  output.stderr_file = base + ".cli.stderr";
+  output.own_group = true;  // killed with everything it started
 
   SignIn r;
-  pid_t cli = ::fork();
-  REQUIRE(cli >= 0);
-  if (cli == 0) {  // only async-signal-safe calls between fork and exec
-    ::setpgid(0, 0);
-    int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int n = ::open("/dev/null", O_RDONLY);
-    if (o < 0 || e < 0 || n < 0) ::_exit(126);
-    ::dup2(n, 0);
-    ::dup2(o, 1);
-    ::dup2(e, 2);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
-  }
-  ::setpgid(cli, cli);
+  support::Process cli(args, env, output);
 
   // Cleanup on every path (a failed REQUIRE throws): the CLI's process group, then anything using the profile.
   struct Cleanup {
-    pid_t& cli;
+    support::Process& cli;
     std::string profile;
     SignIn& r;
     ~Cleanup() {
-      if (cli > 0) {
-        ::kill(-cli, SIGKILL);
-        ::kill(cli, SIGKILL);
-        ::waitpid(cli, nullptr, 0);
-        cli = -1;
-      }
+      cli.kill();
       for (int i = 0; i < 60; ++i) {  // the driver closes Chromium itself; give it 3 s to finish
         if (processes_mentioning(profile).empty()) break;
         std::this_thread::sleep_for(50ms);
       }
       r.strays = processes_mentioning(profile);
-      for (pid_t p : r.strays) ::kill(p, SIGKILL);
+      for (long p : r.strays) support::platform::kill_process(p);
       for (int i = 0; i < 60 && !processes_mentioning(profile).empty(); ++i) std::this_thread::sleep_for(50ms);
-      remove_tree(profile);
     }
   };
   {
     Cleanup cleanup{cli, profile, r};
     const auto deadline = t0 + kSignInBudget;
-    bool have_page = false;
-    while (Clock::now() < deadline && (cli > 0 || !have_page)) {
-      if (cli > 0) {
-        int status = 0;
-        if (::waitpid(cli, &status, WNOHANG) == cli) {
-          r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-          cli = -1;
+    bool have_page = false, cli_done = false;
+    while (Clock::now() < deadline && (!cli_done || !have_page)) {
+      if (!cli_done) {
+        if (auto status = cli.poll()) {
+          r.exit_code = status->signal ? 128 + status->signal : status->code;
+          cli_done = true;
         }
       }
-      if (!have_page && is_file(base + ".json")) {
+      if (!have_page && support::is_file(base + ".json")) {
         have_page = true;
         r.page = nlohmann::json::parse(read_file(base + ".json"), nullptr, false);
         if (!r.page->is_object() || !r.page->value("ok", false)) break;  // the browser failed: stop the CLI now
@@ -310,8 +184,8 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
     }
   }
   mock.stop();
-  r.out = read_file(out_path);
-  r.err = read_file(err_path);
+  r.out = read_file(output.stdout_file);
+  r.err = read_file(output.stderr_file);
   r.chromium_log = read_file(base + ".chromium.log");
   if (r.chromium_log.size() > 2000) r.chromium_log = "..." + r.chromium_log.substr(r.chromium_log.size() - 2000);
   r.png = base + ".png";

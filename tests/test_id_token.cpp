@@ -1,9 +1,11 @@
-// OpenID Connect id_token verification (issue 5): RS256 against the mock's JWKS, with keys generated at test
-// time, and every forgery or mismatch rejected.
+// OpenID Connect id_token verification: RS256 against the mock's JWKS, with keys generated at test time, and
+// every forgery or mismatch rejected.
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "examples/mock_aps_server.hpp"
+#include "support/mock.hpp"
+#include "support/text.hpp"
+#include "support/timing.hpp"
 
 #include <chrono>
 #include <string>
@@ -12,25 +14,20 @@
 namespace auth = aps::auth;
 using nlohmann::json;
 
+using support::contains, support::unix_now;
+
 namespace {
 
-std::int64_t now_s() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 struct Fixture {
-  aps_mock::Server mock;
-  auth::Config config;
+  support::Mock env{aps_mock::Options{}};
+  aps_mock::Server& mock = env.server;
+  auth::Config config = env.config("mock-client", "mock-secret");
   json claims;
 
   Fixture() {
-    config.client_id = "mock-client";
-    config.client_secret = "mock-secret";
-    config.endpoints = auth::Endpoints::from_base_url(mock.base_url());
-    config.proxy = "direct";
     config.retry.max_attempts = 1;
-    claims = {{"iss", mock.issuer()}, {"aud", "mock-client"}, {"sub", "USER1"},  {"email", "u@example.com"},
-              {"iat", now_s()},       {"exp", now_s() + 3600},  {"nonce", "n-123"}};
+    claims = {{"iss", mock.issuer()}, {"aud", "mock-client"},        {"sub", "USER1"},    {"email", "u@example.com"},
+              {"iat", unix_now()},    {"exp", unix_now() + 3600}, {"nonce", "n-123"}};
   }
   std::string signed_token(const json& c) const { return mock.sign_rs256({{"alg", "RS256"}, {"typ", "JWT"}}, c); }
 
@@ -46,8 +43,6 @@ struct Fixture {
     return {};
   }
 };
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
@@ -96,16 +91,16 @@ TEST_SUITE("id_token") {
 
   TEST_CASE("an expired token is rejected (beyond the leeway), one within the leeway verifies") {
     Fixture f;
-    f.claims["iat"] = now_s() - 7200;
-    f.claims["exp"] = now_s() - 120;
+    f.claims["iat"] = unix_now() - 7200;
+    f.claims["exp"] = unix_now() - 120;
     CHECK(contains(f.rejection(f.signed_token(f.claims)), "expired"));
-    f.claims["exp"] = now_s() - 10;  // 60 s leeway
+    f.claims["exp"] = unix_now() - 10;  // 60 s leeway
     CHECK(auth::verify_id_token(f.config, f.signed_token(f.claims), "n-123").subject == "USER1");
   }
 
   TEST_CASE("a token issued in the future is rejected") {
     Fixture f;
-    f.claims["iat"] = now_s() + 600;
+    f.claims["iat"] = unix_now() + 600;
     CHECK(contains(f.rejection(f.signed_token(f.claims)), "future"));
   }
 

@@ -1,4 +1,4 @@
-// RFC 9207 (issue 4, item 9): the `iss` parameter of the authorization response. The mock APS server, with
+// RFC 9207: the `iss` parameter of the authorization response. The mock APS server, with
 // Options::iss_in_callback, adds iss=<its issuer> to every redirect back to the app and advertises
 // authorization_response_iss_parameter_supported in its discovery document. The library checks iss whenever
 // it is present, and requires it when the issuer advertised it (AuthorizationRequest::require_iss, set by
@@ -7,10 +7,10 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "mock_aps_server.hpp"
-#include "support/faults_support.hpp"
-#include "support/raw_http.hpp"
-#include "support/test_util.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/network.hpp"
+#include "support/text.hpp"
 
 #include <chrono>
 #include <string>
@@ -19,9 +19,9 @@
 namespace {
 
 namespace auth = aps::auth;
+namespace raw_http = support::raw_http;
 using namespace std::chrono_literals;
-using test_util::catch_error;
-using test_util::contains;
+using support::catch_error, support::require_error, support::contains;
 
 const char* const kClient = "iss-client";
 const char* const kSecret = "iss-secret-3a5b";
@@ -34,49 +34,33 @@ aps_mock::Options options(bool iss_in_callback) {
 }
 
 auth::Config config_for(const aps_mock::Server& mock) {
-  auth::Config c;
-  c.client_id = kClient;
-  c.client_secret = kSecret;
+  auth::Config c = support::config_for(mock, kClient, kSecret);
   c.callback_url = "http://127.0.0.1:0/api/auth/callback";  // any free port
-  c.endpoints = auth::Endpoints::from_base_url(mock.base_url());
-  c.proxy = "direct";
   c.retry.max_attempts = 1;
   return c;
 }
 
-// login() with a scripted browser (the mock's follow_like_browser, on a thread) and the listener's callback
-// registered with the mock as soon as it is bound. `browsed` gets what the browser saw last.
+// A Config whose endpoints come from the mock's discovery document.
+auth::Config discovered_config_for(const aps_mock::Server& mock) {
+  auth::Config c = config_for(mock);
+  c.endpoints = auth::discover(c, mock.issuer());
+  return c;
+}
+
+// login() with a scripted browser and the listener's callback registered with the mock as soon as it is bound.
+// `browsed` gets what the browser saw last.
 auth::Token login(aps_mock::Server& mock, const auth::Config& config, aps_mock::BrowseResult* browsed = nullptr) {
-  std::thread browser;
-  aps_mock::BrowseResult result;
-  auth::LoginOptions lo;
+  support::ScriptedBrowser browser(mock);
+  auth::LoginOptions lo = browser.login_options();
   lo.timeout = 15s;
-  lo.on_listening = [&](auth::LoopbackListener& listener) {
-    aps_mock::Options o = mock.options();
-    o.clients = {{kClient, kSecret, {listener.redirect_uri()}}};
-    mock.set_options(o);
-  };
-  lo.browser = [&](const std::string& url) {
-    browser = std::thread([url, &result] { result = aps_mock::follow_like_browser(url, "", 10000); });
-    return true;
-  };
-  struct Join {
-    std::thread& t;
-    ~Join() {
-      if (t.joinable()) t.join();
-    }
-  } join{browser};
-  auth::Token t;
   try {
-    t = auth::login(config, lo);
+    auth::Token t = auth::login(config, lo);
+    if (browsed) *browsed = browser.result();
+    return t;
   } catch (...) {
-    if (browser.joinable()) browser.join();
-    if (browsed) *browsed = result;
+    if (browsed) *browsed = browser.result();
     throw;
   }
-  if (browser.joinable()) browser.join();
-  if (browsed) *browsed = result;
-  return t;
 }
 
 }  // namespace
@@ -92,8 +76,7 @@ TEST_SUITE("iss") {
     CHECK(mock.count("token.authorization_code") == 1);
 
     SUBCASE("also when the issuer came from discovery (iss then required)") {
-      auth::Config c = config_for(mock);
-      c.endpoints = auth::discover(c, mock.issuer());
+      auth::Config c = discovered_config_for(mock);
       CHECK(c.endpoints.authorization_response_iss_parameter_supported);
       auth::Token d = login(mock, c);
       CHECK_FALSE(d.access_token.empty());
@@ -105,12 +88,11 @@ TEST_SUITE("iss") {
     auth::Config c = config_for(mock);
     c.endpoints.issuer = "https://issuer.example";  // the mock (a mix-up) answers with its own issuer
     aps_mock::BrowseResult browsed;
-    auto e = catch_error([&] { (void)login(mock, c, &browsed); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
-    CHECK(contains(e->what(), "iss '" + mock.issuer() + "'"));
-    CHECK(contains(e->what(), "https://issuer.example"));
-    CHECK(contains(e->what(), "RFC 9207"));
+    auto e = require_error([&] { (void)login(mock, c, &browsed); });
+    CHECK(e.kind() == auth::ErrorKind::issuer_mismatch);
+    CHECK(contains(e.what(), "iss '" + mock.issuer() + "'"));
+    CHECK(contains(e.what(), "https://issuer.example"));
+    CHECK(contains(e.what(), "RFC 9207"));
     CHECK(mock.count("token") == 0);
     CHECK(browsed.status == 400);  // the browser was told
     CHECK(contains(browsed.body, "unexpected server"));
@@ -118,8 +100,7 @@ TEST_SUITE("iss") {
 
   TEST_CASE("a missing iss when discovery advertised authorization_response_iss_parameter_supported: error") {
     aps_mock::Server mock(options(true));
-    auth::Config c = config_for(mock);
-    c.endpoints = auth::discover(c, mock.issuer());
+    auth::Config c = discovered_config_for(mock);
     REQUIRE(c.endpoints.authorization_response_iss_parameter_supported);
     auth::AuthorizationRequest r = auth::authorization_request(c);
     CHECK(r.require_iss);
@@ -129,19 +110,17 @@ TEST_SUITE("iss") {
     o.iss_in_callback = false;  // the promise is broken: no iss on the redirect
     mock.set_options(o);
     aps_mock::BrowseResult browsed;
-    auto e = catch_error([&] { (void)login(mock, c, &browsed); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::issuer_mismatch);
-    CHECK(contains(e->what(), "no iss"));
-    CHECK(contains(e->what(), "authorization_response_iss_parameter_supported"));
+    auto e = require_error([&] { (void)login(mock, c, &browsed); });
+    CHECK(e.kind() == auth::ErrorKind::issuer_mismatch);
+    CHECK(contains(e.what(), "no iss"));
+    CHECK(contains(e.what(), "authorization_response_iss_parameter_supported"));
     CHECK(mock.count("token") == 0);
     CHECK_FALSE(contains(browsed.final_url, "iss="));
   }
 
   TEST_CASE("a missing iss when not advertised: accepted") {
     aps_mock::Server mock(options(false));
-    auth::Config c = config_for(mock);
-    c.endpoints = auth::discover(c, mock.issuer());
+    auth::Config c = discovered_config_for(mock);
     CHECK_FALSE(c.endpoints.authorization_response_iss_parameter_supported);
     CHECK_FALSE(auth::authorization_request(c).require_iss);
     aps_mock::BrowseResult browsed;

@@ -1,34 +1,32 @@
-// Tests of the loopback listener over real sockets: DESIGN.md properties 1-7 and 10, each by name.
+// Tests of the loopback listener over real sockets, one property at a time: it binds loopback only and a port
+// in use is an error; the port and path come from the callback URL; only the exact callback with the right state
+// ends the wait; state and PKCE are strong; the deadline is overall and cancellable; the pages it serves are safe.
 // wait() runs on its own thread (std::async); the test thread plays the browser (or a hostile local process)
 // with a raw HTTP client, so the bytes on the wire are exactly what the test says.
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "support/raw_http.hpp"
-#include "support/test_util.hpp"
-
-#include <dirent.h>
-#include <ifaddrs.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "support/library.hpp"
+#include "support/network.hpp"
+#include "support/platform.hpp"
+#include "support/text.hpp"
+#include "support/timing.hpp"
 
 #include <atomic>
-#include <cstring>
 #include <chrono>
-#include <fstream>
+#include <cstdio>
 #include <future>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace auth = aps::auth;
+namespace platform = support::platform;
+namespace raw_http = support::raw_http;
 using namespace std::chrono_literals;
-using test_util::catch_error;
-using test_util::contains;
+using support::catch_error, support::require_error, support::contains, support::Socket;
 
 namespace {
 
@@ -99,138 +97,9 @@ void check_safe_page(const raw_http::Response& r, bool echoed_text = false) {
   CHECK_FALSE(contains(r.body, "url("));
 }
 
-// ---- the OS's view of the listening sockets ---------------------------------------------------------------
-
-struct OsListen {
-  std::string address;  // "127.0.0.1", "::1", "0.0.0.0", "::", ...
-  int reuseaddr = -1, reuseport = -1;
-};
-
-std::string address_text(const sockaddr_storage& ss) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET)
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, buf, sizeof buf);
-  else
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof buf);
-  return buf;
-}
-
-int port_of(const sockaddr_storage& ss) {
-  return ntohs(ss.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in*>(&ss)->sin_port
-                                       : reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
-}
-
-// This process's listening sockets on `port`, found through /proc/self/fd, with getsockname and getsockopt.
-std::vector<OsListen> own_listening_sockets(int port) {
-  std::vector<OsListen> out;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    int fd = std::atoi(e->d_name);
-    if (fd == dirfd(d)) continue;
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) continue;
-    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) continue;
-    int listening = 0;
-    socklen_t olen = sizeof listening;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 || !listening) continue;
-    if (port_of(ss) != port) continue;
-    OsListen l;
-    l.address = address_text(ss);
-    olen = sizeof l.reuseaddr;
-    getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &l.reuseaddr, &olen);
-    olen = sizeof l.reuseport;
-    getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &l.reuseport, &olen);
-    out.push_back(l);
-  }
-  closedir(d);
-  return out;
-}
-
-// The kernel's table of listening TCP sockets (every process) on `port`: addresses as /proc shows them.
-std::multiset<std::string> proc_net_listening(int port) {
-  std::multiset<std::string> out;
-  char port_hex[8];
-  std::snprintf(port_hex, sizeof port_hex, "%04X", port);
-  for (const char* file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(file);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream fields(line);
-      std::string slot, local, remote, st;
-      fields >> slot >> local >> remote >> st;
-      std::size_t colon = local.find(':');
-      if (st != "0A" || colon == std::string::npos) continue;  // 0A = LISTEN
-      if (local.substr(colon + 1) == port_hex) out.insert(local.substr(0, colon));
-    }
-  }
-  return out;
-}
-
 std::string text(const std::multiset<std::string>& s) {
   std::string out;
   for (const auto& x : s) out += (out.empty() ? "" : ",") + x;
-  return out;
-}
-
-const char* const kProcLoopback4 = "0100007F";
-const char* const kProcLoopback6 = "00000000000000000000000001000000";
-
-// Tries to bind a second socket to host:port with SO_REUSEADDR and SO_REUSEPORT set; returns 0 or errno.
-int bind_with_reuse(const std::string& host, int port) {
-  sockaddr_storage ss;
-  socklen_t len = 0;
-  REQUIRE(raw_http::make_address(host, port, ss, len));
-  raw_http::Socket s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  REQUIRE(s.valid());
-  int one = 1;
-  setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  setsockopt(s.fd(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  if (ss.ss_family == AF_INET6) setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return errno;
-  return 0;
-}
-
-// A socket of the test's own, listening on host:port (port 0: any), to occupy a port.
-raw_http::Socket occupy(const std::string& host, int port = 0) {
-  sockaddr_storage ss;
-  socklen_t len = 0;
-  REQUIRE(raw_http::make_address(host, port, ss, len));
-  raw_http::Socket s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  REQUIRE(s.valid());
-  int one = 1;
-  if (ss.ss_family == AF_INET6) setsockopt(s.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  REQUIRE(::bind(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) == 0);
-  REQUIRE(::listen(s.fd(), 4) == 0);
-  return s;
-}
-
-int local_port(const raw_http::Socket& s) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  getsockname(s.fd(), reinterpret_cast<sockaddr*>(&ss), &len);
-  return port_of(ss);
-}
-
-// The machine's non-loopback IPv4/IPv6 addresses (a wildcard bind would answer on them).
-std::vector<std::string> non_loopback_addresses() {
-  std::vector<std::string> out;
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return out;
-  for (ifaddrs* i = list; i; i = i->ifa_next) {
-    if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) continue;
-    sockaddr_storage ss{};
-    std::memcpy(&ss, i->ifa_addr, i->ifa_addr->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
-    if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr))
-      continue;  // needs a scope id to connect to
-    std::string a = address_text(ss);
-    if (a.rfind("127.", 0) == 0 || a == "::1") continue;
-    out.push_back(a);
-  }
-  freeifaddrs(list);
   return out;
 }
 
@@ -238,16 +107,16 @@ std::vector<std::string> non_loopback_addresses() {
 
 // ============================================================================================================
 TEST_SUITE("listener") {
-  TEST_CASE("property 1: binds loopback only (127.0.0.1, [::1], both for localhost), never a wildcard") {
+  TEST_CASE("binds loopback only (127.0.0.1, [::1], both for localhost), never a wildcard") {
     struct Case {
       const char* callback;
       std::vector<std::string> addresses;  // as bound_addresses() prints them, without the port
-      std::multiset<std::string> proc;     // as /proc/net/tcp{,6} lists them
+      std::multiset<std::string> kernel;   // as the kernel's table of listening sockets has them
     };
     const Case cases[] = {
-        {"http://localhost:0/api/auth/callback", {"127.0.0.1", "[::1]"}, {kProcLoopback4, kProcLoopback6}},
-        {"http://127.0.0.1:0/api/auth/callback", {"127.0.0.1"}, {kProcLoopback4}},
-        {"http://[::1]:0/api/auth/callback", {"[::1]"}, {kProcLoopback6}},
+        {"http://localhost:0/api/auth/callback", {"127.0.0.1", "[::1]"}, {"127.0.0.1", "::1"}},
+        {"http://127.0.0.1:0/api/auth/callback", {"127.0.0.1"}, {"127.0.0.1"}},
+        {"http://[::1]:0/api/auth/callback", {"[::1]"}, {"::1"}},
     };
     for (const Case& c : cases) {
       CAPTURE(c.callback);
@@ -262,34 +131,41 @@ TEST_SUITE("listener") {
 
       // What the kernel says: the listening sockets on this port are these loopback addresses, nothing else
       // (no 0.0.0.0 / :: wildcard).
-      CHECK(text(proc_net_listening(port)) == text(c.proc));
+      if (auto kernel = platform::listening_addresses(port))
+        CHECK(text(*kernel) == text(c.kernel));
+      else
+        MESSAGE("skipped: the kernel's table of listening sockets (Linux, Windows) is not readable on this OS");
 
       // The sockets themselves: getsockname gives loopback; SO_REUSEPORT is never set. (SO_REUSEADDR is set on
       // Linux only, where it cannot share a listening port; the bind checks below prove that.)
-      auto own = own_listening_sockets(port);
-      CHECK(own.size() == c.addresses.size());
-      for (const auto& s : own) {
-        CAPTURE(s.address);
-        CHECK((s.address == "127.0.0.1" || s.address == "::1"));
-        CHECK(s.reuseport == 0);
+      if (auto own = platform::own_listening_sockets(port)) {
+        CHECK(own->size() == c.addresses.size());
+        for (const auto& s : *own) {
+          CAPTURE(s.address);
+          CHECK((s.address == "127.0.0.1" || s.address == "::1"));
+          CHECK(s.reuseport == 0);
+        }
+      } else {
+        MESSAGE("skipped: this process's own sockets and their SO_REUSEPORT are readable on Linux only");
       }
 
       // Another socket cannot share the port, even with SO_REUSEADDR + SO_REUSEPORT: the listener did not set
       // SO_REUSEPORT, so no other process can bind next to it and receive the code.
       for (const auto& a : c.addresses) {
         CAPTURE(a);
-        CHECK(bind_with_reuse(a, port) == EADDRINUSE);
+        CHECK(support::try_bind_shared(a, port) == platform::kAddressInUse);
       }
       // Nor can anyone shadow it with a wildcard bind on the same port.
-      if (c.addresses.front() == "127.0.0.1") CHECK(bind_with_reuse("0.0.0.0", port) == EADDRINUSE);
-      if (c.addresses.back() == "[::1]") CHECK(bind_with_reuse("::", port) == EADDRINUSE);
+      if (c.addresses.front() == "127.0.0.1")
+        CHECK(support::try_bind_shared("0.0.0.0", port) == platform::kAddressInUse);
+      if (c.addresses.back() == "[::1]") CHECK(support::try_bind_shared("::", port) == platform::kAddressInUse);
 
       // The port answers on loopback only: on this machine's other addresses nothing accepts the connection
       // (refused; or, behind a dropping firewall, timed out).
-      for (const auto& other : non_loopback_addresses()) {
+      for (const auto& other : platform::non_loopback_addresses()) {
         int err = 0;
-        raw_http::Socket s = raw_http::connect_to(other, port, &err, 1000);
-        const std::string result = std::strerror(err);
+        Socket s = support::connect_to(other, port, &err, 1000);
+        const std::string result = platform::socket_error_text(err);
         CAPTURE(other);
         CAPTURE(result);
         CHECK_FALSE(s.valid());
@@ -297,7 +173,7 @@ TEST_SUITE("listener") {
     }
   }
 
-  TEST_CASE("property 1: localhost answers on both 127.0.0.1 and [::1]") {
+  TEST_CASE("localhost answers on both 127.0.0.1 and [::1]") {
     for (const char* via : {"127.0.0.1", "::1"}) {
       CAPTURE(via);
       Flow f("http://localhost:0/api/auth/callback", via);
@@ -309,7 +185,7 @@ TEST_SUITE("listener") {
     }
   }
 
-  TEST_CASE("property 1: [::1] callback works over IPv6") {
+  TEST_CASE("[::1] callback works over IPv6") {
     Flow f("http://[::1]:0/api/auth/callback", "::1");
     CHECK(f.listener.redirect_uri() == "http://[::1]:" + std::to_string(f.listener.port()) + kPath);
     f.start();
@@ -317,62 +193,60 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "the-code-123");
   }
 
-  TEST_CASE("property 1: a callback host other than loopback is a usage error") {
+  TEST_CASE("a callback host other than loopback is a usage error") {
     for (const char* bad :
          {"http://example.com:8080/cb", "http://0.0.0.0:0/cb", "http://[::]:0/cb", "http://192.168.1.10:0/cb",
           "http://10.0.0.1/cb", "http://localhost.example.com:0/cb", "https://localhost:0/cb", "localhost:0/cb",
           "not a url", ""}) {
       CAPTURE(bad);
-      auto e = catch_error([&] { auth::LoopbackListener l(bad); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
-      CHECK(contains(e->what(), "never binds other interfaces"));
+      auto e = require_error([&] { auth::LoopbackListener l(bad); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
+      CHECK(contains(e.what(), "never binds other interfaces"));
     }
   }
 
   // ----------------------------------------------------------------------------------------------------------
-  TEST_CASE("property 2: a port in use is an io error from the constructor, naming the port") {
+  TEST_CASE("a port in use is an io error from the constructor, naming the port") {
     SUBCASE("127.0.0.1") {
-      raw_http::Socket taken = occupy("127.0.0.1");
-      const std::string port = std::to_string(local_port(taken));
-      auto e = catch_error([&] { auth::LoopbackListener l("http://127.0.0.1:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), "127.0.0.1:" + port));
-      CHECK(contains(e->what(), "port " + port + " is in use"));
+      Socket taken = support::listen_on("127.0.0.1");
+      const std::string port = std::to_string(taken.local_port());
+      auto e = require_error([&] { auth::LoopbackListener l("http://127.0.0.1:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), "127.0.0.1:" + port));
+      CHECK(contains(e.what(), "port " + port + " is in use"));
     }
     SUBCASE("localhost with 127.0.0.1 taken") {
-      raw_http::Socket taken = occupy("127.0.0.1");
-      const std::string port = std::to_string(local_port(taken));
-      auto e = catch_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), port));
+      Socket taken = support::listen_on("127.0.0.1");
+      const std::string port = std::to_string(taken.local_port());
+      auto e = require_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), port));
     }
     SUBCASE("localhost with only [::1] taken") {
-      raw_http::Socket taken = occupy("::1");
-      const int p = local_port(taken);
+      Socket taken = support::listen_on("::1");
+      const int p = taken.local_port();
       const std::string port = std::to_string(p);
-      auto e = catch_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), "[::1]:" + port));
+      auto e = require_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), "[::1]:" + port));
       // and the half that did bind (127.0.0.1) was released again
-      CHECK(text(proc_net_listening(p)) == kProcLoopback6);
+      if (auto kernel = platform::listening_addresses(p))
+        CHECK(text(*kernel) == "::1");
+      else
+        MESSAGE("skipped: the kernel's table of listening sockets (Linux, Windows) is not readable on this OS");
     }
     SUBCASE("a second listener on the same callback URL") {
       auth::LoopbackListener first("http://localhost:0/api/auth/callback");
       const std::string port = std::to_string(first.port());
-      auto e = catch_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), port));
+      auto e = require_error([&] { auth::LoopbackListener l("http://localhost:" + port + "/api/auth/callback"); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), port));
     }
   }
 
-  TEST_CASE("property 2: login() raises the port-in-use error before any browser opens") {
-    raw_http::Socket taken = occupy("127.0.0.1");
-    const std::string port = std::to_string(local_port(taken));
+  TEST_CASE("login() raises the port-in-use error before any browser opens") {
+    Socket taken = support::listen_on("127.0.0.1");
+    const std::string port = std::to_string(taken.local_port());
     auth::Config config;
     config.client_id = "test-client";
     config.callback_url = "http://127.0.0.1:" + port + "/api/auth/callback";
@@ -386,17 +260,16 @@ TEST_SUITE("listener") {
     };
     options.show_url = [&](const std::string&) { ++shown; };
     options.on_listening = [&](auth::LoopbackListener&) { ++listening; };
-    auto e = catch_error([&] { (void)auth::login(config, options); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), port));
+    auto e = require_error([&] { (void)auth::login(config, options); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), port));
     CHECK(browsers == 0);
     CHECK(shown == 0);
     CHECK(listening == 0);
   }
 
   // ----------------------------------------------------------------------------------------------------------
-  TEST_CASE("property 3: the port and the path come from the callback URL") {
+  TEST_CASE("the port and the path come from the callback URL") {
     int port = 0;
     {
       auth::LoopbackListener probe("http://localhost:0/x");  // a port free on both loopback addresses
@@ -407,7 +280,7 @@ TEST_SUITE("listener") {
     CHECK(f.listener.port() == port);
     CHECK(f.listener.redirect_uri() == url);  // registered exactly so at APS
     CHECK(f.request.redirect_uri == url);
-    CHECK(test_util::param(test_util::query_of(f.request.url), "redirect_uri") == url);
+    CHECK(support::param(support::query_of(f.request.url), "redirect_uri") == url);
     f.start();
     // Only the exact path is the callback.
     for (const char* other : {"/api/auth/callback/", "/api/auth", "/API/auth/callback", "/api/auth/callbackx",
@@ -420,7 +293,7 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "the-code-123");
   }
 
-  TEST_CASE("property 2: a second sign-in on the same fixed port right after the first one binds (TIME_WAIT)") {
+  TEST_CASE("a second sign-in on the same fixed port right after the first one binds (TIME_WAIT)") {
     // The first sign-in's connections leave the port in TIME_WAIT; the next login must still bind it.
     int port = 0;
     {
@@ -438,7 +311,7 @@ TEST_SUITE("listener") {
     CHECK(second.result.get() == "code-2");
   }
 
-  TEST_CASE("property 3: port 0 picks a free port, reported in redirect_uri()") {
+  TEST_CASE("port 0 picks a free port, reported in redirect_uri()") {
     auth::LoopbackListener a("http://127.0.0.1:0/cb");
     auth::LoopbackListener b("http://127.0.0.1:0/cb");
     CHECK(a.port() > 0);
@@ -447,7 +320,7 @@ TEST_SUITE("listener") {
     CHECK(a.redirect_uri() == "http://127.0.0.1:" + std::to_string(a.port()) + "/cb");
   }
 
-  TEST_CASE("property 3: a callback URL with a query keeps it in redirect_uri()") {
+  TEST_CASE("a callback URL with a query keeps it in redirect_uri()") {
     Flow f("http://127.0.0.1:0/api/auth/callback?tenant=a%20b");
     CHECK(f.listener.redirect_uri() ==
           "http://127.0.0.1:" + std::to_string(f.listener.port()) + "/api/auth/callback?tenant=a%20b");
@@ -457,7 +330,7 @@ TEST_SUITE("listener") {
   }
 
   // ----------------------------------------------------------------------------------------------------------
-  TEST_CASE("property 4: favicon and other paths get 404 and do not end the wait") {
+  TEST_CASE("favicon and other paths get 404 and do not end the wait") {
     Flow f;
     f.start();
     for (const char* path : {"/favicon.ico", "/", "/robots.txt", "/api/auth/callback.html?x"}) {
@@ -473,7 +346,7 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "the-code-123");
   }
 
-  TEST_CASE("property 4: a wrong state gets an explanatory page and the wait goes on; then the right one succeeds") {
+  TEST_CASE("a wrong state gets an explanatory page and the wait goes on; then the right one succeeds") {
     Flow f;
     f.start();
     auto r = f.callback("code=attacker-code&state=" + auth::detail::url_encode(auth::random_urlsafe(16)));
@@ -487,7 +360,7 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "real-code");
   }
 
-  TEST_CASE("property 4: callbacks without the right state never end the wait") {
+  TEST_CASE("callbacks without the right state never end the wait") {
     Flow f;
     f.start();
     const std::string s = f.request.state;
@@ -523,7 +396,7 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "final");
   }
 
-  TEST_CASE("property 4: duplicated code or state parameters get 400 and the wait goes on") {
+  TEST_CASE("duplicated code or state parameters get 400 and the wait goes on") {
     Flow f;
     f.start();
     const std::string st = "state=" + f.request.state;
@@ -539,7 +412,7 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "the-code-123");
   }
 
-  TEST_CASE("property 4: malformed requests and other methods do not end the wait") {
+  TEST_CASE("malformed requests and other methods do not end the wait") {
     Flow f;
     f.start();
     const int port = f.listener.port();
@@ -552,13 +425,13 @@ TEST_SUITE("listener") {
                                   "GET " + std::string(kPath) + "?" + std::string(APS_AUTH_MAX_CALLBACK_BYTES + 100, 'a'));
     CHECK(big.status == 431);
     // a client that connects and closes at once
-    { raw_http::Socket s = raw_http::connect_to("127.0.0.1", port); }
+    { Socket s = support::connect_to("127.0.0.1", port); }
     CHECK(f.still_waiting());
     CHECK(f.callback(f.good_query()).status == 200);
     CHECK(f.result.get() == "the-code-123");
   }
 
-  TEST_CASE("property 4: error=access_denied with the right state ends the flow with ErrorKind::access_denied") {
+  TEST_CASE("error=access_denied with the right state ends the flow with ErrorKind::access_denied") {
     Flow f;
     f.start();
     auto r = f.callback("error=access_denied&error_description=The%20user%20denied%20access&state=" + f.request.state);
@@ -574,7 +447,7 @@ TEST_SUITE("listener") {
     CHECK(contains(e->what(), "access_denied"));
   }
 
-  TEST_CASE("property 4: another error= with the right state ends the flow with ErrorKind::oauth") {
+  TEST_CASE("another error= with the right state ends the flow with ErrorKind::oauth") {
     Flow f;
     f.start();
     auto r = f.callback("state=" + f.request.state + "&error=invalid_scope&error_description=bad%2Bscope%20x");
@@ -588,7 +461,7 @@ TEST_SUITE("listener") {
     CHECK(e->details().error_description == "bad+scope x");  // decoded exactly once
   }
 
-  TEST_CASE("property 4: the right state without a code ends the flow with ErrorKind::bad_response") {
+  TEST_CASE("the right state without a code ends the flow with ErrorKind::bad_response") {
     Flow f;
     f.start();
     CHECK(f.callback("state=" + f.request.state).status == 400);
@@ -597,7 +470,7 @@ TEST_SUITE("listener") {
     CHECK(e->kind() == auth::ErrorKind::bad_response);
   }
 
-  TEST_CASE("property 4: RFC 9207 iss is checked after the state (mix-up protection)") {
+  TEST_CASE("RFC 9207 iss is checked after the state (mix-up protection)") {
     SUBCASE("a wrong iss with the right state is issuer_mismatch") {
       Flow f;
       f.start();
@@ -624,12 +497,12 @@ TEST_SUITE("listener") {
   }
 
   // ----------------------------------------------------------------------------------------------------------
-  TEST_CASE("property 5: state of 128 bits and a 32-octet PKCE verifier, base64url; the state is decoded once") {
+  TEST_CASE("state of 128 bits and a 32-octet PKCE verifier, base64url; the state is decoded once") {
     Flow f;
     CHECK(f.request.state.size() == 22);
     CHECK(f.request.code_verifier.size() == 43);
-    CHECK(test_util::only_base64url_chars(f.request.state));
-    CHECK(test_util::only_base64url_chars(f.request.code_verifier));
+    CHECK(support::only_base64url_chars(f.request.state));
+    CHECK(support::only_base64url_chars(f.request.code_verifier));
     CHECK(auth::detail::base64_decode(f.request.state)->size() == 16);
     CHECK(auth::detail::base64_decode(f.request.code_verifier)->size() == 32);
     f.start();
@@ -644,22 +517,22 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "c+d");  // the code decoded exactly once too
   }
 
-  TEST_CASE("property 6: PKCE is S256 (RFC 7636 Appendix B vector) and the challenge matches the verifier") {
+  TEST_CASE("PKCE is S256 (RFC 7636 Appendix B vector) and the challenge matches the verifier") {
     CHECK(auth::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") ==
           "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
     Flow f;
-    auto q = test_util::query_of(f.request.url);
-    CHECK(test_util::param(q, "code_challenge_method") == "S256");
-    CHECK(test_util::param(q, "code_challenge") == auth::pkce_challenge(f.request.code_verifier));
+    auto q = support::query_of(f.request.url);
+    CHECK(support::param(q, "code_challenge_method") == "S256");
+    CHECK(support::param(q, "code_challenge") == auth::pkce_challenge(f.request.code_verifier));
   }
 
   // ----------------------------------------------------------------------------------------------------------
-  TEST_CASE("property 7: the deadline fires with ErrorKind::timeout naming the redirect URI mismatch") {
+  TEST_CASE("the deadline fires with ErrorKind::timeout naming the redirect URI mismatch") {
     Flow f;
     auto t0 = std::chrono::steady_clock::now();
     f.start(400ms);
     auto e = f.error();
-    double elapsed = test_util::seconds_since(t0);
+    double elapsed = support::seconds_since(t0);
     REQUIRE(e);
     CHECK(e->kind() == auth::ErrorKind::timeout);
     CHECK(contains(e->what(), "does not match"));
@@ -669,7 +542,7 @@ TEST_SUITE("listener") {
     CHECK(elapsed < 3.0);
   }
 
-  TEST_CASE("property 7: the deadline is overall: a stream of wrong requests does not extend it") {
+  TEST_CASE("the deadline is overall: a stream of wrong requests does not extend it") {
     Flow f;
     const int port = f.listener.port();
     std::atomic<bool> stop{false};
@@ -683,7 +556,7 @@ TEST_SUITE("listener") {
     auto t0 = std::chrono::steady_clock::now();
     f.start(800ms);
     auto e = f.error();
-    double elapsed = test_util::seconds_since(t0);
+    double elapsed = support::seconds_since(t0);
     stop = true;
     spam.join();
     REQUIRE(e);
@@ -692,7 +565,7 @@ TEST_SUITE("listener") {
     CHECK(elapsed < 3.0);
   }
 
-  TEST_CASE("property 7: cancel() from another thread ends the wait with ErrorKind::cancelled") {
+  TEST_CASE("cancel() from another thread ends the wait with ErrorKind::cancelled") {
     Flow f;
     auto t0 = std::chrono::steady_clock::now();
     f.start(60s);
@@ -701,10 +574,10 @@ TEST_SUITE("listener") {
     auto e = f.error();
     REQUIRE(e);
     CHECK(e->kind() == auth::ErrorKind::cancelled);
-    CHECK(test_util::seconds_since(t0) < 3.0);
+    CHECK(support::seconds_since(t0) < 3.0);
   }
 
-  TEST_CASE("property 7: cancel() through LoginOptions::on_listening ends login() with ErrorKind::cancelled") {
+  TEST_CASE("cancel() through LoginOptions::on_listening ends login() with ErrorKind::cancelled") {
     auth::Config config;
     config.client_id = "test-client";
     config.callback_url = "http://127.0.0.1:0/api/auth/callback";
@@ -728,27 +601,27 @@ TEST_SUITE("listener") {
     CHECK(shown.rfind("http://127.0.0.1:9/authentication/v2/authorize?", 0) == 0);
   }
 
-  TEST_CASE("property 7: a client that connects and sends nothing does not block the real callback") {
+  TEST_CASE("a client that connects and sends nothing does not block the real callback") {
     Flow f;
     f.start();
     const int port = f.listener.port();
     // Silent connections, and one that sends half a request head and stalls (slowloris).
-    std::vector<raw_http::Socket> silent;
-    for (int i = 0; i < 5; ++i) silent.push_back(raw_http::connect_to("127.0.0.1", port));
-    raw_http::Socket partial = raw_http::connect_to("127.0.0.1", port);
-    REQUIRE(raw_http::send_all(partial, "GET " + std::string(kPath) + "?" + f.good_query("slow") + " HTTP/1.1\r\nHost: x"));
+    std::vector<Socket> silent;
+    for (int i = 0; i < 5; ++i) silent.push_back(support::connect_to("127.0.0.1", port));
+    Socket partial = support::connect_to("127.0.0.1", port);
+    REQUIRE(partial.send_all("GET " + std::string(kPath) + "?" + f.good_query("slow") + " HTTP/1.1\r\nHost: x"));
     std::this_thread::sleep_for(100ms);
     auto t0 = std::chrono::steady_clock::now();
     auto r = f.callback(f.good_query("real"));
     CHECK(r.status == 200);
-    CHECK(test_util::seconds_since(t0) < 3.0);  // far below the 10 s after which a silent client is dropped
+    CHECK(support::seconds_since(t0) < 3.0);  // far below the 10 s after which a silent client is dropped
     CHECK(f.result.get() == "real");
     for (auto& s : silent) CHECK(s.valid());
   }
 
-  TEST_CASE("property 7: a client connected before wait() started does not block it either") {
+  TEST_CASE("a client connected before wait() started does not block it either") {
     Flow f;
-    raw_http::Socket early = raw_http::connect_to("127.0.0.1", f.listener.port());
+    Socket early = support::connect_to("127.0.0.1", f.listener.port());
     REQUIRE(early.valid());
     f.start();
     CHECK(f.callback(f.good_query()).status == 200);
@@ -756,7 +629,7 @@ TEST_SUITE("listener") {
   }
 
   // ----------------------------------------------------------------------------------------------------------
-  TEST_CASE("property 10: the success page is safe HTML with no-store and says the window can be closed") {
+  TEST_CASE("the success page is safe HTML with no-store and says the window can be closed") {
     Flow f;
     f.start();
     auto r = f.callback(f.good_query("secret-code-xyz"));
@@ -772,7 +645,7 @@ TEST_SUITE("listener") {
     CHECK(f.result.get() == "secret-code-xyz");
   }
 
-  TEST_CASE("property 10: error text from the callback is HTML-escaped in the failure page") {
+  TEST_CASE("error text from the callback is HTML-escaped in the failure page") {
     Flow f;
     f.start();
     const std::string evil = "<script>alert('x')</script><img src=\"http://evil.example/a.png\">";
@@ -791,7 +664,7 @@ TEST_SUITE("listener") {
     CHECK(e->details().error_description == evil);
   }
 
-  TEST_CASE("property 10: every page the listener serves has the same safe headers") {
+  TEST_CASE("every page the listener serves has the same safe headers") {
     Flow f;
     f.start();
     for (const std::string& target :

@@ -1,25 +1,19 @@
-// The loopback listener under abuse (issue 4, item 7). Any process on the machine can reach the callback port,
-// so while a real LoopbackListener waits (on the test's main thread, one 20 s deadline), attacker threads
-// throw junk at it: 100 concurrent junk connections (random bytes, half-closed, silent, never closed by the
-// client), slowloris clients, 1 MB request lines and headers, invalid UTF-8 and broken percent-escapes,
-// duplicate code/state parameters, a connection flood beyond the listener's connection cap, and all of it at
-// once. Then the real callback (right state) is sent: it must end the wait with its code well within the
-// deadline, the browser must get the success page, nothing may crash (run under ASan+UBSan and TSan too), and
-// no descriptor may leak (/proc/self/fd counted before and after).
+// The loopback listener under abuse. Any process on the machine can reach the callback port, so while a real
+// LoopbackListener waits (on the test's main thread, one 20 s deadline), attacker threads throw junk at it: 100
+// concurrent junk connections (random bytes, half-closed, silent, never closed by the client), slowloris
+// clients, 1 MB request lines and headers, invalid UTF-8 and broken percent-escapes, duplicate code/state
+// parameters, a connection flood beyond the listener's connection cap, and all of it at once. Then the real
+// callback (right state) is sent: it must end the wait with its code well within the deadline, the browser must
+// get the success page, nothing may crash (run under ASan+UBSan and TSan too), and no descriptor may leak (the
+// process's open descriptors counted before and after).
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "support/raw_http.hpp"
-
-#include <dirent.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "support/network.hpp"
+#include "support/platform.hpp"
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -29,8 +23,11 @@
 #include <vector>
 
 namespace auth = aps::auth;
+namespace platform = support::platform;
+namespace raw_http = support::raw_http;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using support::Socket;
 
 namespace {
 
@@ -38,16 +35,6 @@ const char* const kCallback = "http://127.0.0.1:0/cb";
 const char* const kCode = "the-real-code_0123456789";
 constexpr auto kDeadline = 20s;          // the wait's one overall deadline
 constexpr auto kLatencyBudget = 5s;      // the real callback, from send to wait() returning, even under TSan
-
-int open_fds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d) return -1;
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  closedir(d);
-  return n - 1;  // the directory's own descriptor
-}
 
 // The attackers: threads that share a stop flag and report when their abuse is in place.
 struct Attack {
@@ -79,17 +66,7 @@ struct Attack {
 };
 
 // A socket that does not block the attacker for long (the listener may stop reading at any time).
-raw_http::Socket attacker_socket(int port) {
-  raw_http::Socket s = raw_http::connect_to("127.0.0.1", port, nullptr, 2000);
-  return s;
-}
-
-// Best-effort non-blocking-ish send; false once the peer is gone.
-bool push(const raw_http::Socket& s, const std::string& bytes) {
-  if (!s.valid()) return false;
-  ssize_t n = ::send(s.fd(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK;
-}
+Socket attacker_socket(int port) { return support::connect_to("127.0.0.1", port, nullptr, 2000); }
 
 std::string junk(std::mt19937& rng, std::size_t max_len) {
   std::uniform_int_distribution<std::size_t> len(1, max_len);
@@ -177,13 +154,13 @@ void run_scenario(const std::string& scenario, const std::function<void(int, con
     config.client_id = "abuse-test";
     (void)auth::authorization_request(config, {}, warm.redirect_uri());
   }
-  const int before = open_fds();
+  const int before = platform::open_descriptor_count();
   Outcome o = sign_in_under_attack(attack, needed);
   check_real_callback_won(o, scenario);
-  int after = open_fds();
+  int after = platform::open_descriptor_count();
   for (int i = 0; i < 50 && after != before; ++i) {  // closes are synchronous; allow sanitizer threads a moment
     std::this_thread::sleep_for(20ms);
-    after = open_fds();
+    after = platform::open_descriptor_count();
   }
   CHECK_MESSAGE(after == before, scenario << ": descriptors before " << before << ", after " << after);
 }
@@ -196,21 +173,23 @@ void junk_connections(int port, Attack& attack, int count, int threads) {
   for (int t = 0; t < threads; ++t) {
     attack.threads.emplace_back([&attack, port, count, threads, t] {
       std::mt19937 rng(static_cast<unsigned>(1234 + t));
-      std::vector<raw_http::Socket> socks;
+      std::vector<Socket> socks;
       for (int i = t; i < count && !attack.stop; i += threads) {
-        raw_http::Socket s = attacker_socket(port);
+        int err = 0;
+        Socket s = support::connect_to("127.0.0.1", port, &err, 2000);
         if (!s.valid()) {
-          attack.note("junk connection " + std::to_string(i) + " could not connect: " + std::strerror(errno));
+          attack.note("junk connection " + std::to_string(i) +
+                      " could not connect: " + platform::socket_error_text(err));
           continue;
         }
-        if (i % 3 != 0) push(s, junk(rng, 512));
-        if (i % 3 == 2) ::shutdown(s.fd(), SHUT_WR);
+        if (i % 3 != 0) s.send_without_blocking(junk(rng, 512));
+        if (i % 3 == 2) s.shutdown_write();
         socks.push_back(std::move(s));
         ++attack.in_place;
       }
       while (attack.nap(50ms))
         for (std::size_t i = 0; i < socks.size(); ++i)
-          if (i % 3 == 1) push(socks[i], junk(rng, 16));
+          if (i % 3 == 1) socks[i].send_without_blocking(junk(rng, 16));
     });
   }
 }
@@ -222,13 +201,13 @@ void connection_churn(int port, Attack& attack, int threads, std::size_t keep) {
   for (int t = 0; t < threads; ++t) {
     attack.threads.emplace_back([&attack, port, t, keep] {
       std::mt19937 rng(static_cast<unsigned>(99 + t));
-      std::vector<raw_http::Socket> socks;
+      std::vector<Socket> socks;
       std::size_t opened = 0;
       bool counted = false;
       while (!attack.stop) {
-        raw_http::Socket s = attacker_socket(port);
+        Socket s = attacker_socket(port);
         if (!s.valid()) continue;
-        push(s, junk(rng, 64));
+        s.send_without_blocking(junk(rng, 64));
         socks.push_back(std::move(s));
         ++opened;
         if (socks.size() > keep) socks.erase(socks.begin());
@@ -246,14 +225,14 @@ void connection_churn(int port, Attack& attack, int threads, std::size_t keep) {
 void slowloris(int port, Attack& attack, int clients) {
   for (int c = 0; c < clients; ++c) {
     attack.threads.emplace_back([&attack, port, c] {
-      raw_http::Socket s = attacker_socket(port);
+      Socket s = attacker_socket(port);
       const std::string head = "GET /cb?code=evil&state=not-the-state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-" +
                                std::to_string(c) + ": ";
       std::size_t sent = 0;
       bool counted = false;
       while (attack.nap(100ms)) {
         char b = sent < head.size() ? head[sent] : 'a';
-        if (!push(s, std::string(1, b))) {
+        if (!s.send_without_blocking(std::string(1, b))) {
           attack.note("slowloris " + std::to_string(c) + " was disconnected after " + std::to_string(sent) +
                       " bytes");
           break;
@@ -277,8 +256,8 @@ void huge_request(int port, Attack& attack, bool huge_line, const std::string& s
       req = "GET /cb?code=big&state=" + state + "&pad=" + std::string(1 << 20, 'A') + " HTTP/1.1\r\n\r\n";
     else
       req = "GET /cb?code=big&state=" + state + " HTTP/1.1\r\nX-Pad: " + std::string(1 << 20, 'B') + "\r\n\r\n";
-    raw_http::Socket s = attacker_socket(port);
-    bool all_sent = s.valid() && raw_http::send_all(s, req);
+    Socket s = attacker_socket(port);
+    bool all_sent = s.valid() && s.send_all(req);
     raw_http::Response r = s.valid() ? raw_http::read_response(s) : raw_http::Response();
     attack.note(std::string(huge_line ? "1 MB request line" : "1 MB of headers") + ": " +
                 (all_sent ? "all sent" : "cut off by the listener") + ", answer " +

@@ -1,8 +1,8 @@
-// Proxies (issue 4, item 6): HTTPS_PROXY / https_proxy / NO_PROXY / http_proxy and Config::proxy, through a real
-// proxy on loopback: Debian's tinyproxy, started by each test with a generated configuration (a free port,
-// Listen/Allow 127.0.0.1, ConnectPort = the mock's port, BasicAuth for the credentials cases), in the
-// foreground, its log read to count the CONNECT requests. The HTTPS mock APS server still sees every request
-// that went through. Without tinyproxy these tests FAIL: run scripts/install-deps --test.
+// Proxies: HTTPS_PROXY / https_proxy / NO_PROXY / http_proxy and Config::proxy, through a real proxy on loopback:
+// Debian's tinyproxy, started by each test with a generated configuration (a free port, Listen/Allow 127.0.0.1,
+// ConnectPort = the mock's port, BasicAuth for the credentials cases), in the foreground, its log read to count
+// the CONNECT requests. The HTTPS mock APS server still sees every request that went through. Without tinyproxy
+// these tests FAIL: run scripts/install-deps --test.
 //
 // Found and fixed with these tests (aps_auth.hpp, http_send): with cpp-httplib 0.11 a proxy refusing the CONNECT
 // (wrong credentials: 401/407, port not allowed: 403, target down: 5xx) hung the call for ever; and the proxy
@@ -10,36 +10,98 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "mock_aps_server.hpp"
-#include "support/faults_support.hpp"
-#include "support/test_util.hpp"
+#include "support/cli.hpp"
+#include "support/environment.hpp"
+#include "support/files.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/network.hpp"
+#include "support/process.hpp"
+#include "support/text.hpp"
+#include "support/timing.hpp"
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace {
 
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
-using test_util::catch_error;
-using test_util::contains;
-using test_util::ScopedEnv;
+using support::require_error, support::contains, support::ScopedEnv, support::seconds_since;
 
 const char* const kClient = "proxy-client";
 const char* const kSecret = "proxy-secret-0b7e";
 const char* const kUser = "proxyuser";
 const char* const kPassword = "proxy-pw-77a1";
 
+// Where tinyproxy is, or "" when it is not installed.
+std::string tinyproxy_path() {
+  return support::find_program({"/usr/bin/tinyproxy", "/usr/sbin/tinyproxy", "/usr/local/bin/tinyproxy", "tinyproxy"});
+}
+
 void require_tinyproxy() {
-  REQUIRE_MESSAGE(!faults::tinyproxy_path().empty(),
+  REQUIRE_MESSAGE(!tinyproxy_path().empty(),
                   "tinyproxy is not installed; the proxy tests need it: run scripts/install-deps --test "
                   "(Debian/Ubuntu package tinyproxy)");
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+// A real HTTP proxy on 127.0.0.1, in the foreground, logging every request (CONNECT included) to a file.
+// Tunnels (CONNECT) only to `connect_port`; with a user, it wants Basic credentials (BasicAuth).
+class Tinyproxy {
+ public:
+  Tinyproxy(const support::TempDir& dir, int connect_port, const std::string& user = "",
+            const std::string& password = "")
+      : log_(dir.file("tinyproxy.log")) {
+    const std::string exe = tinyproxy_path();
+    if (exe.empty()) throw std::runtime_error("tinyproxy is not installed: run scripts/install-deps --test");
+    support::ProcessOptions output;
+    output.stdout_file = output.stderr_file = log_;
+    output.append = true;
+    for (int attempt = 0; attempt < 5 && !process_; ++attempt) {
+      port_ = support::free_port();  // tinyproxy has no "Port 0"
+      std::string conf = "Port " + std::to_string(port_) +
+                         "\nListen 127.0.0.1\nTimeout 10\nLogLevel Connect\nMaxClients 50\nAllow 127.0.0.1\n"
+                         "ConnectPort " + std::to_string(connect_port) + "\n";
+      if (!user.empty()) conf += "BasicAuth " + user + " " + password + "\n";
+      const std::string conf_path = dir.write("tinyproxy.conf", conf);
+      auto p = std::make_unique<support::Process>(std::vector<std::string>{exe, "-d", "-c", conf_path},
+                                                  support::EnvMap{}, output);
+      // Wait until it accepts (or gave up, e.g. the port was taken meanwhile: then try another port).
+      for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+        if (!p->running()) break;
+        if (support::accepts(port_)) {
+          process_ = std::move(p);
+          break;
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    if (!process_) throw std::runtime_error("tinyproxy did not start; its log:\n" + log());
+  }
+  ~Tinyproxy() {
+    if (process_) process_->stop(3s);
+  }
+  Tinyproxy(const Tinyproxy&) = delete;
+  Tinyproxy& operator=(const Tinyproxy&) = delete;
+
+  int port() const { return port_; }
+  std::string url(const std::string& credentials = "") const {
+    return "http://" + (credentials.empty() ? "" : credentials + "@") + "127.0.0.1:" + std::to_string(port_);
+  }
+  std::string log() const { return support::read_file(log_).value_or(""); }
+  // Requests the proxy logged whose request line starts with `method_and_target`, e.g. "CONNECT 127.0.0.1:443".
+  int requests(const std::string& method_and_target) const {
+    return support::count_of(log(), "): " + method_and_target);
+  }
+
+ private:
+  std::string log_;
+  int port_ = 0;
+  std::unique_ptr<support::Process> process_;
+};
 
 // Every proxy variable unset for the lifetime of the object, then restored.
 struct NoProxyEnv {
@@ -50,15 +112,10 @@ struct NoProxyEnv {
 
 // The mock APS server (HTTPS by default, reached as 127.0.0.1) and a Config that takes the proxy from the
 // environment.
-struct Mock {
-  faults::TempDir dir;
-  aps_mock::Server server;
-  std::string ca_file;
+struct Mock : support::Mock {
   bool tls;
 
-  explicit Mock(bool use_tls = true) : server(options(use_tls)), tls(use_tls) {
-    if (tls) ca_file = dir.write("ca.pem", server.pki().ca_cert_pem);
-  }
+  explicit Mock(bool use_tls = true) : support::Mock(options(use_tls)), tls(use_tls) {}
   static aps_mock::Options options(bool use_tls) {
     aps_mock::Options o;
     o.tls = use_tls;
@@ -70,34 +127,42 @@ struct Mock {
   }
   std::string connect_line() const { return "CONNECT 127.0.0.1:" + std::to_string(server.port()); }
   auth::Config config() const {
-    auth::Config c;
-    c.client_id = kClient;
-    c.client_secret = kSecret;
-    c.scopes = {"data:read"};
+    auth::Config c = support::Mock::config(kClient, kSecret);
     c.endpoints = auth::Endpoints::from_base_url(base_url());
-    c.ca_file = ca_file;
     c.proxy = "";  // from the environment
     c.connect_timeout = 3s;
     c.read_timeout = 5s;
-    c.retry.max_attempts = 2;
-    c.retry.initial_backoff = 10ms;
-    c.retry.max_delay = 50ms;
+    c.retry = {2, 10ms, 50ms};
     return c;
   }
 };
 
 std::string credentials() { return std::string(kUser) + ":" + kPassword; }
 
+// The world of most proxy tests: no proxy variable of the host's, the mock (HTTPS unless told), and tinyproxy in
+// front of it, wanting the test's credentials.
+struct Proxied {
+  NoProxyEnv clean;
+  Mock m;
+  Tinyproxy proxy;
+
+  explicit Proxied(bool tls = true)
+      : m((require_tinyproxy(), tls)), proxy(m.dir, m.server.port(), kUser, kPassword) {}
+};
+
+// The same over plain HTTP.
+struct ProxiedHttp : Proxied {
+  ProxiedHttp() : Proxied(false) {}
+};
+
 }  // namespace
 
 TEST_SUITE("proxy") {
   TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") { require_tinyproxy(); }
 
-  TEST_CASE("HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the credentials") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the "
+                    "credentials") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     const auth::Config config = m.config();
 
@@ -121,24 +186,16 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests(m.connect_line()) >= 3);
   }
 
-  TEST_CASE("lower-case https_proxy works, and wins over HTTPS_PROXY") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY") {
     ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
-    ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(faults::free_port())).c_str());
+    ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Token t = auth::client_credentials(m.config());
     CHECK_FALSE(t.access_token.empty());
     CHECK(proxy.requests(m.connect_line()) >= 1);
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE("NO_PROXY / no_proxy naming the host bypasses the proxy") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     std::unique_ptr<ScopedEnv> no_proxy;
     SUBCASE("NO_PROXY=127.0.0.1") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", "127.0.0.1"); }
@@ -153,11 +210,9 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE("NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the proxy") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the "
+                    "proxy") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     ScopedEnv no_proxy("NO_PROXY", "example.com,.example.org,0.0.1");
     CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
@@ -165,11 +220,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE("wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
     std::string url;
     SUBCASE("a wrong password") { url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2"); }
     SUBCASE("no credentials at all") { url = proxy.url(); }
@@ -177,15 +229,14 @@ TEST_SUITE("proxy") {
     ScopedEnv env("HTTPS_PROXY", url.c_str());
     const std::string rt = m.server.issue_tokens(kClient, "data:read")["refresh_token"].get<std::string>();
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::refresh(m.config(), rt); });
-    REQUIRE(e);
+    auto e = require_error([&] { (void)auth::refresh(m.config(), rt); });
     CHECK(seconds_since(t0) < 5.0);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK((e->status() == 407 || e->status() == 401));
-    CHECK(contains(e->what(), "proxy 127.0.0.1:" + std::to_string(proxy.port())));
-    CHECK(contains(e->what(), "check the user and password"));
-    CHECK_FALSE(contains(e->what(), "pw-WRONG-91c2"));
-    CHECK_FALSE(contains(e->what(), rt));
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK((e.status() == 407 || e.status() == 401));
+    CHECK(contains(e.what(), "proxy 127.0.0.1:" + std::to_string(proxy.port())));
+    CHECK(contains(e.what(), "check the user and password"));
+    CHECK_FALSE(contains(e.what(), "pw-WRONG-91c2"));
+    CHECK_FALSE(contains(e.what(), rt));
     CHECK(m.server.count("token") == 0);
     CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
   }
@@ -194,34 +245,26 @@ TEST_SUITE("proxy") {
     require_tinyproxy();
     NoProxyEnv clean;
     Mock m;
-    faults::Tinyproxy proxy(m.dir, faults::free_port());  // tunnels to another port only
+    Tinyproxy proxy(m.dir, support::free_port());  // tunnels to another port only
     ScopedEnv env("HTTPS_PROXY", proxy.url().c_str());
     auto t0 = std::chrono::steady_clock::now();
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
     CHECK(seconds_since(t0) < 5.0);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(e->status() == 403);
-    CHECK(contains(e->what(), "refused the tunnel"));
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(e.status() == 403);
+    CHECK(contains(e.what(), "refused the tunnel"));
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE("through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied,
+                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
-    const std::string unrelated = m.dir.write("unrelated.pem", aps_mock::Pki::generate("u.example").ca_cert_pem);
-    ScopedEnv cert_file("SSL_CERT_FILE", unrelated.c_str());
-    ScopedEnv cert_dir("SSL_CERT_DIR", m.dir.path().c_str());
-    ScopedEnv aps_ca("APS_CA_FILE", nullptr);
+    support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
     config.ca_file.clear();
-    auto e = catch_error([&] { (void)auth::client_credentials(config); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::tls);
-    CHECK(contains(e->what(), "through proxy 127.0.0.1:" + std::to_string(proxy.port())));
+    auto e = require_error([&] { (void)auth::client_credentials(config); });
+    CHECK(e.kind() == auth::ErrorKind::tls);
+    CHECK(contains(e.what(), "through proxy 127.0.0.1:" + std::to_string(proxy.port())));
     CHECK(proxy.requests(m.connect_line()) >= 1);
     CHECK(m.server.count("token") == 0);
   }
@@ -229,21 +272,16 @@ TEST_SUITE("proxy") {
   TEST_CASE("a proxy that is down: ErrorKind::network naming the proxy") {
     NoProxyEnv clean;
     Mock m;
-    const int dead = faults::free_port();
+    const int dead = support::free_port();
     ScopedEnv env("HTTPS_PROXY", ("http://" + credentials() + "@127.0.0.1:" + std::to_string(dead)).c_str());
-    auto e = catch_error([&] { (void)auth::client_credentials(m.config()); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::network);
-    CHECK(contains(e->what(), "through proxy 127.0.0.1:" + std::to_string(dead)));
-    CHECK_FALSE(contains(e->what(), kPassword));
+    auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
+    CHECK(e.kind() == auth::ErrorKind::network);
+    CHECK(contains(e.what(), "through proxy 127.0.0.1:" + std::to_string(dead)));
+    CHECK_FALSE(contains(e.what(), kPassword));
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE("Config::proxy = \"direct\" ignores the environment") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment") {
     auth::Config config = m.config();
     config.proxy = "direct";
     SUBCASE("HTTPS_PROXY names a working proxy: not used") {
@@ -251,20 +289,16 @@ TEST_SUITE("proxy") {
       CHECK_FALSE(auth::client_credentials(config).access_token.empty());
     }
     SUBCASE("https_proxy names a dead one: no failure") {
-      ScopedEnv env("https_proxy", ("http://127.0.0.1:" + std::to_string(faults::free_port())).c_str());
+      ScopedEnv env("https_proxy", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
       CHECK_FALSE(auth::client_credentials(config).access_token.empty());
     }
     CHECK(m.server.count("token") == 1);
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE("Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
     ScopedEnv no_proxy("NO_PROXY", "*");
-    ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(faults::free_port())).c_str());
+    ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Config config = m.config();
     config.proxy = proxy.url(credentials());
     CHECK_FALSE(auth::client_credentials(config).access_token.empty());
@@ -273,17 +307,13 @@ TEST_SUITE("proxy") {
 
     SUBCASE("a proxy URL that is not http:// is a usage error") {
       config.proxy = "socks5://127.0.0.1:1080";
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 
-  TEST_CASE("plain-http loopback endpoints: http_proxy (lower case) is used, HTTP_PROXY is not (httpoxy)") {
-    require_tinyproxy();
-    NoProxyEnv clean;
-    Mock m(false);
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
+  TEST_CASE_FIXTURE(ProxiedHttp,
+                    "plain-http loopback endpoints: http_proxy (lower case) is used, HTTP_PROXY is not (httpoxy)") {
     const std::string through = "POST " + m.base_url() + "/authentication/v2/token";
     {
       ScopedEnv upper("HTTP_PROXY", proxy.url(credentials()).c_str());
@@ -299,18 +329,14 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 2);
   }
 
-  TEST_CASE("the CLI honours HTTPS_PROXY (and its credentials) too") {
-    require_tinyproxy();
-    const std::string cli = faults::getenv_str("APS_AUTH_CLI");
-    REQUIRE_MESSAGE(!cli.empty(), "APS_AUTH_CLI is not set (ctest sets it to the built aps-auth)");
-    Mock m;
-    faults::Tinyproxy proxy(m.dir, m.server.port(), kUser, kPassword);
-    faults::EnvMap env = faults::base_env(m.dir.path());
+  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too") {
+    const std::string cli = support::require_cli();
+    support::EnvMap env = support::base_env(m.dir.path());
     env["HTTPS_PROXY"] = proxy.url(credentials());
     env["APS_CLIENT_ID"] = kClient;
     env["APS_CLIENT_SECRET"] = kSecret;
     env["SSL_CERT_FILE"] = m.dir.write("unrelated.pem", aps_mock::Pki::generate("unrelated.example").ca_cert_pem);
-    faults::Run r = faults::run_process({cli, "token", "--base-url", m.base_url(), "--ca-file", m.ca_file}, env, 20s);
+    support::RunResult r = support::run({cli, "token", "--base-url", m.base_url(), "--ca-file", m.ca_file}, env, 20s);
     INFO(r.describe());
     CHECK(r.exit_code == 0);
     CHECK(contains(r.out, "\"access_token\""));
@@ -319,7 +345,7 @@ TEST_SUITE("proxy") {
     CHECK_FALSE(contains(r.err, kPassword));
 
     env["HTTPS_PROXY"] = proxy.url(std::string(kUser) + ":pw-WRONG-91c2");
-    faults::Run bad = faults::run_process({cli, "token", "--base-url", m.base_url(), "--ca-file", m.ca_file}, env, 20s);
+    support::RunResult bad = support::run({cli, "token", "--base-url", m.base_url(), "--ca-file", m.ca_file}, env, 20s);
     INFO(bad.describe());
     CHECK(bad.exit_code == 1);
     CHECK(contains(bad.err, "[aps_auth.network]"));

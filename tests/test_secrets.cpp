@@ -1,16 +1,21 @@
-// Secret hygiene (issue 4, item 8; DESIGN.md property 15): every `aps-auth` subcommand, on its success and its
-// failure paths, run with a recognisable client secret against the HTTPS mock APS server. Afterwards every
-// secret the runs handled is collected - the client secret (and its Basic header form), every authorization
-// code, PKCE verifier, refresh token and access token the mock received, and every token the CLI printed - and
-// no run may show any of them on stderr, nor on stdout except the tokens that are the run's requested output
-// (the token JSON of login/token/refresh/demo, the bare access token of access-token). Then the library's own
+// Secret hygiene: no secret ever reaches a log. Every `aps-auth` subcommand, on its success and its failure
+// paths, run with a recognisable client secret against the HTTPS mock APS server. Afterwards every secret the
+// runs handled is collected - the client secret (and its Basic header form), every authorization code, PKCE
+// verifier, refresh token and access token the mock received, and every token the CLI printed - and no run may
+// show any of them on stderr, nor on stdout except the tokens that are the run's requested output (the token
+// JSON of login/token/refresh/demo, the bare access token of access-token). Then the library's own
 // Error::what() and ErrorDetails for each failing free function, with servers that echo what they were sent.
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "mock_aps_server.hpp"
-#include "support/faults_support.hpp"
-#include "support/test_util.hpp"
+#include "support/cli.hpp"
+#include "support/environment.hpp"
+#include "support/files.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/network.hpp"
+#include "support/process.hpp"
+#include "support/text.hpp"
 
 #include <chrono>
 #include <functional>
@@ -23,9 +28,7 @@ namespace {
 namespace auth = aps::auth;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-using faults::contains;
-using faults::Run;
-using test_util::catch_error;
+using support::require_error, support::contains, support::printed_tokens, support::RunResult, support::trim;
 
 const char* const kSecret = "SECRET-aaaa-7f3e";
 const char* const kWrongSecret = "SECRET-bbbb-0c9d";
@@ -34,39 +37,24 @@ const char* const kTokenPath = "/authentication/v2/token";
 
 // A run and the tokens it may print on stdout (its requested output).
 struct Checked {
-  Run run;
+  RunResult run;
   std::set<std::string> allowed_on_stdout;
 };
 
-// The tokens of a token JSON printed on stdout.
-std::set<std::string> printed_tokens(const std::string& out) {
-  std::set<std::string> t;
-  json j = json::parse(out, nullptr, false);
-  if (!j.is_object()) return t;
-  for (const char* k : {"access_token", "refresh_token", "id_token"})
-    if (j.contains(k) && j[k].is_string()) t.insert(j[k].get<std::string>());
-  return t;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 struct Fixture {
-  faults::TempDir dir;
+  support::TempDir dir;
   // Two registered callbacks on fixed ports: after a sign-in its port stays unusable for a while (TIME_WAIT of
   // the listener's connections, as the listener binds without SO_REUSEADDR), so a second login takes the other.
   std::string callback, callback2;
   aps_mock::Server mock;
   std::string ca_file, unrelated_ca, browser;
-  std::string cli = faults::getenv_str("APS_AUTH_CLI");
+  std::string cli = support::require_cli();
   std::vector<Checked> runs;
   std::set<std::string> extra_secrets;  // secrets the mock did not record (e.g. a wrong secret)
 
   Fixture()
-      : callback("http://127.0.0.1:" + std::to_string(faults::free_port()) + "/api/auth/callback"),
-        callback2("http://127.0.0.1:" + std::to_string(faults::free_port()) + "/api/auth/callback"),
+      : callback("http://127.0.0.1:" + std::to_string(support::free_port()) + "/api/auth/callback"),
+        callback2("http://127.0.0.1:" + std::to_string(support::free_port()) + "/api/auth/callback"),
         mock(options(callback, callback2)) {
     ca_file = dir.write("ca.pem", mock.pki().ca_cert_pem);
     unrelated_ca = dir.write("unrelated.pem", aps_mock::Pki::generate("unrelated.example").ca_cert_pem);
@@ -75,7 +63,6 @@ struct Fixture {
                         "#!/bin/sh\nexec curl --silent --location --max-redirs 5 --max-time 20 --noproxy '*' "
                         "--cacert '" + ca_file + "' --output /dev/null \"$1\"\n",
                         0700);
-    REQUIRE_MESSAGE(!cli.empty(), "APS_AUTH_CLI is not set (ctest sets it to the built aps-auth)");
   }
   static aps_mock::Options options(const std::string& cb, const std::string& cb2) {
     aps_mock::Options o;
@@ -87,8 +74,8 @@ struct Fixture {
 
   // The environment of a run: the mock, its CA, the secret in APS_CLIENT_SECRET, the stand-in browser; the
   // machine's trust store replaced by an unrelated CA.
-  faults::EnvMap env() const {
-    faults::EnvMap e = faults::base_env(dir.path());
+  support::EnvMap env() const {
+    support::EnvMap e = support::base_env(dir.path());
     e["APS_CLIENT_ID"] = kClient;
     e["APS_CLIENT_SECRET"] = kSecret;
     e["APS_BASE_URL"] = base_url();
@@ -100,11 +87,10 @@ struct Fixture {
     return e;
   }
 
-  Run run(std::vector<std::string> args, const faults::EnvMap& e, int expect_exit, bool token_json_output = false,
-          bool bare_token_output = false) {
-    args.insert(args.begin(), cli);
+  RunResult run(const std::vector<std::string>& args, const support::EnvMap& e, int expect_exit,
+                bool token_json_output = false, bool bare_token_output = false) {
     Checked c;
-    c.run = faults::run_process(args, e, 60s);
+    c.run = support::run_cli(args, e, 60s);
     INFO(c.run.describe());
     CHECK(c.run.exit_code == expect_exit);
     if (token_json_output && c.run.exit_code == 0) {
@@ -116,23 +102,17 @@ struct Fixture {
     runs.push_back(c);
     return c.run;
   }
-  Run run(std::vector<std::string> args, int expect_exit, bool token_json_output = false,
-          bool bare_token_output = false) {
-    return run(std::move(args), env(), expect_exit, token_json_output, bare_token_output);
+  RunResult run(const std::vector<std::string>& args, int expect_exit, bool token_json_output = false,
+                bool bare_token_output = false) {
+    return run(args, env(), expect_exit, token_json_output, bare_token_output);
   }
 
   // Everything secret the runs handled: what the mock received, and what the CLI printed.
   std::set<std::string> secrets() const {
-    std::set<std::string> s = extra_secrets;
+    std::set<std::string> s = support::secrets_received_by(mock);
+    s.insert(extra_secrets.begin(), extra_secrets.end());
     s.insert(kSecret);
     s.insert(auth::detail::base64(std::string(kClient) + ":" + kSecret, false));  // the Basic header's form
-    for (const auto& r : mock.requests()) {
-      for (const char* k : {"code", "code_verifier", "refresh_token", "token", "client_secret"})
-        for (auto it = r.form.lower_bound(k); it != r.form.upper_bound(k); ++it) s.insert(it->second);
-      std::string authz = r.header("Authorization");
-      if (authz.rfind("Bearer ", 0) == 0) s.insert(authz.substr(7));
-      if (authz.rfind("Basic ", 0) == 0) s.insert(authz.substr(6));
-    }
     for (const auto& c : runs)
       for (const auto& t : printed_tokens(c.run.out)) s.insert(t);
     s.erase("");
@@ -154,12 +134,7 @@ struct Fixture {
   }
 
   void inject(const std::string& path, int status, const std::string& body, int count = 1) {
-    aps_mock::Fault f;
-    f.path = path;
-    f.status = status;
-    f.body = body;
-    f.count = count;
-    mock.inject(f);
+    mock.inject(support::fault(path, status, body, count));
   }
 };
 
@@ -186,7 +161,7 @@ TEST_SUITE("secrets") {
     f.run({"login", "--token-file", token_file, "--timeout", "30"}, 0, true);
     CHECK(f.mock.count("token.authorization_code") == 1);
     f.run({"refresh", "--token-file", token_file}, 0, true);
-    Run at = f.run({"access-token", "--token-file", token_file}, 0, false, true);
+    RunResult at = f.run({"access-token", "--token-file", token_file}, 0, false, true);
     const std::string file_access = trim(at.out);
     CHECK(file_access.size() > 10);
     f.run({"introspect", "--token", file_access}, 0);
@@ -195,10 +170,10 @@ TEST_SUITE("secrets") {
     // Without a file: login, refresh by the token on the command line, revoke both tokens.
     auto second = f.env();
     second["APS_CALLBACK_URL"] = f.callback2;
-    Run login = f.run({"login", "--timeout", "30"}, second, 0, true);
+    RunResult login = f.run({"login", "--timeout", "30"}, second, 0, true);
     const std::string rt = json::parse(login.out, nullptr, false).value("refresh_token", "");
     REQUIRE_FALSE(rt.empty());
-    Run refreshed = f.run({"refresh", "--refresh-token", rt}, 0, true);
+    RunResult refreshed = f.run({"refresh", "--refresh-token", rt}, 0, true);
     const json r = json::parse(refreshed.out, nullptr, false);
     REQUIRE(r.is_object());
     f.run({"revoke", "--token", r.value("access_token", "")}, 0);
@@ -213,7 +188,7 @@ TEST_SUITE("secrets") {
     CHECK(f.mock.count("revoke") >= 3);
     CHECK(f.mock.count("token.authorization_code") == 2);
     CHECK(f.mock.count("token.refresh_token") == 2);
-    f.run({"demo"}, faults::base_env(f.dir.path()), 0, true);
+    f.run({"demo"}, support::base_env(f.dir.path()), 0, true);
     f.check_all();
   }
 
@@ -237,14 +212,14 @@ TEST_SUITE("secrets") {
     CHECK(f.mock.is_valid_refresh_token(rt));
 
     // invalid_grant: a refresh token that was already used.
-    Run ok = f.run({"refresh", "--refresh-token", rt}, 0, true);
-    Run used = f.run({"refresh", "--refresh-token", rt}, 1);
+    RunResult ok = f.run({"refresh", "--refresh-token", rt}, 0, true);
+    RunResult used = f.run({"refresh", "--refresh-token", rt}, 1);
     CHECK(contains(used.err, "invalid_grant"));
 
     // Server errors whose bodies echo what was sent.
     const std::string rt2 = json::parse(ok.out, nullptr, false).value("refresh_token", "");
     f.inject(kTokenPath, 500, echo_body({rt2, kSecret}));
-    Run e500 = f.run({"refresh", "--refresh-token", rt2}, 1);
+    RunResult e500 = f.run({"refresh", "--refresh-token", rt2}, 1);
     CHECK(contains(e500.err, "HTTP 500"));
     f.inject(kTokenPath, 500, echo_body({kSecret}), 3);
     f.run({"token"}, 1);
@@ -263,13 +238,13 @@ TEST_SUITE("secrets") {
     for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
              {"token"}, {"refresh", "--refresh-token", rt2}, {"introspect", "--token", access},
              {"userinfo", "--token", access}, {"revoke", "--token", access}, {"access-token"}}) {
-      Run r = f.run(args, untrusted, 1);
+      RunResult r = f.run(args, untrusted, 1);
       CHECK(contains(r.err, "[aps_auth.tls]"));
     }
 
     // A login whose code exchange fails.
     f.inject(kTokenPath, 400, R"({"error":"invalid_grant","error_description":"code rejected"})");
-    Run bad_login = f.run({"login", "--timeout", "30"}, 1);
+    RunResult bad_login = f.run({"login", "--timeout", "30"}, 1);
     CHECK(contains(bad_login.err, "invalid_grant"));
     CHECK(f.mock.count("token.authorization_code") == 1);
 
@@ -282,7 +257,7 @@ TEST_SUITE("secrets") {
     dead.expires_at = std::chrono::system_clock::now() - 1h;
     auth::FileTokenStore(token_file).save(dead);
     f.extra_secrets.insert(dead.access_token);
-    Run a = f.run({"access-token", "--token-file", token_file}, 1);
+    RunResult a = f.run({"access-token", "--token-file", token_file}, 1);
     CHECK(contains(a.err, "invalid_grant"));
     f.inject("/authentication/v2/revoke", 500, echo_body({rt, kSecret}), 3);
     f.run({"logout", "--token-file", token_file}, 1);
@@ -290,33 +265,24 @@ TEST_SUITE("secrets") {
   }
 
   TEST_CASE("library: Error::what() and ErrorDetails of every failing free function carry no secret") {
-    faults::TempDir dir;
+    const std::string callback = "http://127.0.0.1:8080/api/auth/callback";
     aps_mock::Options o;
     o.tls = true;
-    o.clients = {{kClient, kSecret, {"http://127.0.0.1:8080/api/auth/callback"}}};
-    aps_mock::Server mock(o);
-    const std::string ca = dir.write("ca.pem", mock.pki().ca_cert_pem);
-    const std::string unrelated = dir.write("u.pem", aps_mock::Pki::generate("u.example").ca_cert_pem);
-    test_util::ScopedEnv cert_file("SSL_CERT_FILE", unrelated.c_str());
-    test_util::ScopedEnv cert_dir("SSL_CERT_DIR", dir.path().c_str());
-    test_util::ScopedEnv aps_ca("APS_CA_FILE", nullptr);
-    auth::Config config;
-    config.client_id = kClient;
-    config.client_secret = kSecret;
+    o.clients = {{kClient, kSecret, {callback}}};
+    support::Mock m(o);
+    aps_mock::Server& mock = m.server;
+    support::IsolatedTrust trust(m.dir);
+    auth::Config config = m.config(kClient, kSecret);
     config.endpoints = auth::Endpoints::from_base_url("https://127.0.0.1:" + std::to_string(mock.port()));
-    config.ca_file = ca;
-    config.proxy = "direct";
     config.read_timeout = 2s;
     config.retry.max_attempts = 1;
 
     const json grant = mock.issue_tokens(kClient, "data:read openid");
     const std::string rt = grant["refresh_token"].get<std::string>();
     const std::string access = grant["access_token"].get<std::string>();
-    auth::AuthorizationRequest req;
-    req.redirect_uri = "http://127.0.0.1:8080/api/auth/callback";
-    req.code_verifier = auth::random_urlsafe(32);
-    req.code_challenge = auth::pkce_challenge(req.code_verifier);
-    const std::string code = mock.issue_code(kClient, req.redirect_uri, "data:read", req.code_challenge);
+    const support::IssuedCode issued = support::issue_code(mock, kClient, callback, "data:read");
+    const auth::AuthorizationRequest& req = issued.request;
+    const std::string& code = issued.code;
 
     struct Call {
       const char* name;
@@ -353,43 +319,36 @@ TEST_SUITE("secrets") {
       for (int status : {400, 401, 500, 200}) {
         if (status == 200 && std::string(c.name) == "revoke") continue;  // revoke reads no body on success
         CAPTURE(status);
-        aps_mock::Fault fault;
-        fault.path = c.path;
-        fault.status = status;
         // 200: a body that is no answer at all (not a JSON object), still echoing.
-        fault.body = status == 200 ? "<html>" + echo_body(c.sent) + "</html>" : echo_body(c.sent);
-        mock.inject(fault);
-        auto e = catch_error([&] { c.call(config); });
-        REQUIRE(e);
-        CHECK(contains(e->what(), "***") == (status != 200));  // the echo is there, masked
-        check_clean(*e);
+        mock.inject(support::fault(c.path, status,
+                                   status == 200 ? "<html>" + echo_body(c.sent) + "</html>" : echo_body(c.sent)));
+        auto e = require_error([&] { c.call(config); });
+        CHECK(contains(e.what(), "***") == (status != 200));  // the echo is there, masked
+        check_clean(e);
       }
       {  // untrusted TLS
         auth::Config untrusted = config;
         untrusted.ca_file.clear();
-        auto e = catch_error([&] { c.call(untrusted); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::tls);
-        check_clean(*e);
+        auto e = require_error([&] { c.call(untrusted); });
+        CHECK(e.kind() == auth::ErrorKind::tls);
+        check_clean(e);
       }
       {  // a connection reset
         aps_mock::RawServer raw(aps_mock::RawMode::reset);
         auth::Config broken = config;
         broken.endpoints = auth::Endpoints::from_base_url(raw.base_url());
-        auto e = catch_error([&] { c.call(broken); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::network);
-        check_clean(*e);
+        auto e = require_error([&] { c.call(broken); });
+        CHECK(e.kind() == auth::ErrorKind::network);
+        check_clean(e);
       }
       {  // a server that never answers
         aps_mock::RawServer raw(aps_mock::RawMode::never_answer);
         auth::Config slow = config;
         slow.endpoints = auth::Endpoints::from_base_url(raw.base_url());
         slow.read_timeout = 200ms;
-        auto e = catch_error([&] { c.call(slow); });
-        REQUIRE(e);
-        CHECK(e->kind() == auth::ErrorKind::timeout);
-        check_clean(*e);
+        auto e = require_error([&] { c.call(slow); });
+        CHECK(e.kind() == auth::ErrorKind::timeout);
+        check_clean(e);
         raw.stop();
       }
     }

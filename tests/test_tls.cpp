@@ -1,41 +1,42 @@
-// Tests of TLS verification of every call the library makes (DESIGN.md property 12: "TLS verified"), against
-// the HTTPS mock APS server with certificates generated at test time. The machine's trust store is replaced
-// for these tests by one unrelated CA (mock_env::IsolatedTrust), so what is trusted is exactly what a test
-// says: Config::ca_file, APS_CA_FILE or SSL_CERT_FILE.
+// Tests of TLS verification of every call the library makes: the server's certificate must chain to a trusted
+// CA and name the host, or the call fails with ErrorKind::tls before anything is sent. Against the HTTPS mock APS
+// server with certificates generated at test time. The machine's trust store is replaced for these tests by one
+// unrelated CA (support::IsolatedTrust), so what is trusted is exactly what a test says: Config::ca_file,
+// APS_CA_FILE or SSL_CERT_FILE.
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "support/mock_env.hpp"
-#include "support/test_util.hpp"
+#include "support/environment.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/text.hpp"
+#include "support/timing.hpp"
 
 #include <chrono>
 #include <fstream>
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
-using mock_env::Env;
-using test_util::catch_error;
-using test_util::contains;
-using test_util::ScopedEnv;
+using Env = support::MockEnv;
+using support::catch_error, support::contains, support::ScopedEnv;
 
 namespace {
 
 // A Config for the mock reached under `host` ("localhost", "127.0.0.1") instead of the mock's own base URL.
 auth::Config config_via(const Env& env, const std::string& host) {
   auth::Config c = env.config(true);
-  c.endpoints = auth::Endpoints::from_base_url("https://" + host + ":" + std::to_string(env.server->port()));
+  c.endpoints = auth::Endpoints::from_base_url("https://" + host + ":" + std::to_string(env.server.port()));
   return c;
 }
 
 // Every call that talks to the server, one after the other; returns the first Error (nullopt: all worked).
-std::optional<auth::Error> call_everything(const Env& env, const auth::Config& config) {
+std::optional<auth::Error> call_everything(Env& env, const auth::Config& config) {
   return catch_error([&] {
     auth::Token cc = auth::client_credentials(config);
-    auto g = env.server->issue_tokens(config.client_id, "data:read openid");
+    auto g = env.server.issue_tokens(config.client_id, "data:read openid");
     auth::Token r = auth::refresh(config, g.at("refresh_token").get<std::string>());
     (void)auth::introspect(config, r.access_token);
     (void)auth::userinfo(config, r.access_token);
@@ -44,11 +45,18 @@ std::optional<auth::Error> call_everything(const Env& env, const auth::Config& c
   });
 }
 
+// Every call works: call_everything threw nothing.
+void check_everything_works(Env& env, const auth::Config& config) {
+  auto e = call_everything(env, config);
+  CHECK_FALSE(e.has_value());
+  if (e) MESSAGE(e->what());
+}
+
 void check_tls_error(const std::optional<auth::Error>& e) {
   REQUIRE(e);
   CHECK(e->kind() == auth::ErrorKind::tls);
   CHECK(std::string(e->what()).rfind("[aps_auth.tls] ", 0) == 0);
-  CHECK_FALSE(contains(e->what(), mock_env::kConfidentialSecret));
+  CHECK_FALSE(contains(e->what(), Env::kConfidentialSecret));
 }
 
 }  // namespace
@@ -63,8 +71,8 @@ TEST_SUITE("tls") {
     auto e = catch_error([&] { (void)auth::client_credentials(config); });
     check_tls_error(e);
     CHECK(contains(e->what(), "not trusted"));
-    CHECK(test_util::seconds_since(t0) < 2.0);
-    CHECK(env.server->count("token") == 0);  // the handler never saw the request (nor the credentials)
+    CHECK(support::seconds_since(t0) < 2.0);
+    CHECK(env.server.count("token") == 0);  // the handler never saw the request (nor the credentials)
 
     SUBCASE("every endpoint call verifies") {
       const std::string rt = "refresh-token-never-sent";
@@ -76,7 +84,7 @@ TEST_SUITE("tls") {
           {"revoke", [&] { auth::revoke(config, rt, auth::TokenTypeHint::refresh_token); }},
           {"introspect", [&] { (void)auth::introspect(config, rt); }},
           {"userinfo", [&] { (void)auth::userinfo(config, rt); }},
-          {"discover", [&] { (void)auth::discover(config, env.server->issuer()); }},
+          {"discover", [&] { (void)auth::discover(config, env.server.issuer()); }},
       };
       for (const auto& call : calls) {
         const std::string name = call.first;
@@ -86,7 +94,7 @@ TEST_SUITE("tls") {
         CHECK_FALSE(contains(err->what(), rt));
         CHECK_FALSE(contains(err->what(), "code-never-sent"));
       }
-      CHECK(env.server->requests().empty());
+      CHECK(env.server.requests().empty());
     }
   }
 
@@ -94,9 +102,7 @@ TEST_SUITE("tls") {
     Env env(true);
     auth::Config config = env.config(true);
     REQUIRE_FALSE(config.ca_file.empty());
-    auto e = call_everything(env, config);
-    CHECK_FALSE(e.has_value());
-    if (e) MESSAGE(e->what());
+    check_everything_works(env, config);
   }
 
   TEST_CASE("a certificate whose names do not match the host is refused with ErrorKind::tls") {
@@ -107,7 +113,7 @@ TEST_SUITE("tls") {
         auto e = catch_error([&] { (void)auth::client_credentials(config_via(env, host)); });
         check_tls_error(e);
       }
-      CHECK(env.server->count("token") == 0);
+      CHECK(env.server.count("token") == 0);
     }
     SUBCASE("issued for DNS:localhost only: works as localhost, refused as 127.0.0.1") {
       Env env(true, [](aps_mock::Options& o) { o.pki = aps_mock::Pki::generate_for({"localhost"}, {}); });
@@ -121,31 +127,22 @@ TEST_SUITE("tls") {
     }
   }
 
-  TEST_CASE("APS_CA_FILE is honoured when Config::ca_file is empty") {
+  // With Config::ca_file empty, `variable` naming the mock's CA makes every call work; set back to what it was
+  // (unset, or the unrelated "system" CA), the mock is refused again.
+  void check_trusted_through(const char* variable) {
     Env env(true);
     auth::Config config = env.config(true);
     config.ca_file.clear();
     {
-      ScopedEnv aps_ca("APS_CA_FILE", env.ca_file.c_str());
-      auto e = call_everything(env, config);
-      CHECK_FALSE(e.has_value());
-      if (e) MESSAGE(e->what());
+      ScopedEnv ca(variable, env.ca_file.c_str());
+      check_everything_works(env, config);
     }
-    check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));  // unset again: refused
+    check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));
   }
 
-  TEST_CASE("SSL_CERT_FILE (OpenSSL's default trust store) is honoured") {
-    Env env(true);
-    auth::Config config = env.config(true);
-    config.ca_file.clear();
-    {
-      ScopedEnv ssl_cert_file("SSL_CERT_FILE", env.ca_file.c_str());
-      auto e = call_everything(env, config);
-      CHECK_FALSE(e.has_value());
-      if (e) MESSAGE(e->what());
-    }
-    check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));  // back to "system": refused
-  }
+  TEST_CASE("APS_CA_FILE is honoured when Config::ca_file is empty") { check_trusted_through("APS_CA_FILE"); }
+
+  TEST_CASE("SSL_CERT_FILE (OpenSSL's default trust store) is honoured") { check_trusted_through("SSL_CERT_FILE"); }
 
   TEST_CASE("ca_file adds to the default store: a bundle with an unrelated CA does not trust the mock") {
     Env env(true);
@@ -170,15 +167,15 @@ TEST_SUITE("tls") {
       check_tls_error(e);
       CHECK(contains(e->what(), "garbage.pem"));
     }
-    CHECK(env.server->count("token") == 0);
+    CHECK(env.server.count("token") == 0);
   }
 
   TEST_CASE("https:// to a server that does not speak TLS is ErrorKind::tls, not a silent fallback") {
     Env env(false);  // plain HTTP mock
     auth::Config config = env.config(true);
-    config.endpoints = auth::Endpoints::from_base_url("https://127.0.0.1:" + std::to_string(env.server->port()));
+    config.endpoints = auth::Endpoints::from_base_url("https://127.0.0.1:" + std::to_string(env.server.port()));
     check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));
-    CHECK(env.server->count("token") == 0);
+    CHECK(env.server.count("token") == 0);
 
     SUBCASE("nor to one that answers plain HTTP bytes") {
       aps_mock::RawServer raw(aps_mock::RawMode::send_bytes,
@@ -193,24 +190,13 @@ TEST_SUITE("tls") {
     auth::Config config = env.config(false);
     config.ca_file.clear();
     config.callback_url = "http://127.0.0.1:0/api/auth/callback";
-    std::thread browser;
-    aps_mock::BrowseResult page;
-    auth::LoginOptions options;
+    support::ScriptedBrowser browser(env.server, env.server.pki().ca_cert_pem);
+    auth::LoginOptions options = browser.login_options();
     options.timeout = 15s;
-    options.on_listening = [&](auth::LoopbackListener& l) {
-      aps_mock::Options o = env.server->options();
-      for (auto& c : o.clients) c.redirect_uris.push_back(l.redirect_uri());
-      env.server->set_options(o);
-    };
-    options.browser = [&](const std::string& url) {
-      browser = std::thread([&, url] { page = aps_mock::follow_like_browser(url, env.server->pki().ca_cert_pem); });
-      return true;
-    };
     auto e = catch_error([&] { (void)auth::login(config, options); });
-    if (browser.joinable()) browser.join();
     check_tls_error(e);
-    CHECK(page.status == 200);  // the listener accepted the callback
-    CHECK(env.server->count("authorize") == 1);
-    CHECK(env.server->count("token") == 0);  // the code never reached an untrusted server
+    CHECK(browser.result().status == 200);  // the listener accepted the callback
+    CHECK(env.server.count("authorize") == 1);
+    CHECK(env.server.count("token") == 0);  // the code never reached an untrusted server
   }
 }

@@ -1,9 +1,11 @@
-// Tests of token persistence and the auto-refreshing token source (issue 3): DESIGN.md properties 13
-// (single-flight refresh across threads and processes, invalid_grant re-read, save before hand-out) and 14
-// (atomic 0600 token files), against the mock APS server, whose refresh tokens rotate and are single-use.
+// Tests of token persistence and the auto-refreshing token source, against the mock APS server, whose refresh
+// tokens rotate and are single-use. The properties: one refresh at a time across threads and processes (single
+// flight), an invalid_grant answered by re-reading the store (another process may have rotated), every new token
+// saved before it is handed out; token files written atomically, with mode 0600 (directories 0700).
 //
 // Processes: the CLI twice in parallel ($APS_AUTH_CLI, set by ctest), forked children (which never start
-// threads and always _exit), and a child SIGKILLed at random moments of a save loop.
+// threads and always _exit), and a child SIGKILLed at random moments of a save loop. The fork() cases are
+// POSIX-only, as are those about permission bits; each is marked so where it stands.
 //
 // A failing save as root: root ignores directory permissions, so a chmod 0500 directory does not stop it. The
 // read-only-directory case therefore runs the source in a child that drops to uid/gid 65534 ("nobody") when the
@@ -13,23 +15,28 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "mock_aps_server.hpp"
-#include "support/test_util.hpp"
-#include "support/token_test_support.hpp"
+#include "support/cli.hpp"
+#include "support/files.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/platform.hpp"
+#include "support/process.hpp"
+#include "support/text.hpp"
+#include "support/timing.hpp"
 
-#include <fcntl.h>
+#ifndef _WIN32
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -42,10 +49,10 @@
 #include <vector>
 
 namespace auth = aps::auth;
+namespace platform = support::platform;
 using namespace std::chrono_literals;
-using test_util::catch_error;
-using test_util::contains;
-using token_test::TempDir;
+using support::catch_error, support::require_error, support::contains, support::file_mode, support::list_dir,
+      support::mode_text, support::TempDir;
 using SysClock = std::chrono::system_clock;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -56,12 +63,8 @@ const char* const kSecret = "mock-secret";
 const char* const kScope = "data:read";
 
 auth::Config mock_config(const aps_mock::Server& mock) {
-  auth::Config c;
-  c.client_id = kClient;
-  c.client_secret = kSecret;
+  auth::Config c = support::config_for(mock, kClient, kSecret);
   c.scopes = {kScope};
-  c.endpoints = auth::Endpoints::from_base_url(mock.base_url());
-  c.proxy = "direct";
   c.connect_timeout = 5s;
   c.read_timeout = 20s;
   return c;
@@ -82,6 +85,16 @@ auth::Token issued(aps_mock::Server& mock) {
 // The same token with an access token the library must consider expired (the mock may still accept it).
 auth::Token expired(auth::Token t) {
   t.expires_at = SysClock::now() - 10s;
+  return t;
+}
+
+// A token valid for an hour, with these access and refresh tokens.
+auth::Token valid_token(const std::string& access_token, const std::string& refresh_token) {
+  auth::Token t;
+  t.access_token = access_token;
+  t.refresh_token = refresh_token;
+  t.expires_in = 3600s;
+  t.expires_at = SysClock::now() + 1h;
   return t;
 }
 
@@ -135,11 +148,53 @@ class HookedFileStore : public auth::TokenStore {
   bool locked_ = false;
 };
 
-std::string mode_text(int mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%04o", mode);
-  return buf;
-}
+// The mock (its refreshes delayed by `token_delay_ms`) and a token file holding a token it issued whose access
+// token has expired: the next access_token() refreshes.
+struct ExpiredTokenFile {
+  aps_mock::Server mock;
+  TempDir dir;
+  const std::string path = dir.file("token.json");
+  const auth::Token before = issued(mock);
+  const auth::Config config = mock_config(mock);
+
+  explicit ExpiredTokenFile(int token_delay_ms = 0) : mock(mock_options(token_delay_ms)) {
+    auth::FileTokenStore(path).save(expired(before));
+  }
+};
+
+// Two processes over the same expired token file, started together: the first refresh is still in flight when
+// the second process asks.
+struct TwoProcesses : ExpiredTokenFile {
+  static constexpr int kDelayMs = 500;
+  TwoProcesses() : ExpiredTokenFile(kDelayMs) {}
+
+  // Both print the same valid token, one refresh reached the mock, the file holds the newest refresh token (the
+  // one the mock still accepts) with the printed access token; and sooner than two refreshes one after the other.
+  void check(support::Process& first, support::Process& second, SteadyClock::time_point t0, const char* who) {
+    support::RunResult a = first.finish(60s);
+    support::RunResult b = second.finish(60s);
+    double seconds = support::seconds_since(t0);
+    INFO("first: exit " << a.exit_code << " signal " << a.signal << " stderr: " << a.err << " stdout: " << a.out);
+    INFO("second: exit " << b.exit_code << " signal " << b.signal << " stderr: " << b.err << " stdout: " << b.out);
+    CHECK(a.exit_code == 0);
+    CHECK(b.exit_code == 0);
+    const std::string ta = support::trim(a.out), tb = support::trim(b.out);
+    CHECK_FALSE(ta.empty());
+    CHECK(ta == tb);
+    CHECK(ta != before.access_token);
+    CHECK(mock.is_active_access_token(ta));
+    CHECK(mock.count("token.refresh_token") == 1);
+    CHECK(mock.count("token") == 1);
+    auth::Token after = load_file(path);
+    CHECK(after.access_token == ta);
+    CHECK(after.refresh_token != before.refresh_token);
+    check_is_the_live_refresh_token(mock, after.refresh_token);
+    CHECK(file_mode(path) == 0600);
+    CHECK(list_dir(dir.path(), "token.json.tmp-").empty());
+    CHECK(seconds < 2 * kDelayMs / 1000.0 + 0.4);  // serialized, two refreshes would take twice the delay
+    MESSAGE(who << ", one refresh: " << seconds << " s (token delay " << kDelayMs << " ms)");
+  }
+};
 
 }  // namespace
 
@@ -170,7 +225,7 @@ TEST_SUITE("token_source") {
     std::vector<std::vector<Call>> calls(kThreads);
     std::vector<std::set<std::string>> others(kThreads);  // every value that is not the old token
     std::vector<std::string> errors(kThreads);
-    token_test::StartLine start_line(kThreads);
+    support::StartLine start_line(kThreads);
     std::vector<std::thread> threads;
     const auto step = std::chrono::duration_cast<SteadyClock::duration>(window) / kCalls;
     for (int i = 0; i < kThreads; ++i) {
@@ -274,7 +329,7 @@ TEST_SUITE("token_source") {
 
     std::vector<std::vector<std::string>> seen(kThreads);
     std::vector<std::string> errors(kThreads);
-    token_test::StartLine start_line(kThreads);
+    support::StartLine start_line(kThreads);
     const auto step = std::chrono::duration_cast<SteadyClock::duration>(window) / kCalls;
     std::vector<std::thread> threads;
     for (int i = 0; i < kThreads; ++i)
@@ -312,103 +367,49 @@ TEST_SUITE("token_source") {
 
   // ---- 2. processes -----------------------------------------------------------------------------------------
 
-  // Both processes print the same valid token, one refresh reached the mock, the file holds the newest refresh
-  // token (the one the mock still accepts) with the printed access token.
-  void check_two_processes(aps_mock::Server& mock, const auth::Token& before, const std::string& path,
-                           token_test::Finished& a, token_test::Finished& b) {
-    INFO("first: exit " << a.exit_code << " signal " << a.signal << " stderr: " << a.err << " stdout: " << a.out);
-    INFO("second: exit " << b.exit_code << " signal " << b.signal << " stderr: " << b.err << " stdout: " << b.out);
-    CHECK(a.exit_code == 0);
-    CHECK(b.exit_code == 0);
-    const std::string ta = token_test::trim(a.out), tb = token_test::trim(b.out);
-    CHECK_FALSE(ta.empty());
-    CHECK(ta == tb);
-    CHECK(ta != before.access_token);
-    CHECK(mock.is_active_access_token(ta));
-    CHECK(mock.count("token.refresh_token") == 1);
-    CHECK(mock.count("token") == 1);
-    auth::Token after = load_file(path);
-    CHECK(after.access_token == ta);
-    CHECK(after.refresh_token != before.refresh_token);
-    check_is_the_live_refresh_token(mock, after.refresh_token);
-    CHECK(token_test::mode_of(path) == 0600);
-    CHECK(token_test::list_dir(path.substr(0, path.rfind('/')), "token.json.tmp-").empty());
-  }
-
-  TEST_CASE("the CLI twice in parallel on an expired token file: one refresh, the same token, the newest refresh "
-            "token saved") {
-    const char* cli = std::getenv("APS_AUTH_CLI");
-    REQUIRE_MESSAGE((cli && *cli),
-                    "APS_AUTH_CLI is not set: ctest sets it to the built aps-auth; set it by hand to run this test");
-    REQUIRE_MESSAGE(::access(cli, X_OK) == 0, "APS_AUTH_CLI=" << cli << " is not an executable");
-    const int delay_ms = 500;  // the first refresh is still in flight when the second process asks
-    aps_mock::Server mock(mock_options(delay_ms));
-    TempDir dir;
-    const std::string path = dir / "token.json";
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-
+  TEST_CASE_FIXTURE(TwoProcesses, "the CLI twice in parallel on an expired token file: one refresh, the same token, "
+                                   "the newest refresh token saved") {
+    const std::string cli = support::require_cli();
     const std::vector<std::string> argv = {cli,           "access-token", "--token-file", path,
                                            "--client-id", kClient,        "--base-url",   mock.base_url()};
-    test_util::ScopedEnv secret("APS_CLIENT_SECRET", kSecret);  // not on the command line
-    test_util::ScopedEnv no_proxy("NO_PROXY", "*");
+    support::EnvMap env = platform::current_environment();
+    env["APS_CLIENT_SECRET"] = kSecret;  // not on the command line
+    env["NO_PROXY"] = "*";
     auto t0 = SteadyClock::now();
-    token_test::Child first = token_test::spawn(argv);
-    token_test::Child second = token_test::spawn(argv);
-    token_test::Finished a = token_test::finish(first);
-    token_test::Finished b = token_test::finish(second);
-    double seconds = test_util::seconds_since(t0);
-    check_two_processes(mock, before, path, a, b);
-    // Serialized, two refreshes would take at least twice the delay.
-    CHECK(seconds < 2 * delay_ms / 1000.0 + 0.4);
-    MESSAGE("two CLI processes, one refresh: " << seconds << " s (token delay " << delay_ms << " ms)");
+    support::Process first(argv, env);
+    support::Process second(argv, env);
+    check(first, second, t0, "two CLI processes");
   }
 
-  TEST_CASE("two forked processes, each a TokenSource over the same expired token file: one refresh, the same "
-            "token, the newest refresh token saved") {
-    if (token_test::kSanitized) {
+#ifndef _WIN32
+  // POSIX only: fork().
+  TEST_CASE_FIXTURE(TwoProcesses, "two forked processes, each a TokenSource over the same expired token file: one "
+                                   "refresh, the same token, the newest refresh token saved") {
+    if (platform::kSanitized) {
       MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
       return;
     }
-    const int delay_ms = 500;
-    aps_mock::Server mock(mock_options(delay_ms));
-    TempDir dir;
-    const std::string path = dir / "token.json";
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-    const auth::Config config = mock_config(mock);
-
-    int go[2];
-    REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+    platform::Pipe go;
     auto body = [&](int out) -> int {
       char c = 0;
-      if (::read(go[0], &c, 1) != 1) return 3;  // both children start together
+      if (!platform::read_byte(go.read_fd(), c)) return 3;  // both children start together
       auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path));
-      token_test::write_all(out, source.access_token());
+      platform::write_all(out, source.access_token());
       return 0;
     };
-    token_test::Child first = token_test::fork_child(body);
-    token_test::Child second = token_test::fork_child(body);
-    ::close(go[0]);
+    support::Process first(platform::fork_child(body));
+    support::Process second(platform::fork_child(body));
+    go.close_read();
     auto t0 = SteadyClock::now();
-    token_test::write_all(go[1], "gg");
-    ::close(go[1]);
-    token_test::Finished a = token_test::finish(first);
-    token_test::Finished b = token_test::finish(second);
-    double seconds = test_util::seconds_since(t0);
-    check_two_processes(mock, before, path, a, b);
-    CHECK(seconds < 2 * delay_ms / 1000.0 + 0.4);
-    MESSAGE("two forked processes, one refresh: " << seconds << " s (token delay " << delay_ms << " ms)");
+    platform::write_all(go.write_fd(), "gg");
+    go.close_write();
+    check(first, second, t0, "two forked processes");
   }
 
-  TEST_CASE("another process rotated first (it held the lock): the source uses its token without refreshing") {
-    aps_mock::Server mock(mock_options());
-    TempDir dir;
-    const std::string path = dir / "token.json";
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-    const auth::Config config = mock_config(mock);
+#endif
 
+  TEST_CASE_FIXTURE(ExpiredTokenFile,
+                    "another process rotated first (it held the lock): the source uses its token without refreshing") {
     auto store = std::make_shared<HookedFileStore>(path);
     std::string other_token;
     store->before_lock = [&] {  // the other process, with its own source over the same file
@@ -424,10 +425,12 @@ TEST_SUITE("token_source") {
 
   // ---- 3. SIGKILL during saves ------------------------------------------------------------------------------
 
-  TEST_CASE("property 14: SIGKILL at random moments of a save loop, 250 times: the file always holds A or B") {
+#ifndef _WIN32
+  // POSIX only: fork() and SIGKILL.
+  TEST_CASE("SIGKILL at random moments of a save loop, 250 times: the file always holds A or B") {
     constexpr int kKills = 250;
     TempDir dir;
-    const std::string path = dir / "token.json";
+    const std::string path = dir.file("token.json");
     auth::Token a, b;
     a.access_token = std::string(40, 'A');
     a.refresh_token = "refresh-A";
@@ -460,24 +463,24 @@ TEST_SUITE("token_source") {
       // The child saves the other token first, then alternates: a kill in its first save must leave the old one.
       const auth::Token& first = holds_a ? b : a;
       const auth::Token& second = holds_a ? a : b;
-      token_test::Child child = token_test::fork_child([&](int out) -> int {
+      platform::ChildProcess child = platform::fork_child([&](int out) -> int {
         auth::FileTokenStore store(path);
-        token_test::write_all(out, "r");  // ready: the kill lands inside the loop
+        platform::write_all(out, "r");  // ready: the kill lands inside the loop
         for (;;) {
           store.save(first);
           store.save(second);
         }
       });
       char ready = 0;
-      bool started = ::read(child.out_fd, &ready, 1) == 1;
+      bool started = platform::read_byte(child.out, ready);
       std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
-      ::kill(child.pid, SIGKILL);
-      token_test::Finished f = token_test::finish(child);
+      platform::terminate(child);  // SIGKILL
+      support::RunResult f = support::Process(child).finish(60s);
       if (!started || f.signal != SIGKILL) {
         ++not_killed;
         if (first_bad.empty()) first_bad = "child " + std::to_string(i) + " ended by itself: " + f.out;
       }
-      auto text = token_test::read_file(path);
+      auto text = support::read_file(path);
       std::string held = "missing";
       if (text) {
         try {
@@ -503,7 +506,7 @@ TEST_SUITE("token_source") {
         if (first_bad.empty()) first_bad = "after kill " + std::to_string(i) + ": " + held;
       }
     }
-    double seconds = test_util::seconds_since(t0);
+    double seconds = support::seconds_since(t0);
     INFO("first problem: " << first_bad);
     CHECK(bad == 0);
     CHECK(not_killed == 0);
@@ -511,80 +514,72 @@ TEST_SUITE("token_source") {
     CHECK(changed > 0);                // some kills came after a completed save...
     CHECK(changed < kKills);           // ...and some during the first one
     // The file is still a normal 0600 token file that loads (the permission check included).
-    CHECK(token_test::mode_of(path) == 0600);
+    CHECK(file_mode(path) == 0600);
     auth::Token t;
     CHECK(auth::FileTokenStore(path).load(t));
     // A killed save leaves its temp file behind (nobody is left to unlink it): at most one per kill. They do
     // not disturb later saves (unique O_EXCL names) and never hold the only copy of a token.
-    auto stale = token_test::list_dir(dir.path(), "token.json.tmp-");
+    auto stale = list_dir(dir.path(), "token.json.tmp-");
     CHECK(stale.size() <= static_cast<std::size_t>(kKills));
-    CHECK(token_test::list_dir(dir.path()).size() == stale.size() + 1);  // token.json and those, nothing else
+    CHECK(list_dir(dir.path()).size() == stale.size() + 1);  // token.json and those, nothing else
     MESSAGE(kKills << " SIGKILLs in " << seconds << " s (a save takes " << save_time.count() << " us, kills within "
                    << window.count() << " us): file held A " << held_a << "x, B " << held_b << "x, changed "
                    << changed << "x; " << stale.size() << " stale temp files left by killed saves");
   }
 
-  // ---- 4. permissions ---------------------------------------------------------------------------------------
+#endif
 
-  TEST_CASE("property 14: under umask 000 the file is created 0600, its directories 0700, the lock file 0600") {
+  // ---- 4. permissions ---------------------------------------------------------------------------------------
+#ifndef _WIN32
+  // POSIX only: permission bits and the umask.
+
+  TEST_CASE("under umask 000 the file is created 0600, its directories 0700, the lock file 0600") {
     TempDir dir;
-    const std::string path = dir / "state/aps-auth/token.json";
-    auth::Token t;
-    t.access_token = "access";
-    t.refresh_token = "refresh";
-    t.expires_in = 3600s;
-    t.expires_at = SysClock::now() + 1h;
+    const std::string path = dir.file("state/aps-auth/token.json");
+    const auth::Token t = valid_token("access", "refresh");
     {
-      token_test::ScopedUmask mask(0);
+      platform::ScopedUmask mask(0);
       auth::FileTokenStore store(path);
       store.save(t);
       auto lock = store.lock();
       store.save(t);  // replacing keeps the mode
     }
-    CHECK(mode_text(token_test::mode_of(dir / "state")) == "0700");
-    CHECK(mode_text(token_test::mode_of(dir / "state/aps-auth")) == "0700");
-    CHECK(mode_text(token_test::mode_of(path)) == "0600");
-    CHECK(mode_text(token_test::mode_of(path + ".lock")) == "0600");
-    CHECK(token_test::list_dir(dir / "state/aps-auth", "token.json.tmp-").empty());
+    CHECK(mode_text(file_mode(dir.file("state"))) == "0700");
+    CHECK(mode_text(file_mode(dir.file("state/aps-auth"))) == "0700");
+    CHECK(mode_text(file_mode(path)) == "0600");
+    CHECK(mode_text(file_mode(path + ".lock")) == "0600");
+    CHECK(list_dir(dir.file("state/aps-auth"), "token.json.tmp-").empty());
     // And the umask was restored.
-    mode_t now = ::umask(022);
-    ::umask(now);
-    CHECK(now != 0);
+    CHECK(platform::ScopedUmask::current() != 0);
   }
 
-  TEST_CASE("property 14: an existing token file readable by others is refused by default, only warned about "
-            "with OpenPermissions::warn") {
+  TEST_CASE("an existing token file readable by others is refused by default, only warned about with "
+            "OpenPermissions::warn") {
     TempDir dir;
-    const std::string path = dir / "token.json";
-    auth::Token t;
-    t.access_token = "secret-access-token-value";
-    t.refresh_token = "secret-refresh-token-value";
-    t.expires_in = 3600s;
-    t.expires_at = SysClock::now() + 1h;
+    const std::string path = dir.file("token.json");
+    const auth::Token t = valid_token("secret-access-token-value", "secret-refresh-token-value");
 
-    for (mode_t mode : std::initializer_list<mode_t>{0644, 0640, 0604, 0660}) {
-      INFO("mode " << mode_text(static_cast<int>(mode)));
-      token_test::write_file(path, t.to_json(), mode);
+    for (int mode : {0644, 0640, 0604, 0660}) {
+      INFO("mode " << mode_text(mode));
+      support::write_file(path, t.to_json(), mode);
       auth::Token loaded;
-      auto e = catch_error([&] { (void)auth::FileTokenStore(path).load(loaded); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::io);
-      CHECK(contains(e->what(), "chmod 600"));
-      CHECK(contains(e->what(), path));
-      CHECK_FALSE(contains(e->what(), t.access_token));
-      CHECK_FALSE(contains(e->what(), t.refresh_token));
+      auto e = require_error([&] { (void)auth::FileTokenStore(path).load(loaded); });
+      CHECK(e.kind() == auth::ErrorKind::io);
+      CHECK(contains(e.what(), "chmod 600"));
+      CHECK(contains(e.what(), path));
+      CHECK_FALSE(contains(e.what(), t.access_token));
+      CHECK_FALSE(contains(e.what(), t.refresh_token));
     }
 
     // A TokenSource over such a file refuses it too, before any request (nothing listens on port 9).
-    token_test::write_file(path, t.to_json(), 0644);
+    support::write_file(path, t.to_json(), 0644);
     auth::Config config;
     config.client_id = kClient;
     config.endpoints = auth::Endpoints::from_base_url("http://127.0.0.1:9");
     auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path));
-    auto e = catch_error([&] { (void)source.access_token(); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), "chmod"));
+    auto e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), "chmod"));
 
     // warn: the callback hears about it, the token is read.
     std::vector<std::string> warnings;
@@ -600,23 +595,20 @@ TEST_SUITE("token_source") {
     CHECK(auth::FileTokenStore(path, auth::FileTokenStore::OpenPermissions::warn).load(loaded));
     // Saving replaces the file with a 0600 one; then the default store accepts it.
     lenient.save(t);
-    CHECK(mode_text(token_test::mode_of(path)) == "0600");
+    CHECK(mode_text(file_mode(path)) == "0600");
     CHECK(auth::FileTokenStore(path).load(loaded));
     CHECK(warnings.size() == 1);
     // Owner-only modes are accepted.
-    token_test::write_file(path, t.to_json(), 0400);
+    support::write_file(path, t.to_json(), 0400);
     CHECK(auth::FileTokenStore(path).load(loaded));
   }
 
+#endif
+
   // ---- 5. invalid_grant after another process rotated -------------------------------------------------------
 
-  TEST_CASE("property 13: invalid_grant after another writer rotated is recovered from the file, no sign-in") {
-    aps_mock::Server mock(mock_options());
-    TempDir dir;
-    const std::string path = dir / "token.json";
-    const auth::Token before = issued(mock);
-    auth::FileTokenStore(path).save(expired(before));
-    const auth::Config config = mock_config(mock);
+  TEST_CASE_FIXTURE(ExpiredTokenFile, "invalid_grant after another writer rotated is recovered from the file, no "
+                                       "sign-in") {
     auto store = std::make_shared<HookedFileStore>(path);
     std::vector<auth::Token> hooked;
     auth::TokenSourceOptions options;
@@ -654,10 +646,9 @@ TEST_SUITE("token_source") {
     }
     SUBCASE("the chain is really lost (the store has nothing newer): the invalid_grant error, after one re-read") {
       store->after_locked_load = [&] { theirs = auth::refresh(config, before.refresh_token); };  // never saved
-      auto e = catch_error([&] { (void)source.access_token(); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::oauth);
-      CHECK(e->details().error == "invalid_grant");
+      auto e = require_error([&] { (void)source.access_token(); });
+      CHECK(e.kind() == auth::ErrorKind::oauth);
+      CHECK(e.details().error == "invalid_grant");
       CHECK(mock.count("token.refresh_token") == 2);
       CHECK(load_file(path).refresh_token == before.refresh_token);  // the file is left alone
     }
@@ -668,14 +659,16 @@ TEST_SUITE("token_source") {
 
   // ---- 6. a failing save ------------------------------------------------------------------------------------
 
-  TEST_CASE("property 13: a failing save (read-only directory) loses nothing and says so") {
-    if (token_test::kSanitized) {
+#ifndef _WIN32
+  // POSIX only: fork(), permission bits, and (as root) setuid().
+  TEST_CASE("a failing save (read-only directory) loses nothing and says so") {
+    if (platform::kSanitized) {
       MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
       return;
     }
     aps_mock::Server mock(mock_options());
     TempDir dir;
-    const std::string sub = dir / "ro";
+    const std::string sub = dir.file("ro");
     REQUIRE(::mkdir(sub.c_str(), 0700) == 0);
     const std::string path = sub + "/token.json";
     const auth::Token before = issued(mock);
@@ -696,9 +689,9 @@ TEST_SUITE("token_source") {
     REQUIRE(::chmod(sub.c_str(), 0500) == 0);
 
     // Child: ask for an access token (the save fails), then report the error and what token() holds.
-    token_test::Child child = token_test::fork_child([&](int out) -> int {
+    platform::ChildProcess child = platform::fork_child([&](int out) -> int {
       if (root && (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0)) {
-        token_test::write_all(out, "cannot drop to uid/gid 65534: " + std::string(std::strerror(errno)));
+        platform::write_all(out, "cannot drop to uid/gid 65534: " + std::string(std::strerror(errno)));
         return 4;
       }
       auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path));
@@ -712,10 +705,10 @@ TEST_SUITE("token_source") {
       auth::Token now = source.token();  // no refresh: the kept token is valid
       std::string again = source.access_token();
       report += now.access_token + "\n" + now.refresh_token + "\n" + again + "\n";
-      token_test::write_all(out, report);
+      platform::write_all(out, report);
       return 0;
     });
-    token_test::Finished f = token_test::finish(child);
+    support::RunResult f = support::Process(child).finish(60s);
     ::chmod(sub.c_str(), 0700);
     INFO("child: exit " << f.exit_code << " output: " << f.out);
     REQUIRE(f.exit_code == 0);
@@ -739,37 +732,38 @@ TEST_SUITE("token_source") {
     CHECK(lines[4] == kept_access);                        // handed out from memory afterwards
     CHECK(mock.count("token.refresh_token") == 1);         // token() and access_token() refreshed nothing more
     CHECK(load_file(path).refresh_token == before.refresh_token);  // the file was not touched
-    CHECK(token_test::list_dir(sub, "token.json.tmp-").empty());
+    CHECK(list_dir(sub, "token.json.tmp-").empty());
   }
 
-  TEST_CASE("property 13: a failing save (temp file name too long, fails for root too) loses nothing, and the "
+#endif
+
+  TEST_CASE("a failing save (temp file name too long, fails for root too) loses nothing, and the "
             "kept token is the one used for the next refresh") {
     aps_mock::Server mock(mock_options(0, /*expires_in=*/2));  // the new tokens need a refresh after ~1 s
     TempDir dir;
     // NAME_MAX is 255: "<name>.lock" fits, "<name>.tmp-XXXXXXXX" does not.
     const std::string name = "token-" + std::string(234, 'x') + ".json";  // 245 characters
     REQUIRE(name.size() == 245);
-    const std::string path = dir / name;
+    const std::string path = dir.file(name);
     const auth::Token before = issued(mock);
-    token_test::write_file(path, expired(before).to_json(), 0600);
+    support::write_file(path, expired(before).to_json(), 0600);
     const auth::Config config = mock_config(mock);
     std::vector<auth::Token> hooked;
     auth::TokenSourceOptions options;
     options.on_new_token = [&](const auth::Token& t) { hooked.push_back(t); };
     auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path), options);
 
-    auto e = catch_error([&] { (void)source.access_token(); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), "kept in memory"));
-    CHECK(contains(e->what(), "create"));
+    auto e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), "kept in memory"));
+    CHECK(contains(e.what(), "create"));
     auth::Token kept = source.token();
     CHECK(mock.count("token.refresh_token") == 1);
     CHECK(mock.is_active_access_token(kept.access_token));
     check_is_the_live_refresh_token(mock, kept.refresh_token);
     CHECK(source.access_token() == kept.access_token);
     CHECK(load_file(path).refresh_token == before.refresh_token);
-    CHECK(token_test::list_dir(dir.path(), "token-x").size() == 2);  // the token file and its lock file
+    CHECK(list_dir(dir.path(), "token-x").size() == 2);  // the token file and its lock file
 
     // Once the kept access token is due, the source refreshes with the kept refresh token (the file's one is
     // dead), the save fails again, and again nothing is lost. (It used to refresh with the file's dead refresh
@@ -859,10 +853,9 @@ TEST_SUITE("token_source") {
   TEST_CASE("a 3-legged source with nothing stored asks to sign in first (usage), with no request") {
     aps_mock::Server mock(mock_options());
     auth::TokenSource source(mock_config(mock), std::make_shared<auth::MemoryTokenStore>());
-    auto e = catch_error([&] { (void)source.access_token(); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::usage);
-    CHECK(contains(e->what(), "sign in"));
+    auto e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::usage);
+    CHECK(contains(e.what(), "sign in"));
     CHECK(mock.count("token") == 0);
   }
 
@@ -908,67 +901,52 @@ TEST_SUITE("token_source") {
 
   TEST_CASE("FileTokenStore: a missing file is no token; the JSON round trip keeps every field; clear deletes") {
     TempDir dir;
-    const std::string path = dir / "t.json";
+    const std::string path = dir.file("t.json");
     auth::FileTokenStore store(path);
     auth::Token t;
     CHECK_FALSE(store.load(t));
-    auth::Token a;
-    a.access_token = "access";
-    a.token_type = "Bearer";
-    a.refresh_token = "refresh";
-    a.id_token = "id.token.sig";
-    a.scope = "data:read openid";
-    a.expires_in = 3599s;
-    a.expires_at = SysClock::time_point(std::chrono::seconds(1900000000));
+    const auth::Token a = support::token_with_every_field();
     store.save(a);
     REQUIRE(store.load(t));
-    CHECK(t.access_token == a.access_token);
-    CHECK(t.token_type == a.token_type);
-    CHECK(t.refresh_token == a.refresh_token);
-    CHECK(t.id_token == a.id_token);
-    CHECK(t.scope == a.scope);
-    CHECK(t.expires_in == a.expires_in);
-    CHECK(t.expires_at == a.expires_at);
+    support::check_same_token(t, a);
     store.clear();
-    CHECK_FALSE(token_test::exists(path));
+    CHECK_FALSE(support::exists(path));
     CHECK_NOTHROW(store.clear());  // clearing twice is fine
     // A file that is not a token is an io error naming the file, not a crash.
-    token_test::write_file(path, "{not json", 0600);
-    auto e = catch_error([&] { (void)store.load(t); });
-    REQUIRE(e);
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), path));
+    support::write_file(path, "{not json", 0600);
+    auto e = require_error([&] { (void)store.load(t); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), path));
     CHECK_THROWS_AS(auth::FileTokenStore(""), auth::Error);
   }
 
   TEST_CASE("FileTokenStore::default_path: $XDG_STATE_HOME, else ~/.local/state") {
     {
-      test_util::ScopedEnv xdg("XDG_STATE_HOME", "/xdg/state");
-      test_util::ScopedEnv home("HOME", "/home/someone");
+      support::ScopedEnv xdg("XDG_STATE_HOME", "/xdg/state");
+      support::ScopedEnv home("HOME", "/home/someone");
       CHECK(auth::FileTokenStore::default_path() == "/xdg/state/aps-auth/token.json");
       CHECK(auth::FileTokenStore::default_path("work") == "/xdg/state/aps-auth/work.json");
     }
     {
-      test_util::ScopedEnv xdg("XDG_STATE_HOME", nullptr);
-      test_util::ScopedEnv home("HOME", "/home/someone");
+      support::ScopedEnv xdg("XDG_STATE_HOME", nullptr);
+      support::ScopedEnv home("HOME", "/home/someone");
       CHECK(auth::FileTokenStore::default_path() == "/home/someone/.local/state/aps-auth/token.json");
     }
     {
-      test_util::ScopedEnv xdg("XDG_STATE_HOME", "");  // empty: unset, per the XDG spec
-      test_util::ScopedEnv home("HOME", "/home/someone");
+      support::ScopedEnv xdg("XDG_STATE_HOME", "");  // empty: unset, per the XDG spec
+      support::ScopedEnv home("HOME", "/home/someone");
       CHECK(auth::FileTokenStore::default_path() == "/home/someone/.local/state/aps-auth/token.json");
     }
     {
-      test_util::ScopedEnv xdg("XDG_STATE_HOME", "relative/state");  // relative: ignored, per the XDG spec
-      test_util::ScopedEnv home("HOME", "/home/someone");
+      support::ScopedEnv xdg("XDG_STATE_HOME", "relative/state");  // relative: ignored, per the XDG spec
+      support::ScopedEnv home("HOME", "/home/someone");
       CHECK(auth::FileTokenStore::default_path() == "/home/someone/.local/state/aps-auth/token.json");
     }
     {
-      test_util::ScopedEnv xdg("XDG_STATE_HOME", nullptr);
-      test_util::ScopedEnv home("HOME", nullptr);
-      auto e = catch_error([] { (void)auth::FileTokenStore::default_path(); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      support::ScopedEnv xdg("XDG_STATE_HOME", nullptr);
+      support::ScopedEnv home("HOME", nullptr);
+      auto e = require_error([] { (void)auth::FileTokenStore::default_path(); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 }

@@ -1,10 +1,12 @@
 // Tests of the pure parts of aps_auth: encodings, PKCE, Basic credentials, the authorize URL, URL parsing,
-// endpoints, the Token JSON round trip and the typed error. No sockets here.
-//   DESIGN.md properties 5 (state/verifier), 6 (PKCE S256 vector), 8 (encoding), 9 (Basic vectors).
+// endpoints, the Token JSON round trip and the typed error. No sockets here. The properties: state and PKCE
+// verifier random, base64url, of 128 and 256 bits; PKCE is S256 (the RFC 7636 vector); every value is encoded
+// once, decoded once; client credentials in a Basic header are form-encoded first (the RFC 6749 vectors).
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
-#include "support/test_util.hpp"
+#include "support/library.hpp"
+#include "support/text.hpp"
 
 #include <chrono>
 #include <set>
@@ -13,10 +15,7 @@
 
 namespace auth = aps::auth;
 namespace detail = aps::auth::detail;
-using test_util::catch_error;
-using test_util::contains;
-using test_util::param;
-using test_util::query_of;
+using support::catch_error, support::require_error, support::contains, support::param, support::query_of;
 
 namespace {
 
@@ -31,19 +30,19 @@ auth::Config test_config() {
 }  // namespace
 
 TEST_SUITE("pkce") {
-  TEST_CASE("property 6: RFC 7636 Appendix B vector (S256)") {
+  TEST_CASE("RFC 7636 Appendix B vector (S256)") {
     CHECK(auth::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") ==
           "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
   }
 
-  TEST_CASE("property 5: random_urlsafe is base64url without padding, of the right length, never repeating") {
+  TEST_CASE("random_urlsafe is base64url without padding, of the right length, never repeating") {
     CHECK(auth::random_urlsafe(16).size() == 22);  // 128 bits
     CHECK(auth::random_urlsafe(32).size() == 43);  // 32 octets
     CHECK(auth::random_urlsafe(0).empty());
     std::set<std::string> seen;
     for (int i = 0; i < 200; ++i) {
       std::string s = auth::random_urlsafe(16);
-      CHECK(test_util::only_base64url_chars(s));
+      CHECK(support::only_base64url_chars(s));
       seen.insert(s);
     }
     CHECK(seen.size() == 200);
@@ -51,19 +50,19 @@ TEST_SUITE("pkce") {
 }
 
 TEST_SUITE("client authentication") {
-  TEST_CASE("property 9: RFC 6749 §2.3.1 Basic vector (plain characters)") {
+  TEST_CASE("RFC 6749 §2.3.1 Basic vector (plain characters)") {
     CHECK(detail::basic_authorization("s6BhdRkqt3", "7Fjfp0ZBr1KtDRbnfVdmIw") ==
           "Basic czZCaGRSa3F0Mzo3RmpmcDBaQnIxS3REUmJuZlZkbUl3");
   }
 
-  TEST_CASE("property 9: RFC 6749 §2.3.1 Basic vector (id and secret form-encoded before base64)") {
+  TEST_CASE("RFC 6749 §2.3.1 Basic vector (id and secret form-encoded before base64)") {
     CHECK(detail::basic_authorization("1PpG/Q 1", "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=") ==
           "Basic MVBwRyUyRlErMTp6JTJGdFo5VndGWnFBcG1JUSUyQlpIMUk1cExrJTJGdUI0dWQlM0FYMiUyRjhiTCUyQndmRlR0MXJGdyUzRA==");
   }
 }
 
 TEST_SUITE("encoding") {
-  TEST_CASE("property 8: url_encode keeps only unreserved characters and encodes a space as %20") {
+  TEST_CASE("url_encode keeps only unreserved characters and encodes a space as %20") {
     CHECK(detail::url_encode("AZaz09-._~") == "AZaz09-._~");
     CHECK(detail::url_encode("data:read data:write") == "data%3Aread%20data%3Awrite");
     CHECK(detail::url_encode("http://localhost:8080/a?b=c&d") == "http%3A%2F%2Flocalhost%3A8080%2Fa%3Fb%3Dc%26d");
@@ -73,7 +72,7 @@ TEST_SUITE("encoding") {
     CHECK(detail::url_encode("") == "");
   }
 
-  TEST_CASE("property 8: form_encode is application/x-www-form-urlencoded (space as '+', '+' escaped)") {
+  TEST_CASE("form_encode is application/x-www-form-urlencoded (space as '+', '+' escaped)") {
     CHECK(detail::form_encode("a b") == "a+b");
     CHECK(detail::form_encode("a+b") == "a%2Bb");
     CHECK(detail::form_encode("1PpG/Q 1") == "1PpG%2FQ+1");
@@ -82,7 +81,7 @@ TEST_SUITE("encoding") {
     CHECK(detail::form_encode("%20") == "%2520");  // a literal "%20" is not mistaken for a space
   }
 
-  TEST_CASE("property 8: percent_decode decodes exactly once and rejects broken escapes") {
+  TEST_CASE("percent_decode decodes exactly once and rejects broken escapes") {
     CHECK(detail::percent_decode("%2541", false) == std::optional<std::string>("%41"));
     CHECK(detail::percent_decode("%41%42c", false) == std::optional<std::string>("ABc"));
     CHECK(detail::percent_decode("%e9%C3%A9", false) == std::optional<std::string>("\xe9\xc3\xa9"));
@@ -105,7 +104,7 @@ TEST_SUITE("encoding") {
     }
   }
 
-  TEST_CASE("property 8: parse_query splits and decodes each name and value once") {
+  TEST_CASE("parse_query splits and decodes each name and value once") {
     auto q = detail::parse_query("code=a%2Bb&state=x%2541&empty=&flag&&sp=a+b%20c");
     REQUIRE(q.has_value());
     REQUIRE(q->size() == 5);
@@ -145,7 +144,7 @@ TEST_SUITE("encoding") {
 }
 
 TEST_SUITE("authorize URL") {
-  TEST_CASE("property 8: the authorize URL carries every parameter, encoded, and parses back to the same values") {
+  TEST_CASE("the authorize URL carries every parameter, encoded, and parses back to the same values") {
     auth::Config config = test_config();
     config.scopes = {"data:read", "data:write", "openid"};
     auth::AuthorizeOptions options;
@@ -178,20 +177,20 @@ TEST_SUITE("authorize URL") {
       CHECK_FALSE(contains(r.url, "+"));
       CHECK_FALSE(contains(r.url, " "));
     }
-    SUBCASE("property 5: state has at least 128 bits, base64url (the characters APS allows)") {
+    SUBCASE("state has at least 128 bits, base64url (the characters APS allows)") {
       CHECK(r.state.size() >= 22);
-      CHECK(test_util::only_base64url_chars(r.state));
+      CHECK(support::only_base64url_chars(r.state));
     }
-    SUBCASE("property 5/6: PKCE verifier of 32 octets (43 chars) and its S256 challenge") {
+    SUBCASE("PKCE verifier of 32 octets (43 chars) and its S256 challenge") {
       CHECK(r.code_verifier.size() == 43);
-      CHECK(test_util::only_base64url_chars(r.code_verifier));
+      CHECK(support::only_base64url_chars(r.code_verifier));
       CHECK(r.code_challenge == auth::pkce_challenge(r.code_verifier));
       CHECK(r.code_challenge.size() == 43);
       CHECK_FALSE(contains(r.url, r.code_verifier));  // the verifier never travels through the browser
     }
     SUBCASE("nonce with openid") {
       CHECK(r.nonce.size() >= 22);
-      CHECK(test_util::only_base64url_chars(r.nonce));
+      CHECK(support::only_base64url_chars(r.nonce));
     }
   }
 
@@ -215,7 +214,7 @@ TEST_SUITE("authorize URL") {
     CHECK_FALSE(contains(r.url, config.client_secret));
   }
 
-  TEST_CASE("property 5: state, verifier and nonce differ between calls") {
+  TEST_CASE("state, verifier and nonce differ between calls") {
     auth::Config config = test_config();
     config.scopes.push_back("openid");
     auth::AuthorizationRequest a = auth::authorization_request(config);
@@ -247,31 +246,27 @@ TEST_SUITE("authorize URL") {
     SUBCASE("no client id") {
       auth::Config config = test_config();
       config.client_id.clear();
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("plain http authorize endpoint on a remote host") {
       auth::Config config = test_config();
       config.endpoints.authorize = "http://developer.api.autodesk.com/authentication/v2/authorize";
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
-      CHECK(contains(e->what(), "plain http"));
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
+      CHECK(contains(e.what(), "plain http"));
     }
     SUBCASE("plain http callback on a remote host") {
       auth::Config config = test_config();
       config.callback_url = "http://example.com/callback";
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("a callback that is not an absolute URL") {
       auth::Config config = test_config();
       config.callback_url = "localhost:8080/callback";
-      auto e = catch_error([&] { (void)auth::authorization_request(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::authorization_request(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 }
@@ -357,27 +352,13 @@ TEST_SUITE("URLs") {
 
 TEST_SUITE("endpoints") {
   TEST_CASE("the defaults are APS production") {
-    auth::Endpoints e;
-    CHECK(e.issuer == "https://developer.api.autodesk.com");
-    CHECK(e.authorize == "https://developer.api.autodesk.com/authentication/v2/authorize");
-    CHECK(e.token == "https://developer.api.autodesk.com/authentication/v2/token");
-    CHECK(e.revoke == "https://developer.api.autodesk.com/authentication/v2/revoke");
-    CHECK(e.introspect == "https://developer.api.autodesk.com/authentication/v2/introspect");
-    CHECK(e.jwks == "https://developer.api.autodesk.com/authentication/v2/keys");
-    CHECK(e.logout == "https://developer.api.autodesk.com/authentication/v2/logout");
-    CHECK(e.userinfo == "https://api.userprofile.autodesk.com/userinfo");
+    support::check_aps_layout(auth::Endpoints{}, "https://developer.api.autodesk.com",
+                     "https://api.userprofile.autodesk.com/userinfo");
   }
 
   TEST_CASE("Endpoints::from_base_url lays out the APS paths under another base") {
-    auth::Endpoints e = auth::Endpoints::from_base_url("http://127.0.0.1:9000/");
-    CHECK(e.issuer == "http://127.0.0.1:9000");
-    CHECK(e.authorize == "http://127.0.0.1:9000/authentication/v2/authorize");
-    CHECK(e.token == "http://127.0.0.1:9000/authentication/v2/token");
-    CHECK(e.revoke == "http://127.0.0.1:9000/authentication/v2/revoke");
-    CHECK(e.introspect == "http://127.0.0.1:9000/authentication/v2/introspect");
-    CHECK(e.jwks == "http://127.0.0.1:9000/authentication/v2/keys");
-    CHECK(e.logout == "http://127.0.0.1:9000/authentication/v2/logout");
-    CHECK(e.userinfo == "http://127.0.0.1:9000/userinfo");
+    support::check_aps_layout(auth::Endpoints::from_base_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000",
+                     "http://127.0.0.1:9000/userinfo");
 
     SUBCASE("a proxy prefix is kept") {
       auth::Endpoints p = auth::Endpoints::from_base_url("https://gw.example.com/aps");
@@ -398,27 +379,24 @@ TEST_SUITE("endpoints") {
     for (const char* remote : {"http://developer.api.autodesk.com", "http://10.0.0.5:8080", "http://0.0.0.0:80",
                                "http://[2001:db8::1]:80"}) {
       CAPTURE(remote);
-      auto e = catch_error([&] { (void)auth::Endpoints::from_base_url(remote); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::Endpoints::from_base_url(remote); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
     SUBCASE("and no request is sent: the token endpoint calls refuse before connecting") {
       auth::Config config = test_config();
       config.client_secret = "the-secret-1234";
       config.endpoints.token = "http://example.com/authentication/v2/token";
-      auto e = catch_error([&] { (void)auth::client_credentials(config); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
-      CHECK_FALSE(contains(e->what(), "the-secret-1234"));
+      auto e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
+      CHECK_FALSE(contains(e.what(), "the-secret-1234"));
       auto r = catch_error([&] { (void)auth::refresh(config, "rt-abcdefgh"); });
       REQUIRE(r);
       CHECK(r->kind() == auth::ErrorKind::usage);
       CHECK_FALSE(contains(r->what(), "rt-abcdefgh"));
     }
     SUBCASE("not a URL at all") {
-      auto e = catch_error([&] { (void)auth::Endpoints::from_base_url("developer.api.autodesk.com"); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::usage);
+      auto e = require_error([&] { (void)auth::Endpoints::from_base_url("developer.api.autodesk.com"); });
+      CHECK(e.kind() == auth::ErrorKind::usage);
     }
   }
 
@@ -434,24 +412,9 @@ TEST_SUITE("endpoints") {
 TEST_SUITE("token") {
   TEST_CASE("Token JSON round trip keeps every field and the absolute expiry") {
     using namespace std::chrono;
-    auth::Token t;
-    t.access_token = "at.ABC-123";
-    t.token_type = "Bearer";
-    t.refresh_token = "rt.XYZ";
-    t.id_token = "eyJ.id.token";
-    t.scope = "data:read openid";
-    t.expires_in = seconds(3599);
-    t.expires_at = system_clock::time_point(seconds(1893456000));  // 2030-01-01, far from "now"
-
+    const auth::Token t = support::token_with_every_field();
     std::string j = t.to_json();
-    auth::Token back = auth::Token::from_json(j);
-    CHECK(back.access_token == t.access_token);
-    CHECK(back.token_type == t.token_type);
-    CHECK(back.refresh_token == t.refresh_token);
-    CHECK(back.id_token == t.id_token);
-    CHECK(back.scope == t.scope);
-    CHECK(back.expires_in == t.expires_in);
-    CHECK(back.expires_at == t.expires_at);  // absolute: not recomputed from expires_in
+    support::check_same_token(auth::Token::from_json(j), t);
     CHECK(contains(j, "\"expires_at\":1893456000"));
 
     SUBCASE("optional fields are left out when empty") {
@@ -486,9 +449,8 @@ TEST_SUITE("token") {
     for (const char* bad : {"", "[]", "not json", R"({"token_type":"Bearer"})", R"({"access_token":"a","expires_in":-5})",
                             R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_at":"x"})"}) {
       CAPTURE(bad);
-      auto e = catch_error([&] { (void)auth::Token::from_json(bad); });
-      REQUIRE(e);
-      CHECK(e->kind() == auth::ErrorKind::bad_response);
+      auto e = require_error([&] { (void)auth::Token::from_json(bad); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
     }
   }
 
@@ -503,6 +465,7 @@ TEST_SUITE("errors") {
         {auth::ErrorKind::timeout, "timeout"},
         {auth::ErrorKind::http, "http"},
         {auth::ErrorKind::oauth, "oauth"},
+        {auth::ErrorKind::state_mismatch, "state_mismatch"},
         {auth::ErrorKind::issuer_mismatch, "issuer_mismatch"},
         {auth::ErrorKind::access_denied, "access_denied"},
         {auth::ErrorKind::bad_response, "bad_response"},
