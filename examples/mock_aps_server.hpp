@@ -433,6 +433,9 @@ inline std::string cert_pem(X509* x) {
   return bio_string(b.get());
 }
 
+inline SSL_CTX* as_ssl_ctx(SSL_CTX& ctx) { return &ctx; }
+inline SSL_CTX* as_ssl_ctx(void* ctx) { return static_cast<SSL_CTX*>(ctx); }
+
 inline X509Ptr load_cert(const std::string& pem) {
   BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   X509Ptr x(PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr));
@@ -655,7 +658,14 @@ class Server {
       pki_ = opts_.pki ? *opts_.pki : Pki::generate("localhost");
       auto cert = detail::load_cert(pki_.server_cert_pem);
       auto pkey = detail::load_key(pki_.server_key_pem);
-      svr_ = std::make_unique<httplib::SSLServer>(cert.get(), pkey.get());  // SSL_CTX keeps its own refs
+      // The set-up callback is the one SSLServer constructor every cpp-httplib has (0.53 dropped the
+      // X509*/EVP_PKEY* one); 0.11 and 0.18 pass it an SSL_CTX&, 0.53 a void* that is the SSL_CTX*.
+      svr_ = std::make_unique<httplib::SSLServer>([&](auto&& ctx) {
+        SSL_CTX* c = detail::as_ssl_ctx(ctx);
+        return SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) == 1 &&
+               SSL_CTX_use_certificate(c, cert.get()) == 1 &&  // the SSL_CTX keeps its own references
+               SSL_CTX_use_PrivateKey(c, pkey.get()) == 1;
+      });
 #else
       detail::fail("tls needs cpp-httplib built with CPPHTTPLIB_OPENSSL_SUPPORT");
 #endif
