@@ -389,6 +389,10 @@ TEST_SUITE("token_source") {
       MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
       return;
     }
+    if (platform::kForkedChildCannotResolve) {
+      MESSAGE(platform::kForkedChildCannotResolveWhy);
+      return;
+    }
     platform::Pipe go;
     auto body = [&](int out) -> int {
       char c = 0;
@@ -664,6 +668,10 @@ TEST_SUITE("token_source") {
   TEST_CASE("a failing save (read-only directory) loses nothing and says so") {
     if (platform::kSanitized) {
       MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
+      return;
+    }
+    if (platform::kForkedChildCannotResolve) {
+      MESSAGE(platform::kForkedChildCannotResolveWhy);
       return;
     }
     aps_mock::Server mock(mock_options());

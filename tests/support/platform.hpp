@@ -1119,6 +1119,18 @@ constexpr bool kSanitized = false;
 constexpr bool kSanitized = false;
 #endif
 
+// cpp-httplib built with CPPHTTPLIB_USE_NON_BLOCKING_GETADDRINFO (upstream's CMake default in 0.53.1) resolves
+// names with glibc's getaddrinfo_a, whose helper thread does not survive fork(): a child's first lookup can wait
+// for a thread that only the parent has. Tests whose forked child makes HTTP calls do not run with it.
+#ifdef CPPHTTPLIB_USE_NON_BLOCKING_GETADDRINFO
+constexpr bool kForkedChildCannotResolve = true;
+#else
+constexpr bool kForkedChildCannotResolve = false;
+#endif
+constexpr const char* kForkedChildCannotResolveWhy =
+    "not run: cpp-httplib resolves names with getaddrinfo_a (CPPHTTPLIB_USE_NON_BLOCKING_GETADDRINFO), which a "
+    "forked child cannot use";
+
 // Writes all of data to fd (in a forked child too: no allocation).
 inline void write_all(int fd, const char* data, std::size_t size) {
   while (size > 0) {
