@@ -1584,24 +1584,51 @@ inline bool is_ipv4_loopback_literal(const std::string& host) {
 
 // =================================================================================================================
 // [H] cpp-httplib adapter: the calls whose shape differs between cpp-httplib versions, and the workarounds for
-// bugs of old versions, each saying which versions need it.
+// bugs of old versions, each saying which versions need it. Tested with Debian 12's 0.11.4, Debian 13's 0.18.7
+// and upstream's 0.53.1; API differences are found by feature tests, old bugs by version number.
 // =================================================================================================================
 
-// The TLS context of a client (for callbacks on it).
-inline SSL_CTX* tls_context_of(httplib::Client& client) { return client.ssl_context(); }
+// CPPHTTPLIB_VERSION is a string in every version (0.53.1's CPPHTTPLIB_VERSION_NUM is a string too), so the
+// preprocessor cannot compare it: it is read at compile time, as major * 1000000 + minor * 1000 + patch.
+constexpr long httplib_version(long major, long minor, long patch) { return major * 1000000 + minor * 1000 + patch; }
+constexpr long parse_httplib_version(const char* v) {
+  long part[3] = {0, 0, 0};
+  for (int i = 0; *v && i < 3; ++v) {
+    if (*v == '.') ++i;
+    else if (*v >= '0' && *v <= '9') part[i] = part[i] * 10 + (*v - '0');
+    else break;
+  }
+  return httplib_version(part[0], part[1], part[2]);
+}
+inline constexpr long kHttplibVersion = parse_httplib_version(CPPHTTPLIB_VERSION);
 
-// A kept-alive connection the server has closed since (for TLS: it sent close_notify, which httplib 0.11 takes
-// for a live socket). Nothing may arrive on an idle kept-alive connection, so anything readable means closed.
-inline bool idle_connection_closed(httplib::Client& client) {
-  return client.is_socket_open() && readable_now(client.socket());
+// The TLS context of a client (for callbacks on it): ssl_context() in 0.11 and 0.18; tls_context() in 0.53, a
+// void* that is the SSL_CTX* with OpenSSL. Called as tls_context_of(client, 0): the int one wins where it exists.
+template <class C>
+auto tls_context_of(C& client, int) -> decltype(client.ssl_context()) {
+  return client.ssl_context();
+}
+template <class C>
+SSL_CTX* tls_context_of(C& client, long) {
+  return static_cast<SSL_CTX*>(client.tls_context());
 }
 
-// cpp-httplib 0.11 clears SSL_MODE_AUTO_RETRY on its TLS connections, and when SSL_read stops at a TLS 1.3
-// post-handshake message it sleeps 1 ms before reading on. A server sends its NewSessionTickets (two, with
-// OpenSSL) right after the handshake, before the answer: 2 ms more per connection, a fifth of a token call on
-// loopback. This info callback runs when OpenSSL has handled such a message: if the whole next TLS record is
-// already in the socket's receive queue, AUTO_RETRY lets SSL_read go on to it at once; otherwise it stays off,
-// so no read ever blocks where httplib would not have waited (its read timeout stays what it was).
+// httplib 0.11 takes a TLS close_notify on an idle kept-alive connection for a live socket (upstream #1481, fixed
+// in March 2023 for 0.12.1/0.12.2; 0.18.7 checks with SSL_peek itself), so versions before 0.12.2 check here.
+// Nothing may arrive on an idle kept-alive connection, so anything readable means the server closed it.
+constexpr bool kMissesCloseNotify = kHttplibVersion < httplib_version(0, 12, 2);
+inline bool idle_connection_closed(httplib::Client& client) {
+  return kMissesCloseNotify && client.is_socket_open() && readable_now(client.socket());
+}
+
+// httplib 0.11 clears SSL_MODE_AUTO_RETRY on its TLS connections, and when SSL_read stops at a TLS 1.3
+// post-handshake message it sleeps 1 ms before reading on (0.18.7 sleeps 10 us; the release in between that
+// changed it is not known here, so versions before 0.18 get the callback, harmless where not needed). A server
+// sends its NewSessionTickets (two, with OpenSSL) right after the handshake, before the answer: 2 ms more per
+// connection, a fifth of a token call on loopback. This info callback runs when OpenSSL has handled such a
+// message: if the whole next TLS record is already in the socket's receive queue, AUTO_RETRY lets SSL_read go on
+// to it at once; otherwise it stays off, so no read ever blocks where httplib would not have waited.
+constexpr bool kSleepsAfterTlsTicket = kHttplibVersion < httplib_version(0, 18, 0);
 inline void read_on_when_buffered(const SSL* ssl, int where, int) {
   if (!(where & SSL_CB_EXIT) || !SSL_is_init_finished(ssl)) return;
   if (whole_tls_record_queued(SSL_get_rfd(ssl))) SSL_set_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
@@ -1609,13 +1636,45 @@ inline void read_on_when_buffered(const SSL* ssl, int where, int) {
 }
 
 inline void skip_tls_ticket_sleeps(httplib::Client& client) {
-  SSL_CTX_set_info_callback(tls_context_of(client), read_on_when_buffered);
+  if constexpr (kSleepsAfterTlsTicket) SSL_CTX_set_info_callback(tls_context_of(client, 0), read_on_when_buffered);
 }
 
-// cpp-httplib 0.11 waits for ever when a proxy refuses a CONNECT (any answer but 200 that closes the connection:
-// it locks a mutex it already holds), and that is how proxies refuse: 407 wrong credentials, 403 port not
-// allowed, 502 target unreachable. So the tunnel is first asked for on a socket of our own ([5] tunnel_refusal).
-constexpr bool kProxyRefusalHangs = true;
+// httplib before 0.31 loads the default CA paths into the client's store at the first handshake even when the
+// program set a store of its own (upstream PR #2335), parsing the whole bundle again; a CA path of its own stops
+// that: the default CA directory, which the store already searches.
+constexpr bool kLoadsDefaultCasIntoOwnStore = kHttplibVersion < httplib_version(0, 31, 0);
+inline std::string default_cert_dir();  // [5], with the trust store
+inline void use_only_own_trust_store(httplib::Client& client) {
+  if constexpr (kLoadsDefaultCasIntoOwnStore) client.set_ca_cert_path("", default_cert_dir().c_str());
+}
+
+// httplib before 0.13.2 waits for ever when a proxy refuses a CONNECT (any answer but 200 that closes the
+// connection: it locks a mutex it already holds; upstream #1590), and that is how proxies refuse: 407 wrong
+// credentials, 403 port not allowed, 502 target unreachable. So with those versions the tunnel is first asked for
+// on a socket of our own ([5] proxy_tunnel_status); later ones report the refusal as Error::ProxyConnection.
+constexpr bool kProxyRefusalHangs = kHttplibVersion < httplib_version(0, 13, 2);
+
+// Error values that not every version has: SSLServerHostnameVerification, a certificate for another name (0.11
+// says SSLServerVerification), and ProxyConnection (from 0.13.2).
+template <class E, class = void>
+struct HasHostnameError : std::false_type {};
+template <class E>
+struct HasHostnameError<E, std::void_t<decltype(E::SSLServerHostnameVerification)>> : std::true_type {};
+template <class E, class = void>
+struct HasProxyError : std::false_type {};
+template <class E>
+struct HasProxyError<E, std::void_t<decltype(E::ProxyConnection)>> : std::true_type {};
+
+template <class E>
+bool is_hostname_error(E e) {
+  if constexpr (HasHostnameError<E>::value) return e == E::SSLServerHostnameVerification;
+  return false;
+}
+template <class E>
+bool is_proxy_refusal(E e) {
+  if constexpr (HasProxyError<E>::value) return e == E::ProxyConnection;
+  return false;
+}
 
 // What a failed httplib request means to this library.
 struct TransportFailure {
@@ -1626,6 +1685,7 @@ struct TransportFailure {
 };
 
 inline TransportFailure classify(httplib::Error e) {
+  if (is_hostname_error(e)) return {ErrorKind::tls, "the server's certificate is for another name", false, false};
   switch (e) {
     case httplib::Error::Connection: return {ErrorKind::network, "could not connect", true, false};
     case httplib::Error::ConnectionTimeout: return {ErrorKind::timeout, "connecting timed out", true, false};
@@ -2901,9 +2961,7 @@ inline std::unique_ptr<httplib::Client> make_client(const Config& config, const 
   if (url.scheme == "https") {
     client->enable_server_certificate_verification(true);
     client->set_ca_cert_store(make_trust_store(effective_ca_file(config)));
-    // Without a CA path of its own, httplib loads the default paths into the store at the first handshake,
-    // parsing the whole bundle again: give it the default CA directory, which the store already searches.
-    client->set_ca_cert_path("", default_cert_dir().c_str());
+    use_only_own_trust_store(*client);
     skip_tls_ticket_sleeps(*client);
   }
   if (proxy) {
@@ -2966,7 +3024,12 @@ inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const U
   return status;
 }
 
-[[noreturn]] inline void throw_tunnel_refused(const HttpCall& call, const Url& url, const Proxy& proxy, int status) {
+// The proxy refused the tunnel with HTTP `status`: the request never left, so re-sending is safe for every call
+// and a busy or failing proxy is asked again. Returns the wait before the next attempt, or throws.
+inline std::chrono::milliseconds tunnel_refused(const Config& config, const HttpCall& call, const Url& url,
+                                                const Proxy& proxy, int status, int attempt) {
+  if ((status == 429 || status >= 500) && attempt < std::max(1, config.retry.max_attempts))
+    return backoff(config.retry, attempt);
   ErrorDetails d;
   d.status = status;
   throw Error(ErrorKind::network,
@@ -2982,6 +3045,7 @@ inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const U
 struct Attempt {
   HttpAnswer answer;
   bool answered = false;
+  bool tunnel_refused = false;  // answer.status is the proxy's answer to CONNECT (httplib 0.13.2 and later)
   httplib::Error error = httplib::Error::Success;
   bool too_big = false;
   Clock::duration took{};
@@ -2999,8 +3063,8 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
     req.set_header("Content-Type", "application/x-www-form-urlencoded");
     req.body = call.form;
   }
-  // httplib 0.11 also puts the proxy credentials on the request inside the tunnel, for the server to read; a
-  // header of our own (empty) stops that. The CONNECT itself still carries them.
+  // httplib (0.11.4, 0.18.7 and 0.53.1 alike) also puts the proxy credentials on the request inside the tunnel,
+  // for the server to read; a header of our own (empty) stops that. The CONNECT itself still carries them.
   if (tunnelled) req.set_header("Proxy-Authorization", "");
   req.response_handler = [&](const httplib::Response& r) {
     a.answer.status = r.status;
@@ -3019,7 +3083,8 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
   a.took = Clock::now() - started;
   a.answered = static_cast<bool>(res);
   if (!res) a.error = res.error();
-  if (res && a.answer.status == 0) {  // an answer httplib read itself (a proxy's to CONNECT): keep its status
+  a.tunnel_refused = res && is_proxy_refusal(res.error());
+  if (res && a.answer.status == 0) {  // an answer httplib read without the response handler: keep its status
     a.answer.status = res->status;
     a.answer.content_type = res->get_header_value("Content-Type");
   }
@@ -3072,15 +3137,15 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
     if (kProxyRefusalHangs && tunnelled) {
       const int status = proxy_tunnel_status(config, *proxy, url);
       if (status != 0 && status != 200) {
-        // The request never left: re-sending is safe for every call.
-        if ((status == 429 || status >= 500) && attempt < std::max(1, config.retry.max_attempts)) {
-          std::this_thread::sleep_for(backoff(config.retry, attempt));
-          continue;
-        }
-        throw_tunnel_refused(call, url, *proxy, status);
+        std::this_thread::sleep_for(tunnel_refused(config, call, url, *proxy, status, attempt));
+        continue;
       }
     }
     const Attempt a = send_once(client, call, url, tunnelled);
+    if (a.tunnel_refused && proxy) {
+      std::this_thread::sleep_for(tunnel_refused(config, call, url, *proxy, a.answer.status, attempt));
+      continue;
+    }
     if (a.too_big)
       throw Error(ErrorKind::bad_response, call.what + " (" + url.authority() + ") answered more than " +
                                                std::to_string(APS_AUTH_MAX_RESPONSE_BYTES) + " bytes; refused");
