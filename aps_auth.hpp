@@ -579,6 +579,40 @@ inline int ms_until(Clock::time_point until) {
 //   clock        now_before
 // =================================================================================================================
 
+// Owns one OS handle (a socket, a file, a pipe end) and closes it on destruction. Traits name the handle type,
+// its invalid value and how to close it.
+template <class Traits>
+class Handle {
+ public:
+  using native = typename Traits::native;
+  Handle() = default;
+  explicit Handle(native h) : h_(h) {}
+  Handle(Handle&& other) noexcept : h_(std::exchange(other.h_, Traits::invalid())) {}
+  Handle& operator=(Handle&& other) noexcept {
+    if (this != &other) {
+      close();
+      h_ = std::exchange(other.h_, Traits::invalid());
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { close(); }
+
+  [[nodiscard]] native get() const noexcept { return h_; }
+  [[nodiscard]] bool valid() const noexcept { return h_ != Traits::invalid(); }
+  void close() noexcept { (void)close_checked(); }
+  // Closes now; false when the OS reports an error, which after a write may mean lost data.
+  bool close_checked() noexcept {
+    const bool ok = !valid() || Traits::close(h_);
+    h_ = Traits::invalid();
+    return ok;
+  }
+
+ private:
+  native h_ = Traits::invalid();
+};
+
 // A file's text, and whether users other than its owner may read or write it ("mode 644" says how).
 struct FileContent {
   std::string text;
@@ -616,36 +650,12 @@ inline std::string os_error_text(int err) { return std::strerror(err); }
 inline bool is_addr_in_use(int err) { return err == EADDRINUSE; }
 inline bool is_no_ipv6(int err) { return err == EADDRNOTAVAIL || err == EAFNOSUPPORT; }
 
-// Owns one file descriptor (a socket, a file, a pipe end): closed on destruction.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : s_(fd) {}
-  Fd(Fd&& other) noexcept : s_(std::exchange(other.s_, kNoSocket)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      close();
-      s_ = std::exchange(other.s_, kNoSocket);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { close(); }
-
-  [[nodiscard]] int get() const noexcept { return s_; }
-  [[nodiscard]] bool valid() const noexcept { return s_ != kNoSocket; }
-  void close() noexcept { (void)close_checked(); }
-  // Closes now; false (errno set) when the OS reports an error, which after write() may mean lost data.
-  bool close_checked() noexcept {
-    int r = s_ == kNoSocket ? 0 : ::close(s_);
-    s_ = kNoSocket;
-    return r == 0;
-  }
-
- private:
-  int s_ = kNoSocket;
+struct FdTraits {
+  using native = int;
+  static constexpr int invalid() noexcept { return -1; }
+  static bool close(int fd) noexcept { return ::close(fd) == 0; }
 };
+using Fd = Handle<FdTraits>;  // a file descriptor: a socket, a file, a pipe end
 using Socket = Fd;
 
 // Close-on-exec and (optionally) non-blocking, for systems without SOCK_CLOEXEC/accept4/pipe2 (macOS).
@@ -1045,33 +1055,12 @@ inline bool winsock_ready() {
   return ready;
 }
 
-// Owns one socket: closed on destruction.
-class Socket {
- public:
-  Socket() = default;
-  explicit Socket(socket_t s) : s_(s) {}
-  Socket(Socket&& other) noexcept : s_(std::exchange(other.s_, kNoSocket)) {}
-  Socket& operator=(Socket&& other) noexcept {
-    if (this != &other) {
-      close();
-      s_ = std::exchange(other.s_, kNoSocket);
-    }
-    return *this;
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-  ~Socket() { close(); }
-
-  [[nodiscard]] socket_t get() const noexcept { return s_; }
-  [[nodiscard]] bool valid() const noexcept { return s_ != kNoSocket; }
-  void close() noexcept {
-    if (s_ != kNoSocket) ::closesocket(s_);
-    s_ = kNoSocket;
-  }
-
- private:
-  socket_t s_ = kNoSocket;
+struct SocketTraits {
+  using native = SOCKET;
+  static constexpr SOCKET invalid() noexcept { return INVALID_SOCKET; }
+  static bool close(SOCKET s) noexcept { return ::closesocket(s) == 0; }
 };
+using Socket = Handle<SocketTraits>;
 
 // Not inherited by child processes, non-blocking.
 inline bool set_socket_flags(socket_t s) {
@@ -1206,32 +1195,12 @@ inline void load_system_roots(X509_STORE* store, X509_LOOKUP* file) {
 
 // ---- files
 
-// Owns one file HANDLE: closed on destruction.
-class File {
- public:
-  File() = default;
-  explicit File(HANDLE h) : h_(h) {}
-  File(File&& other) noexcept : h_(std::exchange(other.h_, INVALID_HANDLE_VALUE)) {}
-  File& operator=(File&& other) noexcept {
-    if (this != &other) {
-      close();
-      h_ = std::exchange(other.h_, INVALID_HANDLE_VALUE);
-    }
-    return *this;
-  }
-  File(const File&) = delete;
-  File& operator=(const File&) = delete;
-  ~File() { close(); }
-  [[nodiscard]] HANDLE get() const noexcept { return h_; }
-  [[nodiscard]] bool valid() const noexcept { return h_ != INVALID_HANDLE_VALUE; }
-  void close() noexcept {
-    if (h_ != INVALID_HANDLE_VALUE) ::CloseHandle(h_);
-    h_ = INVALID_HANDLE_VALUE;
-  }
-
- private:
-  HANDLE h_ = INVALID_HANDLE_VALUE;
+struct FileTraits {
+  using native = HANDLE;
+  static HANDLE invalid() noexcept { return INVALID_HANDLE_VALUE; }
+  static bool close(HANDLE h) noexcept { return ::CloseHandle(h) != 0; }
 };
+using File = Handle<FileTraits>;
 
 inline std::string parent_dir(const std::string& path) {
   std::size_t slash = path.find_last_of("/\\");
