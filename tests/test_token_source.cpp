@@ -169,7 +169,7 @@ struct TwoProcesses : ExpiredTokenFile {
   TwoProcesses() : ExpiredTokenFile(kDelayMs) {}
 
   // Both print the same valid token, one refresh reached the mock, the file holds the newest refresh token (the
-  // one the mock still accepts) with the printed access token; and sooner than two refreshes one after the other.
+  // one the mock still accepts) with the printed access token. (The time is reported, not asserted.)
   void check(support::Process& first, support::Process& second, SteadyClock::time_point t0, const char* who) {
     support::RunResult a = first.finish(60s);
     support::RunResult b = second.finish(60s);
@@ -191,12 +191,24 @@ struct TwoProcesses : ExpiredTokenFile {
     check_is_the_live_refresh_token(mock, after.refresh_token);
     CHECK(file_mode(path) == 0600);
     CHECK(list_dir(dir.path(), "token.json.tmp-").empty());
-    CHECK(seconds < 2 * kDelayMs / 1000.0 + 0.4);  // serialized, two refreshes would take twice the delay
     MESSAGE(who << ", one refresh: " << seconds << " s (token delay " << kDelayMs << " ms)");
   }
 };
 
 }  // namespace
+
+// A test whose forked child makes HTTP calls runs only where that can work; otherwise it says why it did not.
+inline bool fork_with_mock_runs_here() {
+  if (platform::kSanitized) {
+    MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
+    return false;
+  }
+  if (platform::kForkedChildCannotResolve) {
+    MESSAGE(platform::kForkedChildCannotResolveWhy);
+    return false;
+  }
+  return true;
+}
 
 TEST_SUITE("token_source") {
   // ---- 1. threads -------------------------------------------------------------------------------------------
@@ -385,14 +397,7 @@ TEST_SUITE("token_source") {
   // POSIX only: fork().
   TEST_CASE_FIXTURE(TwoProcesses, "two forked processes, each a TokenSource over the same expired token file: one "
                                    "refresh, the same token, the newest refresh token saved") {
-    if (platform::kSanitized) {
-      MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
-      return;
-    }
-    if (platform::kForkedChildCannotResolve) {
-      MESSAGE(platform::kForkedChildCannotResolveWhy);
-      return;
-    }
+    if (!fork_with_mock_runs_here()) return;
     platform::Pipe go;
     auto body = [&](int out) -> int {
       char c = 0;
@@ -666,14 +671,7 @@ TEST_SUITE("token_source") {
 #ifndef _WIN32
   // POSIX only: fork(), permission bits, and (as root) setuid().
   TEST_CASE("a failing save (read-only directory) loses nothing and says so") {
-    if (platform::kSanitized) {
-      MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
-      return;
-    }
-    if (platform::kForkedChildCannotResolve) {
-      MESSAGE(platform::kForkedChildCannotResolveWhy);
-      return;
-    }
+    if (!fork_with_mock_runs_here()) return;
     aps_mock::Server mock(mock_options());
     TempDir dir;
     const std::string sub = dir.file("ro");
