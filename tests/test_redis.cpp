@@ -13,6 +13,7 @@
 
 #include "aps_auth.hpp"
 #include "aps_auth_redis.hpp"
+#include "support/cli.hpp"
 #include "support/files.hpp"
 #include "support/library.hpp"
 #include "support/mock.hpp"
@@ -391,6 +392,97 @@ TEST_SUITE("redis") {
     CHECK(mock.count("token.refresh_token") == 4);
     CHECK(stored(*store).access_token == fourth);
     check_is_the_live_refresh_token(mock, stored(*store).refresh_token);
+  }
+
+  // ---- 4. the CLI ---------------------------------------------------------------------------------------------
+
+  TEST_CASE("cli: --token-store (APS_TOKEN_STORE) with --token-key: login saves there, access-token and refresh "
+            "use it from other machines, logout revokes and deletes; a password on the command line is refused") {
+    if (!support::redis_runs_here()) return;
+    const std::string cli = support::require_cli();
+    support::RedisServer redis;
+    aps_mock::Server mock(mock_options(/*expires_in=*/3599));
+    const std::string callback = "http://127.0.0.1:" + std::to_string(support::free_port()) + "/api/auth/callback";
+    aps_mock::Options o = mock.options();
+    o.clients = {{kClient, kSecret, {callback}}};
+    mock.set_options(o);
+    support::TempDir machine_a, machine_b;
+    auto env_of = [&](const support::TempDir& home) {
+      support::EnvMap e = support::base_env(home.path());
+      e["APS_CLIENT_ID"] = kClient;
+      e["APS_CLIENT_SECRET"] = kSecret;
+      e["APS_BASE_URL"] = mock.base_url();
+      e["NO_PROXY"] = "*";
+      return e;
+    };
+    const std::string default_key = auth::RedisTokenStore::default_key(kClient);
+    auth::RedisTokenStore at_default(redis.url(), default_key);
+
+    // login on machine A, the store from APS_TOKEN_STORE, the default key
+    support::EnvMap a = env_of(machine_a);
+    a["APS_TOKEN_STORE"] = redis.url();
+    bool followed = false;
+    auto follow = [&](const std::string& err) {
+      const std::size_t at = err.find(mock.base_url() + "/authentication/v2/authorize?");
+      const std::size_t end = at == std::string::npos ? at : err.find_first_of(" \r\n", at);
+      if (followed || end == std::string::npos) return;
+      followed = true;
+      aps_mock::follow_like_browser(err.substr(at, end - at));
+    };
+    support::RunResult login =
+        support::run_cli({"login", "--no-browser", "--callback-url", callback, "--timeout", "20"}, a, 30s, follow);
+    INFO(login.describe());
+    REQUIRE(login.exit_code == 0);
+    REQUIRE(followed);
+    CHECK(support::printed_tokens(login.out).count(stored(at_default).refresh_token) == 1);
+    CHECK(contains(login.err, "Saved the token to " + redis.url() + " key '" + default_key + "'"));
+
+    // machine B: access-token from the same key (no refresh while fresh), then after expiry one refresh
+    support::EnvMap b = env_of(machine_b);
+    b["APS_TOKEN_STORE"] = redis.url();
+    support::RunResult fresh = support::run_cli({"access-token"}, b, 30s);
+    CHECK(fresh.exit_code == 0);
+    CHECK(support::trim(fresh.out) == stored(at_default).access_token);
+    CHECK(mock.count("token.refresh_token") == 0);
+    at_default.save(expired(stored(at_default)));
+    support::RunResult renewed = support::run_cli({"access-token"}, b, 30s);
+    CHECK(renewed.exit_code == 0);
+    CHECK(mock.count("token.refresh_token") == 1);
+    CHECK(support::trim(renewed.out) == stored(at_default).access_token);
+    check_is_the_live_refresh_token(mock, stored(at_default).refresh_token);
+
+    // --token-store and --token-key on the command line (no password in it): refresh, then logout
+    auth::RedisTokenStore at_custom(redis.url(), "team:render-farm");
+    at_custom.save(stored(at_default));
+    const std::vector<std::string> place = {"--token-store", redis.url(), "--token-key", "team:render-farm"};
+    std::vector<std::string> refresh = {"refresh"};
+    refresh.insert(refresh.end(), place.begin(), place.end());
+    support::RunResult refreshed = support::run_cli(refresh, env_of(machine_a), 30s);
+    INFO(refreshed.describe());
+    CHECK(refreshed.exit_code == 0);
+    CHECK(mock.count("token.refresh_token") == 2);
+    check_is_the_live_refresh_token(mock, stored(at_custom).refresh_token);
+    const std::string last_rt = stored(at_custom).refresh_token;
+    std::vector<std::string> logout = {"logout"};
+    logout.insert(logout.end(), place.begin(), place.end());
+    support::RunResult out = support::run_cli(logout, env_of(machine_b), 30s);
+    CHECK(out.exit_code == 0);
+    auth::Token none;
+    CHECK_FALSE(at_custom.load(none));
+    CHECK_FALSE(mock.is_valid_refresh_token(last_rt));
+
+    // refused: a password on the command line; a token file and a store together
+    support::RunResult pw = support::run_cli(
+        {"access-token", "--token-store", "redis://:hunter2-pw@127.0.0.1:" + std::to_string(redis.port())},
+        env_of(machine_a), 30s);
+    CHECK(pw.exit_code == 2);
+    CHECK(contains(pw.err, "APS_TOKEN_STORE"));
+    CHECK_FALSE(contains(pw.err, "hunter2-pw"));
+    support::RunResult both = support::run_cli(
+        {"access-token", "--token-store", redis.url(), "--token-file", machine_a.file("t.json")}, env_of(machine_a),
+        30s);
+    CHECK(both.exit_code == 2);
+    CHECK(contains(both.err, "not both"));
   }
 
 #ifndef _WIN32
