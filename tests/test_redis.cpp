@@ -175,9 +175,9 @@ TEST_SUITE("redis") {
         {"clear", [&] { store.clear(); }},
         {"lock", [&] { (void)store.lock(); }},
         {"ping", [&] { store.ping(); }}};
-    for (const auto& [name, call] : calls) {
-      INFO(name);
-      auth::Error e = require_error(call);
+    for (const auto& call : calls) {
+      INFO(call.first);
+      auth::Error e = require_error(call.second);
       CHECK(e.kind() == auth::ErrorKind::network);
       CHECK(contains(e.what(), "Redis at redis://127.0.0.1:" + std::to_string(port) + "/2"));
       CHECK_FALSE(contains(e.what(), password));
