@@ -33,7 +33,12 @@
 
 #include "aps_auth.hpp"
 
+// pkg-config hiredis gives -I<prefix>/include/hiredis (Debian's 0.14) or -I<prefix>/include (upstream 1.x).
+#if __has_include(<hiredis/hiredis.h>)
 #include <hiredis/hiredis.h>
+#else
+#include <hiredis.h>
+#endif
 
 #include <cerrno>
 #include <algorithm>

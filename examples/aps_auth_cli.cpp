@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -400,6 +401,7 @@ struct TokenPlace {
   std::string name;                         // for messages: the path, or "redis://host:port/db key 'K'"
   std::shared_ptr<auth::TokenStore> store;  // nullptr: neither was given
   std::string login_hint;                   // how to sign in into it (for NotSignedIn)
+  std::function<void()> check_reachable;    // Redis: fails now when it cannot be reached
 };
 
 // --token-file (APS_TOKEN_FILE) or --token-store (APS_TOKEN_STORE) with --token-key; one given on the command
@@ -435,6 +437,7 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
   auto redis = std::make_shared<auth::RedisTokenStore>(url, key, opts);
   place.name = redis->where() + " key '" + key + "'";
   place.login_hint = "aps-auth login --token-store URL --token-key '" + key + "'";
+  place.check_reachable = [redis] { redis->ping(); };
   place.store = std::move(redis);
   return place;
 #else
@@ -491,7 +494,9 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
     std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
               << listener.redirect_uri() << " ...\n";
   };
-  TokenPlace place = token_place(a, cmd, config);  // a bad --token-store fails before the sign-in
+  TokenPlace place = token_place(a, cmd, config);  // a bad or unreachable --token-store fails before the sign-in
+  if (place.check_reachable)
+    place.check_reachable();
   auth::Token token = auth::login(config, opts);
   std::cerr << "Signed in.\n";
   save_then_print(place.name, token, place.store.get());

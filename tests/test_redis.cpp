@@ -397,7 +397,8 @@ TEST_SUITE("redis") {
   // ---- 4. the CLI ---------------------------------------------------------------------------------------------
 
   TEST_CASE("cli: --token-store (APS_TOKEN_STORE) with --token-key: login saves there, access-token and refresh "
-            "use it from other machines, logout revokes and deletes; a password on the command line is refused") {
+            "use it from other machines, logout revokes and deletes; a password on the command line is refused; "
+            "Redis down fails before the sign-in") {
     if (!support::redis_runs_here()) return;
     const std::string cli = support::require_cli();
     support::RedisServer redis;
@@ -483,6 +484,18 @@ TEST_SUITE("redis") {
         30s);
     CHECK(both.exit_code == 2);
     CHECK(contains(both.err, "not both"));
+
+    // Redis down: login fails before any sign-in starts (nothing to lose), naming the server without the password
+    const int closed = support::free_port();
+    support::EnvMap down = env_of(machine_a);
+    down["APS_TOKEN_STORE"] = "redis://:down-pw@127.0.0.1:" + std::to_string(closed) + "/0";
+    const int authorizes = mock.count("authorize");
+    support::RunResult early = support::run_cli({"login", "--no-browser", "--callback-url", callback}, down, 30s);
+    CHECK(early.exit_code == 1);
+    CHECK(contains(early.err, "Redis at redis://127.0.0.1:" + std::to_string(closed) + "/0"));
+    CHECK_FALSE(contains(early.err, "down-pw"));
+    CHECK_FALSE(contains(early.err, "Open this URL"));
+    CHECK(mock.count("authorize") == authorizes);
   }
 
 #ifndef _WIN32

@@ -12,7 +12,12 @@
 #include "network.hpp"
 #include "process.hpp"
 
+// pkg-config hiredis gives -I<prefix>/include/hiredis (Debian's 0.14) or -I<prefix>/include (upstream 1.x).
+#if __has_include(<hiredis/hiredis.h>)
 #include <hiredis/hiredis.h>
+#else
+#include <hiredis.h>
+#endif
 
 #include <chrono>
 #include <memory>
