@@ -2703,11 +2703,12 @@ APS_AUTH_FUNC std::string check_callback(const AuthorizationRequest& request, st
       std::chrono::system_clock::now() > request.created_at + max_age)
     throw Error(ErrorKind::timeout, "the sign-in request is older than " + std::to_string(max_age.count()) +
                                         " s; start the sign-in again");
+  // The fragment first: a '?' inside it is not a query.
+  if (std::size_t hash = callback.find('#'); hash != std::string_view::npos) callback = callback.substr(0, hash);
   if (std::size_t q = callback.find('?'); q != std::string_view::npos) callback = callback.substr(q + 1);
   else if (!callback.empty() && (callback.front() == '/' || callback.substr(0, 7) == "http://" ||
                                   callback.substr(0, 8) == "https://"))
     callback = {};  // a target or URL without a query
-  if (std::size_t hash = callback.find('#'); hash != std::string_view::npos) callback = callback.substr(0, hash);
   auto p = detail::read_callback_params(callback);
   if (!p) throw Error(ErrorKind::bad_response, "the callback is malformed (a broken escape or a parameter given twice)");
   detail::CallbackVerdict v = detail::judge_callback(*p, request);

@@ -10,12 +10,16 @@
 // SPDX-License-Identifier: MIT
 #include "aps_auth.hpp"
 #include "mock_aps_server.hpp"
+#if APS_AUTH_CLI_REDIS
+#include "aps_auth_redis.hpp"  // --token-store redis://... (built with hiredis)
+#endif
 
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -83,10 +87,14 @@ const std::vector<CommandInfo> kCommands = {
      "  --no-browser        do not open a browser: print the URL on stderr and wait\n"
      "  --timeout SECONDS   give up when no callback arrived by then (default: 300)\n"
      "  --token-file PATH   APS_TOKEN_FILE: also save the token there (mode 0600)\n"
+     "  --token-store URL   APS_TOKEN_STORE: redis://[:PASSWORD@]HOST:PORT/DB instead of a token\n"
+     "                      file, shared by every machine using it (a password only in the\n"
+     "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n"
      "\n"
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
-     with_common({"callback-url", "no-browser", "timeout", "token-file"}), cmd_login},
+     with_common({"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key"}),
+     cmd_login},
     {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
      with_common({}), cmd_token},
@@ -97,8 +105,11 @@ const std::vector<CommandInfo> kCommands = {
      "\n"
      "  --refresh-token TOKEN  the refresh token (saved to --token-file too, when given)\n"
      "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file, save the\n"
-     "                         new token there\n",
-     with_common({"refresh-token", "token-file"}), cmd_refresh},
+     "                         new token there\n"
+     "  --token-store URL   APS_TOKEN_STORE: redis://[:PASSWORD@]HOST:PORT/DB instead of a token\n"
+     "                      file, shared by every machine using it (a password only in the\n"
+     "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n",
+     with_common({"refresh-token", "token-file", "token-store", "token-key"}), cmd_refresh},
     {"access-token",
      "only a valid access token, refreshed as needed through a token file\n"
      "                (curl -H \"Authorization: Bearer $(aps-auth access-token)\" ...)",
@@ -107,8 +118,11 @@ const std::vector<CommandInfo> kCommands = {
      "expires within 5 minutes; with a client secret and no token file, a 2-legged token.\n"
      "Processes sharing a token file refresh one at a time.\n"
      "\n"
-     "  --token-file PATH   APS_TOKEN_FILE: the file written by `aps-auth login --token-file`\n",
-     with_common({"token-file"}), cmd_access_token},
+     "  --token-file PATH   APS_TOKEN_FILE: the file written by `aps-auth login --token-file`\n"
+     "  --token-store URL   APS_TOKEN_STORE: redis://[:PASSWORD@]HOST:PORT/DB instead of a token\n"
+     "                      file, shared by every machine using it (a password only in the\n"
+     "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n",
+     with_common({"token-file", "token-store", "token-key"}), cmd_access_token},
     {"revoke", "revoke an access or refresh token",
      "aps-auth revoke --token TOKEN [--token-type-hint access_token|refresh_token]",
      "Revokes a token. Prints nothing; exit 0 on success.\n"
@@ -120,8 +134,11 @@ const std::vector<CommandInfo> kCommands = {
      "aps-auth logout --token-file PATH",
      "Revokes the tokens held in the token file, then deletes the file.\n"
      "\n"
-     "  --token-file PATH   APS_TOKEN_FILE: the token file\n",
-     with_common({"token-file"}), cmd_logout},
+     "  --token-file PATH   APS_TOKEN_FILE: the token file\n"
+     "  --token-store URL   APS_TOKEN_STORE: redis://[:PASSWORD@]HOST:PORT/DB instead of a token\n"
+     "                      file, shared by every machine using it (a password only in the\n"
+     "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n",
+     with_common({"token-file", "token-store", "token-key"}), cmd_logout},
     {"introspect", "ask the server about a token; prints its JSON answer",
      "aps-auth introspect --token TOKEN",
      "Asks the server whether a token is active; prints its JSON answer\n"
@@ -376,7 +393,59 @@ void print_json(const std::string& json) {
 // No token in the token file: the user has not signed in (exit 1, not a usage error).
 struct NotSignedIn {
   std::string path;
+  std::string login_hint;  // "": aps-auth login --token-file '<path>'
 };
+
+// Where the token is kept: a token file, or (built with hiredis) a key in Redis.
+struct TokenPlace {
+  std::string name;                         // for messages: the path, or "redis://host:port/db key 'K'"
+  std::shared_ptr<auth::TokenStore> store;  // nullptr: neither was given
+  std::string login_hint;                   // how to sign in into it (for NotSignedIn)
+  std::function<void()> check_reachable;    // Redis: fails now when it cannot be reached
+};
+
+// --token-file (APS_TOKEN_FILE) or --token-store (APS_TOKEN_STORE) with --token-key; one given on the command
+// line wins over the other's variable. A Redis password is taken from the variable only: command lines are
+// visible to other users.
+TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config& config) {
+  const bool file_arg = a.values.count("token-file") != 0, store_arg = a.values.count("token-store") != 0;
+  if (file_arg && store_arg)
+    throw UsageError{"give --token-file or --token-store, not both", &cmd};
+  std::string file = store_arg ? "" : option(a, "token-file", "APS_TOKEN_FILE");
+  std::string url = file_arg ? "" : option(a, "token-store", "APS_TOKEN_STORE");
+  if (!file.empty() && !url.empty())
+    throw UsageError{"both APS_TOKEN_FILE and APS_TOKEN_STORE are set: choose one with --token-file or "
+                     "--token-store", &cmd};
+  TokenPlace place;
+  if (!file.empty()) {
+    place.name = file;
+    place.store = std::make_shared<auth::FileTokenStore>(file);
+    return place;
+  }
+  if (url.empty())
+    return place;
+  if (store_arg) {
+    const std::size_t start = url.find("://") == std::string::npos ? 0 : url.find("://") + 3;
+    if (url.substr(start, url.find('/', start) - start).find('@') != std::string::npos)
+      throw UsageError{"--token-store with a password: put the URL in APS_TOKEN_STORE instead (command lines "
+                       "are visible to other users)", &cmd};
+  }
+#if APS_AUTH_CLI_REDIS
+  auth::RedisTokenStoreOptions opts;
+  opts.lock_ttl = auth::RedisTokenStore::lock_ttl_for(config);
+  const std::string key = option(a, "token-key", nullptr, auth::RedisTokenStore::default_key(config.client_id));
+  auto redis = std::make_shared<auth::RedisTokenStore>(url, key, opts);
+  place.name = redis->where() + " key '" + key + "'";
+  place.login_hint = "aps-auth login --token-store URL --token-key '" + key + "'";
+  place.check_reachable = [redis] { redis->ping(); };
+  place.store = std::move(redis);
+  return place;
+#else
+  (void)config;
+  throw UsageError{"this aps-auth was built without Redis support (hiredis): --token-store is not available",
+                   &cmd};
+#endif
+}
 
 // Saves the token when a token file is given, then prints it. A failed save still prints the token,
 // so the new (rotated) refresh token is not lost, and then fails.
@@ -392,8 +461,8 @@ void save_then_print(const std::string& token_file, const auth::Token& token,
       }
     } catch (const auth::Error&) {
       print_json(token.to_json());
-      std::cerr << "aps-auth: the token could not be saved to '" << token_file
-                << "'; it is printed on stdout instead: keep it.\n";
+      std::cerr << "aps-auth: the token could not be saved to " << (store ? "" : "'") << token_file
+                << (store ? "" : "'") << "; it is printed on stdout instead: keep it.\n";
       throw;
     }
     std::cerr << "Saved the token to " << token_file << ".\n";
@@ -425,10 +494,12 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
     std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
               << listener.redirect_uri() << " ...\n";
   };
-  std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
+  TokenPlace place = token_place(a, cmd, config);  // a bad or unreachable --token-store fails before the sign-in
+  if (place.check_reachable)
+    place.check_reachable();
   auth::Token token = auth::login(config, opts);
   std::cerr << "Signed in.\n";
-  save_then_print(token_file, token);
+  save_then_print(place.name, token, place.store.get());
   return kExitOk;
 }
 
@@ -451,22 +522,23 @@ std::string required(const Args& a, const std::string& name, const CommandInfo& 
 
 int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   std::string refresh_token = option(a, "refresh-token", nullptr);
-  std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
-  if (refresh_token.empty() && token_file.empty())
-    throw UsageError{"give --refresh-token TOKEN, or --token-file PATH (APS_TOKEN_FILE)", &cmd};
   auth::Config config = make_config(a, cmd, true);
-  if (token_file.empty()) {
+  TokenPlace place = token_place(a, cmd, config);
+  const std::string& token_file = place.name;
+  if (refresh_token.empty() && !place.store)
+    throw UsageError{"give --refresh-token TOKEN, or --token-file PATH (APS_TOKEN_FILE)", &cmd};
+  if (!place.store) {
     print_json(auth::refresh(config, refresh_token).to_json());
     return kExitOk;
   }
   // Read, refresh and write under the file's lock, so that another process sharing the file never
   // refreshes the same (single-use) refresh token.
-  auth::FileTokenStore store(token_file);
+  auth::TokenStore& store = *place.store;
   std::unique_ptr<auth::StoreLock> lock = store.lock();
   if (refresh_token.empty()) {
     auth::Token stored;
     if (!store.load(stored))
-      throw NotSignedIn{token_file};
+      throw NotSignedIn{token_file, place.login_hint};
     if (stored.refresh_token.empty())
       throw auth::Error(auth::ErrorKind::usage,
                         "the token in '" + token_file +
@@ -479,9 +551,10 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_access_token(const Args& a, const CommandInfo& cmd) {
-  std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   auth::Config config = make_config(a, cmd, true);
-  if (token_file.empty()) {
+  TokenPlace place = token_place(a, cmd, config);
+  const std::string& token_file = place.name;
+  if (!place.store) {
     if (config.client_secret.empty())
       throw UsageError{
           "give --token-file PATH (APS_TOKEN_FILE) of a signed-in user, or a client secret for a "
@@ -490,10 +563,10 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
     std::cout << auth::client_credentials(config).access_token << '\n';
     return kExitOk;
   }
-  auto store = std::make_shared<auth::FileTokenStore>(token_file);
+  std::shared_ptr<auth::TokenStore> store = place.store;
   auth::Token stored;
   if (!store->load(stored))
-    throw NotSignedIn{token_file};
+    throw NotSignedIn{token_file, place.login_hint};
   auth::TokenSourceOptions opts;
   // A 2-legged token in the file is renewed with client credentials, not a refresh token.
   opts.client_credentials = stored.refresh_token.empty() && !config.client_secret.empty();
@@ -522,15 +595,16 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_logout(const Args& a, const CommandInfo& cmd) {
-  std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
-  if (token_file.empty())
-    throw UsageError{"missing --token-file PATH (or APS_TOKEN_FILE)", &cmd};
   auth::Config config = make_config(a, cmd, true);
-  auth::FileTokenStore store(token_file);
+  TokenPlace place = token_place(a, cmd, config);
+  const std::string& token_file = place.name;
+  if (!place.store)
+    throw UsageError{"missing --token-file PATH (or APS_TOKEN_FILE)", &cmd};
+  auth::TokenStore& store = *place.store;
   std::unique_ptr<auth::StoreLock> lock = store.lock();
   auth::Token stored;
   if (!store.load(stored)) {
-    std::cerr << "No token file at '" << token_file << "': nothing to sign out.\n";
+    std::cerr << "No token at '" << token_file << "': nothing to sign out.\n";
     return kExitOk;
   }
   try {
@@ -803,8 +877,9 @@ int main(int argc, char** argv) {
       std::cerr << usage();
     return kExitUsage;
   } catch (const NotSignedIn& e) {
-    std::cerr << "aps-auth: no token in '" << e.path
-              << "'; sign in first: aps-auth login --token-file '" << e.path << "'\n";
+    std::cerr << "aps-auth: no token in '" << e.path << "'; sign in first: "
+              << (e.login_hint.empty() ? "aps-auth login --token-file '" + e.path + "'" : e.login_hint)
+              << "\n";
     return kExitFailure;
   } catch (const auth::Error& e) {
     std::cerr << "aps-auth: " << e.what() << '\n';

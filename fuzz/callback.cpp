@@ -1,5 +1,6 @@
 // libFuzzer target: the loopback listener's parser of outside input, detail::evaluate_callback (request line,
-// target, query) on arbitrary request heads. Any process on the machine can send these bytes.
+// target, query) on arbitrary request heads, and check_callback (a web server's check of the same callback) on
+// the head's request target. Any process on the machine, or any browser of a web app, can send these bytes.
 //
 // Input: one flags byte, then the request head.
 //   bit 0: request.require_iss     bit 1: request.state is empty (nothing may ever match)
@@ -11,7 +12,10 @@
 //   - the page contains only the template's own tags: no '<script', no injected markup;
 //   - a code, a failure, or a 200 happen only when the request is a GET on the callback path whose query holds
 //     exactly one `state`, equal to request.state after one percent-decoding (checked by an independent decoder);
-//   - a code and a failure never come together; a code is never empty.
+//   - a code and a failure never come together; a code is never empty;
+//   - check_callback on the target throws only aps::auth::Error, returns a code only when the target's query holds
+//     exactly one `state` equal to request.state, and for a GET on the callback path (no fragment) agrees with
+//     the listener: the same code, the same failure kind, state_mismatch where the listener ignored it.
 #include "aps_auth.hpp"
 #include "fuzz_util.hpp"
 
@@ -100,6 +104,49 @@ bool only_template_tags(const std::string& html) {
   return true;
 }
 
+// check_callback on the head's request target: the same verdict as the listener's, where both see the same thing.
+void check_web_server_view(std::string_view head, std::string_view path, const aps::auth::AuthorizationRequest& request,
+                           const aps::auth::detail::CallbackOutcome& listener) {
+  std::string_view line = head.substr(0, head.find("\r\n"));
+  std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp2 <= sp1) return;
+  const std::string target(line.substr(sp1 + 1, sp2 - sp1 - 1));
+  std::string code;
+  std::optional<aps::auth::Error> error;
+  try {
+    code = aps::auth::check_callback(request, target);
+  } catch (const aps::auth::Error& e) {
+    error = e;
+  } catch (const std::exception& e) {
+    fuzz_util::fail("check_callback threw something else than aps::auth::Error", e.what());
+  }
+  using aps::auth::ErrorKind;
+  const std::string_view target_path = std::string_view(target).substr(0, target.find('?'));
+  // What check_callback promises to read: the query of a target or URL, or the whole text when it is a bare query
+  // string; the fragment never.
+  std::string query = target.substr(0, target.find('#'));
+  if (query.find('?') != std::string::npos)
+    query = query.substr(query.find('?') + 1);
+  else if (!query.empty() && (query[0] == '/' || query.rfind("http://", 0) == 0 || query.rfind("https://", 0) == 0))
+    query.clear();
+  const bool matched = state_matches("GET /q?" + query + " HTTP/1.1", "/q", request.state);
+  if (error) {
+    fuzz_util::check_error(*error);
+  } else {
+    require(!code.empty(), "check_callback returned an empty code");
+    require(matched, "check_callback returned a code although the state did not match exactly", target);
+  }
+  const bool same_view = line.substr(0, sp1) == "GET" && target_path == path && target.find('#') == std::string::npos;
+  if (!same_view) return;
+  if (!listener.code.empty()) require(!error && code == listener.code, "the listener and check_callback disagree on the code", target);
+  if (listener.failure)
+    require(error && error->kind() == listener.failure->kind(), "the listener and check_callback disagree on the failure",
+            target);
+  if (listener.code.empty() && !listener.failure)  // ignored by the listener: not ours, or malformed
+    require(error && (error->kind() == ErrorKind::state_mismatch || error->kind() == ErrorKind::bad_response),
+            "check_callback accepted what the listener ignored", target);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -144,5 +191,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             "unexpected failure kind", aps::auth::to_string(k));
   }
   if (s == 200) require(matched, "status 200 for a request whose state did not match", head);
+  check_web_server_view(head, path, request, *out);
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
+#include "support/browser.hpp"
 #include "support/environment.hpp"
 #include "support/files.hpp"
 #include "support/mock.hpp"
@@ -35,7 +36,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-using support::contains, support::env_or;
+using support::contains, support::png_size;
 
 constexpr auto kSignInBudget = 25s;  // per sign-in: Chromium start + two pages, normally ~3 s
 const char* const kCallbackPath = "/api/auth/callback";
@@ -55,46 +56,17 @@ std::vector<long> processes_mentioning(const std::string& marker) {
   return support::platform::processes_mentioning(marker).value_or(std::vector<long>{});
 }
 
-// Width and height of a PNG file (0, 0 when it is not one).
-std::pair<unsigned, unsigned> png_size(const std::string& p) {
-  std::string b = read_file(p);
-  if (b.size() < 24 || b.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || b.compare(12, 4, "IHDR") != 0) return {0, 0};
-  auto be32 = [&](std::size_t i) {
-    return (static_cast<unsigned>(static_cast<unsigned char>(b[i])) << 24) |
-           (static_cast<unsigned>(static_cast<unsigned char>(b[i + 1])) << 16) |
-           (static_cast<unsigned>(static_cast<unsigned char>(b[i + 2])) << 8) |
-           static_cast<unsigned>(static_cast<unsigned char>(b[i + 3]));
-  };
-  return {be32(16), be32(20)};
-}
-
-struct Tools {
-  std::string chromium, node, cli, driver, out_dir;
+struct Tools : support::BrowserTools {
+  std::string cli;
 };
 
-// Everything the test needs, or a clear failure saying what to install. An override that is set must work.
+// The browser tools, and the CLI under test.
 Tools find_tools() {
   Tools t;
-  const std::string chromium = env_or("APS_AUTH_CHROMIUM", ""), node = env_or("APS_AUTH_NODE", "");
-  if (!chromium.empty() && !support::platform::is_executable(chromium))
-    FAIL("APS_AUTH_CHROMIUM=" << chromium << " is not an executable file");
-  t.chromium = support::find_program({chromium, "chromium", "chromium-browser", "/usr/bin/chromium", "google-chrome",
-                             "google-chrome-stable"});
-  if (t.chromium.empty())
-    FAIL("Chromium not found: install Debian's chromium package (apt-get install chromium), or set "
-         "APS_AUTH_CHROMIUM to a Chromium/Chrome binary");
-  if (!node.empty() && !support::platform::is_executable(node))
-    FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
-  t.node = support::find_program({node, "node", "nodejs"});
-  if (t.node.empty()) FAIL("Node.js not found: install Debian's nodejs package (apt-get install nodejs)");
+  static_cast<support::BrowserTools&>(t) = support::find_browser_tools();
   t.cli = support::find_program({support::cli_path(), support::binary_dir() + "/aps-auth"});
   if (t.cli.empty())
     FAIL("the aps-auth CLI was not found: build it (APS_AUTH_BUILD_EXAMPLES=ON) or set APS_AUTH_CLI");
-  t.driver = support::source_dir() + "/tests/browser/headless_browser.mjs";
-  if (!support::is_file(t.driver)) FAIL("missing " << t.driver << " (set APS_AUTH_SOURCE_DIR)");
-  t.out_dir = support::binary_dir() + "/screenshots";
-  std::error_code ec;
-  std::filesystem::create_directories(t.out_dir, ec);
   return t;
 }
 

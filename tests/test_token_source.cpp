@@ -197,19 +197,6 @@ struct TwoProcesses : ExpiredTokenFile {
 
 }  // namespace
 
-// A test whose forked child makes HTTP calls runs only where that can work; otherwise it says why it did not.
-inline bool fork_with_mock_runs_here() {
-  if (platform::kSanitized) {
-    MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
-    return false;
-  }
-  if (platform::kForkedChildCannotResolve) {
-    MESSAGE(platform::kForkedChildCannotResolveWhy);
-    return false;
-  }
-  return true;
-}
-
 TEST_SUITE("token_source") {
   // ---- 1. threads -------------------------------------------------------------------------------------------
 
@@ -397,7 +384,7 @@ TEST_SUITE("token_source") {
   // POSIX only: fork().
   TEST_CASE_FIXTURE(TwoProcesses, "two forked processes, each a TokenSource over the same expired token file: one "
                                    "refresh, the same token, the newest refresh token saved") {
-    if (!fork_with_mock_runs_here()) return;
+    if (!support::fork_with_mock_runs_here()) return;
     platform::Pipe go;
     auto body = [&](int out) -> int {
       char c = 0;
@@ -671,7 +658,7 @@ TEST_SUITE("token_source") {
 #ifndef _WIN32
   // POSIX only: fork(), permission bits, and (as root) setuid().
   TEST_CASE("a failing save (read-only directory) loses nothing and says so") {
-    if (!fork_with_mock_runs_here()) return;
+    if (!support::fork_with_mock_runs_here()) return;
     aps_mock::Server mock(mock_options());
     TempDir dir;
     const std::string sub = dir.file("ro");

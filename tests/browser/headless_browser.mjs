@@ -4,7 +4,14 @@
 // centre), waits for the page that the sign-in ends on, and records what that page shows:
 //
 //   node headless_browser.mjs --out DIR --name NAME [--click SELECTOR] [--final-prefix URL]
-//                             [--profile DIR] [--timeout SECONDS] [--chromium PATH] URL
+//                             [--detour URL] [--then URL]... [--profile DIR] [--timeout SECONDS]
+//                             [--chromium PATH] URL
+//
+// --detour URL: once the element to click is there, first opens URL in the same tab, records that page in
+// result.detour (NAME.detour.png), goes back to the page to click, and clicks there.
+// --then URL (repeatable): after the final page, opens each URL in the same tab (same cookies) and records
+// the page it shows in result.then[] (NAME.then-N.png). The cookies the browser holds at the end are in
+// result.cookies (name, value, httpOnly, sameSite, secure, path).
 //
 // It drives Chromium through the DevTools protocol over a pipe (--remote-debugging-pipe: JSON messages, each
 // ended by a NUL byte, on file descriptors 3 and 4), so it needs only Node.js (no npm package, no port, no
@@ -31,7 +38,7 @@ const elapsed = () => (Date.now() - started) / 1000;
 // ---- arguments ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const a = { timeout: 40, width: 960, height: 720, chromium: process.env.APS_AUTH_CHROMIUM || '' };
+  const a = { timeout: 40, width: 960, height: 720, chromium: process.env.APS_AUTH_CHROMIUM || '', then: [] };
   const rest = [];
   for (let i = 0; i < argv.length; ++i) {
     const m = /^--([a-z-]+)$/.exec(argv[i]);
@@ -43,6 +50,8 @@ function parseArgs(argv) {
       case 'name': a.name = v; break;
       case 'click': a.click = v; break;
       case 'final-prefix': a.finalPrefix = v; break;
+      case 'then': a.then.push(v); break;
+      case 'detour': a.detour = v; break;
       case 'profile': a.profile = v; break;
       case 'timeout': a.timeout = Number(v); break;
       case 'chromium': a.chromium = v; break;
@@ -148,6 +157,9 @@ const result = {
   steps: [],          // [seconds since start, what happened]
   consent: null,      // the page clicked on
   final: null,        // the page the sign-in ended on
+  detour: null,       // the page of --detour
+  then: [],           // the pages of --then, in order
+  cookies: [],        // the cookies held at the end
   navigations: [],    // main-frame URLs, in order
   requests: [],       // every URL the page asked for
   dialogs: [],        // alert/confirm/prompt opened by the page (none expected)
@@ -324,6 +336,19 @@ async function drive(cdp) {
       })(),
     };
   })()`);
+  // Opens url in the tab and returns what the new document shows.
+  const visit = async (url) => {
+    step(`navigate ${url}`);
+    const before = await evaluate('performance.timeOrigin');
+    const n = await S('Page.navigate', { url });
+    if (n.errorText) throw new Error(`navigation to ${url} failed: ${n.errorText}`);
+    await waitFor(`the page of ${url}`,
+      `performance.timeOrigin !== ${JSON.stringify(before)} && document.readyState === 'complete'`);
+    const page = await snapshot();
+    delete page.html;
+    step(`page ${page.url} "${page.title}"`);
+    return page;
+  };
   const screenshot = async (to) => {
     const { data } = await S('Page.captureScreenshot', { format: 'png' });
     fs.writeFileSync(to, Buffer.from(data, 'base64'));
@@ -338,6 +363,13 @@ async function drive(cdp) {
   if (args.click) {
     const sel = JSON.stringify(args.click);
     await waitFor(`the element ${args.click}`, `!!document.querySelector(${sel})`);
+    if (args.detour) {
+      const back = await evaluate('location.href');
+      result.detour = await visit(args.detour);
+      await screenshot(file('.detour.png'));
+      await visit(back);
+      await waitFor(`the element ${args.click} again`, `!!document.querySelector(${sel})`);
+    }
     const consent = await snapshot();
     delete consent.html;
     result.consent = consent;
@@ -368,6 +400,14 @@ async function drive(cdp) {
   result.final = fin;
   await screenshot(file('.png'));
   step(`final page ${fin.url} "${fin.title}"`);
+
+  for (const [i, url] of args.then.entries()) {
+    result.then.push(await visit(url));
+    await screenshot(file(`.then-${i + 1}.png`));
+  }
+  const { cookies } = await S('Network.getCookies', {});
+  result.cookies = cookies.map((c) => ({ name: c.name, value: c.value, httpOnly: c.httpOnly,
+    sameSite: c.sameSite || '', secure: c.secure, path: c.path }));
 }
 
 run()

@@ -5,10 +5,13 @@
 #ifndef APS_AUTH_TESTS_SUPPORT_MOCK_HPP
 #define APS_AUTH_TESTS_SUPPORT_MOCK_HPP
 
+#include <doctest/doctest.h>
+
 #include "aps_auth.hpp"
 #include "examples/mock_aps_server.hpp"
 #include "environment.hpp"
 #include "files.hpp"
+#include "platform.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -228,6 +231,22 @@ inline std::set<std::string> secrets_received_by(const aps_mock::Server& server)
   s.erase("");
   return s;
 }
+
+#ifndef _WIN32
+// A test whose forked child makes HTTP calls (to the mock, which runs in the parent) runs only where that can
+// work; otherwise it says why it did not.
+inline bool fork_with_mock_runs_here() {
+  if (platform::kSanitized) {
+    MESSAGE("not run under a sanitizer: fork() with the mock's threads running can deadlock there");
+    return false;
+  }
+  if (platform::kForkedChildCannotResolve) {
+    MESSAGE(platform::kForkedChildCannotResolveWhy);
+    return false;
+  }
+  return true;
+}
+#endif
 
 }  // namespace support
 
