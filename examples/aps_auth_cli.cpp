@@ -11,11 +11,16 @@
 #include "aps_auth.hpp"
 #include "mock_aps_server.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -52,6 +57,7 @@ struct CommandInfo {
 };
 
 int cmd_login(const Args& a, const CommandInfo& cmd);
+int cmd_status(const Args& a, const CommandInfo& cmd);
 int cmd_token(const Args& a, const CommandInfo& cmd);
 int cmd_refresh(const Args& a, const CommandInfo& cmd);
 int cmd_access_token(const Args& a, const CommandInfo& cmd);
@@ -87,6 +93,17 @@ const std::vector<CommandInfo> kCommands = {
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
      with_common({"callback-url", "no-browser", "timeout", "token-file"}), cmd_login},
+    {"status", "who is signed in, with which scopes, until when; exit 1 when not signed in",
+     "aps-auth status [--token-file PATH] [--json]",
+     "Tells who is signed in (name, email, id: from the stored id_token once its signature is\n"
+     "verified, else from one userinfo call when the scopes allow it), the scopes, when the access\n"
+     "token expires, the age of the refresh token against APS's 15-day limit, and the token file\n"
+     "with its permissions. Prints no token. Exit 0 when the token is usable (valid, or renewable\n"
+     "with its refresh token), 1 when not signed in or expired beyond refresh.\n"
+     "\n"
+     "  --token-file PATH   APS_TOKEN_FILE: the token file\n"
+     "  --json              the same on stdout as JSON\n",
+     with_common({"token-file", "json"}), cmd_status},
     {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
      with_common({}), cmd_token},
@@ -160,7 +177,7 @@ const CommandInfo* find_command(const std::string& name) {
 
 // Options that take a value; the rest are switches.
 bool takes_value(const std::string& name) {
-  return name != "no-browser" && name != "browser" && name != "help";
+  return name != "no-browser" && name != "browser" && name != "help" && name != "json";
 }
 
 bool known_option(const std::string& name) {
@@ -427,6 +444,10 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   };
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   auth::Token token = auth::login(config, opts);
+  if (token.scope.empty()) {  // APS grants the scopes asked for and its answer may not repeat them: keep them
+    for (const auto& s : config.scopes)
+      token.scope += (token.scope.empty() ? "" : " ") + s;
+  }
   std::cerr << "Signed in.\n";
   save_then_print(token_file, token);
   return kExitOk;
@@ -463,8 +484,8 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   // refreshes the same (single-use) refresh token.
   auth::FileTokenStore store(token_file);
   std::unique_ptr<auth::StoreLock> lock = store.lock();
+  auth::Token stored;
   if (refresh_token.empty()) {
-    auth::Token stored;
     if (!store.load(stored))
       throw NotSignedIn{token_file};
     if (stored.refresh_token.empty())
@@ -474,7 +495,10 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
                             "token?); sign in with `aps-auth login --token-file`");
     refresh_token = stored.refresh_token;
   }
-  save_then_print(token_file, auth::refresh(config, refresh_token), &store);
+  auth::Token next = auth::refresh(config, refresh_token);
+  if (next.refresh_token == stored.refresh_token)  // not rotated: the same refresh token, as old as it was
+    next.refresh_token_obtained_at = stored.refresh_token_obtained_at;
+  save_then_print(token_file, next, &store);
   return kExitOk;
 }
 
@@ -549,6 +573,212 @@ int cmd_logout(const Args& a, const CommandInfo& cmd) {
   store.clear();
   std::cerr << "Signed out: the token was revoked and '" << token_file << "' deleted.\n";
   return kExitOk;
+}
+
+// ---- status -------------------------------------------------------------------------------------
+
+// APS refresh tokens live 15 days.
+constexpr std::chrono::hours kRefreshTokenLifetime(15 * 24);
+
+// "3 d 4 h", "2 h 5 min", "4 min 10 s": a duration for people, two units at most.
+std::string human_duration(std::chrono::seconds d) {
+  long long s = d.count() < 0 ? -d.count() : d.count();
+  const long long days = s / 86400, hours = s % 86400 / 3600, minutes = s % 3600 / 60, secs = s % 60;
+  if (days > 0)
+    return std::to_string(days) + " d " + std::to_string(hours) + " h";
+  if (hours > 0)
+    return std::to_string(hours) + " h " + std::to_string(minutes) + " min";
+  if (minutes > 0)
+    return std::to_string(minutes) + " min " + std::to_string(secs) + " s";
+  return std::to_string(secs) + " s";
+}
+
+// "2026-12-02 08:10:00 UTC", in the local time zone.
+std::string local_time(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  char buf[64] = "";
+  if (const std::tm* tm = std::localtime(&tt))
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", tm);
+  return buf;
+}
+
+long long epoch_seconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// Who a token belongs to, and where that was read.
+struct SignedInUser {
+  std::string name, email, sub;
+  std::string source;  // "id_token" (verified) or "userinfo"; empty when unknown
+  std::string note;    // why it is unknown
+};
+
+bool has_scope(const std::string& scopes, const std::string& wanted) {
+  for (const auto& s : split_scopes(scopes))
+    if (s == wanted)
+      return true;
+  return false;
+}
+
+// The stored id_token's claims once verified (signature, issuer, audience; an old id_token is accepted: the
+// claims only name the user), else one userinfo call when the token's scopes allow it.
+SignedInUser signed_in_user(const Args& a, const CommandInfo& cmd, const auth::Token& token) {
+  SignedInUser u;
+  try {
+    auth::Config config = make_config(a, cmd, false);
+    if (!token.id_token.empty() && !config.client_id.empty()) {
+      try {
+        auth::IdTokenClaims c =
+            auth::verify_id_token(config, token.id_token, "", std::chrono::hours(24 * 366));
+        u = {c.name, c.email, c.subject, "id_token", ""};
+        return u;
+      } catch (const auth::Error& e) {
+        u.note = std::string("the id_token could not be verified: ") + e.what();
+      }
+    }
+    const bool allowed = has_scope(token.scope, "user-profile:read") || has_scope(token.scope, "openid");
+    if (!allowed || token.expired()) {
+      if (u.note.empty())
+        u.note = !allowed ? "no id_token, and the scopes do not allow userinfo (user-profile:read)"
+                          : "no id_token, and the access token has expired (userinfo needs a valid one)";
+      return u;
+    }
+    auth::UserInfo info = auth::userinfo(config, token.access_token);
+    return {info.name, info.email, info.sub, "userinfo", ""};
+  } catch (const auth::Error& e) {
+    u.note = e.what();
+  }
+  return u;
+}
+
+// The token file's permissions: "0600", and whether only its owner can use it.
+struct FileAccess {
+  std::string mode;  // octal; empty when it could not be read
+  bool owner_only = false;
+  bool link = false;
+};
+
+FileAccess file_access(const std::string& path) {
+  namespace fs = std::filesystem;
+  FileAccess f;
+  std::error_code ec;
+  fs::file_status st = fs::symlink_status(path, ec);
+  if (ec)
+    return f;
+  f.link = fs::is_symlink(st);
+  const auto p = static_cast<unsigned>(st.permissions()) & 0777u;
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", p);
+  f.mode = buf;
+  f.owner_only = (p & 077u) == 0;
+  return f;
+}
+
+int cmd_status(const Args& a, const CommandInfo& cmd) {
+  using namespace std::chrono;
+  const std::string token_file = option(a, "token-file", "APS_TOKEN_FILE", auth::FileTokenStore::default_path());
+  const bool as_json = flag(a, "json");
+  nlohmann::ordered_json j;
+  j["token_file"] = token_file;
+  const FileAccess access = file_access(token_file);
+  std::string permission_problem;
+  auth::Token token;
+  bool stored = false;
+  try {
+    auth::FileTokenStore store(token_file, auth::FileTokenStore::OpenPermissions::warn,
+                               [&](const std::string& m) { permission_problem = m; });
+    stored = store.load(token);
+  } catch (const auth::Error& e) {
+    if (as_json) {
+      j["signed_in"] = false;
+      j["usable"] = false;
+      j["problem"] = e.what();
+      print_json(j.dump());
+    }
+    throw;
+  }
+  if (!stored) {
+    j["signed_in"] = false;
+    j["usable"] = false;
+    if (as_json)
+      print_json(j.dump());
+    std::cerr << "Not signed in: no token in '" << token_file << "'. Sign in: aps-auth login\n";
+    return kExitFailure;
+  }
+
+  const auto now = system_clock::now();
+  const bool access_valid = !token.expired();
+  const bool has_refresh = !token.refresh_token.empty();
+  const bool age_known = token.refresh_token_obtained_at != system_clock::time_point{};
+  const auto refresh_ends = token.refresh_token_obtained_at + kRefreshTokenLifetime;
+  const bool refresh_usable = has_refresh && (!age_known || now < refresh_ends);
+  const bool usable = permission_problem.empty() && (access_valid || refresh_usable);
+  const SignedInUser user = signed_in_user(a, cmd, token);
+
+  j["signed_in"] = true;
+  j["usable"] = usable;
+  if (!user.source.empty())
+    j["user"] = {{"name", user.name}, {"email", user.email}, {"sub", user.sub}, {"source", user.source}};
+  else
+    j["user"] = nullptr;
+  if (!user.note.empty())
+    j["user_note"] = user.note;
+  j["scopes"] = split_scopes(token.scope);
+  j["access_token"] = {{"expires_at", epoch_seconds(token.expires_at)},
+                       {"expires_in", duration_cast<seconds>(token.expires_at - now).count()},
+                       {"expired", !access_valid}};
+  nlohmann::ordered_json rt = {{"present", has_refresh}};
+  if (has_refresh && age_known) {
+    rt["obtained_at"] = epoch_seconds(token.refresh_token_obtained_at);
+    rt["age"] = duration_cast<seconds>(now - token.refresh_token_obtained_at).count();
+    rt["expires_at"] = epoch_seconds(refresh_ends);
+  }
+  j["refresh_token"] = rt;
+  j["file_mode"] = access.mode;
+  j["file_owner_only"] = access.owner_only;
+  if (!permission_problem.empty())
+    j["problem"] = permission_problem;
+  if (as_json)
+    print_json(j.dump());
+
+  std::ostringstream out;
+  out << "Token file:     " << token_file;
+  if (!access.mode.empty())
+    out << " (mode " << access.mode << (access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
+  out << "\nSigned in as:   ";
+  if (user.source.empty()) {
+    out << "unknown (" << user.note << ")";
+  } else {
+    if (!user.name.empty())
+      out << user.name << (user.email.empty() ? "" : " <" + user.email + ">");
+    else
+      out << (user.email.empty() ? user.sub : user.email);
+    out << " (id " << user.sub << "; from " << (user.source == "id_token" ? "the verified id_token" : "userinfo")
+        << ")";
+  }
+  out << "\nScopes:         " << (token.scope.empty() ? "(not recorded)" : token.scope);
+  const auto left = duration_cast<seconds>(token.expires_at - now);
+  out << "\nAccess token:   "
+      << (access_valid ? "valid for " + human_duration(left) : "expired " + human_duration(left) + " ago")
+      << " (" << (access_valid ? "until " : "at ") << local_time(token.expires_at) << ")";
+  out << "\nRefresh token:  ";
+  if (!has_refresh)
+    out << "none" << (token.id_token.empty() ? " (a 2-legged token?)" : "");
+  else if (!age_known)
+    out << "present, age unknown (saved without its time); APS refresh tokens live 15 days";
+  else if (refresh_usable)
+    out << "present, obtained " << human_duration(duration_cast<seconds>(now - token.refresh_token_obtained_at))
+        << " ago; usable for " << human_duration(duration_cast<seconds>(refresh_ends - now))
+        << " more (APS: 15 days)";
+  else
+    out << "older than APS's 15 days (obtained " << local_time(token.refresh_token_obtained_at) << ")";
+  out << '\n';
+  if (!permission_problem.empty())
+    out << "Problem:        " << permission_problem << '\n';
+  if (!usable)
+    out << "Not usable: sign in again (aps-auth login).\n";
+  std::cerr << out.str();
+  return usable ? kExitOk : kExitFailure;
 }
 
 int cmd_revoke(const Args& a, const CommandInfo& cmd) {

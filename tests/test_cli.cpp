@@ -664,6 +664,120 @@ TEST_SUITE("cli") {
     CHECK(again.exit_code == 0);
   }
 
+  TEST_CASE("cli: status tells who, which scopes, until when; exit 0 only with a usable token; no token shown") {
+    require_cli();
+    Fixture f;
+    const std::string file = f.dir.file("state/aps-auth/work.json");
+    auto e = browser_env(f);
+    e["APS_TOKEN_FILE"] = file;
+
+    // Nobody signed in yet.
+    Run none = f.run({"status"}, e);
+    {
+      INFO(none.describe());
+      CHECK(none.exit_code == 1);
+      CHECK(contains(none.err, "Not signed in"));
+      CHECK(contains(none.err, "aps-auth login"));
+      CHECK(none.out.empty());
+    }
+    Run none_json = f.run({"status", "--json"}, e);
+    CHECK(none_json.exit_code == 1);
+    CHECK(parse_object(none_json)["signed_in"] == false);
+
+    Run login = f.run({"login", "--scopes", "data:read openid", "--timeout", "20"}, e);
+    INFO(login.describe());
+    REQUIRE(login.exit_code == 0);
+    const std::set<std::string> tokens = support::printed_tokens(login.out);
+    REQUIRE(tokens.size() == 3);
+
+    // The name from the verified id_token; the scopes; the expiry; the refresh token's age; the file.
+    Run status = f.run({"status"}, e);
+    {
+      INFO(status.describe());
+      CHECK(status.exit_code == 0);
+      CHECK(status.out.empty());  // for people: stderr only
+      // The mock's id_token has no name claim: its email names the user.
+      CHECK(contains(status.err, "Signed in as:   mock.user@example.com (id MOCKAPSUSER1; from the verified "
+                                 "id_token)"));
+      CHECK(contains(status.err, "Scopes:         data:read openid"));
+      CHECK(contains(status.err, "Access token:   valid for 59 min"));
+      CHECK(contains(status.err, "Refresh token:  present, obtained "));
+      CHECK(contains(status.err, "(APS: 15 days)"));
+      CHECK(contains(status.err, file + " (mode 0600, owner only)"));
+    }
+    Run status_json = f.run({"status", "--json"}, e);
+    {
+      INFO(status_json.describe());
+      CHECK(status_json.exit_code == 0);
+      json j = parse_object(status_json);
+      CHECK(j["signed_in"] == true);
+      CHECK(j["usable"] == true);
+      CHECK(j["token_file"] == file);
+      CHECK(j["file_mode"] == "0600");
+      CHECK(j["user"]["email"] == "mock.user@example.com");
+      CHECK(j["user"]["sub"] == "MOCKAPSUSER1");
+      CHECK(j["user"]["source"] == "id_token");
+      CHECK(j["scopes"] == json::array({"data:read", "openid"}));
+      CHECK(j["access_token"]["expired"] == false);
+      CHECK(j["access_token"]["expires_in"].get<long long>() > 3500);
+      CHECK(j["refresh_token"]["present"] == true);
+      CHECK(j["refresh_token"]["age"].get<long long>() < 600);
+      CHECK(j["refresh_token"]["expires_at"].get<long long>() ==
+            j["refresh_token"]["obtained_at"].get<long long>() + 15 * 86400);
+      for (const auto& t : tokens)
+        CHECK_MESSAGE(!contains(status_json.out, t), "a token in status --json");
+    }
+
+    // Without an id_token, one userinfo call when the scopes allow it.
+    json saved = read_json_file(file);
+    json profile_only = f.server.issue_tokens(kClient, "data:read user-profile:read");
+    profile_only["expires_at"] = unix_now() + 3000;
+    profile_only["scope"] = "data:read user-profile:read";
+    profile_only["refresh_token_obtained_at"] = unix_now() - 3 * 86400;
+    write_token_file(file, profile_only);
+    const int userinfos = f.server.count("userinfo");
+    Run by_userinfo = f.run({"status", "--json"}, e);
+    {
+      INFO(by_userinfo.describe());
+      CHECK(by_userinfo.exit_code == 0);
+      json j = parse_object(by_userinfo);
+      CHECK(j["user"]["source"] == "userinfo");
+      CHECK(j["user"]["name"] == "Mock User");
+      CHECK(f.server.count("userinfo") == userinfos + 1);
+      CHECK(j["refresh_token"]["age"].get<long long>() >= 3 * 86400);
+    }
+
+    // An expired access token with a refresh token still inside its 15 days: usable (access-token renews it).
+    json expired = saved;
+    expired["expires_at"] = unix_now() - 600;
+    write_token_file(file, expired);
+    Run renewable = f.run({"status"}, e);
+    CHECK(renewable.exit_code == 0);
+    CHECK(contains(renewable.err, "expired 10 min"));
+
+    // ... beyond its 15 days: expired beyond refresh, exit 1.
+    expired["refresh_token_obtained_at"] = unix_now() - 16 * 86400;
+    write_token_file(file, expired);
+    Run dead = f.run({"status"}, e);
+    {
+      INFO(dead.describe());
+      CHECK(dead.exit_code == 1);
+      CHECK(contains(dead.err, "older than APS's 15 days"));
+      CHECK(contains(dead.err, "sign in again"));
+    }
+
+    // A file others can read is reported, and not usable (the other commands refuse it).
+    write_token_file(file, saved);
+    support::write_file(file, support::read_file(file).value_or(""), 0644);
+    Run shared = f.run({"status"}, e);
+    {
+      INFO(shared.describe());
+      CHECK(shared.exit_code == 1);
+      CHECK(contains(shared.err, "mode 0644, OTHERS CAN READ IT"));
+      CHECK(contains(shared.err, "chmod 600"));
+    }
+  }
+
   TEST_CASE("cli: a token that cannot be saved is printed, not lost") {
     require_cli();
     Fixture f;
