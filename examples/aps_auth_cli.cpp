@@ -66,9 +66,10 @@ int cmd_logout(const Args& a, const CommandInfo& cmd);
 int cmd_introspect(const Args& a, const CommandInfo& cmd);
 int cmd_userinfo(const Args& a, const CommandInfo& cmd);
 int cmd_demo(const Args& a, const CommandInfo& cmd);
+int cmd_profile(const Args& a, const CommandInfo& cmd);
 
 const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes",
-                                          "base-url",  "issuer",        "ca-file"};
+                                          "base-url",  "issuer",        "ca-file", "profile"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -88,11 +89,14 @@ const std::vector<CommandInfo> kCommands = {
      "                      must match the callback URL registered for the app exactly\n"
      "  --no-browser        do not open a browser: print the URL on stderr and wait\n"
      "  --timeout SECONDS   give up when no callback arrived by then (default: 300)\n"
-     "  --token-file PATH   APS_TOKEN_FILE: also save the token there (mode 0600)\n"
+     "  --token-file PATH   APS_TOKEN_FILE: save the token there (mode 0600) instead of in the\n"
+     "                      profile's token file\n"
+     "  --save-profile      save the settings used (client id, scopes, callback URL, base URL,\n"
+     "                      issuer; never the secret) as the profile's, after a sign-in succeeded\n"
      "\n"
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
-     with_common({"callback-url", "no-browser", "timeout", "token-file"}), cmd_login},
+     with_common({"callback-url", "no-browser", "timeout", "token-file", "save-profile"}), cmd_login},
     {"status", "who is signed in, with which scopes, until when; exit 1 when not signed in",
      "aps-auth status [--token-file PATH] [--json]",
      "Tells who is signed in (name, email, id: from the stored id_token once its signature is\n"
@@ -166,6 +170,27 @@ const std::vector<CommandInfo> kCommands = {
      "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
      {"browser", "no-browser", "timeout", "scopes"},
      cmd_demo},
+    {"profile", "list the profiles, or save settings for one (profile list | profile set ...)",
+     "aps-auth profile list|set [--profile NAME] [--client-id ID] [--scopes \"A B\"] ...",
+     "A profile is a name (--profile NAME, else APS_PROFILE, else \"default\") for a token file\n"
+     "and saved settings, so that two apps (a test one, a production one) need no flags:\n"
+     "  token file  $XDG_STATE_HOME/aps-auth/NAME.json (else ~/.local/state/...); the profile\n"
+     "              \"default\" keeps the library's default file, token.json\n"
+     "  settings    $XDG_CONFIG_HOME/aps-auth/profiles.json (else ~/.config/...), mode 0600:\n"
+     "              client id, scopes, callback URL, base URL, issuer; never the secret\n"
+     "Options and environment variables win over the saved settings.\n"
+     "\n"
+     "  profile list        the profiles, their settings and whether they are signed in\n"
+     "                      (--json: as JSON on stdout)\n"
+     "  profile set         saves the settings given as options for --profile NAME:\n"
+     "                      --client-id, --scopes, --callback-url, --base-url, --issuer\n"
+     "                      (an empty value removes one)\n",
+     {"profile", "client-id", "scopes", "callback-url", "base-url", "issuer", "json"}, cmd_profile},
+};
+
+// The words a command takes after its name (`aps-auth profile list`); the other commands take none.
+const std::map<std::string, std::vector<std::string>> kOperands = {
+    {"profile", {"list", "set"}},
 };
 
 const CommandInfo* find_command(const std::string& name) {
@@ -177,7 +202,8 @@ const CommandInfo* find_command(const std::string& name) {
 
 // Options that take a value; the rest are switches.
 bool takes_value(const std::string& name) {
-  return name != "no-browser" && name != "browser" && name != "help" && name != "json";
+  return name != "no-browser" && name != "browser" && name != "help" && name != "json" &&
+         name != "save-profile";
 }
 
 bool known_option(const std::string& name) {
@@ -217,6 +243,9 @@ std::string usage() {
          "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
          "  --ca-file PATH          APS_CA_FILE: extra trusted CA certificates (PEM);\n"
          "                          SSL_CERT_FILE is honoured too\n"
+         "  --profile NAME          APS_PROFILE (default: default): the token file and the saved\n"
+         "                          settings to use (see `aps-auth profile --help`); options and\n"
+         "                          variables win over the saved settings\n"
          "\n"
          "Run `aps-auth COMMAND --help` for the options of one command.\n"
          "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
@@ -226,10 +255,10 @@ void print_command_help(std::ostream& out, const CommandInfo& c) {
   out << "usage: " << c.synopsis << " [OPTIONS]\n\n" << c.details;
   bool common = false;
   for (const auto& o : c.options)
-    common = common || o == "client-id";
+    common = common || o == "client-secret";
   if (common)
     out << "\ncommon options: --client-id, --client-secret, --scopes, --base-url, --issuer,\n"
-           "--ca-file (see `aps-auth --help`).\n";
+           "--ca-file, --profile (see `aps-auth --help`).\n";
 }
 
 // A usage error: message and usage on stderr, exit 2.
@@ -252,9 +281,12 @@ std::string shown(const std::string& word) {
 
 struct Args {
   std::string command;
+  std::string operand;  // the word after the command, for those of kOperands
   std::map<std::string, std::string> values;  // options given, switches as "1"
   bool help = false;
   bool version = false;
+  std::string profile_name;                     // --profile, APS_PROFILE, else "default"
+  std::map<std::string, std::string> profile;  // the settings saved for it, by option name
 };
 
 // Takes the option argv[i] ("--name", "--name=value", or "--name" then the value in argv[i + 1],
@@ -307,6 +339,13 @@ Args parse_args(int argc, char** argv) {
         throw UsageError{"unknown command " + shown(arg), nullptr};
       continue;
     }
+    if (auto ops = kOperands.find(a.command); ops != kOperands.end() && a.operand.empty()) {
+      for (const auto& op : ops->second)
+        if (arg == op)
+          a.operand = arg;
+      if (!a.operand.empty())
+        continue;
+    }
     if (a.command == "help" && find_command(arg)) {  // `aps-auth help login`
       a.command = arg;
       a.help = true;
@@ -327,7 +366,8 @@ std::string env_or_empty(const char* name) {
   return v ? std::string(v) : std::string();
 }
 
-// The option's value, else its environment variable's (when not empty), else the default.
+// The option's value, else its environment variable's (when not empty), else the profile's saved
+// setting, else the default.
 std::string option(const Args& a, const std::string& name, const char* env_name,
                    const std::string& fallback = "") {
   if (auto it = a.values.find(name); it != a.values.end())
@@ -337,6 +377,8 @@ std::string option(const Args& a, const std::string& name, const char* env_name,
     if (!v.empty())
       return v;
   }
+  if (auto it = a.profile.find(name); it != a.profile.end() && !it->second.empty())
+    return it->second;
   return fallback;
 }
 
@@ -361,6 +403,105 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
     throw UsageError{"--timeout needs a positive number of seconds (got " + shown(text) + ")",
                      &cmd};
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
+}
+
+// ---- profiles -----------------------------------------------------------------------------------
+
+// The settings a profile saves, by option name, with their environment variables. Never the secret.
+const std::vector<std::pair<std::string, const char*>> kProfileSettings = {
+    {"client-id", "APS_CLIENT_ID"}, {"scopes", "APS_SCOPES"},   {"callback-url", "APS_CALLBACK_URL"},
+    {"base-url", "APS_BASE_URL"},   {"issuer", "APS_ISSUER"}};
+
+// A name that is a plain file name: letters, digits, '.', '_', '-', not starting with '.'; not "token"
+// (the default profile's file).
+bool valid_profile_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 64 && name.front() != '.' && name != "token";
+  for (char c : name)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  return ok;
+}
+
+// The profile's token file: "default" keeps the library's default (FileTokenStore::default_path(), the file
+// programs using the library read), the others $XDG_STATE_HOME/aps-auth/NAME.json.
+std::string profile_token_file(const std::string& name) {
+  return name == "default" ? auth::FileTokenStore::default_path() : auth::FileTokenStore::default_path(name);
+}
+
+// The token file: --token-file, else APS_TOKEN_FILE, else the profile's.
+std::string token_file_of(const Args& a) {
+  return option(a, "token-file", "APS_TOKEN_FILE", profile_token_file(a.profile_name));
+}
+
+// $XDG_CONFIG_HOME/aps-auth/profiles.json, else ~/.config/aps-auth/profiles.json (%APPDATA% on Windows).
+std::string profiles_path() {
+  std::string base = env_or_empty("XDG_CONFIG_HOME");
+  if (base.empty() || base.front() != '/') {
+#ifdef _WIN32
+    base = env_or_empty("APPDATA");
+#else
+    const std::string home = env_or_empty("HOME");
+    base = home.empty() ? "" : home + "/.config";
+#endif
+  }
+  if (base.empty())
+    throw auth::Error(auth::ErrorKind::usage,
+                      "neither XDG_CONFIG_HOME nor HOME is set: no place for the profiles' settings");
+  return base + "/aps-auth/profiles.json";
+}
+
+// profiles.json: {"profiles": {"NAME": {"client-id": "...", "scopes": "...", ...}}}; empty when missing.
+// Read and written with the library's owner-only file helpers (atomic replace, mode 0600 from creation).
+nlohmann::json load_profiles(const std::string& path) {
+  auth::detail::FileContent file;
+  if (!auth::detail::read_file_if_exists(path, file))
+    return {{"profiles", nlohmann::json::object()}};
+  if (file.shared)  // no secret in it, but the file is meant to be the owner's only
+    std::cerr << "aps-auth: '" << path << "' is accessible by other users (" << file.access
+              << "); run: chmod 600 '" << path << "'\n";
+  nlohmann::json j = nlohmann::json::parse(file.text, nullptr, false);
+  if (!j.is_object() || !j.contains("profiles") || !j["profiles"].is_object())
+    throw auth::Error(auth::ErrorKind::io,
+                      "'" + path + "' is not a profiles file ({\"profiles\": {...}}); fix or delete it");
+  return j;
+}
+
+void save_profiles(const std::string& path, const nlohmann::json& profiles) {
+  auth::detail::replace_file(path, profiles.dump(2) + "\n");
+}
+
+// Selects the profile (--profile, APS_PROFILE, "default") and reads its saved settings into a.profile.
+void load_profile(Args& a, const CommandInfo& cmd) {
+  a.profile_name = option(a, "profile", "APS_PROFILE", "default");
+  if (!valid_profile_name(a.profile_name))
+    throw UsageError{"--profile needs a name of letters, digits, '.', '_', '-' (not \"token\"); got " +
+                         shown(a.profile_name),
+                     &cmd};
+  const nlohmann::json all = load_profiles(profiles_path());
+  auto it = all["profiles"].find(a.profile_name);
+  if (it == all["profiles"].end() || !it->is_object())
+    return;
+  for (const auto& [name, env_name] : kProfileSettings) {
+    (void)env_name;
+    if (auto v = it->find(name); v != it->end() && v->is_string())
+      a.profile[name] = v->get<std::string>();
+  }
+}
+
+// Saves `settings` (option name -> value; an empty value removes the setting) for the profile.
+void save_profile_settings(const Args& a, const std::map<std::string, std::string>& settings) {
+  const std::string path = profiles_path();
+  nlohmann::json all = load_profiles(path);
+  nlohmann::json& p = all["profiles"][a.profile_name];
+  if (!p.is_object())
+    p = nlohmann::json::object();
+  for (const auto& [name, value] : settings) {
+    if (value.empty())
+      p.erase(name);
+    else
+      p[name] = value;
+  }
+  save_profiles(path, all);
+  std::cerr << "Saved the settings of profile '" << a.profile_name << "' to " << path << ".\n";
 }
 
 // Config from the options and the environment. Discovery (--issuer) talks to the network, so it can
@@ -442,7 +583,7 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
     std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
               << listener.redirect_uri() << " ...\n";
   };
-  std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
+  const std::string token_file = token_file_of(a);
   auth::Token token = auth::login(config, opts);
   if (token.scope.empty()) {  // APS grants the scopes asked for and its answer may not repeat them: keep them
     for (const auto& s : config.scopes)
@@ -450,6 +591,12 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   }
   std::cerr << "Signed in.\n";
   save_then_print(token_file, token);
+  if (flag(a, "save-profile")) {
+    std::map<std::string, std::string> used;
+    for (const auto& [name, env_name] : kProfileSettings)
+      used[name] = option(a, name, env_name);
+    save_profile_settings(a, used);
+  }
   return kExitOk;
 }
 
@@ -472,9 +619,10 @@ std::string required(const Args& a, const std::string& name, const CommandInfo& 
 
 int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   std::string refresh_token = option(a, "refresh-token", nullptr);
+  // A refresh token given alone is only printed (as before profiles); else the profile's file is used.
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   if (refresh_token.empty() && token_file.empty())
-    throw UsageError{"give --refresh-token TOKEN, or --token-file PATH (APS_TOKEN_FILE)", &cmd};
+    token_file = token_file_of(a);
   auth::Config config = make_config(a, cmd, true);
   if (token_file.empty()) {
     print_json(auth::refresh(config, refresh_token).to_json());
@@ -505,6 +653,14 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
 int cmd_access_token(const Args& a, const CommandInfo& cmd) {
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   auth::Config config = make_config(a, cmd, true);
+  // No file named: the profile's, unless it holds nothing and a client secret asks for a 2-legged token.
+  if (token_file.empty()) {
+    const std::string profile_file = profile_token_file(a.profile_name);
+    std::error_code ec;
+    if (config.client_secret.empty() ||
+        std::filesystem::symlink_status(profile_file, ec).type() != std::filesystem::file_type::not_found)
+      token_file = profile_file;
+  }
   if (token_file.empty()) {
     if (config.client_secret.empty())
       throw UsageError{
@@ -546,9 +702,7 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_logout(const Args& a, const CommandInfo& cmd) {
-  std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
-  if (token_file.empty())
-    throw UsageError{"missing --token-file PATH (or APS_TOKEN_FILE)", &cmd};
+  const std::string token_file = token_file_of(a);
   auth::Config config = make_config(a, cmd, true);
   auth::FileTokenStore store(token_file);
   std::unique_ptr<auth::StoreLock> lock = store.lock();
@@ -676,9 +830,10 @@ FileAccess file_access(const std::string& path) {
 
 int cmd_status(const Args& a, const CommandInfo& cmd) {
   using namespace std::chrono;
-  const std::string token_file = option(a, "token-file", "APS_TOKEN_FILE", auth::FileTokenStore::default_path());
+  const std::string token_file = token_file_of(a);
   const bool as_json = flag(a, "json");
   nlohmann::ordered_json j;
+  j["profile"] = a.profile_name;
   j["token_file"] = token_file;
   const FileAccess access = file_access(token_file);
   std::string permission_problem;
@@ -702,7 +857,8 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
     j["usable"] = false;
     if (as_json)
       print_json(j.dump());
-    std::cerr << "Not signed in: no token in '" << token_file << "'. Sign in: aps-auth login\n";
+    std::cerr << "Not signed in: no token in '" << token_file << "'. Sign in: aps-auth login"
+              << (a.profile_name == "default" ? "" : " --profile " + a.profile_name) << '\n';
     return kExitFailure;
   }
 
@@ -742,7 +898,7 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
     print_json(j.dump());
 
   std::ostringstream out;
-  out << "Token file:     " << token_file;
+  out << "Profile:        " << a.profile_name << "\nToken file:     " << token_file;
   if (!access.mode.empty())
     out << " (mode " << access.mode << (access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
   out << "\nSigned in as:   ";
@@ -779,6 +935,55 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
     out << "Not usable: sign in again (aps-auth login).\n";
   std::cerr << out.str();
   return usable ? kExitOk : kExitFailure;
+}
+
+int cmd_profile(const Args& a, const CommandInfo& cmd) {
+  if (a.operand == "set") {
+    std::map<std::string, std::string> given;
+    for (const auto& [name, env_name] : kProfileSettings) {
+      (void)env_name;
+      if (auto it = a.values.find(name); it != a.values.end())
+        given[name] = it->second;
+    }
+    if (given.empty())
+      throw UsageError{"`profile set` needs one of --client-id, --scopes, --callback-url, --base-url, --issuer",
+                       &cmd};
+    save_profile_settings(a, given);
+    return kExitOk;
+  }
+  // list: the profiles saved, and "default" and the selected one even when nothing is saved for them.
+  const std::string path = profiles_path();
+  const nlohmann::json all = load_profiles(path);
+  std::map<std::string, nlohmann::json> profiles = {{"default", nlohmann::json::object()},
+                                                    {a.profile_name, nlohmann::json::object()}};
+  for (const auto& [name, settings] : all["profiles"].items())
+    if (valid_profile_name(name) && settings.is_object())
+      profiles[name] = settings;
+  nlohmann::ordered_json j = nlohmann::ordered_json::array();
+  std::ostringstream out;
+  out << "Profiles (settings in " << path << "; * selected):\n";
+  for (const auto& [name, settings] : profiles) {
+    const std::string file = profile_token_file(name);
+    std::error_code ec;
+    const bool has_token =
+        std::filesystem::symlink_status(file, ec).type() != std::filesystem::file_type::not_found;
+    nlohmann::ordered_json p = {{"name", name}, {"selected", name == a.profile_name},
+                                {"token_file", file}, {"has_token", has_token}};
+    out << (name == a.profile_name ? "* " : "  ") << name << "\n      token file: " << file
+        << (has_token ? "" : " (none: not signed in)") << '\n';
+    for (const auto& [setting, env_name] : kProfileSettings) {
+      (void)env_name;
+      if (auto v = settings.find(setting); v != settings.end() && v->is_string()) {
+        p[setting] = v->get<std::string>();
+        out << "      " << setting << ": " << v->get<std::string>() << '\n';
+      }
+    }
+    j.push_back(p);
+  }
+  if (flag(a, "json"))
+    print_json(j.dump());
+  std::cerr << out.str();
+  return kExitOk;
 }
 
 int cmd_revoke(const Args& a, const CommandInfo& cmd) {
@@ -832,6 +1037,15 @@ int run(int argc, char** argv) {
     if (!allowed)
       throw UsageError{"option --" + name + " does not apply to `" + a.command + "`", cmd};
   }
+  if (auto ops = kOperands.find(a.command); ops != kOperands.end() && a.operand.empty()) {
+    std::string words;
+    for (const auto& op : ops->second)
+      words += (words.empty() ? "" : "|") + op;
+    throw UsageError{"`" + a.command + "` needs one of " + words, cmd};
+  }
+  for (const auto& o : cmd->options)
+    if (o == "profile")
+      load_profile(a, *cmd);
   return cmd->run(a, *cmd);
 }
 

@@ -241,13 +241,16 @@ TEST_SUITE("cli") {
           {{"login", "--no-browser=yes"}, "takes no value"},
           {{"login", "--timeout", "soon"}, "--timeout"},
           {{"login", "--timeout", "-5"}, "--timeout"},
-          {{"refresh"}, "--refresh-token"},
           {{"revoke"}, "missing --token"},
           {{"revoke", "--token", "abcdefgh1234", "--token-type-hint", "id_token"},
            "--token-type-hint"},
           {{"introspect"}, "missing --token"},
           {{"userinfo"}, "missing --token"},
-          {{"logout"}, "--token-file"},
+          {{"status", "--profile", "../elsewhere"}, "--profile needs a name"},
+          {{"status", "--profile", "token"}, "--profile needs a name"},
+          {{"profile"}, "needs one of list|set"},
+          {{"profile", "set"}, "needs one of --client-id"},
+          {{"profile", "set", "--client-secret", "abcdefgh"}, "does not apply"},
           {{"token", "--refresh-token", "abcdefgh1234"}, "does not apply"},
           {{"token", "extra"}, "unexpected argument"},
       };
@@ -778,6 +781,119 @@ TEST_SUITE("cli") {
     }
   }
 
+  TEST_CASE("cli: two profiles: login --save-profile, status, access-token, profile list, logout") {
+    require_cli();
+    Fixture f;
+    auto e = browser_env(f);  // registers the callback, sets $BROWSER
+    const std::string callback = e["APS_CALLBACK_URL"];
+    for (const char* k : {"APS_CLIENT_ID", "APS_CLIENT_SECRET", "APS_BASE_URL", "APS_CALLBACK_URL"})
+      e.erase(k);  // the profiles carry the settings
+    e["XDG_CONFIG_HOME"] = f.dir.file("config");
+    const std::string settings = f.dir.file("config/aps-auth/profiles.json");
+    const std::string test_file = f.dir.file("state/aps-auth/test.json");
+    const std::string prod_file = f.dir.file("state/aps-auth/prod.json");
+
+    // Sign in to each profile once with flags, saving them; the secret only in the environment.
+    Run test_login = f.run({"login", "--profile", "test", "--client-id", kPublic, "--base-url", f.server.base_url(),
+                            "--callback-url", callback, "--scopes", "data:read openid", "--timeout", "20",
+                            "--save-profile"},
+                           e);
+    INFO(test_login.describe());
+    REQUIRE(test_login.exit_code == 0);
+    auto prod_env = e;
+    prod_env["APS_CLIENT_SECRET"] = kSecret;
+    Run prod_login = f.run({"login", "--profile=prod", "--client-id", kClient, "--base-url", f.server.base_url(),
+                            "--callback-url", callback, "--timeout", "20", "--save-profile"},
+                           prod_env);
+    INFO(prod_login.describe());
+    REQUIRE(prod_login.exit_code == 0);
+    CHECK(read_json_file(test_file)["access_token"] == parse_object(test_login)["access_token"]);
+    CHECK(read_json_file(prod_file)["access_token"] == parse_object(prod_login)["access_token"]);
+    CHECK((support::file_mode(test_file) & 0777) == 0600);
+
+    // The settings file: owner-only, both profiles, never the secret.
+    REQUIRE(support::file_mode(settings) >= 0);
+    CHECK((support::file_mode(settings) & 0777) == 0600);
+    const json saved = read_json_file(settings);
+    CHECK(saved["profiles"]["test"]["client-id"] == kPublic);
+    CHECK(saved["profiles"]["test"]["scopes"] == "data:read openid");
+    CHECK(saved["profiles"]["test"]["callback-url"] == callback);
+    CHECK(saved["profiles"]["prod"]["client-id"] == kClient);
+    CHECK(saved["profiles"]["prod"]["base-url"] == f.server.base_url());
+    CHECK(!contains(support::read_file(settings).value_or(""), kSecret));
+
+    // No flags now: --profile or APS_PROFILE picks the file and the settings.
+    Run test_status = f.run({"status", "--profile", "test"}, e);
+    CHECK(test_status.exit_code == 0);
+    CHECK(contains(test_status.err, "Profile:        test"));
+    CHECK(contains(test_status.err, test_file));
+    CHECK(contains(test_status.err, "from the verified id_token"));  // the profile's client id is the audience
+    auto as_prod = e;
+    as_prod["APS_PROFILE"] = "prod";
+    Run prod_status = f.run({"status"}, as_prod);
+    CHECK(prod_status.exit_code == 0);
+    CHECK(contains(prod_status.err, prod_file));
+    Run at = f.run({"access-token", "--profile", "test"}, e);
+    CHECK(at.exit_code == 0);
+    CHECK(at.out == read_json_file(test_file)["access_token"].get<std::string>() + "\n");
+
+    // Options and the environment win over the saved settings.
+    as_prod["APS_CLIENT_SECRET"] = kSecret;
+    Run two_legged = f.run({"token"}, as_prod);
+    CHECK(two_legged.exit_code == 0);
+    CHECK(f.requests_to(support::kTokenPath).back().header("Authorization").rfind("Basic ", 0) == 0);
+    Run flag_wins = f.run({"token", "--client-id", "no-such-client"}, as_prod);
+    CHECK(flag_wins.exit_code == 1);
+    auto env_wins = as_prod;
+    env_wins["APS_CLIENT_ID"] = "no-such-client";
+    CHECK(f.run({"token"}, env_wins).exit_code == 1);
+    Run other_file = f.run({"status", "--token-file", f.dir.file("other.json")}, as_prod);
+    CHECK(other_file.exit_code == 1);
+    CHECK(contains(other_file.err, "other.json"));
+
+    // profile list: default (the library's token.json), test and prod, with their files.
+    Run list = f.run({"profile", "list", "--json", "--profile", "prod"}, e);
+    {
+      INFO(list.describe());
+      REQUIRE(list.exit_code == 0);
+      json j = json::parse(list.out, nullptr, false);
+      REQUIRE(j.is_array());
+      std::map<std::string, json> by_name;
+      for (const auto& p : j)
+        by_name[p["name"]] = p;
+      REQUIRE(by_name.size() == 3);
+      CHECK(by_name["default"]["token_file"] == f.dir.file("state/aps-auth/token.json"));
+      CHECK(by_name["default"]["has_token"] == false);
+      CHECK(by_name["test"]["has_token"] == true);
+      CHECK(by_name["prod"]["selected"] == true);
+      CHECK(by_name["prod"]["client-id"] == kClient);
+      CHECK(contains(list.err, "* prod"));
+    }
+
+    // profile set changes one setting and keeps the others; an empty value removes one.
+    Run set = f.run({"profile", "set", "--profile", "test", "--scopes", "data:read"}, e);
+    CHECK(set.exit_code == 0);
+    CHECK(read_json_file(settings)["profiles"]["test"]["scopes"] == "data:read");
+    CHECK(read_json_file(settings)["profiles"]["test"]["client-id"] == kPublic);
+    CHECK(f.run({"profile", "set", "--profile", "test", "--scopes="}, e).exit_code == 0);
+    CHECK(!read_json_file(settings)["profiles"]["test"].contains("scopes"));
+
+    // logout signs out of one profile only.
+    Run logout = f.run({"logout", "--profile", "test"}, e);
+    INFO(logout.describe());
+    CHECK(logout.exit_code == 0);
+    CHECK(!fs::exists(test_file));
+    CHECK(fs::exists(prod_file));
+    Run gone = f.run({"status", "--profile", "test"}, e);
+    CHECK(gone.exit_code == 1);
+    CHECK(contains(gone.err, "aps-auth login --profile test"));
+    CHECK(f.run({"status", "--profile", "prod"}, e).exit_code == 0);
+    // refresh and logout without a file use the (default) profile's, which holds nothing.
+    Run refresh = f.run({"refresh", "--profile", "test"}, e);
+    CHECK(refresh.exit_code == 1);
+    CHECK(contains(refresh.err, test_file));
+  }
+
   TEST_CASE("cli: a token that cannot be saved is printed, not lost") {
     require_cli();
     Fixture f;
@@ -804,7 +920,8 @@ TEST_SUITE("cli") {
     CHECK(f.server.count("token.client_credentials") == 1);
 
     Run pub = f.run({"access-token"}, f.env(false));
-    CHECK(pub.exit_code == 2);  // neither a token file nor a secret
+    CHECK(pub.exit_code == 1);  // neither a token (in the default profile's file) nor a secret
+    CHECK(contains(pub.err, "state/aps-auth/token.json"));
   }
 
   TEST_CASE("cli: two access-token processes sharing an expired token file refresh once") {
