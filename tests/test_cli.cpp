@@ -894,6 +894,88 @@ TEST_SUITE("cli") {
     CHECK(contains(refresh.err, test_file));
   }
 
+  TEST_CASE("cli: completion bash: sourced in bash, completes every command of the usage, each one's options, "
+            "operands and file names") {
+    require_cli();
+    Fixture f;
+    const std::string bash = support::find_program({"bash"});
+    if (bash.empty()) {
+      MESSAGE("skipped: bash not found");
+      return;
+    }
+    Run gen = f.run({"completion", "bash"});
+    INFO(gen.describe());
+    REQUIRE(gen.exit_code == 0);
+    const std::string script = f.dir.file("aps-auth.bash");
+    support::write_file(script, gen.out, 0600);
+    support::write_file(f.dir.file("tokens-here.json"), "{}", 0600);
+
+    // The words bash offers after `aps-auth WORDS...` (the last word is the one being completed).
+    auto complete = [&](const std::vector<std::string>& words) {
+      std::string line = "source '" + script + "'; cd '" + f.dir.path() + "'; COMP_WORDS=(aps-auth";
+      for (const auto& w : words)
+        line += " '" + w + "'";
+      line += "); COMP_CWORD=" + std::to_string(words.size()) +
+              "; _aps_auth; printf '%s\\n' \"${COMPREPLY[@]}\"; complete -p aps-auth >&2";
+      Run r = support::run({bash, "--norc", "--noprofile", "-c", line}, f.env(), std::chrono::seconds(20));
+      INFO(r.describe());
+      CHECK(r.exit_code == 0);
+      CHECK(contains(r.err, "complete -F _aps_auth aps-auth"));
+      std::set<std::string> got;
+      for (const auto& w : support::split_lines(r.out))
+        if (!w.empty())
+          got.insert(w);
+      return got;
+    };
+
+    // Every command listed in the usage, and only those (plus help): the script is made from the same table.
+    Run help = f.run({"--help"});
+    std::set<std::string> commands = {"help"};
+    bool in_commands = false;
+    for (const auto& line : support::split_lines(help.out)) {
+      if (line == "commands:") {
+        in_commands = true;
+        continue;
+      }
+      if (in_commands && line.empty())
+        break;
+      if (in_commands && line.size() > 2 && line[2] != ' ')
+        commands.insert(line.substr(2, line.find(' ', 2) - 2));
+    }
+    CHECK(commands.count("status") == 1);
+    CHECK(commands.count("completion") == 1);
+    std::set<std::string> first = commands;
+    first.insert({"--help", "--version"});
+    CHECK(complete({""}) == first);
+    CHECK(complete({"lo"}) == std::set<std::string>{"login", "logout"});
+    CHECK(complete({"help", "st"}) == std::set<std::string>{"status"});
+
+    // A command's options, and not another's.
+    std::set<std::string> status_opts = complete({"status", "--"});
+    for (const char* o : {"--json", "--token-file", "--profile", "--client-id", "--help"})
+      CHECK_MESSAGE(status_opts.count(o) == 1, o);
+    CHECK(status_opts.count("--no-browser") == 0);
+    CHECK(complete({"login", "--save"}) == std::set<std::string>{"--save-profile"});
+    CHECK(complete({"status", "--profile", "work", "--js"}) == std::set<std::string>{"--json"});  // a value skipped
+
+    // Operands, then options.
+    CHECK(complete({"profile", ""}) == std::set<std::string>{"list", "set"});
+    CHECK(complete({"profile", "list", "--j"}) == std::set<std::string>{"--json"});
+    CHECK(complete({"completion", ""}) == std::set<std::string>{"bash", "zsh"});
+
+    // File names after --token-file; nothing after an option whose value is not a file.
+    CHECK(complete({"status", "--token-file", "tokens-"}) == std::set<std::string>{"tokens-here.json"});
+    CHECK(complete({"login", "--client-id", ""}).empty());
+
+    // zsh gets the same function through its bash-compatible layer.
+    Run zsh = f.run({"completion", "zsh"});
+    CHECK(zsh.exit_code == 0);
+    CHECK(contains(zsh.out, "bashcompinit"));
+    CHECK(contains(zsh.out, gen.out));
+    if (support::find_program({"zsh"}).empty())
+      MESSAGE("zsh not installed: the zsh script is checked as text only (it wraps the bash one)");
+  }
+
   TEST_CASE("cli: a token that cannot be saved is printed, not lost") {
     require_cli();
     Fixture f;
