@@ -15,7 +15,10 @@
 
 #include <cctype>
 #include <chrono>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -30,6 +33,12 @@
 #include <thread>
 #include <vector>
 
+#ifdef _WIN32
+#include <io.h>
+#else
+#include <unistd.h>
+#endif
+
 namespace {
 
 namespace auth = aps::auth;
@@ -37,6 +46,7 @@ namespace auth = aps::auth;
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;  // Ctrl-C, as shells report a process ended by SIGINT
 
 // ---- commands -----------------------------------------------------------------------------------
 
@@ -597,6 +607,129 @@ void print_json(const std::string& json) {
   std::cout.flush();
 }
 
+// ---- the wait for the browser ------------------------------------------------------------------
+
+// Ends a wait of the listener at `callback` (its redirect_uri) the way an authorization server ends it when it
+// refuses: an error= callback carrying the sign-in's state, taken from the authorize URL. login() then
+// returns through its own error path and closes the listener itself. Nothing happens once the wait is over.
+void end_wait_with_error(const std::string& callback, const std::string& authorize_url, const std::string& error) {
+  std::size_t at = authorize_url.find("&state=");
+  const std::string state =
+      at == std::string::npos ? "" : authorize_url.substr(at + 7, authorize_url.find('&', at + 7) - at - 7);
+  const auto path = callback.find('/', callback.find("://") + 3);
+  httplib::Client client(callback.substr(0, path));
+  client.set_connection_timeout(std::chrono::seconds(5));
+  client.set_read_timeout(std::chrono::seconds(5));
+  (void)client.Get(callback.substr(path) + "?error=" + error + "&state=" + state);
+}
+
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_interrupt(int) {
+  g_interrupted = 1;
+}
+
+bool stderr_is_terminal() {
+#ifdef _WIN32
+  return _isatty(_fileno(stderr)) != 0;
+#else
+  return isatty(STDERR_FILENO) == 1;
+#endif
+}
+
+// While login() waits for the browser: on a terminal, one line counting down ("... 4:31 left · Ctrl-C to
+// cancel"); on Ctrl-C (SIGINT, caught while this lives), the wait is ended (end_wait_with_error) so that login()
+// closes its listener and nothing is saved. The messages of the sign-in go through say(), which keeps the
+// counting line below them.
+class WaitWatcher {
+ public:
+  WaitWatcher(bool live, std::chrono::milliseconds timeout)
+      : live_(live), deadline_(std::chrono::steady_clock::now() + timeout) {
+    g_interrupted = 0;
+    previous_ = std::signal(SIGINT, on_interrupt);
+    thread_ = std::thread([this] { watch(); });
+  }
+  ~WaitWatcher() {
+    stop();
+    std::signal(SIGINT, previous_ == SIG_ERR ? SIG_DFL : previous_);
+  }
+  WaitWatcher(const WaitWatcher&) = delete;
+  WaitWatcher& operator=(const WaitWatcher&) = delete;
+
+  bool live() const { return live_; }
+  bool interrupted() const { return g_interrupted != 0; }
+  void listening(const std::string& callback) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    callback_ = callback;
+  }
+  void authorize_url(const std::string& url) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    url_ = url;
+    waiting_ = true;  // the browser has the URL: from now on the line counts down
+  }
+  void say(const std::string& text) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    std::cerr << (drawn_ ? "\r\x1b[2K" : "") << text;
+    drawn_ = false;
+    draw_locked();
+  }
+  // Ends the watch and clears the counting line.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      if (stopped_)
+        return;
+      stopped_ = true;
+      if (drawn_)
+        std::cerr << "\r\x1b[2K" << std::flush;
+      drawn_ = false;
+    }
+    wake_.notify_all();
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+ private:
+  void draw_locked() {
+    if (!live_ || !waiting_ || stopped_)
+      return;
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline_ - std::chrono::steady_clock::now());
+    const long long s = left.count() < 0 ? 0 : left.count();
+    char countdown[32];
+    std::snprintf(countdown, sizeof countdown, "%lld:%02lld", s / 60, s % 60);
+    std::cerr << "\r\x1b[2KWaiting for the sign-in in your browser\u2026 " << countdown
+              << " left \u00b7 Ctrl-C to cancel" << std::flush;
+    drawn_ = true;
+  }
+
+  void watch() {
+    std::unique_lock<std::mutex> lk(mutex_);
+    bool ended = false;
+    int ticks = 0;
+    while (!stopped_) {
+      if (g_interrupted && !ended && !url_.empty() && !callback_.empty()) {
+        ended = true;
+        const std::string callback = callback_, url = url_;
+        lk.unlock();
+        end_wait_with_error(callback, url, "cancelled_with_ctrl_c");
+        lk.lock();
+        continue;
+      }
+      if (ticks++ % 10 == 0)
+        draw_locked();
+      wake_.wait_for(lk, std::chrono::milliseconds(100));
+    }
+  }
+
+  const bool live_;
+  const std::chrono::steady_clock::time_point deadline_;
+  void (*previous_)(int) = SIG_DFL;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::string callback_, url_;  // guarded by mutex_
+  bool waiting_ = false, drawn_ = false, stopped_ = false;
+  std::thread thread_;
+};
+
 // No token in the token file: the user has not signed in (exit 1, not a usage error).
 struct NotSignedIn {
   std::string path;
@@ -632,25 +765,41 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   auth::LoginOptions opts;
   opts.timeout = parse_timeout(a, cmd);
   opts.open_browser = !flag(a, "no-browser");
-  opts.browser = [](const std::string& url) {
+  WaitWatcher watch(stderr_is_terminal(), opts.timeout);
+  opts.browser = [&watch](const std::string& url) {
+    watch.authorize_url(url);
     bool ok = auth::open_browser(url);
-    if (ok)
-      std::cerr << "Opened the sign-in page in your browser (if none appeared, run again with "
-                   "--no-browser).\n";
-    else
-      std::cerr << "Could not open a browser.\n";
+    watch.say(ok ? "Opened the sign-in page in your browser (if none appeared, run again with "
+                   "--no-browser).\n"
+                 : "Could not open a browser.\n");
     return ok;
   };
-  opts.show_url = [](const std::string& url) {
-    std::cerr << "Open this URL in a browser on this machine to sign in:\n\n  " << url << "\n\n";
+  opts.show_url = [&watch](const std::string& url) {
+    watch.authorize_url(url);
+    watch.say("Open this URL in a browser on this machine to sign in:\n\n  " + url + "\n\n");
   };
   const long long seconds = std::chrono::duration_cast<std::chrono::seconds>(opts.timeout).count();
-  opts.on_listening = [seconds](auth::LoopbackListener& listener) {
-    std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
-              << listener.redirect_uri() << " ...\n";
+  opts.on_listening = [seconds, &watch](auth::LoopbackListener& listener) {
+    watch.listening(listener.redirect_uri());
+    // On a terminal the counting line tells the time left; elsewhere (a log) one plain line.
+    watch.say(watch.live() ? "Listening for the sign-in callback on " + listener.redirect_uri() + "\n"
+                           : "Waiting up to " + std::to_string(seconds) + " s for the sign-in callback on " +
+                                 listener.redirect_uri() + " ...\n");
   };
   const std::string token_file = token_file_of(a);
-  auth::Token token = auth::login(config, opts);
+  auth::Token token;
+  try {
+    token = auth::login(config, opts);
+  } catch (const auth::Error&) {
+    watch.stop();
+    if (!watch.interrupted())
+      throw;
+  }
+  watch.stop();
+  if (watch.interrupted()) {  // Ctrl-C: the listener is closed (login() returned); save nothing
+    std::cerr << "Cancelled: nothing was saved.\n";
+    return kExitInterrupted;
+  }
   if (token.scope.empty()) {  // APS grants the scopes asked for and its answer may not repeat them: keep them
     for (const auto& s : config.scopes)
       token.scope += (token.scope.empty() ? "" : " ") + s;
@@ -1271,13 +1420,7 @@ class Demo {
           "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
           (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
     }
-    std::size_t at = url.find("&state=");
-    std::string state =
-        at == std::string::npos ? "" : url.substr(at + 7, url.find('&', at + 7) - at - 7);
-    auto u = callback_.find("/", callback_.find("://") + 3);
-    httplib::Client client(callback_.substr(0, u));
-    client.set_connection_timeout(std::chrono::seconds(5));
-    (void)client.Get(callback_.substr(u) + "?error=demo_browser_failed&state=" + state);
+    end_wait_with_error(callback_, url, "demo_browser_failed");
   }
 
   void join_browser() {

@@ -411,7 +411,8 @@ TEST_SUITE("cli") {
         REQUIRE(r.exit_code == 0);
         check_token_json(parse_object(r), true, true);
         check_state_and_pkce(f);
-        CHECK(contains(r.err, "Waiting"));
+        CHECK(contains(r.err, "Waiting up to 20 s"));
+        CHECK(!contains(r.err, "\x1b["));  // not a terminal: plain lines, no counting line
         CHECK(contains(r.err, f.callback));
         CHECK(
             !contains(r.err, "/authentication/v2/authorize?"));  // a browser opened: no URL needed
@@ -974,6 +975,61 @@ TEST_SUITE("cli") {
     CHECK(contains(zsh.out, gen.out));
     if (support::find_program({"zsh"}).empty())
       MESSAGE("zsh not installed: the zsh script is checked as text only (it wraps the bash one)");
+  }
+
+  TEST_CASE("cli: login on a terminal: one counting line, Ctrl-C cancels (listener closed, nothing saved, exit "
+            "130)") {
+    require_cli();
+    const std::string python = support::find_program({"python3"});
+    if (python.empty()) {
+      MESSAGE("skipped: python3 not found (its pty module gives the CLI a pseudo-terminal)");
+      return;
+    }
+    Fixture f;
+    auto e = f.env();
+    e["APS_CALLBACK_URL"] = f.register_callback();
+    e["TERM"] = "xterm";
+    // The CLI on a pseudo-terminal (stdout and stderr both): waits for three counting lines, presses Ctrl-C
+    // (the terminal sends SIGINT), then reads to the end. Prints what the terminal showed, then the exit code.
+    const std::string driver = f.dir.file("ctrl_c.py");
+    support::write_file(driver, R"(import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+shown, until = b"", time.monotonic() + 20
+while time.monotonic() < until and shown.count(" left \u00b7 Ctrl-C to cancel".encode()) < 3:
+    if select.select([fd], [], [], 0.2)[0]:
+        try:
+            shown += os.read(fd, 4096)
+        except OSError:
+            break
+os.write(fd, b"\x03")
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    shown += data
+status = os.waitpid(pid, 0)[1]
+sys.stdout.write(shown.decode("utf-8", "replace"))
+sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)))
+)",
+                        0600);
+    Run r = support::run({python, driver, support::cli_path(), "login", "--no-browser", "--timeout", "120"}, e,
+                         std::chrono::seconds(40));
+    INFO(r.describe());
+    CHECK(contains(r.out, "\r\x1b[2KWaiting for the sign-in in your browser\u2026 "));
+    CHECK(support::count_of(r.out, " left \u00b7 Ctrl-C to cancel") >= 3);  // one line, redrawn in place
+    CHECK(!contains(r.out, "Waiting up to"));  // the plain line is for logs
+    CHECK(contains(r.out, "Cancelled: nothing was saved."));
+    CHECK(contains(r.out, "\nexit=130\n"));
+    CHECK(!fs::exists(f.dir.file("state/aps-auth/token.json")));
+    CHECK(f.server.count("token") == 0);
+    // The listener is gone: nothing answers on its port.
+    const int port = std::stoi(f.callback.substr(f.callback.rfind(':') + 1));
+    CHECK(!support::connect_to("127.0.0.1", port).valid());
   }
 
   TEST_CASE("cli: a token that cannot be saved is printed, not lost") {
