@@ -117,7 +117,7 @@ const std::vector<CommandInfo> kCommands = {
      "with its refresh token), 1 when not signed in or expired beyond refresh.\n"
      "\n"
      "  --token-file PATH   APS_TOKEN_FILE: the token file\n"
-     "  --json              the same on stdout as JSON\n",
+     "  --json              the same as JSON on stdout (and nothing on stderr)\n",
      with_common({"token-file", "json"}), cmd_status},
     {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
@@ -1109,8 +1109,10 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
   j["file_owner_only"] = access.owner_only;
   if (!permission_problem.empty())
     j["problem"] = permission_problem;
-  if (as_json)
+  if (as_json) {
     print_json(j.dump());
+    return usable ? kExitOk : kExitFailure;
+  }
 
   std::ostringstream out;
   out << "Profile:        " << a.profile_name << "\nToken file:     " << token_file;

@@ -716,6 +716,7 @@ TEST_SUITE("cli") {
       json j = parse_object(status_json);
       CHECK(j["signed_in"] == true);
       CHECK(j["usable"] == true);
+      CHECK(status_json.err.empty());
       CHECK(j["token_file"] == file);
       CHECK(j["file_mode"] == "0600");
       CHECK(j["user"]["email"] == "mock.user@example.com");
