@@ -15,7 +15,6 @@
 
 #include <cctype>
 #include <chrono>
-#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <csignal>
@@ -79,8 +78,8 @@ int cmd_demo(const Args& a, const CommandInfo& cmd);
 int cmd_profile(const Args& a, const CommandInfo& cmd);
 int cmd_completion(const Args& a, const CommandInfo& cmd);
 
-const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes",
-                                          "base-url",  "issuer",        "ca-file", "profile"};
+const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes", "base-url",
+                                          "issuer",    "ca-file",       "profile"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -107,14 +106,16 @@ const std::vector<CommandInfo> kCommands = {
      "\n"
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
-     with_common({"callback-url", "no-browser", "timeout", "token-file", "save-profile"}), cmd_login},
+     with_common({"callback-url", "no-browser", "timeout", "token-file", "save-profile"}),
+     cmd_login},
     {"status", "who is signed in, with which scopes, until when; exit 1 when not signed in",
      "aps-auth status [--token-file PATH] [--json]",
-     "Tells who is signed in (name, email, id: from the stored id_token once its signature is\n"
-     "verified, else from one userinfo call when the scopes allow it), the scopes, when the access\n"
-     "token expires, the age of the refresh token against APS's 15-day limit, and the token file\n"
-     "with its permissions. Prints no token. Exit 0 when the token is usable (valid, or renewable\n"
-     "with its refresh token), 1 when not signed in or expired beyond refresh.\n"
+     "Tells who is signed in (name, email, id: from the stored id_token once its signature\n"
+     "is verified, else from one userinfo call when the scopes allow it), the scopes, when\n"
+     "the access token expires, the age of the refresh token against APS's 15-day limit, and\n"
+     "the token file with its permissions. Prints no token. Exit 0 when the token is usable\n"
+     "(valid, or renewable with its refresh token), 1 when not signed in or expired beyond\n"
+     "refresh.\n"
      "\n"
      "  --token-file PATH   APS_TOKEN_FILE: the token file\n"
      "  --json              the same as JSON on stdout (and nothing on stderr)\n",
@@ -181,7 +182,8 @@ const std::vector<CommandInfo> kCommands = {
      "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
      {"browser", "no-browser", "timeout", "scopes"},
      cmd_demo},
-    {"profile", "list the profiles, or save settings for one (profile list | profile set ...)",
+    {"profile",
+     "list the profiles, or save settings for one (profile list | profile set ...)",
      "aps-auth profile list|set [--profile NAME] [--client-id ID] [--scopes \"A B\"] ...",
      "A profile is a name (--profile NAME, else APS_PROFILE, else \"default\") for a token file\n"
      "and saved settings, so that two apps (a test one, a production one) need no flags:\n"
@@ -196,14 +198,17 @@ const std::vector<CommandInfo> kCommands = {
      "  profile set         saves the settings given as options for --profile NAME:\n"
      "                      --client-id, --scopes, --callback-url, --base-url, --issuer\n"
      "                      (an empty value removes one)\n",
-     {"profile", "client-id", "scopes", "callback-url", "base-url", "issuer", "json"}, cmd_profile},
-    {"completion", "a completion script for bash or zsh: source <(aps-auth completion bash)",
+     {"profile", "client-id", "scopes", "callback-url", "base-url", "issuer", "json"},
+     cmd_profile},
+    {"completion",
+     "a completion script for bash or zsh: source <(aps-auth completion bash)",
      "aps-auth completion bash|zsh",
      "Prints a script that completes commands, options and file names, made from this program's\n"
      "own command table. Load it in the shell's start-up file:\n"
      "  bash (~/.bashrc):  source <(aps-auth completion bash)\n"
      "  zsh (~/.zshrc):    source <(aps-auth completion zsh)\n",
-     {}, cmd_completion},
+     {},
+     cmd_completion},
 };
 
 // The words a command takes after its name (`aps-auth profile list`); the other commands take none.
@@ -237,7 +242,8 @@ bool known_option(const std::string& name) {
 
 // ---- completion ---------------------------------------------------------------------------------
 
-// The bash completion function, made from kCommands, kOperands and takes_value(): it cannot drift from them.
+// The bash completion function, made from kCommands, kOperands and takes_value(): it cannot drift
+// from them.
 std::string bash_completion() {
   std::string commands = "help", value_options, cases;
   for (const auto& c : kCommands) {
@@ -252,7 +258,8 @@ std::string bash_completion() {
     if (auto ops = kOperands.find(c.name); ops != kOperands.end())
       for (const auto& op : ops->second)
         operands += (operands.empty() ? "" : " ") + op;
-    cases += std::string("    ") + c.name + ") opts=\"" + opts + "\"; operands=\"" + operands + "\" ;;\n";
+    cases += std::string("    ") + c.name + ") opts=\"" + opts + "\"; operands=\"" + operands +
+             "\" ;;\n";
   }
   std::string values;  // "--a|--b": the options whose next word is their value
   for (std::size_t i = 0; i < value_options.size();) {
@@ -262,12 +269,16 @@ std::string bash_completion() {
   }
   return "# bash completion for aps-auth, generated by `aps-auth completion bash`.\n"
          "_aps_auth() {\n"
-         "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"\" cmd=\"\" operand=\"\" i opts=\"\" operands=\"\"\n"
+         "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"\" cmd=\"\" operand=\"\" i opts=\"\" "
+         "operands=\"\"\n"
          "  (( COMP_CWORD > 0 )) && prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
-         "  # the command and its operand: the first words that are neither options nor their values\n"
+         "  # the command and its operand: the first words that are neither options nor their "
+         "values\n"
          "  for (( i = 1; i < COMP_CWORD; i++ )); do\n"
          "    case \"${COMP_WORDS[i]}\" in\n"
-         "      " + values + ") (( i++ )) ;;\n"
+         "      " +
+         values +
+         ") (( i++ )) ;;\n"
          "      -*) ;;\n"
          "      *) if [[ -z $cmd ]]; then cmd=\"${COMP_WORDS[i]}\"; elif [[ -z $operand ]]; then "
          "operand=\"${COMP_WORDS[i]}\"; fi ;;\n"
@@ -275,12 +286,16 @@ std::string bash_completion() {
          "  done\n"
          "  case \"$prev\" in\n"
          "    --token-file|--ca-file) COMPREPLY=( $(compgen -f -- \"$cur\") ); return ;;\n"
-         "    " + values + ") COMPREPLY=(); return ;;\n"
+         "    " +
+         values +
+         ") COMPREPLY=(); return ;;\n"
          "  esac\n"
          "  case \"$cmd\" in\n"
-         "    \"\") COMPREPLY=( $(compgen -W \"" + commands + " --help --version\" -- \"$cur\") ); return ;;\n"
-         "    help) COMPREPLY=( $(compgen -W \"" + commands.substr(5) + "\" -- \"$cur\") ); return ;;\n" +
-         cases +
+         "    \"\") COMPREPLY=( $(compgen -W \"" +
+         commands +
+         " --help --version\" -- \"$cur\") ); return ;;\n"
+         "    help) COMPREPLY=( $(compgen -W \"" +
+         commands.substr(5) + "\" -- \"$cur\") ); return ;;\n" + cases +
          "    *) return ;;\n"
          "  esac\n"
          "  if [[ -n $operands && -z $operand && $cur != -* ]]; then\n"
@@ -357,11 +372,11 @@ std::string shown(const std::string& word) {
 
 struct Args {
   std::string command;
-  std::string operand;  // the word after the command, for those of kOperands
+  std::string operand;                        // the word after the command, for those of kOperands
   std::map<std::string, std::string> values;  // options given, switches as "1"
   bool help = false;
   bool version = false;
-  std::string profile_name;                     // --profile, APS_PROFILE, else "default"
+  std::string profile_name;                    // --profile, APS_PROFILE, else "default"
   std::map<std::string, std::string> profile;  // the settings saved for it, by option name
 };
 
@@ -485,11 +500,14 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
 
 // The settings a profile saves, by option name, with their environment variables. Never the secret.
 const std::vector<std::pair<std::string, const char*>> kProfileSettings = {
-    {"client-id", "APS_CLIENT_ID"}, {"scopes", "APS_SCOPES"},   {"callback-url", "APS_CALLBACK_URL"},
-    {"base-url", "APS_BASE_URL"},   {"issuer", "APS_ISSUER"}};
+    {"client-id", "APS_CLIENT_ID"},
+    {"scopes", "APS_SCOPES"},
+    {"callback-url", "APS_CALLBACK_URL"},
+    {"base-url", "APS_BASE_URL"},
+    {"issuer", "APS_ISSUER"}};
 
-// A name that is a plain file name: letters, digits, '.', '_', '-', not starting with '.'; not "token"
-// (the default profile's file).
+// A name that is a plain file name: letters, digits, '.', '_', '-', not starting with '.'; not
+// "token" (the default profile's file).
 bool valid_profile_name(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 64 && name.front() != '.' && name != "token";
   for (char c : name)
@@ -497,10 +515,11 @@ bool valid_profile_name(const std::string& name) {
   return ok;
 }
 
-// The profile's token file: "default" keeps the library's default (FileTokenStore::default_path(), the file
-// programs using the library read), the others $XDG_STATE_HOME/aps-auth/NAME.json.
+// The profile's token file: "default" keeps the library's default (FileTokenStore::default_path(),
+// the file programs using the library read), the others $XDG_STATE_HOME/aps-auth/NAME.json.
 std::string profile_token_file(const std::string& name) {
-  return name == "default" ? auth::FileTokenStore::default_path() : auth::FileTokenStore::default_path(name);
+  return name == "default" ? auth::FileTokenStore::default_path()
+                           : auth::FileTokenStore::default_path(name);
 }
 
 // The token file: --token-file, else APS_TOKEN_FILE, else the profile's.
@@ -508,7 +527,8 @@ std::string token_file_of(const Args& a) {
   return option(a, "token-file", "APS_TOKEN_FILE", profile_token_file(a.profile_name));
 }
 
-// $XDG_CONFIG_HOME/aps-auth/profiles.json, else ~/.config/aps-auth/profiles.json (%APPDATA% on Windows).
+// $XDG_CONFIG_HOME/aps-auth/profiles.json, else ~/.config/aps-auth/profiles.json (%APPDATA% on
+// Windows).
 std::string profiles_path() {
   std::string base = env_or_empty("XDG_CONFIG_HOME");
   if (base.empty() || base.front() != '/') {
@@ -520,13 +540,15 @@ std::string profiles_path() {
 #endif
   }
   if (base.empty())
-    throw auth::Error(auth::ErrorKind::usage,
-                      "neither XDG_CONFIG_HOME nor HOME is set: no place for the profiles' settings");
+    throw auth::Error(
+        auth::ErrorKind::usage,
+        "neither XDG_CONFIG_HOME nor HOME is set: no place for the profiles' settings");
   return base + "/aps-auth/profiles.json";
 }
 
-// profiles.json: {"profiles": {"NAME": {"client-id": "...", "scopes": "...", ...}}}; empty when missing.
-// Read and written with the library's owner-only file helpers (atomic replace, mode 0600 from creation).
+// profiles.json: {"profiles": {"NAME": {"client-id": "...", "scopes": "...", ...}}}; empty when
+// missing. Read and written with the library's owner-only file helpers (atomic replace, mode 0600
+// from creation).
 nlohmann::json load_profiles(const std::string& path) {
   auth::detail::FileContent file;
   if (!auth::detail::read_file_if_exists(path, file))
@@ -536,8 +558,9 @@ nlohmann::json load_profiles(const std::string& path) {
               << "); run: chmod 600 '" << path << "'\n";
   nlohmann::json j = nlohmann::json::parse(file.text, nullptr, false);
   if (!j.is_object() || !j.contains("profiles") || !j["profiles"].is_object())
-    throw auth::Error(auth::ErrorKind::io,
-                      "'" + path + "' is not a profiles file ({\"profiles\": {...}}); fix or delete it");
+    throw auth::Error(
+        auth::ErrorKind::io,
+        "'" + path + "' is not a profiles file ({\"profiles\": {...}}); fix or delete it");
   return j;
 }
 
@@ -545,13 +568,15 @@ void save_profiles(const std::string& path, const nlohmann::json& profiles) {
   auth::detail::replace_file(path, profiles.dump(2) + "\n");
 }
 
-// Selects the profile (--profile, APS_PROFILE, "default") and reads its saved settings into a.profile.
+// Selects the profile (--profile, APS_PROFILE, "default") and reads its saved settings into
+// a.profile.
 void load_profile(Args& a, const CommandInfo& cmd) {
   a.profile_name = option(a, "profile", "APS_PROFILE", "default");
   if (!valid_profile_name(a.profile_name))
-    throw UsageError{"--profile needs a name of letters, digits, '.', '_', '-' (not \"token\"); got " +
-                         shown(a.profile_name),
-                     &cmd};
+    throw UsageError{
+        "--profile needs a name of letters, digits, '.', '_', '-' (not \"token\"); got " +
+            shown(a.profile_name),
+        &cmd};
   const nlohmann::json all = load_profiles(profiles_path());
   auto it = all["profiles"].find(a.profile_name);
   if (it == all["profiles"].end() || !it->is_object())
@@ -609,13 +634,17 @@ void print_json(const std::string& json) {
 
 // ---- the wait for the browser ------------------------------------------------------------------
 
-// Ends a wait of the listener at `callback` (its redirect_uri) the way an authorization server ends it when it
-// refuses: an error= callback carrying the sign-in's state, taken from the authorize URL. login() then
-// returns through its own error path and closes the listener itself. Nothing happens once the wait is over.
-void end_wait_with_error(const std::string& callback, const std::string& authorize_url, const std::string& error) {
+// Ends a wait of the listener at `callback` (its redirect_uri) the way an authorization server ends
+// it when it refuses: an error= callback carrying the sign-in's state, taken from the authorize
+// URL. login() then returns through its own error path and closes the listener itself. Nothing
+// happens once the wait is over.
+void end_wait_with_error(const std::string& callback, const std::string& authorize_url,
+                         const std::string& error) {
   std::size_t at = authorize_url.find("&state=");
   const std::string state =
-      at == std::string::npos ? "" : authorize_url.substr(at + 7, authorize_url.find('&', at + 7) - at - 7);
+      at == std::string::npos
+          ? ""
+          : authorize_url.substr(at + 7, authorize_url.find('&', at + 7) - at - 7);
   const auto path = callback.find('/', callback.find("://") + 3);
   httplib::Client client(callback.substr(0, path));
   client.set_connection_timeout(std::chrono::seconds(5));
@@ -636,10 +665,10 @@ bool stderr_is_terminal() {
 #endif
 }
 
-// While login() waits for the browser: on a terminal, one line counting down ("... 4:31 left · Ctrl-C to
-// cancel"); on Ctrl-C (SIGINT, caught while this lives), the wait is ended (end_wait_with_error) so that login()
-// closes its listener and nothing is saved. The messages of the sign-in go through say(), which keeps the
-// counting line below them.
+// While login() waits for the browser: on a terminal, one line counting down ("... 4:31 left ·
+// Ctrl-C to cancel"); on Ctrl-C (SIGINT, caught while this lives), the wait is ended
+// (end_wait_with_error) so that login() closes its listener and nothing is saved. The messages of
+// the sign-in go through say(), which keeps the counting line below them.
 class WaitWatcher {
  public:
   WaitWatcher(bool live, std::chrono::milliseconds timeout)
@@ -692,7 +721,8 @@ class WaitWatcher {
   void draw_locked() {
     if (!live_ || !waiting_ || stopped_)
       return;
-    const auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline_ - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(
+        deadline_ - std::chrono::steady_clock::now());
     const long long s = left.count() < 0 ? 0 : left.count();
     char countdown[32];
     std::snprintf(countdown, sizeof countdown, "%lld:%02lld", s / 60, s % 60);
@@ -782,9 +812,10 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   opts.on_listening = [seconds, &watch](auth::LoopbackListener& listener) {
     watch.listening(listener.redirect_uri());
     // On a terminal the counting line tells the time left; elsewhere (a log) one plain line.
-    watch.say(watch.live() ? "Listening for the sign-in callback on " + listener.redirect_uri() + "\n"
-                           : "Waiting up to " + std::to_string(seconds) + " s for the sign-in callback on " +
-                                 listener.redirect_uri() + " ...\n");
+    watch.say(watch.live()
+                  ? "Listening for the sign-in callback on " + listener.redirect_uri() + "\n"
+                  : "Waiting up to " + std::to_string(seconds) + " s for the sign-in callback on " +
+                        listener.redirect_uri() + " ...\n");
   };
   const std::string token_file = token_file_of(a);
   auth::Token token;
@@ -800,7 +831,8 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
     std::cerr << "Cancelled: nothing was saved.\n";
     return kExitInterrupted;
   }
-  if (token.scope.empty()) {  // APS grants the scopes asked for and its answer may not repeat them: keep them
+  if (token.scope.empty()) {  // APS grants the scopes asked for and its answer may not repeat them:
+                              // keep them
     for (const auto& s : config.scopes)
       token.scope += (token.scope.empty() ? "" : " ") + s;
   }
@@ -834,7 +866,8 @@ std::string required(const Args& a, const std::string& name, const CommandInfo& 
 
 int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   std::string refresh_token = option(a, "refresh-token", nullptr);
-  // A refresh token given alone is only printed (as before profiles); else the profile's file is used.
+  // A refresh token given alone is only printed (as before profiles); else the profile's file is
+  // used.
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   if (refresh_token.empty() && token_file.empty())
     token_file = token_file_of(a);
@@ -859,8 +892,7 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
     refresh_token = stored.refresh_token;
   }
   auth::Token next = auth::refresh(config, refresh_token);
-  if (next.refresh_token == stored.refresh_token)  // not rotated: the same refresh token, as old as it was
-    next.refresh_token_obtained_at = stored.refresh_token_obtained_at;
+  auth::detail::keep_refresh_token_age(next, stored);  // not rotated: as old as it was
   save_then_print(token_file, next, &store);
   return kExitOk;
 }
@@ -868,12 +900,13 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
 int cmd_access_token(const Args& a, const CommandInfo& cmd) {
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   auth::Config config = make_config(a, cmd, true);
-  // No file named: the profile's, unless it holds nothing and a client secret asks for a 2-legged token.
+  // No file named: the profile's, unless it holds nothing and a client secret asks for a 2-legged
+  // token.
   if (token_file.empty()) {
     const std::string profile_file = profile_token_file(a.profile_name);
     std::error_code ec;
-    if (config.client_secret.empty() ||
-        std::filesystem::symlink_status(profile_file, ec).type() != std::filesystem::file_type::not_found)
+    if (config.client_secret.empty() || std::filesystem::symlink_status(profile_file, ec).type() !=
+                                            std::filesystem::file_type::not_found)
       token_file = profile_file;
   }
   if (token_file.empty()) {
@@ -952,7 +985,8 @@ constexpr std::chrono::hours kRefreshTokenLifetime(15 * 24);
 // "3 d 4 h", "2 h 5 min", "4 min 10 s": a duration for people, two units at most.
 std::string human_duration(std::chrono::seconds d) {
   long long s = d.count() < 0 ? -d.count() : d.count();
-  const long long days = s / 86400, hours = s % 86400 / 3600, minutes = s % 3600 / 60, secs = s % 60;
+  const long long days = s / 86400, hours = s % 86400 / 3600, minutes = s % 3600 / 60,
+                  secs = s % 60;
   if (days > 0)
     return std::to_string(days) + " d " + std::to_string(hours) + " h";
   if (hours > 0)
@@ -989,8 +1023,9 @@ bool has_scope(const std::string& scopes, const std::string& wanted) {
   return false;
 }
 
-// The stored id_token's claims once verified (signature, issuer, audience; an old id_token is accepted: the
-// claims only name the user), else one userinfo call when the token's scopes allow it.
+// The stored id_token's claims once verified (signature, issuer, audience; an old id_token is
+// accepted: the claims only name the user), else one userinfo call when the token's scopes allow
+// it.
 SignedInUser signed_in_user(const Args& a, const CommandInfo& cmd, const auth::Token& token) {
   SignedInUser u;
   try {
@@ -1005,11 +1040,13 @@ SignedInUser signed_in_user(const Args& a, const CommandInfo& cmd, const auth::T
         u.note = std::string("the id_token could not be verified: ") + e.what();
       }
     }
-    const bool allowed = has_scope(token.scope, "user-profile:read") || has_scope(token.scope, "openid");
+    const bool allowed =
+        has_scope(token.scope, "user-profile:read") || has_scope(token.scope, "openid");
     if (!allowed || token.expired()) {
       if (u.note.empty())
-        u.note = !allowed ? "no id_token, and the scopes do not allow userinfo (user-profile:read)"
-                          : "no id_token, and the access token has expired (userinfo needs a valid one)";
+        u.note = !allowed
+                     ? "no id_token, and the scopes do not allow userinfo (user-profile:read)"
+                     : "no id_token, and the access token has expired (userinfo needs a valid one)";
       return u;
     }
     auth::UserInfo info = auth::userinfo(config, token.access_token);
@@ -1089,7 +1126,8 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
   j["signed_in"] = true;
   j["usable"] = usable;
   if (!user.source.empty())
-    j["user"] = {{"name", user.name}, {"email", user.email}, {"sub", user.sub}, {"source", user.source}};
+    j["user"] = {
+        {"name", user.name}, {"email", user.email}, {"sub", user.sub}, {"source", user.source}};
   else
     j["user"] = nullptr;
   if (!user.note.empty())
@@ -1117,7 +1155,8 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
   std::ostringstream out;
   out << "Profile:        " << a.profile_name << "\nToken file:     " << token_file;
   if (!access.mode.empty())
-    out << " (mode " << access.mode << (access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
+    out << " (mode " << access.mode << (access.owner_only ? ", owner only" : ", OTHERS CAN READ IT")
+        << ")";
   out << "\nSigned in as:   ";
   if (user.source.empty()) {
     out << "unknown (" << user.note << ")";
@@ -1126,13 +1165,14 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
       out << user.name << (user.email.empty() ? "" : " <" + user.email + ">");
     else
       out << (user.email.empty() ? user.sub : user.email);
-    out << " (id " << user.sub << "; from " << (user.source == "id_token" ? "the verified id_token" : "userinfo")
-        << ")";
+    out << " (id " << user.sub << "; from "
+        << (user.source == "id_token" ? "the verified id_token" : "userinfo") << ")";
   }
   out << "\nScopes:         " << (token.scope.empty() ? "(not recorded)" : token.scope);
   const auto left = duration_cast<seconds>(token.expires_at - now);
   out << "\nAccess token:   "
-      << (access_valid ? "valid for " + human_duration(left) : "expired " + human_duration(left) + " ago")
+      << (access_valid ? "valid for " + human_duration(left)
+                       : "expired " + human_duration(left) + " ago")
       << " (" << (access_valid ? "until " : "at ") << local_time(token.expires_at) << ")";
   out << "\nRefresh token:  ";
   if (!has_refresh)
@@ -1140,11 +1180,13 @@ int cmd_status(const Args& a, const CommandInfo& cmd) {
   else if (!age_known)
     out << "present, age unknown (saved without its time); APS refresh tokens live 15 days";
   else if (refresh_usable)
-    out << "present, obtained " << human_duration(duration_cast<seconds>(now - token.refresh_token_obtained_at))
+    out << "present, obtained "
+        << human_duration(duration_cast<seconds>(now - token.refresh_token_obtained_at))
         << " ago; usable for " << human_duration(duration_cast<seconds>(refresh_ends - now))
         << " more (APS: 15 days)";
   else
-    out << "older than APS's 15 days (obtained " << local_time(token.refresh_token_obtained_at) << ")";
+    out << "older than APS's 15 days (obtained " << local_time(token.refresh_token_obtained_at)
+        << ")";
   out << '\n';
   if (!permission_problem.empty())
     out << "Problem:        " << permission_problem << '\n';
@@ -1163,12 +1205,14 @@ int cmd_profile(const Args& a, const CommandInfo& cmd) {
         given[name] = it->second;
     }
     if (given.empty())
-      throw UsageError{"`profile set` needs one of --client-id, --scopes, --callback-url, --base-url, --issuer",
-                       &cmd};
+      throw UsageError{
+          "`profile set` needs one of --client-id, --scopes, --callback-url, --base-url, --issuer",
+          &cmd};
     save_profile_settings(a, given);
     return kExitOk;
   }
-  // list: the profiles saved, and "default" and the selected one even when nothing is saved for them.
+  // list: the profiles saved, and "default" and the selected one even when nothing is saved for
+  // them.
   const std::string path = profiles_path();
   const nlohmann::json all = load_profiles(path);
   std::map<std::string, nlohmann::json> profiles = {{"default", nlohmann::json::object()},
@@ -1184,8 +1228,10 @@ int cmd_profile(const Args& a, const CommandInfo& cmd) {
     std::error_code ec;
     const bool has_token =
         std::filesystem::symlink_status(file, ec).type() != std::filesystem::file_type::not_found;
-    nlohmann::ordered_json p = {{"name", name}, {"selected", name == a.profile_name},
-                                {"token_file", file}, {"has_token", has_token}};
+    nlohmann::ordered_json p = {{"name", name},
+                                {"selected", name == a.profile_name},
+                                {"token_file", file},
+                                {"has_token", has_token}};
     out << (name == a.profile_name ? "* " : "  ") << name << "\n      token file: " << file
         << (has_token ? "" : " (none: not signed in)") << '\n';
     for (const auto& [setting, env_name] : kProfileSettings) {
@@ -1204,7 +1250,8 @@ int cmd_profile(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_completion(const Args& a, const CommandInfo&) {
-  if (a.operand == "zsh")  // zsh runs the bash function through its bash-compatible completion layer
+  if (a.operand ==
+      "zsh")  // zsh runs the bash function through its bash-compatible completion layer
     std::cout << "# zsh completion for aps-auth, generated by `aps-auth completion zsh`.\n"
                  "autoload -U +X compinit && compinit\n"
                  "autoload -U +X bashcompinit && bashcompinit\n";
