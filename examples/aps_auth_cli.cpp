@@ -1,12 +1,14 @@
 // aps-auth: sign in to Autodesk Platform Services from the command line.
 //
 //   aps-auth login          3-legged sign-in through the browser; prints the token JSON
+//   aps-auth status         who is signed in, until when
 //   aps-auth token          2-legged (client credentials) token
 //   aps-auth demo           the whole sign-in against a built-in mock server (no account)
 //
-// stdout carries only JSON (or, for access-token, the bare token); everything for the person goes
-// to stderr, and no secret, code or token is ever written there. Exit codes: 0 success, 1
-// authentication, network or server failure, 2 usage. Run `aps-auth --help` for the rest.
+// stdout carries only JSON (or, for access-token, the bare token, and for completion, the script);
+// everything for the person goes to stderr, and no secret, code or token is ever written there.
+// Exit codes: 0 success, 1 authentication, network or server failure (status: not signed in), 2
+// usage, 130 cancelled with Ctrl-C. Run `aps-auth --help` for the rest.
 // SPDX-License-Identifier: MIT
 #include "aps_auth.hpp"
 #include "mock_aps_server.hpp"
@@ -350,7 +352,8 @@ std::string usage() {
          "                          variables win over the saved settings\n"
          "\n"
          "Run `aps-auth COMMAND --help` for the options of one command.\n"
-         "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
+         "Exit codes: 0 success, 1 authentication, network or server failure (status: not\n"
+         "signed in), 2 usage, 130 cancelled with Ctrl-C.\n";
 }
 
 void print_command_help(std::ostream& out, const CommandInfo& c) {
