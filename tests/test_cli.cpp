@@ -752,6 +752,20 @@ TEST_SUITE("cli") {
       CHECK(j["refresh_token"]["age"].get<long long>() >= 3 * 86400);
     }
 
+    // Neither an id_token nor a scope for userinfo: the user is unknown, said why, and no call is made.
+    json data_only = profile_only;
+    data_only["scope"] = "data:read";
+    write_token_file(file, data_only);
+    Run unknown = f.run({"status", "--json"}, e);
+    {
+      INFO(unknown.describe());
+      CHECK(unknown.exit_code == 0);  // still a usable token
+      json j = parse_object(unknown);
+      CHECK(j["user"].is_null());
+      CHECK(contains(j.value("user_note", ""), "user-profile:read"));
+      CHECK(f.server.count("userinfo") == userinfos + 1);
+    }
+
     // An expired access token with a refresh token still inside its 15 days: usable (access-token renews it).
     json expired = saved;
     expired["expires_at"] = unix_now() - 600;
