@@ -93,7 +93,8 @@ const std::vector<CommandInfo> kCommands = {
      "\n"
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
-     with_common({"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key"}),
+     with_common(
+         {"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key"}),
      cmd_login},
     {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
@@ -398,24 +399,27 @@ struct NotSignedIn {
 
 // Where the token is kept: a token file, or (built with hiredis) a key in Redis.
 struct TokenPlace {
-  std::string name;                         // for messages: the path, or "redis://host:port/db key 'K'"
+  std::string name;  // for messages: the path, or "redis://host:port/db key 'K'"
   std::shared_ptr<auth::TokenStore> store;  // nullptr: neither was given
   std::string login_hint;                   // how to sign in into it (for NotSignedIn)
   std::function<void()> check_reachable;    // Redis: fails now when it cannot be reached
 };
 
-// --token-file (APS_TOKEN_FILE) or --token-store (APS_TOKEN_STORE) with --token-key; one given on the command
-// line wins over the other's variable. A Redis password is taken from the variable only: command lines are
-// visible to other users.
+// --token-file (APS_TOKEN_FILE) or --token-store (APS_TOKEN_STORE) with --token-key; one given on
+// the command line wins over the other's variable. A Redis password is taken from the variable
+// only: command lines are visible to other users.
 TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config& config) {
-  const bool file_arg = a.values.count("token-file") != 0, store_arg = a.values.count("token-store") != 0;
+  const bool file_arg = a.values.count("token-file") != 0,
+             store_arg = a.values.count("token-store") != 0;
   if (file_arg && store_arg)
     throw UsageError{"give --token-file or --token-store, not both", &cmd};
   std::string file = store_arg ? "" : option(a, "token-file", "APS_TOKEN_FILE");
   std::string url = file_arg ? "" : option(a, "token-store", "APS_TOKEN_STORE");
   if (!file.empty() && !url.empty())
-    throw UsageError{"both APS_TOKEN_FILE and APS_TOKEN_STORE are set: choose one with --token-file or "
-                     "--token-store", &cmd};
+    throw UsageError{
+        "both APS_TOKEN_FILE and APS_TOKEN_STORE are set: choose one with --token-file or "
+        "--token-store",
+        &cmd};
   TokenPlace place;
   if (!file.empty()) {
     place.name = file;
@@ -427,13 +431,16 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
   if (store_arg) {
     const std::size_t start = url.find("://") == std::string::npos ? 0 : url.find("://") + 3;
     if (url.substr(start, url.find('/', start) - start).find('@') != std::string::npos)
-      throw UsageError{"--token-store with a password: put the URL in APS_TOKEN_STORE instead (command lines "
-                       "are visible to other users)", &cmd};
+      throw UsageError{
+          "--token-store with a password: put the URL in APS_TOKEN_STORE instead (command lines "
+          "are visible to other users)",
+          &cmd};
   }
 #if APS_AUTH_CLI_REDIS
   auth::RedisTokenStoreOptions opts;
   opts.lock_ttl = auth::RedisTokenStore::lock_ttl_for(config);
-  const std::string key = option(a, "token-key", nullptr, auth::RedisTokenStore::default_key(config.client_id));
+  const std::string key =
+      option(a, "token-key", nullptr, auth::RedisTokenStore::default_key(config.client_id));
   auto redis = std::make_shared<auth::RedisTokenStore>(url, key, opts);
   place.name = redis->where() + " key '" + key + "'";
   place.login_hint = "aps-auth login --token-store URL --token-key '" + key + "'";
@@ -442,8 +449,9 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
   return place;
 #else
   (void)config;
-  throw UsageError{"this aps-auth was built without Redis support (hiredis): --token-store is not available",
-                   &cmd};
+  throw UsageError{
+      "this aps-auth was built without Redis support (hiredis): --token-store is not available",
+      &cmd};
 #endif
 }
 
@@ -494,7 +502,8 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
     std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
               << listener.redirect_uri() << " ...\n";
   };
-  TokenPlace place = token_place(a, cmd, config);  // a bad or unreachable --token-store fails before the sign-in
+  TokenPlace place =
+      token_place(a, cmd, config);  // a bad or unreachable --token-store fails before the sign-in
   if (place.check_reachable)
     place.check_reachable();
   auth::Token token = auth::login(config, opts);
@@ -878,7 +887,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   } catch (const NotSignedIn& e) {
     std::cerr << "aps-auth: no token in '" << e.path << "'; sign in first: "
-              << (e.login_hint.empty() ? "aps-auth login --token-file '" + e.path + "'" : e.login_hint)
+              << (e.login_hint.empty() ? "aps-auth login --token-file '" + e.path + "'"
+                                       : e.login_hint)
               << "\n";
     return kExitFailure;
   } catch (const auth::Error& e) {
