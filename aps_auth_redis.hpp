@@ -25,7 +25,8 @@
 // appendfsync always) or a restart loses the token in the same way.
 //
 // Every call has a deadline (options.timeout for connecting and for each command; lock() waits at most
-// options.lock_wait). Errors are aps::auth::Error: network (Redis down, connection lost), timeout, io (Redis
+// options.lock_wait), except the host name's lookup, which hiredis leaves to the system resolver: give an IP
+// address where the resolver may hang. Errors are aps::auth::Error: network (Redis down, connection lost), timeout, io (Redis
 // answered an error), usage (a bad URL). Messages name the server as redis://host:port/db, never the password.
 // The connection is re-made on the next call after a failure. One connection per store, guarded by a mutex.
 #ifndef APS_AUTH_REDIS_HPP
