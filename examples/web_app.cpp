@@ -21,8 +21,8 @@
 //   - the session cookie is random (256 bits), HttpOnly, SameSite=Lax (the callback is a top-level
 //     GET coming from APS: Strict would drop the cookie there), Secure and __Host- prefixed when
 //     served over HTTPS.
-// Prints "listening on <url>" on stdout once it accepts connections.
-// SPDX-License-Identifier: MIT
+// Prints "listening on <public url> (bound to <host>:<port>...)" on stdout once it accepts
+// connections. SPDX-License-Identifier: MIT
 #include "aps_auth.hpp"
 #include "example_env.hpp"
 #include "mock_aps_server.hpp"
@@ -380,8 +380,8 @@ int main(int argc, char** argv) try {
 
   WebApp app(config, public_url.compare(0, 8, "https://") == 0);
   app.routes(server);
-  std::cout << "listening on " << public_url
-            << (options.demo ? " (demo: mock APS at " + mock->base_url() + ")" : "") << std::endl;
+  std::cout << "listening on " << public_url << " (bound to " << options.host << ":" << port
+            << (options.demo ? "; demo: mock APS at " + mock->base_url() : "") << ")" << std::endl;
   return server.listen_after_bind() ? 0 : 1;
 } catch (const std::exception& e) {
   std::cerr << "web_app: " << e.what() << "\n";
