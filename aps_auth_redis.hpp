@@ -25,7 +25,8 @@
 // appendfsync always) or a restart loses the token in the same way.
 //
 // Every call has a deadline (options.timeout for connecting and for each command; lock() waits at most
-// options.lock_wait). Errors are aps::auth::Error: network (Redis down, connection lost), timeout, io (Redis
+// options.lock_wait), except the host name's lookup, which hiredis leaves to the system resolver: give an IP
+// address where the resolver may hang. Errors are aps::auth::Error: network (Redis down, connection lost), timeout, io (Redis
 // answered an error), usage (a bad URL). Messages name the server as redis://host:port/db, never the password.
 // The connection is re-made on the next call after a failure. One connection per store, guarded by a mutex.
 #ifndef APS_AUTH_REDIS_HPP
@@ -161,48 +162,21 @@ inline long number_in(const std::string& s, long lo, long hi) {
   return v >= lo && v <= hi ? v : -1;
 }
 
-// The error never repeats the URL: it may hold a password.
-inline Url parse_url(const std::string& url) {
-  auto bad = [](const std::string& why) {
-    return Error(ErrorKind::usage, "bad Redis URL (" + why + "); expected redis://[[user]:password@]host[:port][/db]");
-  };
-  const std::string scheme_end = "://";
-  std::size_t s = url.find(scheme_end);
-  if (s == std::string::npos) throw bad("no scheme");
-  const std::string scheme = url.substr(0, s);
-  if (scheme == "rediss")
-    throw Error(ErrorKind::usage, "rediss:// (Redis over TLS) is not supported by this build of aps_auth_redis.hpp; "
-                                  "use redis:// on a trusted network, or a TLS tunnel to Redis");
-  if (scheme != "redis") throw bad("the scheme is not redis://");
-  std::string rest = url.substr(s + scheme_end.size());
-  Url u;
-  std::size_t slash = rest.find('/');
-  std::string authority = rest.substr(0, slash);
-  if (slash != std::string::npos) {
-    std::string path = rest.substr(slash + 1);
-    if (!path.empty()) {
-      long db = number_in(path, 0, 1000000);
-      if (db < 0) throw bad("the database is not a number");
-      u.db = static_cast<int>(db);
-    }
-  }
-  std::size_t at = authority.rfind('@');
-  if (at != std::string::npos) {
-    std::string userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    std::size_t colon = userinfo.find(':');
-    if (colon == std::string::npos) throw bad("credentials without a ':' before the password");
-    u.user = percent_decode(userinfo.substr(0, colon));
-    u.password = percent_decode(userinfo.substr(colon + 1));
-  }
+// The errors never repeat the URL: it may hold a password.
+inline Error bad_url(const std::string& why) {
+  return Error(ErrorKind::usage, "bad Redis URL (" + why + "); expected redis://[[user]:password@]host[:port][/db]");
+}
+
+// "host", "host:port", "[v6]" or "[v6]:port" into u.host and u.port.
+inline void parse_host_port(const std::string& authority, Url& u) {
   std::string port;
   if (!authority.empty() && authority[0] == '[') {
     std::size_t close = authority.find(']');
-    if (close == std::string::npos) throw bad("an unclosed [");
+    if (close == std::string::npos) throw bad_url("an unclosed [");
     u.host = authority.substr(1, close - 1);
     std::string after = authority.substr(close + 1);
     if (!after.empty()) {
-      if (after[0] != ':') throw bad("junk after the IPv6 address");
+      if (after[0] != ':') throw bad_url("junk after the IPv6 address");
       port = after.substr(1);
     }
   } else {
@@ -210,13 +184,43 @@ inline Url parse_url(const std::string& url) {
     u.host = authority.substr(0, colon);
     if (colon != std::string::npos) port = authority.substr(colon + 1);
   }
-  if (u.host.empty()) throw bad("no host");
-  if (u.host.find_first_of(" \t\r\n%/?#") != std::string::npos) throw bad("a host with invalid characters");
+  if (u.host.empty()) throw bad_url("no host");
+  if (u.host.find_first_of(" \t\r\n%/?#") != std::string::npos) throw bad_url("a host with invalid characters");
   if (!port.empty()) {
     long p = number_in(port, 1, 65535);
-    if (p < 0) throw bad("the port is not a number in 1-65535");
+    if (p < 0) throw bad_url("the port is not a number in 1-65535");
     u.port = static_cast<int>(p);
   }
+}
+
+inline Url parse_url(const std::string& url) {
+  const std::string scheme_end = "://";
+  std::size_t s = url.find(scheme_end);
+  if (s == std::string::npos) throw bad_url("no scheme");
+  const std::string scheme = url.substr(0, s);
+  if (scheme == "rediss")
+    throw Error(ErrorKind::usage, "rediss:// (Redis over TLS) is not supported by this build of aps_auth_redis.hpp; "
+                                  "use redis:// on a trusted network, or a TLS tunnel to Redis");
+  if (scheme != "redis") throw bad_url("the scheme is not redis://");
+  std::string rest = url.substr(s + scheme_end.size());
+  Url u;
+  std::size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  if (slash != std::string::npos && slash + 1 < rest.size()) {
+    long db = number_in(rest.substr(slash + 1), 0, 1000000);
+    if (db < 0) throw bad_url("the database is not a number");
+    u.db = static_cast<int>(db);
+  }
+  std::size_t at = authority.rfind('@');
+  if (at != std::string::npos) {
+    std::string userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+    std::size_t colon = userinfo.find(':');
+    if (colon == std::string::npos) throw bad_url("credentials without a ':' before the password");
+    u.user = percent_decode(userinfo.substr(0, colon));
+    u.password = percent_decode(userinfo.substr(colon + 1));
+  }
+  parse_host_port(authority, u);
   const bool v6 = u.host.find(':') != std::string::npos;
   u.where = "redis://" + (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port) + "/" +
             std::to_string(u.db);

@@ -541,9 +541,26 @@ TEST_SUITE("redis") {
         return errors == 0 ? 0 : 2;
       })));
     }
-    while (mock.count("token.refresh_token") < kExpiries && support::seconds_since(t0) < 180)
+    // After each refresh the stored refresh token becomes the live one (the one the mock accepts) once the
+    // refreshing machine has saved it: checked at every expiry, not only at the end.
+    auth::RedisTokenStore watcher(redis.url(), kKey);
+    int checked = 0, not_live = 0;
+    for (int seen_refreshes = 0; seen_refreshes < kExpiries && support::seconds_since(t0) < 180;) {
       std::this_thread::sleep_for(10ms);
+      if (mock.count("token.refresh_token") == seen_refreshes) continue;
+      seen_refreshes = mock.count("token.refresh_token");
+      bool live = false;
+      for (auto until = SteadyClock::now() + 5s; !live && SteadyClock::now() < until; std::this_thread::sleep_for(5ms)) {
+        auth::Token now;
+        live = watcher.load(now) && now.refresh_token == mock.current_refresh_token_for(kClient) &&
+               mock.is_valid_refresh_token(now.refresh_token);
+      }
+      ++checked;
+      if (!live) ++not_live;
+    }
     redis.client()->command({"SET", stop_key, "1"});
+    CHECK(checked > 0);
+    CHECK(not_live == 0);
 
     std::set<std::string> seen;  // every access token some machine was handed
     for (int i = 0; i < kProcesses; ++i) {
@@ -573,7 +590,8 @@ TEST_SUITE("redis") {
     CHECK(seen.count(last.access_token) == 1);
     MESSAGE(kProcesses << " processes (separate HOME/XDG dirs) on one Redis key: " << refreshes
                        << " expiries, " << refreshes << " refreshes counted by the mock, " << seen.size()
-                       << " access tokens handed out, 0 errors, " << seconds << " s");
+                       << " access tokens handed out, 0 errors, the stored refresh token live after each of "
+                       << checked << " refreshes watched; " << seconds << " s");
   }
 
   // The refresh of the process `body` forks, stopped at one moment by a hook that reports "h" and then sleeps.

@@ -245,11 +245,29 @@ TEST_SUITE("web_app") {
     const std::string program = web_app_program();
     support::TempDir home;
     RunningApp app({program, "--demo", "--port", "0"}, support::base_env(home.path()));
-    const int port = std::stoi(app.url.substr(app.url.rfind(':') + 1));
+    const int port = std::stoi(app.url.substr(app.url.rfind(':') + 1));  // the public URL, by default
     support::raw_http::Response login = http(port, "GET", "/login");
     CHECK(login.status == 303);
     CHECK(contains(login.header("location"), "/authentication/v2/authorize?response_type=code&client_id=web-app-demo"));
     CHECK(contains(login.header("location"), "code_challenge_method=S256"));
     CHECK(contains(login.header("set-cookie"), "aps_session="));
+    CHECK_FALSE(contains(login.header("set-cookie"), "Secure"));
+  }
+
+  TEST_CASE("web app served over HTTPS (behind a TLS proxy): the cookie is __Host- prefixed and Secure") {
+    const std::string program = web_app_program();
+    support::TempDir home;
+    RunningApp app({program, "--demo", "--port", "0", "--public-url", "https://app.example"},
+                   support::base_env(home.path()));
+    REQUIRE(app.url == "https://app.example");
+    const std::string out = support::read_file(app.dir.file("out.txt")).value_or("");
+    const std::size_t bound = out.find("(bound to 127.0.0.1:");  // the public URL is not where it listens
+    REQUIRE(bound != std::string::npos);
+    const int port = std::stoi(out.substr(bound + 20));
+    support::raw_http::Response login = http(port, "GET", "/login");
+    CHECK(login.status == 303);
+    CHECK(contains(login.header("set-cookie"), "__Host-aps_session="));
+    CHECK(contains(login.header("set-cookie"), "; Path=/; HttpOnly; SameSite=Lax; Secure"));
+    CHECK(contains(login.header("location"), "redirect_uri=https%3A%2F%2Fapp.example%2Fapi%2Fauth%2Fcallback"));
   }
 }

@@ -57,7 +57,10 @@ class RedisClient {
   RedisClient(int port, const std::string& password = "") {
     timeval tv{2, 0};
     c_ = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (!c_ || c_->err) throw std::runtime_error("cannot connect to Redis on port " + std::to_string(port));
+    if (!c_ || c_->err) {
+      if (c_) redisFree(c_);  // the destructor does not run when the constructor throws
+      throw std::runtime_error("cannot connect to Redis on port " + std::to_string(port));
+    }
     redisSetTimeout(c_, tv);
     if (!password.empty()) command({"AUTH", password});
   }
