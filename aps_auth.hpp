@@ -389,7 +389,10 @@ class MemoryTokenStore : public TokenStore {
 };
 
 // A JSON file, written atomically (temp file in the same directory, fsync, rename, fsync of the directory),
-// mode 0600 from creation whatever the umask. Cross-process lock: flock() on "<path>.lock".
+// mode 0600 from creation whatever the umask. Cross-process lock: flock() (Windows: LockFileEx) on "<path>.lock",
+// waited for at most lock_timeout() (then ErrorKind::timeout). The token and lock files are never opened through
+// a symbolic link and must be regular files owned by this process's user; anything else is an ErrorKind::io error
+// naming the path.
 class FileTokenStore : public TokenStore {
  public:
   enum class OpenPermissions {
@@ -406,11 +409,15 @@ class FileTokenStore : public TokenStore {
   APS_AUTH_FUNC void save(const Token& token) override;
   APS_AUTH_FUNC void clear() override;
   [[nodiscard]] APS_AUTH_FUNC std::unique_ptr<StoreLock> lock() override;
+  // How long lock() waits for a lock another process holds (default 30 s).
+  void set_lock_timeout(std::chrono::milliseconds timeout) noexcept { lock_timeout_ = timeout; }
+  [[nodiscard]] std::chrono::milliseconds lock_timeout() const noexcept { return lock_timeout_; }
 
  private:
   std::string path_;
   OpenPermissions permissions_;
   std::function<void(const std::string&)> warn_;
+  std::chrono::milliseconds lock_timeout_{30000};
 };
 
 // =================================================================================================================
@@ -513,6 +520,7 @@ APS_AUTH_NAMESPACE_END
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -573,8 +581,8 @@ inline int ms_until(Clock::time_point until) {
 //                poll_sockets, readable_now, connect_tcp, whole_tls_record_queued, Waker,
 //                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6
 //   trust        load_system_roots
-//   files        parent_dir, path_join, make_private_dirs, read_file_if_exists, replace_file, remove_file,
-//                lock_file, default_state_dir, private_file_hint
+//   files        parent_dir, path_join, make_private_dirs, open_own_file / check_own_file, read_file_if_exists,
+//                replace_file, remove_file, open_lock_file, try_lock, lock_file, default_state_dir, private_file_hint
 //   processes    spawn_detached, open_in_default_browser
 //   clock        now_before
 // =================================================================================================================
@@ -646,6 +654,7 @@ constexpr socket_t kNoSocket = -1;
 using PollFd = pollfd;
 
 inline int last_socket_error() { return errno; }
+inline int last_os_error() { return errno; }
 inline std::string os_error_text(int err) { return std::strerror(err); }
 inline bool is_addr_in_use(int err) { return err == EADDRINUSE; }
 inline bool is_no_ipv6(int err) { return err == EADDRNOTAVAIL || err == EAFNOSUPPORT; }
@@ -816,15 +825,41 @@ inline void make_private_dirs(const std::string& dir) {
     throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + os_error_text(errno));
 }
 
+// Opens a token or lock file (`what` names it in errors) so that another local user can neither redirect nor
+// block the open: O_NOFOLLOW (a symbolic link at `path` is refused, nothing is created where it points),
+// O_NONBLOCK (a FIFO does not hang the open), then fstat: a regular file owned by the effective user, else an io
+// error naming the path. Invalid, errno ENOENT, when the file does not exist and `flags` has no O_CREAT.
+inline Fd open_own_file(const std::string& path, int flags, const char* what, struct stat& st) {
+  Fd fd(::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600));
+  if (!fd.valid()) {
+    const int err = errno;
+    if (err == ENOENT && !(flags & O_CREAT)) return fd;
+    if (err == ELOOP)
+      throw Error(ErrorKind::io, std::string(what) + " '" + path + "' is a symbolic link; refused (remove it)");
+    throw Error(ErrorKind::io, std::string("cannot open ") + what + " '" + path + "': " + os_error_text(err));
+  }
+  if (::fstat(fd.get(), &st) != 0)
+    throw Error(ErrorKind::io, std::string("cannot read ") + what + " '" + path + "': " + os_error_text(errno));
+  if (!S_ISREG(st.st_mode)) {
+    const char* type = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a device";
+    throw Error(ErrorKind::io, std::string(what) + " '" + path + "' is " + type + ", not a regular file; refused");
+  }
+  if (st.st_uid != ::geteuid())
+    throw Error(ErrorKind::io, std::string(what) + " '" + path + "' belongs to another user (uid " +
+                                   std::to_string(st.st_uid) + ", this process runs as uid " +
+                                   std::to_string(::geteuid()) + "); refused");
+  return fd;
+}
+
 // Reads a whole file (at most APS_AUTH_MAX_RESPONSE_BYTES and a little); false when it does not exist.
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return false;
-    throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(errno));
-  }
   struct stat st {};
-  if (::fstat(fd.get(), &st) == 0 && (st.st_mode & 077) != 0) {
+  Fd fd = open_own_file(path, O_RDONLY, "token file", st);
+  if (!fd.valid()) return false;
+  if ((st.st_mode & 077) != 0) {
     out.shared = true;
     out.access = "mode " + std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
                  std::to_string(st.st_mode & 7);
@@ -884,17 +919,19 @@ struct FileLock : StoreLock {
   Fd fd;  // closing releases the flock
 };
 
-// An exclusive flock() on `lock_path` (created 0600 when missing), held until the result is destroyed.
-inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path) {
+// `lock_path` opened as open_own_file() does (created 0600 when missing), not locked yet.
+inline std::unique_ptr<FileLock> open_lock_file(const std::string& lock_path) {
   make_private_dirs(parent_dir(lock_path));
   auto l = std::make_unique<FileLock>();
-  l->fd = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!l->fd.valid())
-    throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + os_error_text(errno));
-  while (::flock(l->fd.get(), LOCK_EX) != 0) {
-    if (errno != EINTR) throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(errno));
-  }
+  struct stat st {};
+  l->fd = open_own_file(lock_path, O_RDWR | O_CREAT, "lock file", st);
   return l;
+}
+
+// One attempt at an exclusive flock() that does not wait: 1 taken, 0 held by someone else, -1 error (errno).
+inline int try_lock(FileLock& l) {
+  if (::flock(l.fd.get(), LOCK_EX | LOCK_NB) == 0) return 1;
+  return errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
 // $XDG_STATE_HOME, else ~/.local/state.
@@ -1314,14 +1351,35 @@ inline std::string others_with_access(HANDLE file) {
   return others;
 }
 
+// The checks of the POSIX open_own_file() on a handle opened with FILE_FLAG_OPEN_REPARSE_POINT (a symbolic link
+// or junction is opened itself, never followed): a plain disk file, not a directory, reparse point, pipe or
+// device, owned by the current user (or SYSTEM or Administrators, see trusted_sid); else an io error.
+inline void check_own_file(HANDLE h, const std::string& path, const char* what) {
+  BY_HANDLE_FILE_INFORMATION info{};
+  if (::GetFileType(h) != FILE_TYPE_DISK || !::GetFileInformationByHandle(h, &info) ||
+      (info.dwFileAttributes & (FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_REPARSE_POINT)) != 0)
+    throw Error(ErrorKind::io, std::string(what) + " '" + path +
+                                   "' is not a regular file (a link, a directory, a pipe or a device); refused");
+  PSID owner = nullptr;
+  PSECURITY_DESCRIPTOR sd = nullptr;
+  if (::GetSecurityInfo(h, SE_FILE_OBJECT, OWNER_SECURITY_INFORMATION, &owner, nullptr, nullptr, nullptr, &sd) !=
+      ERROR_SUCCESS)
+    throw Error(ErrorKind::io, std::string("cannot read the owner of ") + what + " '" + path + "'");
+  const bool own = trusted_sid(owner, current_user_sid());
+  const std::string who = own ? std::string() : account_name(owner);
+  ::LocalFree(sd);
+  if (!own) throw Error(ErrorKind::io, std::string(what) + " '" + path + "' belongs to another user (" + who + "); refused");
+}
+
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
   File f(::CreateFileW(to_wide(path).c_str(), GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
-                       nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, nullptr));
+                       nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
   if (!f.valid()) {
     const int err = last_os_error();
     if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND) return false;
     throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(err));
   }
+  check_own_file(f.get(), path, "token file");
   const std::string others = others_with_access(f.get());
   if (!others.empty()) {
     out.shared = true;
@@ -1384,20 +1442,26 @@ struct FileLock : StoreLock {
   File file;  // closing the handle releases the lock
 };
 
-// An exclusive LockFileEx() on `lock_path` (created owner-only when missing), held until the result is destroyed.
-inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path) {
+// `lock_path` (created owner-only when missing; a link is opened itself and refused), checked as check_own_file()
+// does, not locked yet.
+inline std::unique_ptr<FileLock> open_lock_file(const std::string& lock_path) {
   make_private_dirs(parent_dir(lock_path));
   OwnerOnly owner_only(false);
   auto l = std::make_unique<FileLock>();
   l->file = File(::CreateFileW(to_wide(lock_path).c_str(), GENERIC_READ | GENERIC_WRITE,
                                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, owner_only.attributes(),
-                               OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, nullptr));
+                               OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
   if (!l->file.valid())
     throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + os_error_text(last_os_error()));
-  OVERLAPPED at{};
-  if (!::LockFileEx(l->file.get(), LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &at))
-    throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
+  check_own_file(l->file.get(), lock_path, "lock file");
   return l;
+}
+
+// One attempt at an exclusive LockFileEx() that does not wait: 1 taken, 0 held by someone else, -1 error.
+inline int try_lock(FileLock& l) {
+  OVERLAPPED at{};
+  if (::LockFileEx(l.file.get(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &at)) return 1;
+  return ::GetLastError() == ERROR_LOCK_VIOLATION ? 0 : -1;
 }
 
 // %LOCALAPPDATA%, else %USERPROFILE%\AppData\Local.
@@ -1464,6 +1528,28 @@ inline bool open_in_default_browser(const std::string& url) {
 inline bool now_before(std::chrono::system_clock::time_point t) { return std::chrono::system_clock::now() < t; }
 
 #endif  // Windows
+
+// ---- files, the same on both
+
+// An exclusive lock on `lock_path`, held until the result is destroyed. Polled without blocking, so that a lock
+// held forever (another user's process, a hung one) ends in an error after `timeout` instead of a hang.
+inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path, std::chrono::milliseconds timeout) {
+  std::unique_ptr<FileLock> l = open_lock_file(lock_path);
+  const Clock::time_point until = Clock::now() + timeout;
+  for (std::chrono::milliseconds nap(1);; nap = std::min<std::chrono::milliseconds>(nap * 2, std::chrono::milliseconds(100))) {
+    const int got = try_lock(*l);
+    if (got > 0) return l;
+    if (got < 0) throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
+    const Clock::time_point now = Clock::now();
+    if (now >= until)
+      throw Error(ErrorKind::timeout,
+                  "lock file '" + lock_path + "' is held by another process; gave up after " +
+                      (timeout.count() % 1000 == 0 ? std::to_string(timeout.count() / 1000) + " s"
+                                                   : std::to_string(timeout.count()) + " ms") +
+                      " (FileTokenStore::set_lock_timeout)");
+    std::this_thread::sleep_for(std::min<Clock::duration>(nap, until - now));
+  }
+}
 
 // ---- sockets, the same on both: built on the calls above
 
@@ -1925,6 +2011,22 @@ inline std::chrono::system_clock::time_point from_epoch_seconds(const json& inte
   return from_epoch_seconds(huge ? INT64_MAX : integer.get<std::int64_t>());
 }
 
+// RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=". What a bearer token may hold,
+// so that one put into an Authorization header (or a shell's "Bearer $(...)") cannot add headers or arguments.
+inline bool is_b64token(std::string_view s) {
+  std::size_t n = 0;
+  while (n < s.size() && (is_unreserved(static_cast<unsigned char>(s[n])) || s[n] == '+' || s[n] == '/')) ++n;
+  if (n == 0) return false;
+  while (n < s.size() && s[n] == '=') ++n;
+  return n == s.size();
+}
+
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 inline std::string join(const std::vector<std::string>& parts, char sep) {
   std::string out;
   for (const auto& p : parts) {
@@ -2328,13 +2430,41 @@ inline std::string refusal_words(const CallbackParams& p) {
   return words + "</p><p>You can close this window and try again.</p>";
 }
 
+// The value of the request head's one Host header; nullopt when there is none or more than one.
+inline std::optional<std::string_view> host_header(std::string_view head) {
+  std::optional<std::string_view> found;
+  std::size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    pos += 2;
+    std::size_t eol = head.find("\r\n", pos);
+    std::string_view line = head.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (line.empty()) break;
+    if (line.size() >= 5 && iequals(line.substr(0, 5), "host:")) {
+      if (found) return std::nullopt;
+      std::string_view v = line.substr(5);
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      found = v;
+    }
+    pos = eol;
+  }
+  return found;
+}
+
+// `hosts`: the Host header values the callback can arrive with (its host:port, the bound loopback addresses). A
+// request naming another host (a DNS-rebinding page: evil.example resolved to 127.0.0.1) gets a refusal page and
+// does not count.
 inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view callback_path,
-                                         const AuthorizationRequest& request) {
+                                         const AuthorizationRequest& request, const std::vector<std::string>& hosts) {
   using Is = CallbackVerdict::Is;
   std::string_view line = head.substr(0, head.find("\r\n"));
   std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
   if (sp1 == std::string_view::npos || sp2 <= sp1)
     return answer(400, "Bad request", "<p>The browser sent a request this page cannot read.</p>");
+  const std::optional<std::string_view> host = host_header(head);
+  if (!host || std::none_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return iequals(*host, h); }))
+    return answer(421, "Wrong address",
+                  "<p>This request was not addressed to the sign-in's own address, so it was ignored.</p>");
   std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::size_t q = target.find('?');
   if (target.substr(0, q) != callback_path)
@@ -2415,6 +2545,7 @@ inline const char* reason_phrase(int status) {
     case 200: return "OK";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 421: return "Misdirected Request";
     case 431: return "Request Header Fields Too Large";
     default: return "Bad Request";
   }
@@ -2425,7 +2556,8 @@ inline const char* reason_phrase(int status) {
 inline void respond(socket_t s, int status, const std::string& html) {
   const std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
                           "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nPragma: no-cache\r\n"
-                          "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+                          "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
+                          "frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n"
                           "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n"
                           "Content-Length: " +
                           std::to_string(html.size()) + "\r\n\r\n" + html;
@@ -2491,16 +2623,18 @@ class Connections {
   // cannot evict it unread.
   // With `held`, the awaited callback's connection is moved there unanswered.
   std::optional<std::string> serve(const PollFd* polled, std::size_t polled_count, std::string_view callback_path,
-                                   const AuthorizationRequest& request, Socket* held) {
+                                   const std::vector<std::string>& hosts, const AuthorizationRequest& request,
+                                   Socket* held) {
     for (std::size_t i = 0; i < list_.size(); ++i) {
       if (i < polled_count && !polled[i].revents) continue;
-      if (auto code = serve_one(list_[i], callback_path, request, held)) return code;
+      if (auto code = serve_one(list_[i], callback_path, hosts, request, held)) return code;
     }
     return std::nullopt;
   }
 
  private:
   static std::optional<std::string> serve_one(Connection& c, std::string_view callback_path,
+                                              const std::vector<std::string>& hosts,
                                               const AuthorizationRequest& request, Socket* held) {
     if (!c.socket.valid()) return std::nullopt;
     char buf[4096];
@@ -2510,7 +2644,7 @@ class Connections {
       if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
     }
     if (c.in.find("\r\n\r\n") != std::string::npos) {
-      CallbackOutcome out = evaluate_callback(c.in, callback_path, request);
+      CallbackOutcome out = evaluate_callback(c.in, callback_path, request, hosts);
       if (held && !out.code.empty()) {
         *held = std::move(c.socket);
         return out.code;
@@ -2624,6 +2758,17 @@ struct LoopbackListener::Impl {
                      "(Autodesk then shows \"Invalid redirect_uri\" and never redirects here)");
   }
 
+  // The Host header values a request for the callback may carry: the callback's host, or one of the loopback
+  // addresses bound, with the bound port (left out when it is 80, HTTP's default). Never a name a DNS-rebinding
+  // page could own.
+  std::vector<std::string> hosts() const {
+    std::vector<std::string> out{callback.host_for_url() + ":" + std::to_string(port)};
+    out.insert(out.end(), addresses.begin(), addresses.end());
+    if (port == 80)
+      for (std::size_t i = 0, n = out.size(); i < n; ++i) out.push_back(out[i].substr(0, out[i].rfind(':')));
+    return out;
+  }
+
   std::string callback_with_port() const {
     return "http://" + callback.host_for_url() + ":" + std::to_string(port) + callback.target();
   }
@@ -2650,7 +2795,8 @@ struct LoopbackListener::Impl {
       const std::size_t first_conn = 1 + listeners.size();
       for (std::size_t i = 1; i < first_conn; ++i)
         if (fds[i].revents) conns.accept_from(fds[i].fd);
-      if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, request, keep))
+      if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, hosts(), request,
+                                  keep))
         return *code;
     }
   }
@@ -3271,9 +3417,17 @@ inline Token parse_token(const json& j, std::chrono::system_clock::time_point se
   Token t;
   t.access_token = string_field(j, "access_token");
   if (t.access_token.empty()) throw Error(ErrorKind::bad_response, what + " answered without an access_token");
+  // Tokens end up in Authorization headers and shell command lines: only RFC 6750's characters are taken.
+  if (!is_b64token(t.access_token))
+    throw Error(ErrorKind::bad_response, what + " answered an access_token with characters a bearer token cannot have");
   std::string type = string_field(j, "token_type");
+  if (!type.empty() && !iequals(type, "Bearer"))
+    throw Error(ErrorKind::bad_response, what + " answered token_type '" + sanitize(type.substr(0, 40)) +
+                                             "'; only Bearer tokens are supported");
   if (!type.empty()) t.token_type = type;
   t.refresh_token = string_field(j, "refresh_token");
+  if (!t.refresh_token.empty() && !is_b64token(t.refresh_token))
+    throw Error(ErrorKind::bad_response, what + " answered a refresh_token with characters a bearer token cannot have");
   t.id_token = string_field(j, "id_token");
   t.scope = string_field(j, "scope");
   t.expires_in = std::chrono::seconds(expires_in_seconds(j, what));
@@ -3475,7 +3629,9 @@ APS_AUTH_FUNC void FileTokenStore::save(const Token& token) { detail::replace_fi
 APS_AUTH_FUNC void FileTokenStore::clear() { detail::remove_file(path_); }
 
 // A separate lock file: the token file itself is replaced by rename, so a lock on it would not hold.
-APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() { return detail::lock_file(path_ + ".lock"); }
+APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() {
+  return detail::lock_file(path_ + ".lock", lock_timeout_);
+}
 
 // =================================================================================================================
 // [8] Token source

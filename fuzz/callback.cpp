@@ -7,10 +7,11 @@
 //
 // Invariants:
 //   - evaluate_callback never throws (a throw would end the wait: anyone could cancel a sign-in);
-//   - status is one of 200, 400, 404, 405;
+//   - status is one of 200, 400, 404, 405, 421 (a Host other than the callback's "127.0.0.1:8080");
 //   - the page contains only the template's own tags: no '<script', no injected markup;
 //   - a code, a failure, or a 200 happen only when the request is a GET on the callback path whose query holds
 //     exactly one `state`, equal to request.state after one percent-decoding (checked by an independent decoder);
+//   - a code or a failure happen only for a request naming the callback's host:port in a Host header;
 //   - a code and a failure never come together; a code is never empty.
 #include "aps_auth.hpp"
 #include "fuzz_util.hpp"
@@ -115,13 +116,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   std::optional<aps::auth::detail::CallbackOutcome> out;
   try {
-    out = aps::auth::detail::evaluate_callback(head, path, request);
+    out = aps::auth::detail::evaluate_callback(head, path, request, {"127.0.0.1:8080"});
   } catch (const std::exception& e) {
     fuzz_util::fail("evaluate_callback threw (a hostile request could end the wait)", e.what());
   }
 
   const int s = out->status;
-  require(s == 200 || s == 400 || s == 404 || s == 405, "status not in {200,400,404,405}", std::to_string(s));
+  require(s == 200 || s == 400 || s == 404 || s == 405 || s == 421, "status not in {200,400,404,405,421}",
+          std::to_string(s));
   require(!out->html.empty(), "empty page");
   require(!fuzz_util::contains_nocase(out->html, "<script"), "page contains <script", out->html);
   require(only_template_tags(out->html), "page contains markup that is not the template's", out->html);
@@ -130,12 +132,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool matched = state_matches(head, path, request.state);
   if (!out->code.empty()) {
     require(matched, "a code was returned although the state did not match exactly", head);
+    require(fuzz_util::contains_nocase(head, "host:") && fuzz_util::contains(head, "127.0.0.1:8080"),
+            "a code was returned for a request without the callback's Host", head);
     require(s == 200, "a code with a status other than 200");
     require(fuzz_util::contains(out->html, "signed in"), "success without the success page");
   }
   if (out->failure) {
     require(matched, "a failure ends the wait although the state did not match (anyone could cancel a sign-in)",
             head);
+    require(fuzz_util::contains(head, "127.0.0.1:8080"), "a failure for a request without the callback's Host", head);
     fuzz_util::check_error(*out->failure);
     auto k = out->failure->kind();
     using aps::auth::ErrorKind;

@@ -1,0 +1,264 @@
+// Security round 2 (issue 11): what a hostile local user or a hostile endpoint must not get. Each TEST_CASE is
+// one defect of the adversarial review, and fails on the code before its fix: token and lock files planted as
+// links, FIFOs, other users' files or locks held forever; token answers with header-breaking characters.
+// Cases that need a second user run as root (as CI does) and are skipped by name otherwise.
+#include <doctest/doctest.h>
+
+#include "aps_auth.hpp"
+#include "support/environment.hpp"
+#include "support/files.hpp"
+#include "support/library.hpp"
+#include "support/mock.hpp"
+#include "support/network.hpp"
+#include "support/text.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <string>
+#include <thread>
+
+#ifndef _WIN32
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+namespace {
+
+namespace auth = aps::auth;
+using namespace std::chrono_literals;
+using support::contains, support::require_error, support::TempDir;
+
+auth::Token a_token() {
+  auth::Token t;
+  t.access_token = "access-0123";
+  t.refresh_token = "refresh-4567";
+  t.expires_in = std::chrono::seconds(3600);
+  t.expires_at = std::chrono::system_clock::now() + t.expires_in;
+  return t;
+}
+
+#ifndef _WIN32
+// POSIX only: the second user of these cases is uid 65534, made with chown(), which needs root.
+constexpr uid_t kNobody = 65534;
+bool running_as_root() { return ::geteuid() == 0; }
+#endif
+
+}  // namespace
+
+TEST_SUITE("security: token and lock files") {
+  TEST_CASE("row 1: a symbolic link planted at the lock or token path is refused; nothing is created where it points") {
+    TempDir dir;
+    const std::string path = dir.file("tok.json");
+    const std::string elsewhere = dir.file("victim-private/planted");
+    std::filesystem::create_directory(dir.file("victim-private"));
+    std::filesystem::create_symlink(elsewhere, path + ".lock");
+
+    auth::FileTokenStore store(path);
+    auth::Error e = require_error([&] { (void)store.lock(); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), path + ".lock"));
+    CHECK(contains(e.what(), "symbolic link"));
+    CHECK_FALSE(support::exists(elsewhere));
+
+    // The token file itself: a link to a file of ours is not read through.
+    const std::string real = dir.write("real.json", a_token().to_json(), 0600);
+    std::filesystem::create_symlink(real, path);
+    auth::Token t;
+    e = require_error([&] { (void)store.load(t); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), path));
+    CHECK(contains(e.what(), "symbolic link"));
+  }
+
+  TEST_CASE("row 2: a lock held by another process: lock() gives up after lock_timeout() saying the lock is held") {
+    TempDir dir;
+    const std::string path = dir.file("tok.json");
+    auth::FileTokenStore holder(path), waiter(path);
+    CHECK(waiter.lock_timeout() == 30s);  // the documented default
+    std::unique_ptr<auth::StoreLock> held = holder.lock();
+    REQUIRE(held);
+    // Another open of the lock file: another process's lock, as far as the OS is concerned.
+    waiter.set_lock_timeout(300ms);
+    auth::Error e = require_error([&] { (void)waiter.lock(); });
+    CHECK(e.kind() == auth::ErrorKind::timeout);
+    CHECK(contains(e.what(), path + ".lock"));
+    CHECK(contains(e.what(), "held by another process"));
+    CHECK(contains(e.what(), "300 ms"));
+    held.reset();
+    CHECK(waiter.lock() != nullptr);  // released: taken at once
+  }
+
+#ifndef _WIN32
+  // POSIX only: FIFOs.
+  TEST_CASE("row 3: a FIFO at the token path is an immediate io error, not a hang") {
+    TempDir dir;
+    const std::string path = dir.file("tok.json");
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    auth::FileTokenStore store(path);
+    std::future<std::optional<auth::Error>> loading = std::async(std::launch::async, [&] {
+      return support::catch_error([&] {
+        auth::Token t;
+        (void)store.load(t);
+      });
+    });
+    // Not a timing assertion: a guard so that a hanging open (the defect) ends the test instead of hanging it.
+    if (loading.wait_for(20s) != std::future_status::ready) {
+      const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open return
+      if (fd >= 0) ::close(fd);
+      FAIL("FileTokenStore::load() blocked on a FIFO at the token path");
+    }
+    std::optional<auth::Error> e = loading.get();
+    REQUIRE(e.has_value());
+    CHECK(e->kind() == auth::ErrorKind::io);
+    CHECK(contains(e->what(), path));
+    CHECK(contains(e->what(), "FIFO"));
+
+    // The lock path too.
+    REQUIRE(::mkfifo((path + ".lock").c_str(), 0600) == 0);
+    auth::Error le = require_error([&] { (void)store.lock(); });
+    CHECK(le.kind() == auth::ErrorKind::io);
+    CHECK(contains(le.what(), "FIFO"));
+  }
+
+  // POSIX only: chown() to a second user, as root.
+  TEST_CASE("row 2: a token file or lock file owned by another user is refused (as root)") {
+    if (!running_as_root()) {
+      MESSAGE("skipped: needs root to give a file to uid 65534");
+      return;
+    }
+    TempDir dir;
+    const std::string path = dir.file("tok.json");
+    auth::FileTokenStore store(path);
+    store.save(a_token());
+    {
+      std::unique_ptr<auth::StoreLock> l = store.lock();  // creates the lock file
+    }
+    REQUIRE(::chown(path.c_str(), kNobody, kNobody) == 0);
+    auth::Token t;
+    auth::Error e = require_error([&] { (void)store.load(t); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), path));
+    CHECK(contains(e.what(), "another user (uid 65534"));
+
+    REQUIRE(::chown((path + ".lock").c_str(), kNobody, kNobody) == 0);
+    auth::Error le = require_error([&] { (void)store.lock(); });
+    CHECK(le.kind() == auth::ErrorKind::io);
+    CHECK(contains(le.what(), path + ".lock"));
+    CHECK(contains(le.what(), "another user"));
+  }
+#endif
+}
+
+TEST_SUITE("security: token answers") {
+  TEST_CASE("row 8: tokens outside RFC 6750's b64token characters or a token_type other than Bearer: bad_response, "
+            "nothing saved") {
+    support::MockEnv env(false);
+    const auth::Config config = env.config();
+    const struct {
+      const char* what;
+      std::string body;
+    } bad[] = {
+        {"CR LF in access_token", R"({"access_token":"at\r\nX-Evil: 1","token_type":"Bearer","expires_in":3599})"},
+        {"space in access_token", R"({"access_token":"at -H x","token_type":"Bearer","expires_in":3599})"},
+        {"'=' inside access_token", R"({"access_token":"a=b","token_type":"Bearer","expires_in":3599})"},
+        {"LF in refresh_token",
+         R"({"access_token":"at","refresh_token":"rt\nX: y","token_type":"Bearer","expires_in":3599})"},
+        {"token_type mac", R"({"access_token":"at","token_type":"mac","expires_in":3599})"},
+        {"token_type N_A", R"({"access_token":"at","token_type":"N_A","expires_in":3599})"},
+    };
+    for (const auto& b : bad) {
+      CAPTURE(b.what);
+      env.server.inject(support::fault(support::kTokenPath, 200, b.body));
+      auth::Error e = require_error([&] { (void)auth::client_credentials(config); });
+      CHECK(e.kind() == auth::ErrorKind::bad_response);
+      CHECK_FALSE(contains(e.what(), "X-Evil"));
+    }
+
+    // Accepted: RFC 6750's characters, trailing '=', and Bearer in any case.
+    env.server.inject(support::fault(
+        support::kTokenPath, 200, R"({"access_token":"aZ09-._~+/==","token_type":"bearer","expires_in":3599})"));
+    auth::Token t = auth::client_credentials(config);
+    CHECK(t.access_token == "aZ09-._~+/==");
+    // The mock (like APS) says Bearer.
+    CHECK(auth::client_credentials(config).token_type == "Bearer");
+
+    // A refresh answered with a header-breaking token: the stored token is left as it was.
+    TempDir dir;
+    const std::string path = dir.file("tok.json");
+    auth::Token old = a_token();
+    old.expires_at = std::chrono::system_clock::now() - 1s;  // due for a refresh
+    auto store = std::make_shared<auth::FileTokenStore>(path);
+    store->save(old);
+    const std::string before = *support::read_file(path);
+    env.server.inject(support::fault(support::kTokenPath, 200, bad[0].body));
+    auth::TokenSource source(config, store);
+    auth::Error e = require_error([&] { (void)source.access_token(); });
+    CHECK(e.kind() == auth::ErrorKind::bad_response);
+    CHECK(*support::read_file(path) == before);
+  }
+
+  TEST_CASE("row 8: a token file holding a header-breaking token is refused, not handed out") {
+    TempDir dir;
+    const std::string path = dir.write(
+        "tok.json", R"({"access_token":"at\r\nX-Evil: 1","token_type":"Bearer","expires_in":3599,"expires_at":4000000000})");
+    auth::FileTokenStore store(path);
+    auth::Token t;
+    auth::Error e = require_error([&] { (void)store.load(t); });
+    CHECK(e.kind() == auth::ErrorKind::io);
+    CHECK(contains(e.what(), "not a valid token"));
+  }
+}
+
+TEST_SUITE("security: the loopback listener") {
+  TEST_CASE("row 9: listener pages forbid framing: CSP frame-ancestors 'none' and X-Frame-Options: DENY") {
+    auth::LoopbackListener listener("http://127.0.0.1:0/cb");
+    auth::Config config;
+    config.client_id = "frames";
+    const auth::AuthorizationRequest request = auth::authorization_request(config, {}, listener.redirect_uri());
+    std::future<std::vector<support::raw_http::Response>> pages = std::async(std::launch::async, [&] {
+      return std::vector<support::raw_http::Response>{
+          support::raw_http::request("127.0.0.1", listener.port(), "/favicon.ico"),
+          support::raw_http::request("127.0.0.1", listener.port(), "/cb?code=c1&state=" + request.state)};
+    });
+    CHECK(listener.wait(request, 20s) == "c1");
+    for (const support::raw_http::Response& answer : pages.get()) {
+      CHECK(answer.status != 0);
+      CHECK(contains(answer.header("content-security-policy"), "frame-ancestors 'none'"));
+      CHECK(answer.header("x-frame-options") == "DENY");
+    }
+  }
+
+  TEST_CASE("row 9: a request whose Host is not the callback's host:port is refused and does not count") {
+    auth::LoopbackListener listener("http://127.0.0.1:0/cb");
+    const int port = listener.port();
+    const std::string p = std::to_string(port);
+    auth::Config config;
+    config.client_id = "rebinding";
+    const auth::AuthorizationRequest request = auth::authorization_request(config, {}, listener.redirect_uri());
+    std::vector<support::raw_http::Response> refused;
+    std::future<support::raw_http::Response> browser = std::async(std::launch::async, [&] {
+      const std::string good = "/cb?code=the-code&state=" + request.state;
+      const std::string cancel = "/cb?error=access_denied&state=" + request.state;
+      // A DNS-rebinding page (evil.example resolved to 127.0.0.1), the right port but another name, no Host at
+      // all, two Host headers: each carries the right state, none may end the wait.
+      for (const std::string& head :
+           {"GET " + good + " HTTP/1.1\r\nHost: evil.example:" + p + "\r\n\r\n",
+            "GET " + cancel + " HTTP/1.1\r\nHost: evil.example:" + p + "\r\n\r\n",
+            "GET " + good + " HTTP/1.1\r\nHost: localhost:" + p + "\r\n\r\n",
+            "GET " + good + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port + 1) + "\r\n\r\n",
+            "GET " + good + " HTTP/1.1\r\nUser-Agent: x\r\n\r\n",
+            "GET " + good + " HTTP/1.1\r\nHost: 127.0.0.1:" + p + "\r\nHost: evil.example\r\n\r\n"})
+        refused.push_back(support::raw_http::exchange("127.0.0.1", port, head));
+      return support::raw_http::request("127.0.0.1", port, "/cb?code=the-real-code&state=" + request.state);
+    });
+    CHECK(listener.wait(request, 20s) == "the-real-code");
+    CHECK(browser.get().status == 200);
+    REQUIRE(refused.size() == 6);
+    for (const auto& r : refused) {
+      CHECK(r.status == 421);
+      CHECK(contains(r.body, "not addressed to the sign-in"));
+    }
+  }
+}
