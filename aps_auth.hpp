@@ -197,7 +197,9 @@ struct Config {
   std::string ca_file;  // extra trusted CA certificates (PEM), on top of the system store and SSL_CERT_FILE
   // Proxy for the endpoint calls: "http://[user:pass@]host:port". Empty: from the environment, as curl reads
   // it: https_proxy or HTTPS_PROXY for https URLs, http_proxy (lower case only) for http URLs, NO_PROXY or
-  // no_proxy for exceptions. "direct": never use a proxy.
+  // no_proxy for exceptions. "direct": never use a proxy. Loopback hosts (localhost, 127.0.0.0/8, ::1) are
+  // never reached through a proxy, whatever this says (and plain http is allowed only to them, so http_proxy
+  // is in effect never used).
   std::string proxy;
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds read_timeout{30000};
@@ -2920,10 +2922,12 @@ inline bool no_proxy_matches(const std::string& host, const std::string& list) {
   return false;
 }
 
-// The proxy for a request to `target`: Config::proxy, else the environment as curl reads it.
+// The proxy for a request to `target`: Config::proxy, else the environment as curl reads it. Never one for a
+// loopback host (as Go's net/http): a proxy would see the Basic-encoded secret of a plain-http call to this machine
+// (a mock, a forwarded port), and could not reach our loopback anyway.
 inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   std::string spec = config.proxy;
-  if (spec == "direct") return std::nullopt;
+  if (spec == "direct" || is_loopback_host(target.host)) return std::nullopt;
   if (spec.empty()) {
     std::string no_proxy = env("NO_PROXY");
     if (no_proxy.empty()) no_proxy = env("no_proxy");
