@@ -295,8 +295,11 @@ class LoopbackListener {
 
 // Opens the URL in the user's browser without a shell: $BROWSER (a "%s" in it is replaced by the URL,
 // otherwise the URL is appended) or the platform opener. Does not wait for the browser. False when nothing
-// could be started.
-bool open_browser(const std::string& url);
+// could be started. The browser's environment is this process's without every variable whose value contains one
+// of `secrets` (the client secret, tokens; those shorter than 4 characters are ignored), so that nothing the
+// browser launches inherits them. Windows: only a $BROWSER program gets the filtered environment; the default
+// browser, opened through ShellExecuteW, does not take one.
+bool open_browser(const std::string& url, const std::vector<std::string>& secrets = {});
 
 // =================================================================================================================
 // [5] Token endpoint
@@ -486,7 +489,7 @@ struct LoginOptions {
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
   AuthorizeOptions authorize;
   bool open_browser = true;  // false: only show_url is called
-  // Opens the URL; return false when it could not. Default: aps::auth::open_browser.
+  // Opens the URL; return false when it could not. Default: aps::auth::open_browser(url, {client_secret}).
   std::function<bool(const std::string& url)> browser;
   // Shows the URL to the person when no browser opened (or open_browser is false). The library prints
   // nothing itself: set this to print it.
@@ -540,6 +543,7 @@ APS_AUTH_NAMESPACE_END
 #include <sddl.h>
 #include <shellapi.h>
 #include <climits>
+#include <cwchar>
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
 #pragma comment(lib, "crypt32.lib")
@@ -559,6 +563,9 @@ APS_AUTH_NAMESPACE_END
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __APPLE__
+#include <crt_externs.h>  // _NSGetEnviron
+#endif
 #endif
 
 APS_AUTH_NAMESPACE_BEGIN
@@ -947,14 +954,36 @@ inline std::string default_state_dir() {
 
 // ---- processes
 
+// Whether an environment entry's value (after the first '=') contains one of `secrets` (4 characters or more).
+inline bool value_holds_secret(std::string_view entry, const std::vector<std::string>& secrets) {
+  const std::size_t eq = entry.find('=', 1);
+  const std::string_view value = eq == std::string_view::npos ? std::string_view() : entry.substr(eq + 1);
+  return std::any_of(secrets.begin(), secrets.end(), [&](const std::string& secret) {
+    return secret.size() >= 4 && value.find(secret) != std::string_view::npos;
+  });
+}
+
+inline char** process_environment() {
+#ifdef __APPLE__
+  return *_NSGetEnviron();
+#else
+  return ::environ;
+#endif
+}
+
 // Starts argv without a shell and without waiting for it: double fork, so no zombie is left, and a
 // close-on-exec pipe tells whether exec succeeded. The child's stdin/stdout/stderr are /dev/null (the caller's
-// stdout may be printing JSON).
-inline bool spawn_detached(const std::vector<std::string>& args) {
+// stdout may be printing JSON); its environment is ours without the variables whose value holds a secret (built
+// before fork: the child only swaps the pointer).
+inline bool spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& secrets = {}) {
   if (args.empty()) return false;
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = process_environment(); e && *e; ++e)
+    if (!value_holds_secret(*e, secrets)) envp.push_back(*e);
+  envp.push_back(nullptr);
   int fds[2];
 #ifdef __linux__
   if (::pipe2(fds, O_CLOEXEC) != 0) return false;
@@ -977,6 +1006,11 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
       ::dup2(devnull, 1);
       ::dup2(devnull, 2);
     }
+#ifdef __APPLE__
+    *_NSGetEnviron() = envp.data();
+#else
+    ::environ = envp.data();
+#endif
     ::execvp(argv[0], argv.data());
     int err = errno;
     ssize_t ignored = ::write(report.get(), &err, sizeof err);
@@ -996,11 +1030,11 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
 }
 
 // Opens the URL with the desktop's opener, without a shell.
-inline bool open_in_default_browser(const std::string& url) {
+inline bool open_in_default_browser(const std::string& url, const std::vector<std::string>& secrets) {
 #ifdef __APPLE__
-  return spawn_detached({"open", url});
+  return spawn_detached({"open", url}, secrets);
 #else
-  return spawn_detached({"xdg-open", url});
+  return spawn_detached({"xdg-open", url}, secrets);
 #endif
 }
 
@@ -1495,9 +1529,31 @@ inline std::wstring quote_argument(const std::wstring& arg) {
   return out + L"\"";
 }
 
+// Whether an environment entry's value (after the first '=') contains one of `secrets` (4 characters or more).
+inline bool value_holds_secret(std::string_view entry, const std::vector<std::string>& secrets) {
+  const std::size_t eq = entry.find('=', 1);  // "=C:=C:\dir" entries start with '='
+  const std::string_view value = eq == std::string_view::npos ? std::string_view() : entry.substr(eq + 1);
+  return std::any_of(secrets.begin(), secrets.end(), [&](const std::string& secret) {
+    return secret.size() >= 4 && value.find(secret) != std::string_view::npos;
+  });
+}
+
+// This process's environment block without the variables whose value holds a secret (CREATE_UNICODE_ENVIRONMENT).
+inline std::wstring environment_without(const std::vector<std::string>& secrets) {
+  std::wstring block;
+  wchar_t* all = ::GetEnvironmentStringsW();
+  for (const wchar_t* e = all; e && *e; e += std::wcslen(e) + 1)
+    if (!value_holds_secret(to_utf8(e), secrets)) block.append(e).push_back(L'\0');
+  if (all) ::FreeEnvironmentStringsW(all);
+  if (block.empty()) block.push_back(L'\0');
+  block.push_back(L'\0');
+  return block;
+}
+
 // Starts argv with CreateProcessW, never through cmd.exe: a .bat or .cmd program would run in cmd.exe, where
-// characters of the URL such as & become command separators, so they are refused. Nothing is inherited.
-inline bool spawn_detached(const std::vector<std::string>& args) {
+// characters of the URL such as & become command separators, so they are refused. Nothing is inherited, and the
+// environment is ours without the variables whose value holds a secret.
+inline bool spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& secrets = {}) {
   if (args.empty()) return false;
   std::string program = args[0];
   for (char& c : program) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -1510,8 +1566,10 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
   STARTUPINFOW si{};
   si.cb = sizeof si;
   PROCESS_INFORMATION pi{};
-  if (!::CreateProcessW(nullptr, &command_line[0], nullptr, nullptr, FALSE, CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP,
-                        nullptr, nullptr, &si, &pi))
+  std::wstring environment = environment_without(secrets);
+  if (!::CreateProcessW(nullptr, &command_line[0], nullptr, nullptr, FALSE,
+                        CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | CREATE_UNICODE_ENVIRONMENT, &environment[0],
+                        nullptr, &si, &pi))
     return false;
   ::CloseHandle(pi.hThread);
   ::CloseHandle(pi.hProcess);
@@ -1519,7 +1577,8 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
 }
 
 // Opens the URL with the user's default browser (ShellExecuteW "open"; no shell command line is involved).
-inline bool open_in_default_browser(const std::string& url) {
+// ShellExecuteW takes no environment: `secrets` cannot be kept from it (the README says so).
+inline bool open_in_default_browser(const std::string& url, const std::vector<std::string>& /*secrets*/) {
   auto result = reinterpret_cast<INT_PTR>(
       ::ShellExecuteW(nullptr, L"open", to_wide(url).c_str(), nullptr, nullptr, SW_SHOWNORMAL));
   return result > 32;
@@ -2866,10 +2925,10 @@ APS_AUTH_FUNC std::string check_callback(const AuthorizationRequest& request, st
   return std::move(p->code);
 }
 
-APS_AUTH_FUNC bool open_browser(const std::string& url) {
+APS_AUTH_FUNC bool open_browser(const std::string& url, const std::vector<std::string>& secrets) {
   if (!detail::parse_url(url)) return false;  // never hand a browser anything but an absolute http(s) URL
   std::string browser = detail::env("BROWSER");
-  if (browser.empty()) return detail::open_in_default_browser(url);
+  if (browser.empty()) return detail::open_in_default_browser(url, secrets);
   std::vector<std::string> args = detail::split_command(browser);
   bool replaced = false;
   for (auto& a : args)
@@ -2878,7 +2937,7 @@ APS_AUTH_FUNC bool open_browser(const std::string& url) {
       replaced = true;
     }
   if (!replaced) args.push_back(url);
-  return detail::spawn_detached(args);
+  return detail::spawn_detached(args, secrets);
 }
 
 // =================================================================================================================
@@ -4033,7 +4092,8 @@ APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
   AuthorizationRequest request = authorization_request(config, options.authorize, listener.redirect_uri());
   if (options.on_listening) options.on_listening(listener);
   bool opened = false;
-  if (options.open_browser) opened = options.browser ? options.browser(request.url) : open_browser(request.url);
+  if (options.open_browser)
+    opened = options.browser ? options.browser(request.url) : open_browser(request.url, {config.client_secret});
   if (!opened && options.show_url) options.show_url(request.url);
   const std::string code = listener.wait_and_hold(request, options.timeout);
   try {  // the browser's page waits for the outcome, so that it tells the truth

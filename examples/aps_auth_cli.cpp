@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -61,8 +63,9 @@ int cmd_introspect(const Args& a, const CommandInfo& cmd);
 int cmd_userinfo(const Args& a, const CommandInfo& cmd);
 int cmd_demo(const Args& a, const CommandInfo& cmd);
 
-const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes",
-                                          "base-url",  "issuer",        "ca-file"};
+const std::vector<std::string> kCommon = {"client-id", "client-secret", "client-secret-from",
+                                          "scopes",    "base-url",      "issuer",
+                                          "ca-file"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -91,14 +94,16 @@ const std::vector<CommandInfo> kCommands = {
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
      with_common({}), cmd_token},
     {"refresh", "a new token for a refresh token (they rotate: keep the new one)",
-     "aps-auth refresh (--refresh-token TOKEN | --token-file PATH)",
+     "aps-auth refresh (--refresh-token-from FILE | --refresh-token - | --token-file PATH)",
      "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use:\n"
      "the old one stops working, keep the new one.\n"
      "\n"
-     "  --refresh-token TOKEN  the refresh token (saved to --token-file too, when given)\n"
+     "  --refresh-token-from FILE  APS_REFRESH_TOKEN: the refresh token, read from FILE (- for\n"
+     "                         stdin); --refresh-token TOKEN works too, but other users can read\n"
+     "                         command lines. The new token is saved to --token-file too, when given\n"
      "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file, save the\n"
      "                         new token there\n",
-     with_common({"refresh-token", "token-file"}), cmd_refresh},
+     with_common({"refresh-token", "refresh-token-from", "token-file"}), cmd_refresh},
     {"access-token",
      "only a valid access token, refreshed as needed through a token file\n"
      "                (curl -H \"Authorization: Bearer $(aps-auth access-token)\" ...)",
@@ -110,12 +115,13 @@ const std::vector<CommandInfo> kCommands = {
      "  --token-file PATH   APS_TOKEN_FILE: the file written by `aps-auth login --token-file`\n",
      with_common({"token-file"}), cmd_access_token},
     {"revoke", "revoke an access or refresh token",
-     "aps-auth revoke --token TOKEN [--token-type-hint access_token|refresh_token]",
+     "aps-auth revoke (--token-from FILE | --token -) [--token-type-hint access_token|refresh_token]",
      "Revokes a token. Prints nothing; exit 0 on success.\n"
      "\n"
-     "  --token TOKEN            the token to revoke\n"
+     "  --token-from FILE        APS_TOKEN: the token to revoke, read from FILE (- for stdin);\n"
+     "                           --token TOKEN works too, but other users can read command lines\n"
      "  --token-type-hint HINT   access_token (default) or refresh_token\n",
-     with_common({"token", "token-type-hint"}), cmd_revoke},
+     with_common({"token", "token-from", "token-type-hint"}), cmd_revoke},
     {"logout", "revoke the token held in a token file, then delete the file",
      "aps-auth logout --token-file PATH",
      "Revokes the tokens held in the token file, then deletes the file.\n"
@@ -123,18 +129,20 @@ const std::vector<CommandInfo> kCommands = {
      "  --token-file PATH   APS_TOKEN_FILE: the token file\n",
      with_common({"token-file"}), cmd_logout},
     {"introspect", "ask the server about a token; prints its JSON answer",
-     "aps-auth introspect --token TOKEN",
+     "aps-auth introspect (--token-from FILE | --token -)",
      "Asks the server whether a token is active; prints its JSON answer\n"
      "({active, scope, client_id, exp, ...}).\n"
      "\n"
-     "  --token TOKEN   the token\n",
-     with_common({"token"}), cmd_introspect},
+     "  --token-from FILE   APS_TOKEN: the token, read from FILE (- for stdin); --token TOKEN\n"
+     "                      works too, but other users can read command lines\n",
+     with_common({"token", "token-from"}), cmd_introspect},
     {"userinfo", "the signed-in user's profile (OIDC claims) as JSON",
-     "aps-auth userinfo --token ACCESS_TOKEN",
+     "aps-auth userinfo (--token-from FILE | --token -)",
      "Prints the signed-in user's profile (OIDC claims) as JSON.\n"
      "\n"
-     "  --token TOKEN   a 3-legged access token\n",
-     with_common({"token"}), cmd_userinfo},
+     "  --token-from FILE   APS_TOKEN: a 3-legged access token, read from FILE (- for stdin);\n"
+     "                      --token TOKEN works too, but other users can read command lines\n",
+     with_common({"token", "token-from"}), cmd_userinfo},
     {"demo",
      "the whole sign-in against a built-in mock APS server: no account, no network",
      "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
@@ -193,8 +201,9 @@ std::string usage() {
          "\n"
          "common options (each falls back to its environment variable, then to the default):\n"
          "  --client-id ID          APS_CLIENT_ID\n"
-         "  --client-secret SECRET  APS_CLIENT_SECRET; none: a public client (PKCE). Prefer the\n"
-         "                          variable: command lines are visible to other users\n"
+         "  --client-secret-from FILE  APS_CLIENT_SECRET: the secret, read from FILE (- for stdin);\n"
+         "                          none: a public client (PKCE). --client-secret SECRET works too,\n"
+         "                          but command lines are visible to other users\n"
          "  --scopes \"A B\"          APS_SCOPES, space-separated (default: data:read)\n"
          "  --base-url URL          APS_BASE_URL (default: https://developer.api.autodesk.com)\n"
          "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
@@ -211,7 +220,7 @@ void print_command_help(std::ostream& out, const CommandInfo& c) {
   for (const auto& o : c.options)
     common = common || o == "client-id";
   if (common)
-    out << "\ncommon options: --client-id, --client-secret, --scopes, --base-url, --issuer,\n"
+    out << "\ncommon options: --client-id, --client-secret-from, --scopes, --base-url, --issuer,\n"
            "--ca-file (see `aps-auth --help`).\n";
 }
 
@@ -240,6 +249,30 @@ struct Args {
   bool version = false;
 };
 
+// The options whose value is a secret, and what to use instead of the command line.
+bool is_secret_option(const std::string& name) {
+  return name == "token" || name == "refresh-token" || name == "client-secret";
+}
+
+std::string secret_variable(const std::string& name) {
+  return name == "token" ? "APS_TOKEN" : name == "refresh-token" ? "APS_REFRESH_TOKEN" : "APS_CLIENT_SECRET";
+}
+
+std::size_t argv_value_offset(const char* arg) {
+  const char* eq = std::strchr(arg, '=');
+  return eq ? static_cast<std::size_t>(eq - arg) + 1 : std::strlen(arg);
+}
+
+// A secret given on the command line: every local user can read it (ps, /proc/PID/cmdline) while we run. Its
+// bytes in argv are overwritten at once (the kernel shows argv from our memory), and a one-line warning names
+// the safer forms.
+void blank_secret_argument(const std::string& name, char* value) {
+  std::memset(value, 'x', std::strlen(value));
+  std::cerr << "aps-auth: warning: --" << name << " on the command line is visible to other users; "
+            << "it was blanked now, but use --" << name << "-from FILE, --" << name << " - (stdin) or "
+            << secret_variable(name) << "\n";
+}
+
 // Takes the option argv[i] ("--name", "--name=value", or "--name" then the value in argv[i + 1],
 // which then is skipped) into a.values; switches get "1".
 void take_option(Args& a, int& i, int argc, char** argv) {
@@ -258,6 +291,8 @@ void take_option(Args& a, int& i, int argc, char** argv) {
         throw UsageError{"option --" + name + " needs a value", find_command(a.command)};
       value = argv[++i];
     }
+    if (is_secret_option(name) && value != "-")
+      blank_secret_argument(name, inline_value ? argv[i] + argv_value_offset(argv[i]) : argv[i]);
   } else {
     if (inline_value)
       throw UsageError{"option --" + name + " takes no value", find_command(a.command)};
@@ -323,6 +358,45 @@ std::string option(const Args& a, const std::string& name, const char* env_name,
   return fallback;
 }
 
+// One line of a file or of stdin ("-"), without its line end.
+std::string read_secret_line(const std::string& path, const std::string& what) {
+  std::string line;
+  if (path == "-") {
+    std::getline(std::cin, line);
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+      throw auth::Error(auth::ErrorKind::io, "cannot read " + what + " from '" + path + "'");
+    std::getline(in, line);
+  }
+  if (!line.empty() && line.back() == '\r')
+    line.pop_back();
+  return line;
+}
+
+// A secret option: --name VALUE (blanked in argv, see blank_secret_argument), --name - (stdin),
+// --name-from FILE (- for stdin), else its environment variable.
+std::string secret(const Args& a, const std::string& name) {
+  auto it = a.values.find(name);
+  if (it != a.values.end())
+    return it->second == "-" ? read_secret_line("-", "--" + name) : it->second;
+  if (auto from = a.values.find(name + "-from"); from != a.values.end())
+    return read_secret_line(from->second, "--" + name);
+  return env_or_empty(secret_variable(name).c_str());
+}
+
+// Removes the CLI's own secret variables from its environment, so that no program it starts (the browser)
+// inherits them; they were read already.
+void drop_secret_variables() {
+  for (const char* name : {"APS_CLIENT_SECRET", "APS_TOKEN", "APS_REFRESH_TOKEN"}) {
+#ifdef _WIN32
+    ::_putenv_s(name, "");
+#else
+    ::unsetenv(name);
+#endif
+  }
+}
+
 bool flag(const Args& a, const std::string& name) {
   return a.values.count(name) != 0;
 }
@@ -351,7 +425,7 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
 auth::Config make_config(const Args& a, const CommandInfo& cmd, bool need_client_id) {
   auth::Config c;
   c.client_id = option(a, "client-id", "APS_CLIENT_ID");
-  c.client_secret = option(a, "client-secret", "APS_CLIENT_SECRET");
+  c.client_secret = secret(a, "client-secret");
   c.scopes = split_scopes(option(a, "scopes", "APS_SCOPES", "data:read"));
   if (c.scopes.empty())
     throw UsageError{"--scopes is empty", &cmd};
@@ -408,8 +482,9 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   auth::LoginOptions opts;
   opts.timeout = parse_timeout(a, cmd);
   opts.open_browser = !flag(a, "no-browser");
-  opts.browser = [](const std::string& url) {
-    bool ok = auth::open_browser(url);
+  opts.browser = [secret_value = config.client_secret](const std::string& url) {
+    drop_secret_variables();
+    bool ok = auth::open_browser(url, {secret_value});
     if (ok)
       std::cerr << "Opened the sign-in page in your browser (if none appeared, run again with "
                    "--no-browser).\n";
@@ -442,18 +517,21 @@ int cmd_token(const Args& a, const CommandInfo& cmd) {
   return kExitOk;
 }
 
-std::string required(const Args& a, const std::string& name, const CommandInfo& cmd) {
-  std::string v = option(a, name, nullptr);
+// A secret option that must be given (see secret()).
+std::string required_secret(const Args& a, const std::string& name, const CommandInfo& cmd) {
+  std::string v = secret(a, name);
   if (v.empty())
-    throw UsageError{"missing --" + name, &cmd};
+    throw UsageError{"missing --" + name + "-from FILE (or --" + name + " -, or " + secret_variable(name) + ")",
+                     &cmd};
   return v;
 }
 
 int cmd_refresh(const Args& a, const CommandInfo& cmd) {
-  std::string refresh_token = option(a, "refresh-token", nullptr);
+  std::string refresh_token = secret(a, "refresh-token");
   std::string token_file = option(a, "token-file", "APS_TOKEN_FILE");
   if (refresh_token.empty() && token_file.empty())
-    throw UsageError{"give --refresh-token TOKEN, or --token-file PATH (APS_TOKEN_FILE)", &cmd};
+    throw UsageError{"give --refresh-token-from FILE (APS_REFRESH_TOKEN), or --token-file PATH (APS_TOKEN_FILE)",
+                     &cmd};
   auth::Config config = make_config(a, cmd, true);
   if (token_file.empty()) {
     print_json(auth::refresh(config, refresh_token).to_json());
@@ -552,7 +630,7 @@ int cmd_logout(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_revoke(const Args& a, const CommandInfo& cmd) {
-  std::string token = required(a, "token", cmd);
+  std::string token = required_secret(a, "token", cmd);
   std::string hint = option(a, "token-type-hint", nullptr, "access_token");
   if (hint != "access_token" && hint != "refresh_token")
     throw UsageError{"--token-type-hint is access_token or refresh_token (got " + shown(hint) + ")",
@@ -566,14 +644,14 @@ int cmd_revoke(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_introspect(const Args& a, const CommandInfo& cmd) {
-  std::string token = required(a, "token", cmd);
+  std::string token = required_secret(a, "token", cmd);
   auth::Config config = make_config(a, cmd, true);
   print_json(auth::introspect(config, token).json);
   return kExitOk;
 }
 
 int cmd_userinfo(const Args& a, const CommandInfo& cmd) {
-  std::string token = required(a, "token", cmd);
+  std::string token = required_secret(a, "token", cmd);
   auth::Config config = make_config(a, cmd, false);  // a bearer token is all userinfo needs
   print_json(auth::userinfo(config, token).json);
   return kExitOk;

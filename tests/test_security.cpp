@@ -5,11 +5,14 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
+#include "support/cli.hpp"
 #include "support/environment.hpp"
 #include "support/files.hpp"
 #include "support/library.hpp"
 #include "support/mock.hpp"
 #include "support/network.hpp"
+#include "support/platform.hpp"
+#include "support/process.hpp"
 #include "support/text.hpp"
 
 #include <chrono>
@@ -29,6 +32,21 @@ namespace {
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
 using support::contains, support::require_error, support::TempDir;
+
+// Waits (up to 20 s: a guard, not a timing assertion) for a file a detached child writes, and returns it.
+std::string wait_for_file(const std::string& path) {
+  for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+    if (std::optional<std::string> text = support::read_file(path)) return *text;
+    std::this_thread::sleep_for(20ms);
+  }
+  FAIL("no file " << path << " after 20 s");
+  return {};
+}
+
+// A stand-in $BROWSER that writes its whole environment to `out` (renamed into place once complete).
+std::string environment_dumping_browser(const TempDir& dir, const std::string& out) {
+  return dir.write("browser.sh", "#!/bin/sh\nenv > '" + out + ".tmp' && mv '" + out + ".tmp' '" + out + "'\n", 0700);
+}
 
 auth::Token a_token() {
   auth::Token t;
@@ -260,5 +278,128 @@ TEST_SUITE("security: the loopback listener") {
       CHECK(r.status == 421);
       CHECK(contains(r.body, "not addressed to the sign-in"));
     }
+  }
+}
+
+#ifndef _WIN32
+// POSIX only: the stand-in browser is a shell script.
+TEST_SUITE("security: the browser's environment") {
+  TEST_CASE("row 5: open_browser keeps every variable whose value holds a secret from the browser") {
+    TempDir dir;
+    const std::string dump = dir.file("browser-env.txt");
+    const std::string secret = "s3cr3t-Value-9f2c";
+    support::ScopedEnv browser("BROWSER", environment_dumping_browser(dir, dump).c_str());
+    support::ScopedEnv named("APS_CLIENT_SECRET", secret.c_str());
+    support::ScopedEnv copy("SOME_TOOL_PASSWORD", secret.c_str());
+    support::ScopedEnv wrapped("SOME_URL", ("https://user:" + secret + "@example.com/").c_str());
+    support::ScopedEnv harmless("HARMLESS_SETTING", "kept-4711");
+    REQUIRE(auth::open_browser("http://127.0.0.1:9/cb", {secret}));
+    const std::string env = wait_for_file(dump);
+    CHECK_FALSE(contains(env, secret));
+    CHECK_FALSE(contains(env, "SOME_TOOL_PASSWORD="));
+    CHECK_FALSE(contains(env, "SOME_URL="));
+    CHECK_FALSE(contains(env, "APS_CLIENT_SECRET="));
+    CHECK(contains(env, "HARMLESS_SETTING=kept-4711"));
+  }
+
+  TEST_CASE("row 5: aps-auth login: the browser gets neither the secret nor the CLI's APS_* secret variables") {
+    const std::string cli = support::require_cli();
+    TempDir dir;
+    const std::string dump = dir.file("browser-env.txt");
+    const std::string secret = "cli-s3cr3t-77e1", token = "tok-unused-5d0a";
+    support::EnvMap env = support::base_env(dir.path());
+    env["BROWSER"] = environment_dumping_browser(dir, dump);
+    env["APS_CLIENT_SECRET"] = secret;
+    env["APS_TOKEN"] = token;  // not used by login: dropped by name
+    env["A_COPY_OF_IT"] = secret;
+    env["HARMLESS_SETTING"] = "kept-4711";
+    support::RunResult r = support::run_cli({"login", "--client-id", "browser-env", "--base-url", "http://127.0.0.1:9",
+                                             "--callback-url", "http://127.0.0.1:0/cb", "--timeout", "1"},
+                                            env, 60s);
+    INFO(r.describe());
+    const std::string seen = wait_for_file(dump);
+    for (const std::string& hidden : {secret, token, std::string("APS_CLIENT_SECRET="), std::string("APS_TOKEN="),
+                                      std::string("A_COPY_OF_IT=")})
+      CHECK_MESSAGE(!contains(seen, hidden), hidden << " reached the browser");
+    CHECK(contains(seen, "HARMLESS_SETTING=kept-4711"));
+  }
+}
+#endif
+
+TEST_SUITE("security: secrets on the command line") {
+  TEST_CASE("row 4: a secret given on argv is blanked at once (/proc/PID/cmdline) with a warning naming the safer form") {
+    const std::string cli = support::require_cli();
+    TempDir dir;
+    // A server that accepts and never answers: the CLI stays in its call while its command line is read.
+    support::Socket silent = support::listen_on("127.0.0.1");
+    const std::string base = "http://127.0.0.1:" + std::to_string(silent.local_port());
+    const std::string token = "argv-token-3b8f1c", secret = "argv-secret-a41d7e";
+    std::optional<std::vector<long>> with_secret, with_token, with_marker;
+    support::RunResult r = support::run_cli(
+        {"introspect", "--client-id", "argv-test", "--base-url", base, "--client-secret=" + secret, "--token", token},
+        support::base_env(dir.path()), 60s, [&](const std::string& err) {
+          if (with_marker || support::count_of(err, "warning:") < 2) return;
+          with_marker = support::platform::processes_mentioning(base);
+          with_secret = support::platform::processes_mentioning(secret);
+          with_token = support::platform::processes_mentioning(token);
+          silent.reset();  // the CLI's call fails now
+        });
+    INFO(r.describe());
+    REQUIRE(with_marker.has_value());
+    if (with_marker->empty()) {
+      MESSAGE("skipped the /proc check: this system does not show other processes' command lines");
+    } else {
+      CHECK(with_secret->empty());
+      CHECK(with_token->empty());
+    }
+    CHECK(contains(r.err, "--token on the command line is visible to other users"));
+    CHECK(contains(r.err, "--token-from FILE, --token - (stdin) or APS_TOKEN"));
+    CHECK(contains(r.err, "--client-secret-from FILE, --client-secret - (stdin) or APS_CLIENT_SECRET"));
+    CHECK_FALSE(contains(r.err, secret));
+    CHECK_FALSE(contains(r.err, token));
+  }
+
+  TEST_CASE("row 4: --token, --refresh-token and --client-secret from a file, stdin (-) or the environment") {
+    support::Mock mock([] {
+      aps_mock::Options o;
+      o.clients = {{"secret-forms", "form-s3cr3t-19ab", {"http://127.0.0.1:8080/cb"}}};
+      return o;
+    }());
+    TempDir dir;
+    const std::string token_file = dir.write("token.txt", "tok-from-file-0001\n", 0600);
+    const std::string secret_file = dir.write("secret.txt", "form-s3cr3t-19ab\r\n", 0600);
+    support::EnvMap env = support::base_env(dir.path());
+    auto cli = [&](std::vector<std::string> args, const support::EnvMap& e, std::optional<std::string> in = {}) {
+      std::vector<std::string> argv{support::require_cli()};
+      argv.insert(argv.end(), args.begin(), args.end());
+      for (const char* common : {"--client-id", "secret-forms", "--base-url"}) argv.push_back(common);
+      argv.push_back(mock.base_url());
+      return support::run(argv, e, 60s, {}, in);
+    };
+    // The client secret from a file (CR LF line end dropped), the token from a file.
+    support::RunResult r = cli({"introspect", "--client-secret-from", secret_file, "--token-from", token_file}, env);
+    CHECK_MESSAGE(r.exit_code == 0, r.describe());
+    // The token from stdin, the secret from the environment.
+    support::EnvMap with_secret = env;
+    with_secret["APS_CLIENT_SECRET"] = "form-s3cr3t-19ab";
+    r = cli({"introspect", "--token", "-"}, with_secret, std::string("tok-from-stdin-0002\n"));
+    CHECK_MESSAGE(r.exit_code == 0, r.describe());
+    // The token from the environment; the secret from stdin.
+    support::EnvMap with_token = env;
+    with_token["APS_TOKEN"] = "tok-from-env-0003";
+    r = cli({"introspect", "--client-secret", "-"}, with_token, std::string("form-s3cr3t-19ab\n"));
+    CHECK_MESSAGE(r.exit_code == 0, r.describe());
+    CHECK_FALSE(contains(r.err, "warning"));  // "-" is no secret on argv
+    std::vector<std::string> seen;
+    for (const auto& req : mock.requests_to(support::kIntrospectPath)) seen.push_back(req.param("token"));
+    CHECK(seen == std::vector<std::string>{"tok-from-file-0001", "tok-from-stdin-0002", "tok-from-env-0003"});
+    // A refresh token from APS_REFRESH_TOKEN reaches the token endpoint (the mock refuses the unknown one).
+    support::EnvMap with_rt = with_secret;
+    with_rt["APS_REFRESH_TOKEN"] = "rt-from-env-0004";
+    r = cli({"refresh"}, with_rt);
+    CHECK(r.exit_code == 1);
+    bool sent = false;
+    for (const auto& req : mock.requests_to(support::kTokenPath)) sent = sent || req.param("refresh_token") == "rt-from-env-0004";
+    CHECK(sent);
   }
 }
