@@ -540,6 +540,7 @@ APS_AUTH_NAMESPACE_END
 #ifdef _WIN32
 // <winsock2.h>, <ws2tcpip.h> and <wincrypt.h> come with httplib.h; X509_NAME & co. are #undef'd there.
 #include <aclapi.h>
+#include <iphlpapi.h>
 #include <sddl.h>
 #include <shellapi.h>
 #include <climits>
@@ -548,6 +549,7 @@ APS_AUTH_NAMESPACE_END
 #pragma comment(lib, "ws2_32.lib")
 #pragma comment(lib, "crypt32.lib")
 #pragma comment(lib, "advapi32.lib")
+#pragma comment(lib, "iphlpapi.lib")
 #pragma comment(lib, "shell32.lib")
 #endif
 #else
@@ -588,7 +590,8 @@ inline int ms_until(Clock::time_point until) {
 //   environment  env, trusted_env
 //   sockets      Socket, last_socket_error, listen_loopback, local_port, accept_connection, receive_some, send_some, shutdown_send,
 //                poll_sockets, readable_now, connect_tcp, whole_tls_record_queued, Waker,
-//                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6
+//                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6,
+//                peer_user (parse_proc_net_tcp_line on Linux)
 //   trust        load_system_roots
 //   files        parent_dir, path_join, make_private_dirs, open_own_file / check_own_file, read_file_if_exists,
 //                replace_file, remove_file, open_lock_file, try_lock, lock_file, default_state_dir, private_file_hint
@@ -636,6 +639,9 @@ struct FileContent {
   bool shared = false;
   std::string access;
 };
+
+// Who is at the other end of an accepted loopback connection, compared with this process's user.
+enum class PeerUser { same, other, unknown };
 
 #ifndef _WIN32  // ---- POSIX (Linux; macOS and the BSDs where noted) -------------------------------------------
 
@@ -776,6 +782,124 @@ inline bool whole_tls_record_queued(socket_t s) {
     return false;
   const bool tls_record = head[0] >= 20 && head[0] <= 23 && head[1] == 3;
   return tls_record && queued >= 5 + (head[3] << 8 | head[4]);
+}
+
+// One line of Linux's /proc/net/tcp or /proc/net/tcp6: both endpoints (address bytes as in memory: the kernel
+// prints each 32-bit word in host order, "0100007F" is 127.0.0.1 on little-endian machines), the TCP state and
+// the owner's uid. nullopt for the header and anything that does not parse.
+struct ProcTcpEntry {
+  unsigned char local[16] = {}, remote[16] = {};
+  std::size_t address_size = 0;  // 4 or 16
+  int local_port = 0, remote_port = 0, state = 0;
+  unsigned long uid = 0;
+};
+
+inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line) {
+  std::vector<std::string_view> fields;
+  for (std::size_t p = 0; p < line.size() && fields.size() < 8;) {
+    while (p < line.size() && (line[p] == ' ' || line[p] == '\t')) ++p;
+    std::size_t e = p;
+    while (e < line.size() && line[e] != ' ' && line[e] != '\t') ++e;
+    if (e > p) fields.push_back(line.substr(p, e - p));
+    p = e;
+  }
+  if (fields.size() < 8) return std::nullopt;
+  auto hex = [](std::string_view h, unsigned long long& v) {
+    if (h.empty() || h.size() > 16) return false;
+    v = 0;
+    for (char c : h) {
+      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return false;
+      v = v << 4 | static_cast<unsigned>(d);
+    }
+    return true;
+  };
+  ProcTcpEntry e;
+  auto endpoint = [&](std::string_view f, unsigned char* address, int& port) {
+    const std::size_t colon = f.find(':');
+    if (colon == std::string_view::npos || (colon != 8 && colon != 32) || f.size() != colon + 5) return false;
+    if (e.address_size != 0 && e.address_size != colon / 2) return false;
+    e.address_size = colon / 2;
+    for (std::size_t w = 0; w < colon / 8; ++w) {
+      unsigned long long v = 0;
+      if (!hex(f.substr(w * 8, 8), v)) return false;
+      const std::uint32_t word = static_cast<std::uint32_t>(v);
+      std::memcpy(address + 4 * w, &word, 4);
+    }
+    unsigned long long pv = 0;
+    if (!hex(f.substr(colon + 1), pv)) return false;
+    port = static_cast<int>(pv);
+    return true;
+  };
+  unsigned long long state = 0;
+  if (!endpoint(fields[1], e.local, e.local_port) || !endpoint(fields[2], e.remote, e.remote_port) ||
+      !hex(fields[3], state) || state > 0xFF)
+    return std::nullopt;
+  e.state = static_cast<int>(state);
+  const std::string_view uid = fields[7];
+  if (uid.empty() || uid.size() > 10 || uid.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
+  unsigned long long uid_value = 0;
+  for (char c : uid) uid_value = uid_value * 10 + static_cast<unsigned>(c - '0');
+  if (uid_value > 0xFFFFFFFFull) return std::nullopt;
+  e.uid = static_cast<unsigned long>(uid_value);
+  return e;
+}
+
+// The address bytes and port of a socket address (IPv4 or IPv6); false for other families.
+inline bool address_bytes(const sockaddr_storage& ss, const unsigned char*& bytes, std::size_t& size, int& port) {
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    bytes = reinterpret_cast<const unsigned char*>(&a->sin_addr);
+    size = 4;
+    port = ntohs(a->sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    bytes = reinterpret_cast<const unsigned char*>(&a->sin6_addr);
+    size = 16;
+    port = ntohs(a->sin6_port);
+    return true;
+  }
+  return false;
+}
+
+// Linux: the connecting socket is found in /proc/net/tcp{,6} (its local end is our peer, its remote end us) and
+// its owner's uid compared with our effective uid. Elsewhere, or when it cannot be found: unknown.
+inline PeerUser peer_user(socket_t s) {
+#ifdef __linux__
+  sockaddr_storage peer{}, self{};
+  socklen_t peer_len = sizeof peer, self_len = sizeof self;
+  const unsigned char *peer_bytes = nullptr, *self_bytes = nullptr;
+  std::size_t peer_size = 0, self_size = 0;
+  int peer_port = 0, self_port = 0;
+  if (::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
+      !address_bytes(peer, peer_bytes, peer_size, peer_port) || !address_bytes(self, self_bytes, self_size, self_port))
+    return PeerUser::unknown;
+  Fd table(::open(peer.ss_family == AF_INET6 ? "/proc/net/tcp6" : "/proc/net/tcp", O_RDONLY | O_CLOEXEC));
+  if (!table.valid()) return PeerUser::unknown;
+  std::string text, line;
+  char buf[16384];
+  for (ssize_t n; (n = ::read(table.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR);) {
+    text.append(buf, static_cast<std::size_t>(n > 0 ? n : 0));
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+      std::optional<ProcTcpEntry> e = parse_proc_net_tcp_line(std::string_view(text).substr(start, nl - start));
+      constexpr int kTimeWait = 6, kListen = 10;
+      if (e && e->state != kTimeWait && e->state != kListen && e->address_size == peer_size &&
+          e->local_port == peer_port && e->remote_port == self_port &&
+          std::memcmp(e->local, peer_bytes, peer_size) == 0 && std::memcmp(e->remote, self_bytes, self_size) == 0)
+        return e->uid == ::geteuid() ? PeerUser::same : PeerUser::other;
+    }
+    text.erase(0, start);
+  }
+  return PeerUser::unknown;
+#else
+  (void)s;
+  return PeerUser::unknown;
+#endif
 }
 
 // Lets another thread wake a poll() (LoopbackListener::cancel): a non-blocking self-pipe.
@@ -1305,6 +1429,92 @@ inline std::wstring current_user_sid() {
   std::wstring sid(text);
   ::LocalFree(text);
   return sid;
+}
+
+// The user SID of process `pid` as a string; nullopt with `denied` set when we may not look (another user's
+// process, for a user who is not an administrator).
+inline std::optional<std::wstring> process_user_sid(DWORD pid, bool& denied) {
+  denied = false;
+  HANDLE process = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+  if (!process) {
+    denied = ::GetLastError() == ERROR_ACCESS_DENIED;
+    return std::nullopt;
+  }
+  HANDLE token = nullptr;
+  const BOOL opened = ::OpenProcessToken(process, TOKEN_QUERY, &token);
+  if (!opened) denied = ::GetLastError() == ERROR_ACCESS_DENIED;
+  ::CloseHandle(process);
+  if (!opened) return std::nullopt;
+  std::vector<unsigned char> buf(256);
+  DWORD needed = 0;
+  BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  if (!ok && ::GetLastError() == ERROR_INSUFFICIENT_BUFFER) {
+    buf.resize(needed);
+    ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  }
+  ::CloseHandle(token);
+  wchar_t* text = nullptr;
+  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text)) return std::nullopt;
+  std::wstring sid(text);
+  ::LocalFree(text);
+  return sid;
+}
+
+// The process owning the connecting end of an accepted loopback connection (GetExtendedTcpTable: the row whose
+// local end is our peer and remote end us), then its user SID against ours. A process we may not open belongs to
+// another user.
+inline PeerUser peer_user(socket_t s) {
+  sockaddr_storage peer{}, self{};
+  int peer_len = sizeof peer, self_len = sizeof self;
+  if (::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 || peer.ss_family != self.ss_family)
+    return PeerUser::unknown;
+  const ULONG family = peer.ss_family;
+  std::vector<unsigned char> buf;
+  DWORD size = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    buf.resize(size);
+    const DWORD r = ::GetExtendedTcpTable(buf.empty() ? nullptr : buf.data(), &size, FALSE, family,
+                                          TCP_TABLE_OWNER_PID_CONNECTIONS, 0);
+    if (r == NO_ERROR) break;
+    if (r != ERROR_INSUFFICIENT_BUFFER) return PeerUser::unknown;
+    size += 4096;  // the table may grow between the two calls
+  }
+  if (buf.empty()) return PeerUser::unknown;
+  DWORD pid = 0;
+  bool found = false;
+  if (family == AF_INET) {
+    const auto* p = reinterpret_cast<const sockaddr_in*>(&peer);
+    const auto* me = reinterpret_cast<const sockaddr_in*>(&self);
+    const auto* table = reinterpret_cast<const MIB_TCPTABLE_OWNER_PID*>(buf.data());
+    for (DWORD i = 0; i < table->dwNumEntries && !found; ++i) {
+      const MIB_TCPROW_OWNER_PID& row = table->table[i];
+      if (row.dwLocalAddr == p->sin_addr.s_addr && static_cast<u_short>(row.dwLocalPort) == p->sin_port &&
+          row.dwRemoteAddr == me->sin_addr.s_addr && static_cast<u_short>(row.dwRemotePort) == me->sin_port) {
+        pid = row.dwOwningPid;
+        found = true;
+      }
+    }
+  } else if (family == AF_INET6) {
+    const auto* p = reinterpret_cast<const sockaddr_in6*>(&peer);
+    const auto* me = reinterpret_cast<const sockaddr_in6*>(&self);
+    const auto* table = reinterpret_cast<const MIB_TCP6TABLE_OWNER_PID*>(buf.data());
+    for (DWORD i = 0; i < table->dwNumEntries && !found; ++i) {
+      const MIB_TCP6ROW_OWNER_PID& row = table->table[i];
+      if (std::memcmp(row.ucLocalAddr, &p->sin6_addr, 16) == 0 &&
+          static_cast<u_short>(row.dwLocalPort) == p->sin6_port &&
+          std::memcmp(row.ucRemoteAddr, &me->sin6_addr, 16) == 0 &&
+          static_cast<u_short>(row.dwRemotePort) == me->sin6_port) {
+        pid = row.dwOwningPid;
+        found = true;
+      }
+    }
+  }
+  if (!found) return PeerUser::unknown;
+  bool denied = false;
+  const std::optional<std::wstring> sid = process_user_sid(pid, denied);
+  if (!sid) return denied ? PeerUser::other : PeerUser::unknown;
+  return *sid == current_user_sid() ? PeerUser::same : PeerUser::other;
 }
 
 // A security descriptor whose DACL grants the current user full access and nobody else anything (the 0600 /
@@ -2605,6 +2815,7 @@ inline const char* reason_phrase(int status) {
   switch (status) {
     case 200: return "OK";
     case 404: return "Not Found";
+    case 403: return "Forbidden";
     case 405: return "Method Not Allowed";
     case 421: return "Misdirected Request";
     case 431: return "Request Header Fields Too Large";
@@ -2635,7 +2846,8 @@ inline void respond(socket_t s, int status, const std::string& html) {
 struct Connection {
   Socket socket;
   Clock::time_point deadline;
-  std::string in;  // the request head so far
+  std::string in;        // the request head so far
+  bool foreign = false;  // a process of another user connected: refused, never part of this sign-in
 };
 
 // The connections a wait() has accepted and not yet answered. An evicted or finished connection is closed at
@@ -2668,12 +2880,14 @@ class Connections {
     for (int batch = 0; batch < 64; ++batch) {
       Socket s = accept_connection(listener);
       if (!s.valid()) return;
+      // Checked now, while the connecting socket surely exists; answered once its request is read.
+      const bool foreign = peer_user(s.get()) == PeerUser::other;
       for (auto it = list_.begin(); open_ >= kMaxOpen && it != list_.end(); ++it)
         if (it->socket.valid()) {
           it->socket.close();
           --open_;
         }
-      list_.push_back({std::move(s), Clock::now() + kPerConnection, {}});
+      list_.push_back({std::move(s), Clock::now() + kPerConnection, {}, foreign});
       ++open_;
     }
   }
@@ -2705,7 +2919,10 @@ class Connections {
       if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
     }
     if (c.in.find("\r\n\r\n") != std::string::npos) {
-      CallbackOutcome out = evaluate_callback(c.in, callback_path, request, hosts);
+      CallbackOutcome out =
+          c.foreign ? answer(403, "Not your sign-in",
+                             "<p>This sign-in belongs to another user of this computer, so the request was refused.</p>")
+                    : evaluate_callback(c.in, callback_path, request, hosts);
       if (held && !out.code.empty()) {
         *held = std::move(c.socket);
         return out.code;

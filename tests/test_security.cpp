@@ -23,6 +23,7 @@
 
 #ifndef _WIN32
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -230,6 +231,47 @@ TEST_SUITE("security: token answers") {
 }
 
 TEST_SUITE("security: the loopback listener") {
+#ifdef __linux__
+  // Linux only: the peer check reads /proc/net/tcp; the second user is made with fork() and setuid() (root).
+  TEST_CASE("row 6: a callback from another local user's process is refused and does not count (as root)") {
+    if (!running_as_root()) {
+      MESSAGE("skipped: needs root to send the callback from a process of uid 65534");
+      return;
+    }
+    auth::LoopbackListener listener("http://127.0.0.1:0/cb");
+    const int port = listener.port();
+    auth::Config config;
+    config.client_id = "peer-check";
+    const auth::AuthorizationRequest request = auth::authorization_request(config, {}, listener.redirect_uri());
+    // The other user read the authorize URL (state included) from the browser's command line.
+    support::platform::ChildProcess child = support::platform::fork_child([&](int out) -> int {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) {
+        support::platform::write_all(out, "cannot drop to uid 65534");
+        return 4;
+      }
+      const support::raw_http::Response r =
+          support::raw_http::request("127.0.0.1", port, "/cb?code=ATTACKER-CODE&state=" + request.state);
+      const support::raw_http::Response cancel =
+          support::raw_http::request("127.0.0.1", port, "/cb?error=access_denied&state=" + request.state);
+      support::platform::write_all(out, std::to_string(r.status) + " " + std::to_string(cancel.status) + "\n" + r.body);
+      return 0;
+    });
+    std::future<std::pair<support::RunResult, int>> browser = std::async(std::launch::async, [&] {
+      support::RunResult attacker = support::Process(child).finish(60s);
+      const int status =
+          support::raw_http::request("127.0.0.1", port, "/cb?code=the-users-code&state=" + request.state).status;
+      return std::make_pair(attacker, status);
+    });
+    CHECK(listener.wait(request, 60s) == "the-users-code");
+    const auto [attacker, status] = browser.get();
+    INFO("attacker: exit " << attacker.exit_code << " output: " << attacker.out);
+    REQUIRE(attacker.exit_code == 0);
+    CHECK(support::starts_with(attacker.out, "403 403\n"));
+    CHECK(contains(attacker.out, "another user of this computer"));
+    CHECK(status == 200);
+  }
+#endif
+
   TEST_CASE("row 9: listener pages forbid framing: CSP frame-ancestors 'none' and X-Frame-Options: DENY") {
     auth::LoopbackListener listener("http://127.0.0.1:0/cb");
     auth::Config config;
