@@ -474,8 +474,9 @@ struct IdTokenClaims {
 };
 
 // Verifies an id_token and returns its claims: RS256 signature against the issuer's JWKS
-// (config.endpoints.jwks, cached by kid, fetched again once on an unknown kid), iss == config.endpoints.issuer,
-// aud contains config.client_id, exp/iat within `leeway`, and nonce when `nonce` is not empty. Anything else
+// (config.endpoints.jwks, cached by kid for the answer's Cache-Control max-age, 1 h without one, 24 h at most;
+// fetched again once on an unknown kid), no crit header, iss == config.endpoints.issuer, aud contains
+// config.client_id, exp/iat/nbf within `leeway`, and nonce when `nonce` is not empty. Anything else
 // (alg none, HS256, a wrong key, ...) is ErrorKind::bad_response. login() calls this when it got an id_token.
 [[nodiscard]] IdTokenClaims verify_id_token(const Config& config, const std::string& id_token,
                                             const std::string& nonce = "",
@@ -2846,8 +2847,7 @@ inline void respond(socket_t s, int status, const std::string& html) {
 struct Connection {
   Socket socket;
   Clock::time_point deadline;
-  std::string in;        // the request head so far
-  bool foreign = false;  // a process of another user connected: refused, never part of this sign-in
+  std::string in;  // the request head so far
 };
 
 // The connections a wait() has accepted and not yet answered. An evicted or finished connection is closed at
@@ -2880,14 +2880,12 @@ class Connections {
     for (int batch = 0; batch < 64; ++batch) {
       Socket s = accept_connection(listener);
       if (!s.valid()) return;
-      // Checked now, while the connecting socket surely exists; answered once its request is read.
-      const bool foreign = peer_user(s.get()) == PeerUser::other;
       for (auto it = list_.begin(); open_ >= kMaxOpen && it != list_.end(); ++it)
         if (it->socket.valid()) {
           it->socket.close();
           --open_;
         }
-      list_.push_back({std::move(s), Clock::now() + kPerConnection, {}, foreign});
+      list_.push_back({std::move(s), Clock::now() + kPerConnection, {}});
       ++open_;
     }
   }
@@ -2919,10 +2917,13 @@ class Connections {
       if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
     }
     if (c.in.find("\r\n\r\n") != std::string::npos) {
-      CallbackOutcome out =
-          c.foreign ? answer(403, "Not your sign-in",
-                             "<p>This sign-in belongs to another user of this computer, so the request was refused.</p>")
-                    : evaluate_callback(c.in, callback_path, request, hosts);
+      CallbackOutcome out = evaluate_callback(c.in, callback_path, request, hosts);
+      // A request that would end the wait (the right state) must come from a process of our own user: another
+      // user who read the authorize URL could otherwise sign us in to their account, or cancel the sign-in.
+      // Looked up only then (the kernel's socket table is large); the client is still connected, awaiting the page.
+      if ((!out.code.empty() || out.failure) && peer_user(c.socket.get()) == PeerUser::other)
+        out = answer(403, "Not your sign-in",
+                     "<p>This sign-in belongs to another user of this computer, so the request was refused.</p>");
       if (held && !out.code.empty()) {
         *held = std::move(c.socket);
         return out.code;
@@ -3308,6 +3309,7 @@ struct HttpAnswer {
   std::string content_type;
   std::string retry_after;
   std::string location;
+  std::string cache_control;
 };
 
 struct HttpCall {
@@ -3317,7 +3319,14 @@ struct HttpCall {
   std::string form;  // application/x-www-form-urlencoded body (POST)
   std::string authorization;
   Resend resend = Resend::safe;
-  std::vector<std::string_view> secrets;  // masked in any message
+  std::vector<std::string> secrets;  // masked in any message, in every form they were sent in (add_secret)
+
+  // A secret as given, form- and URL-encoded (as in a body), and so masked however a server echoes it.
+  void add_secret(std::string_view secret) {
+    if (secret.empty()) return;
+    for (std::string spelling : {std::string(secret), form_encode(secret), url_encode(secret)})
+      if (std::find(secrets.begin(), secrets.end(), spelling) == secrets.end()) secrets.push_back(std::move(spelling));
+  }
 };
 
 // A kept-alive connection for a long-lived object (TokenSource): one TLS context, the trust store loaded
@@ -3466,6 +3475,7 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
     a.answer.content_type = r.get_header_value("Content-Type");
     a.answer.retry_after = r.get_header_value("Retry-After");
     a.answer.location = r.get_header_value("Location");
+    a.answer.cache_control = r.get_header_value("Cache-Control");
     return true;
   };
   req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
@@ -3565,7 +3575,7 @@ inline void read_error_body(const json& j, const HttpCall& call, ErrorDetails& d
   d.more_info = string_field(j, "more info");
   if (d.more_info.empty()) d.more_info = string_field(j, "moreInfo");
   for (auto* f : {&d.error, &d.error_description, &d.error_code, &d.developer_message, &d.user_message, &d.more_info})
-    *f = sanitize(*f, call.secrets, 1000);
+    *f = sanitize(*f, std::vector<std::string_view>(call.secrets.begin(), call.secrets.end()), 1000);
 }
 
 // A hint for the failures people hit most ("" when none).
@@ -3638,10 +3648,11 @@ inline HttpCall form_post(const Config& config, const char* what, const std::str
   call.url = url;
   call.what = what;
   call.resend = resend;
-  call.secrets = std::move(secrets);
+  for (std::string_view secret : secrets) call.add_secret(secret);
   if (!config.client_secret.empty()) {
     call.authorization = basic_authorization(config.client_id, config.client_secret);
-    call.secrets.push_back(config.client_secret);
+    call.add_secret(config.client_secret);
+    call.secrets.push_back(call.authorization.substr(6));  // the Basic credentials, base64 of "id:secret"
   } else {
     form.emplace_back("client_id", config.client_id);
   }
@@ -4204,6 +4215,9 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   std::string alg = string_field(jwt->header, "alg");
   if (alg != "RS256")
     throw Error(ErrorKind::bad_response, "id_token alg '" + sanitize(alg, {}, 20) + "' refused; only RS256 is accepted");
+  // RFC 7515 4.1.11: extensions named in crit must be understood; this library understands none.
+  if (jwt->header.contains("crit"))
+    throw Error(ErrorKind::bad_response, "the id_token's header lists critical extensions (crit) that are not supported");
   std::string kid = string_field(jwt->header, "kid");
   Pkey key = find_key(kid);
   if (!key) throw Error(ErrorKind::bad_response, "no JWKS key for the id_token's kid '" + sanitize(kid, {}, 80) + "'");
@@ -4222,6 +4236,8 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   const std::int64_t exp = int_claim(c, "exp"), iat = int_claim(c, "iat");
   if (now - want.leeway.count() >= exp) throw Error(ErrorKind::bad_response, "the id_token has expired");
   if (iat > now + want.leeway.count()) throw Error(ErrorKind::bad_response, "the id_token was issued in the future");
+  if (c.contains("nbf") && int_claim(c, "nbf") > now + want.leeway.count())
+    throw Error(ErrorKind::bad_response, "the id_token is not valid yet (nbf)");
   out.nonce = string_field(c, "nonce");
   if (!want.nonce.empty() && !constant_time_equal(out.nonce, want.nonce))
     throw Error(ErrorKind::bad_response, "the id_token nonce does not match this sign-in");
@@ -4236,7 +4252,37 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
 
 using Jwks = std::vector<std::pair<std::string, Pkey>>;  // kid -> key
 
-// Process-wide JWKS cache: jwks URL -> keys.
+constexpr std::chrono::seconds kJwksDefaultMaxAge{3600};    // when the answer says nothing
+constexpr std::chrono::seconds kJwksLongestMaxAge{86400};  // whatever it says
+
+// How long a JWKS answer may be kept: Cache-Control max-age (0 for no-store or no-cache), else an hour; at most
+// a day, so that a long-running process sees rotated or withdrawn keys.
+inline std::chrono::seconds jwks_max_age(std::string_view cache_control) {
+  std::optional<std::int64_t> max_age;
+  bool no_cache = false;
+  for (std::size_t p = 0; p <= cache_control.size();) {
+    std::size_t comma = cache_control.find(',', p);
+    if (comma == std::string_view::npos) comma = cache_control.size();
+    std::string_view d = cache_control.substr(p, comma - p);
+    while (!d.empty() && (d.front() == ' ' || d.front() == '\t')) d.remove_prefix(1);
+    while (!d.empty() && (d.back() == ' ' || d.back() == '\t')) d.remove_suffix(1);
+    if (iequals(d, "no-store") || iequals(d, "no-cache")) no_cache = true;
+    if (d.size() > 8 && iequals(d.substr(0, 8), "max-age=")) {
+      std::string_view v = d.substr(8);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      if (!v.empty() && v.find_first_not_of("0123456789") == std::string_view::npos) {
+        while (v.size() > 1 && v.front() == '0') v.remove_prefix(1);  // "0000000001" is 1 (found by fuzz/cache_control)
+        max_age = v.size() > 9 ? kJwksLongestMaxAge.count() : std::stoll(std::string(v));
+      }
+    }
+    p = comma + 1;
+  }
+  if (no_cache) return std::chrono::seconds(0);
+  if (!max_age) return kJwksDefaultMaxAge;
+  return std::chrono::seconds(std::min<std::int64_t>(*max_age, kJwksLongestMaxAge.count()));
+}
+
+// Process-wide JWKS cache: jwks URL -> keys, each answer kept for its max age (jwks_max_age).
 class JwksCache {
  public:
   static JwksCache& instance() {
@@ -4246,17 +4292,19 @@ class JwksCache {
   Pkey find(const std::string& url, const std::string& kid) {
     std::lock_guard<std::mutex> lk(mutex_);
     for (const auto& e : entries_)
-      if (e.first == url) return pick_key(e.second, kid);
+      if (e.url == url && Clock::now() < e.expires) return pick_key(e.keys, kid);
     return nullptr;
   }
-  void put(const std::string& url, const Jwks& keys) {
+  void put(const std::string& url, const Jwks& keys, std::chrono::seconds max_age) {
     std::lock_guard<std::mutex> lk(mutex_);
+    const Clock::time_point expires = Clock::now() + max_age;
     for (auto& e : entries_)
-      if (e.first == url) {
-        e.second = keys;
+      if (e.url == url) {
+        e.keys = keys;
+        e.expires = expires;
         return;
       }
-    entries_.emplace_back(url, keys);
+    entries_.push_back({url, keys, expires});
   }
   // The key for kid; a key without kid when it is the only one.
   static Pkey pick_key(const Jwks& keys, const std::string& kid) {
@@ -4267,8 +4315,13 @@ class JwksCache {
   }
 
  private:
+  struct Entry {
+    std::string url;
+    Jwks keys;
+    Clock::time_point expires;
+  };
   std::mutex mutex_;
-  std::vector<std::pair<std::string, Jwks>> entries_;
+  std::vector<Entry> entries_;
 };
 
 }  // namespace detail
@@ -4293,9 +4346,11 @@ APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::str
   return detail::check_id_token(id_token, want, [&](const std::string& kid) -> detail::Pkey {
     if (auto key = cache.find(url, kid)) return key;
     if (fetched) return nullptr;
-    fetched = true;  // an unknown kid: the keys may have rotated, fetch once
-    auto keys = detail::parse_jwks(detail::call_for_json(config, detail::get_call("JWKS endpoint", url)));
-    cache.put(url, keys);
+    fetched = true;  // an unknown kid (the keys may have rotated) or an expired answer: fetch once
+    const detail::HttpCall call = detail::get_call("JWKS endpoint", url);
+    const detail::HttpAnswer answer = detail::http_send(config, call);
+    auto keys = detail::parse_jwks(detail::json_answer(call, answer));
+    cache.put(url, keys, detail::jwks_max_age(answer.cache_control));
     return detail::JwksCache::pick_key(keys, kid);
   });
 }

@@ -209,6 +209,7 @@ std::string usage() {
          "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
          "  --ca-file PATH          APS_CA_FILE: extra trusted CA certificates (PEM);\n"
          "                          SSL_CERT_FILE is honoured too\n"
+         "APS_LOCK_TIMEOUT: seconds to wait for a token file another process has locked (default 30)\n"
          "\n"
          "Run `aps-auth COMMAND --help` for the options of one command.\n"
          "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
@@ -420,6 +421,20 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
 }
 
+// The token file store, waiting APS_LOCK_TIMEOUT seconds (default 30) for a lock another process holds.
+auth::FileTokenStore token_store(const std::string& path) {
+  auth::FileTokenStore store(path);
+  const std::string text = env_or_empty("APS_LOCK_TIMEOUT");
+  if (!text.empty()) {
+    char* end = nullptr;
+    const double seconds = std::strtod(text.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(seconds) || seconds < 0 || seconds > 24 * 3600.0)
+      throw UsageError{"APS_LOCK_TIMEOUT needs a number of seconds (got " + shown(text) + ")", nullptr};
+    store.set_lock_timeout(std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0)));
+  }
+  return store;
+}
+
 // Config from the options and the environment. Discovery (--issuer) talks to the network, so it can
 // fail with aps::auth::Error.
 auth::Config make_config(const Args& a, const CommandInfo& cmd, bool need_client_id) {
@@ -459,9 +474,10 @@ void save_then_print(const std::string& token_file, const auth::Token& token,
   if (!token_file.empty()) {
     try {
       if (store) {
-        store->save(token);
+        store->save(token);  // the caller holds its lock
       } else {
-        auth::FileTokenStore file(token_file);
+        auth::FileTokenStore file = token_store(token_file);
+        std::unique_ptr<auth::StoreLock> lock = file.lock();  // never under another process's feet
         file.save(token);
       }
     } catch (const auth::Error&) {
@@ -539,7 +555,7 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   }
   // Read, refresh and write under the file's lock, so that another process sharing the file never
   // refreshes the same (single-use) refresh token.
-  auth::FileTokenStore store(token_file);
+  auth::FileTokenStore store = token_store(token_file);
   std::unique_ptr<auth::StoreLock> lock = store.lock();
   if (refresh_token.empty()) {
     auth::Token stored;
@@ -568,7 +584,7 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
     std::cout << auth::client_credentials(config).access_token << '\n';
     return kExitOk;
   }
-  auto store = std::make_shared<auth::FileTokenStore>(token_file);
+  auto store = std::make_shared<auth::FileTokenStore>(token_store(token_file));
   auth::Token stored;
   if (!store->load(stored))
     throw NotSignedIn{token_file};
@@ -604,7 +620,7 @@ int cmd_logout(const Args& a, const CommandInfo& cmd) {
   if (token_file.empty())
     throw UsageError{"missing --token-file PATH (or APS_TOKEN_FILE)", &cmd};
   auth::Config config = make_config(a, cmd, true);
-  auth::FileTokenStore store(token_file);
+  auth::FileTokenStore store = token_store(token_file);
   std::unique_ptr<auth::StoreLock> lock = store.lock();
   auth::Token stored;
   if (!store.load(stored)) {

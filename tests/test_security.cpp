@@ -14,7 +14,9 @@
 #include "support/platform.hpp"
 #include "support/process.hpp"
 #include "support/text.hpp"
+#include "support/timing.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -444,4 +446,143 @@ TEST_SUITE("security: secrets on the command line") {
     for (const auto& req : mock.requests_to(support::kTokenPath)) sent = sent || req.param("refresh_token") == "rt-from-env-0004";
     CHECK(sent);
   }
+}
+
+namespace {
+
+// Form encoding (application/x-www-form-urlencoded) and percent-encoding of RFC 3986, written here apart from
+// the library's, to build the forms a secret travels in.
+std::string percent_encoded(const std::string& in, bool form) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : in) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') out += static_cast<char>(c);
+    else if (form && c == ' ') out += '+';
+    else out += std::string("%") + hex[c >> 4] + hex[c & 15];
+  }
+  return out;
+}
+
+const char* const kJwksPath = "/authentication/v2/keys";
+
+struct IdTokens {
+  support::Mock env{aps_mock::Options{}};
+  auth::Config config = env.config("oidc-client", "oidc-secret");
+  nlohmann::json claims = {{"iss", env.server.issuer()},  {"aud", "oidc-client"},
+                           {"sub", "USER1"},              {"iat", support::unix_now()},
+                           {"exp", support::unix_now() + 3600}};
+  IdTokens() { config.retry.max_attempts = 1; }
+  std::string token(const nlohmann::json& c, nlohmann::json header = {{"alg", "RS256"}, {"typ", "JWT"}}) const {
+    return env.server.sign_rs256(header, c);
+  }
+  std::size_t jwks_fetches() const { return env.requests_to(kJwksPath).size(); }
+  void serve_jwks_with(const std::string& cache_control, int times) {
+    env.server.inject(support::fault(kJwksPath, 200, env.server.jwks_json(), times, "application/json",
+                                     {{"Cache-Control", cache_control}}));
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("security: smaller holes") {
+  TEST_CASE("row 10: the secret's Basic and form-encoded forms are masked in error text too") {
+    support::MockEnv env(false);
+    const auth::Config config = env.config();
+    (void)auth::client_credentials(config);
+    const std::string authorization = env.requests_to(support::kTokenPath).back().headers.find("Authorization")->second;
+    REQUIRE(support::starts_with(authorization, "Basic "));
+    const std::string basic = authorization.substr(6);
+    const std::string secret = support::MockEnv::kConfidentialSecret;
+    const std::string form = percent_encoded(secret, true), url = percent_encoded(secret, false);
+    REQUIRE(form != secret);
+    const std::string echo = "header " + authorization + " body client_secret=" + form + " or " + url;
+    env.server.inject(support::fault(support::kTokenPath, 400,
+                                     nlohmann::json{{"error", "invalid_request"}, {"error_description", echo}}.dump()));
+    auth::Error e = require_error([&] { (void)auth::client_credentials(config); });
+    for (const std::string& text : {std::string(e.what()), e.details().error_description}) {
+      CHECK_FALSE(contains(text, basic));
+      CHECK_FALSE(contains(text, form));
+      CHECK_FALSE(contains(text, url));
+      CHECK_FALSE(contains(text, secret));
+    }
+    CHECK(contains(e.details().error_description, "***"));
+  }
+
+  TEST_CASE("row 10: the JWKS is fetched again after its Cache-Control max-age (no-store: every time)") {
+    IdTokens t;
+    const std::string token = t.token(t.claims);
+    t.serve_jwks_with("public, max-age=0", 2);
+    (void)auth::verify_id_token(t.config, token);
+    (void)auth::verify_id_token(t.config, token);
+    CHECK(t.jwks_fetches() == 2);
+
+    IdTokens kept;  // another mock, another JWKS URL, another cache entry
+    const std::string kept_token = kept.token(kept.claims);
+    kept.serve_jwks_with("max-age=600", 1);
+    (void)auth::verify_id_token(kept.config, kept_token);
+    (void)auth::verify_id_token(kept.config, kept_token);
+    CHECK(kept.jwks_fetches() == 1);
+
+    CHECK(auth::detail::jwks_max_age("max-age=600") == 600s);
+    CHECK(auth::detail::jwks_max_age("private, Max-Age=\"90\"") == 90s);
+    CHECK(auth::detail::jwks_max_age("max-age=31536000") == 24h);  // capped
+    CHECK(auth::detail::jwks_max_age("max-age=99999999999999999999") == 24h);
+    CHECK(auth::detail::jwks_max_age("no-store") == 0s);
+    CHECK(auth::detail::jwks_max_age("") == 1h);
+    CHECK(auth::detail::jwks_max_age("max-age=soon") == 1h);
+  }
+
+  TEST_CASE("row 10: id_token nbf is checked with the leeway; an unknown crit header is rejected") {
+    IdTokens t;
+    nlohmann::json later = t.claims;
+    later["nbf"] = support::unix_now() + 3600;
+    auth::Error e = require_error([&] { (void)auth::verify_id_token(t.config, t.token(later)); });
+    CHECK(e.kind() == auth::ErrorKind::bad_response);
+    CHECK(contains(e.what(), "nbf"));
+    nlohmann::json soon = t.claims;
+    soon["nbf"] = support::unix_now() + 20;  // within the 60 s leeway
+    CHECK(auth::verify_id_token(t.config, t.token(soon)).subject == "USER1");
+
+    e = require_error([&] {
+      (void)auth::verify_id_token(t.config, t.token(t.claims, {{"alg", "RS256"}, {"crit", {"exp"}}, {"exp", 1}}));
+    });
+    CHECK(e.kind() == auth::ErrorKind::bad_response);
+    CHECK(contains(e.what(), "crit"));
+  }
+
+#ifndef _WIN32
+  // POSIX only: the stand-in browser is a shell script.
+  TEST_CASE("row 10: aps-auth login --token-file saves under the token file's lock") {
+    const std::string cli = support::require_cli();
+    TempDir dir;
+    const std::string callback = "http://127.0.0.1:" + std::to_string(support::free_port()) + "/cb";
+    aps_mock::Options o;
+    o.clients = {{"lock-client", "", {callback}}};
+    aps_mock::Server mock(o);
+    const std::string path = dir.file("tok.json");
+    support::EnvMap env = support::base_env(dir.path());
+    env["BROWSER"] = dir.write("browser.sh",
+                               "#!/bin/sh\nexec curl --silent --location --max-redirs 5 --max-time 20 --noproxy '*' "
+                               "--output /dev/null \"$1\"\n",
+                               0700);
+    env["APS_LOCK_TIMEOUT"] = "0.5";
+    auth::FileTokenStore other_process(path);
+    std::unique_ptr<auth::StoreLock> held = other_process.lock();
+    support::RunResult r = support::run_cli({"login", "--client-id", "lock-client", "--base-url", mock.base_url(),
+                                             "--callback-url", callback, "--token-file", path, "--timeout", "30"},
+                                            env, 60s);
+    INFO(r.describe());
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.err, "held by another process"));
+    CHECK(contains(r.err, "printed on stdout instead"));
+    CHECK(support::printed_tokens(r.out).size() >= 2);  // the token is not lost
+    CHECK_FALSE(support::exists(path));                 // and was not written while the lock was held
+    held.reset();
+    r = support::run_cli({"login", "--client-id", "lock-client", "--base-url", mock.base_url(), "--callback-url",
+                          callback, "--token-file", path, "--timeout", "30"},
+                         env, 60s);
+    CHECK_MESSAGE(r.exit_code == 0, r.describe());
+    CHECK(support::exists(path));
+  }
+#endif
 }
