@@ -265,7 +265,9 @@ TEST_SUITE("security: the loopback listener") {
       return std::make_pair(attacker, status);
     });
     CHECK(listener.wait(request, 60s) == "the-users-code");
-    const auto [attacker, status] = browser.get();
+    const std::pair<support::RunResult, int> outcome = browser.get();
+    const support::RunResult& attacker = outcome.first;  // not a structured binding: INFO captures it (C++17)
+    const int status = outcome.second;
     INFO("attacker: exit " << attacker.exit_code << " output: " << attacker.out);
     REQUIRE(attacker.exit_code == 0);
     CHECK(support::starts_with(attacker.out, "403 403\n"));
@@ -455,8 +457,9 @@ namespace {
 std::string percent_encoded(const std::string& in, bool form) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
-  for (unsigned char c : in) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') out += static_cast<char>(c);
+  for (char ch : in) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') out += ch;
     else if (form && c == ' ') out += '+';
     else out += std::string("%") + hex[c >> 4] + hex[c & 15];
   }
