@@ -197,7 +197,9 @@ struct Config {
   std::string ca_file;  // extra trusted CA certificates (PEM), on top of the system store and SSL_CERT_FILE
   // Proxy for the endpoint calls: "http://[user:pass@]host:port". Empty: from the environment, as curl reads
   // it: https_proxy or HTTPS_PROXY for https URLs, http_proxy (lower case only) for http URLs, NO_PROXY or
-  // no_proxy for exceptions. "direct": never use a proxy.
+  // no_proxy for exceptions. "direct": never use a proxy. Loopback hosts (localhost, 127.0.0.0/8, ::1) are
+  // never reached through a proxy, whatever this says (and plain http is allowed only to them, so http_proxy
+  // is in effect never used).
   std::string proxy;
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds read_timeout{30000};
@@ -293,8 +295,11 @@ class LoopbackListener {
 
 // Opens the URL in the user's browser without a shell: $BROWSER (a "%s" in it is replaced by the URL,
 // otherwise the URL is appended) or the platform opener. Does not wait for the browser. False when nothing
-// could be started.
-bool open_browser(const std::string& url);
+// could be started. The browser's environment is this process's without every variable whose value contains one
+// of `secrets` (the client secret, tokens; those shorter than 4 characters are ignored), so that nothing the
+// browser launches inherits them. Windows: only a $BROWSER program gets the filtered environment; the default
+// browser, opened through ShellExecuteW, does not take one.
+bool open_browser(const std::string& url, const std::vector<std::string>& secrets = {});
 
 // =================================================================================================================
 // [5] Token endpoint
@@ -393,7 +398,10 @@ class MemoryTokenStore : public TokenStore {
 };
 
 // A JSON file, written atomically (temp file in the same directory, fsync, rename, fsync of the directory),
-// mode 0600 from creation whatever the umask. Cross-process lock: flock() on "<path>.lock".
+// mode 0600 from creation whatever the umask. Cross-process lock: flock() (Windows: LockFileEx) on "<path>.lock",
+// waited for at most lock_timeout() (then ErrorKind::timeout). The token and lock files are never opened through
+// a symbolic link and must be regular files owned by this process's user; anything else is an ErrorKind::io error
+// naming the path.
 class FileTokenStore : public TokenStore {
  public:
   enum class OpenPermissions {
@@ -410,11 +418,15 @@ class FileTokenStore : public TokenStore {
   APS_AUTH_FUNC void save(const Token& token) override;
   APS_AUTH_FUNC void clear() override;
   [[nodiscard]] APS_AUTH_FUNC std::unique_ptr<StoreLock> lock() override;
+  // How long lock() waits for a lock another process holds (default 30 s).
+  void set_lock_timeout(std::chrono::milliseconds timeout) noexcept { lock_timeout_ = timeout; }
+  [[nodiscard]] std::chrono::milliseconds lock_timeout() const noexcept { return lock_timeout_; }
 
  private:
   std::string path_;
   OpenPermissions permissions_;
   std::function<void(const std::string&)> warn_;
+  std::chrono::milliseconds lock_timeout_{30000};
 };
 
 // =================================================================================================================
@@ -466,8 +478,9 @@ struct IdTokenClaims {
 };
 
 // Verifies an id_token and returns its claims: RS256 signature against the issuer's JWKS
-// (config.endpoints.jwks, cached by kid, fetched again once on an unknown kid), iss == config.endpoints.issuer,
-// aud contains config.client_id, exp/iat within `leeway`, and nonce when `nonce` is not empty. Anything else
+// (config.endpoints.jwks, cached by kid for the answer's Cache-Control max-age, 1 h without one, 24 h at most;
+// fetched again once on an unknown kid), no crit header, iss == config.endpoints.issuer, aud contains
+// config.client_id, exp/iat/nbf within `leeway`, and nonce when `nonce` is not empty. Anything else
 // (alg none, HS256, a wrong key, ...) is ErrorKind::bad_response. login() calls this when it got an id_token.
 [[nodiscard]] IdTokenClaims verify_id_token(const Config& config, const std::string& id_token,
                                             const std::string& nonce = "",
@@ -481,7 +494,7 @@ struct LoginOptions {
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
   AuthorizeOptions authorize;
   bool open_browser = true;  // false: only show_url is called
-  // Opens the URL; return false when it could not. Default: aps::auth::open_browser.
+  // Opens the URL; return false when it could not. Default: aps::auth::open_browser(url, {client_secret}).
   std::function<bool(const std::string& url)> browser;
   // Shows the URL to the person when no browser opened (or open_browser is false). The library prints
   // nothing itself: set this to print it.
@@ -517,6 +530,7 @@ APS_AUTH_NAMESPACE_END
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -531,13 +545,16 @@ APS_AUTH_NAMESPACE_END
 #ifdef _WIN32
 // <winsock2.h>, <ws2tcpip.h> and <wincrypt.h> come with httplib.h; X509_NAME & co. are #undef'd there.
 #include <aclapi.h>
+#include <iphlpapi.h>
 #include <sddl.h>
 #include <shellapi.h>
 #include <climits>
+#include <cwchar>
 #ifdef _MSC_VER
 #pragma comment(lib, "ws2_32.lib")
 #pragma comment(lib, "crypt32.lib")
 #pragma comment(lib, "advapi32.lib")
+#pragma comment(lib, "iphlpapi.lib")
 #pragma comment(lib, "shell32.lib")
 #endif
 #else
@@ -553,6 +570,9 @@ APS_AUTH_NAMESPACE_END
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __APPLE__
+#include <crt_externs.h>  // _NSGetEnviron
+#endif
 #endif
 
 APS_AUTH_NAMESPACE_BEGIN
@@ -575,10 +595,11 @@ inline int ms_until(Clock::time_point until) {
 //   environment  env, trusted_env
 //   sockets      Socket, last_socket_error, listen_loopback, local_port, accept_connection, receive_some, send_some, shutdown_send,
 //                poll_sockets, readable_now, connect_tcp, whole_tls_record_queued, Waker,
-//                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6
+//                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6,
+//                peer_user (parse_proc_net_tcp_line on Linux)
 //   trust        load_system_roots
-//   files        parent_dir, path_join, make_private_dirs, read_file_if_exists, replace_file, remove_file,
-//                lock_file, default_state_dir, private_file_hint
+//   files        parent_dir, path_join, make_private_dirs, open_own_file / check_own_file, read_file_if_exists,
+//                replace_file, remove_file, open_lock_file, try_lock, lock_file, default_state_dir, private_file_hint
 //   processes    spawn_detached, open_in_default_browser
 //   clock        now_before
 // =================================================================================================================
@@ -624,6 +645,9 @@ struct FileContent {
   std::string access;
 };
 
+// Who is at the other end of an accepted loopback connection, compared with this process's user.
+enum class PeerUser { same, other, unknown };
+
 #ifndef _WIN32  // ---- POSIX (Linux; macOS and the BSDs where noted) -------------------------------------------
 
 // ---- environment
@@ -650,6 +674,7 @@ constexpr socket_t kNoSocket = -1;
 using PollFd = pollfd;
 
 inline int last_socket_error() { return errno; }
+inline int last_os_error() { return errno; }
 inline std::string os_error_text(int err) { return std::strerror(err); }
 inline bool is_addr_in_use(int err) { return err == EADDRINUSE; }
 inline bool is_no_ipv6(int err) { return err == EADDRNOTAVAIL || err == EAFNOSUPPORT; }
@@ -764,6 +789,124 @@ inline bool whole_tls_record_queued(socket_t s) {
   return tls_record && queued >= 5 + (head[3] << 8 | head[4]);
 }
 
+// One line of Linux's /proc/net/tcp or /proc/net/tcp6: both endpoints (address bytes as in memory: the kernel
+// prints each 32-bit word in host order, "0100007F" is 127.0.0.1 on little-endian machines), the TCP state and
+// the owner's uid. nullopt for the header and anything that does not parse.
+struct ProcTcpEntry {
+  unsigned char local[16] = {}, remote[16] = {};
+  std::size_t address_size = 0;  // 4 or 16
+  int local_port = 0, remote_port = 0, state = 0;
+  unsigned long uid = 0;
+};
+
+inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line) {
+  std::vector<std::string_view> fields;
+  for (std::size_t p = 0; p < line.size() && fields.size() < 8;) {
+    while (p < line.size() && (line[p] == ' ' || line[p] == '\t')) ++p;
+    std::size_t e = p;
+    while (e < line.size() && line[e] != ' ' && line[e] != '\t') ++e;
+    if (e > p) fields.push_back(line.substr(p, e - p));
+    p = e;
+  }
+  if (fields.size() < 8) return std::nullopt;
+  auto hex = [](std::string_view h, unsigned long long& v) {
+    if (h.empty() || h.size() > 16) return false;
+    v = 0;
+    for (char c : h) {
+      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return false;
+      v = v << 4 | static_cast<unsigned>(d);
+    }
+    return true;
+  };
+  ProcTcpEntry e;
+  auto endpoint = [&](std::string_view f, unsigned char* address, int& port) {
+    const std::size_t colon = f.find(':');
+    if (colon == std::string_view::npos || (colon != 8 && colon != 32) || f.size() != colon + 5) return false;
+    if (e.address_size != 0 && e.address_size != colon / 2) return false;
+    e.address_size = colon / 2;
+    for (std::size_t w = 0; w < colon / 8; ++w) {
+      unsigned long long v = 0;
+      if (!hex(f.substr(w * 8, 8), v)) return false;
+      const std::uint32_t word = static_cast<std::uint32_t>(v);
+      std::memcpy(address + 4 * w, &word, 4);
+    }
+    unsigned long long pv = 0;
+    if (!hex(f.substr(colon + 1), pv)) return false;
+    port = static_cast<int>(pv);
+    return true;
+  };
+  unsigned long long state = 0;
+  if (!endpoint(fields[1], e.local, e.local_port) || !endpoint(fields[2], e.remote, e.remote_port) ||
+      !hex(fields[3], state) || state > 0xFF)
+    return std::nullopt;
+  e.state = static_cast<int>(state);
+  const std::string_view uid = fields[7];
+  if (uid.empty() || uid.size() > 10 || uid.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
+  unsigned long long uid_value = 0;
+  for (char c : uid) uid_value = uid_value * 10 + static_cast<unsigned>(c - '0');
+  if (uid_value > 0xFFFFFFFFull) return std::nullopt;
+  e.uid = static_cast<unsigned long>(uid_value);
+  return e;
+}
+
+// The address bytes and port of a socket address (IPv4 or IPv6); false for other families.
+inline bool address_bytes(const sockaddr_storage& ss, const unsigned char*& bytes, std::size_t& size, int& port) {
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    bytes = reinterpret_cast<const unsigned char*>(&a->sin_addr);
+    size = 4;
+    port = ntohs(a->sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    bytes = reinterpret_cast<const unsigned char*>(&a->sin6_addr);
+    size = 16;
+    port = ntohs(a->sin6_port);
+    return true;
+  }
+  return false;
+}
+
+// Linux: the connecting socket is found in /proc/net/tcp{,6} (its local end is our peer, its remote end us) and
+// its owner's uid compared with our effective uid. Elsewhere, or when it cannot be found: unknown.
+inline PeerUser peer_user(socket_t s) {
+#ifdef __linux__
+  sockaddr_storage peer{}, self{};
+  socklen_t peer_len = sizeof peer, self_len = sizeof self;
+  const unsigned char *peer_bytes = nullptr, *self_bytes = nullptr;
+  std::size_t peer_size = 0, self_size = 0;
+  int peer_port = 0, self_port = 0;
+  if (::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
+      !address_bytes(peer, peer_bytes, peer_size, peer_port) || !address_bytes(self, self_bytes, self_size, self_port))
+    return PeerUser::unknown;
+  Fd table(::open(peer.ss_family == AF_INET6 ? "/proc/net/tcp6" : "/proc/net/tcp", O_RDONLY | O_CLOEXEC));
+  if (!table.valid()) return PeerUser::unknown;
+  std::string text, line;
+  char buf[16384];
+  for (ssize_t n; (n = ::read(table.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR);) {
+    text.append(buf, static_cast<std::size_t>(n > 0 ? n : 0));
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+      std::optional<ProcTcpEntry> e = parse_proc_net_tcp_line(std::string_view(text).substr(start, nl - start));
+      constexpr int kTimeWait = 6, kListen = 10;
+      if (e && e->state != kTimeWait && e->state != kListen && e->address_size == peer_size &&
+          e->local_port == peer_port && e->remote_port == self_port &&
+          std::memcmp(e->local, peer_bytes, peer_size) == 0 && std::memcmp(e->remote, self_bytes, self_size) == 0)
+        return e->uid == ::geteuid() ? PeerUser::same : PeerUser::other;
+    }
+    text.erase(0, start);
+  }
+  return PeerUser::unknown;
+#else
+  (void)s;
+  return PeerUser::unknown;
+#endif
+}
+
 // Lets another thread wake a poll() (LoopbackListener::cancel): a non-blocking self-pipe.
 class Waker {
  public:
@@ -820,15 +963,41 @@ inline void make_private_dirs(const std::string& dir) {
     throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + os_error_text(errno));
 }
 
+// Opens a token or lock file (`what` names it in errors) so that another local user can neither redirect nor
+// block the open: O_NOFOLLOW (a symbolic link at `path` is refused, nothing is created where it points),
+// O_NONBLOCK (a FIFO does not hang the open), then fstat: a regular file owned by the effective user, else an io
+// error naming the path. Invalid, errno ENOENT, when the file does not exist and `flags` has no O_CREAT.
+inline Fd open_own_file(const std::string& path, int flags, const char* what, struct stat& st) {
+  Fd fd(::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600));
+  if (!fd.valid()) {
+    const int err = errno;
+    if (err == ENOENT && !(flags & O_CREAT)) return fd;
+    if (err == ELOOP)
+      throw Error(ErrorKind::io, std::string(what) + " '" + path + "' is a symbolic link; refused (remove it)");
+    throw Error(ErrorKind::io, std::string("cannot open ") + what + " '" + path + "': " + os_error_text(err));
+  }
+  if (::fstat(fd.get(), &st) != 0)
+    throw Error(ErrorKind::io, std::string("cannot read ") + what + " '" + path + "': " + os_error_text(errno));
+  if (!S_ISREG(st.st_mode)) {
+    const char* type = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a device";
+    throw Error(ErrorKind::io, std::string(what) + " '" + path + "' is " + type + ", not a regular file; refused");
+  }
+  if (st.st_uid != ::geteuid())
+    throw Error(ErrorKind::io, std::string(what) + " '" + path + "' belongs to another user (uid " +
+                                   std::to_string(st.st_uid) + ", this process runs as uid " +
+                                   std::to_string(::geteuid()) + "); refused");
+  return fd;
+}
+
 // Reads a whole file (at most APS_AUTH_MAX_RESPONSE_BYTES and a little); false when it does not exist.
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return false;
-    throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(errno));
-  }
   struct stat st {};
-  if (::fstat(fd.get(), &st) == 0 && (st.st_mode & 077) != 0) {
+  Fd fd = open_own_file(path, O_RDONLY, "token file", st);
+  if (!fd.valid()) return false;
+  if ((st.st_mode & 077) != 0) {
     out.shared = true;
     out.access = "mode " + std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
                  std::to_string(st.st_mode & 7);
@@ -888,17 +1057,19 @@ struct FileLock : StoreLock {
   Fd fd;  // closing releases the flock
 };
 
-// An exclusive flock() on `lock_path` (created 0600 when missing), held until the result is destroyed.
-inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path) {
+// `lock_path` opened as open_own_file() does (created 0600 when missing), not locked yet.
+inline std::unique_ptr<FileLock> open_lock_file(const std::string& lock_path) {
   make_private_dirs(parent_dir(lock_path));
   auto l = std::make_unique<FileLock>();
-  l->fd = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!l->fd.valid())
-    throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + os_error_text(errno));
-  while (::flock(l->fd.get(), LOCK_EX) != 0) {
-    if (errno != EINTR) throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(errno));
-  }
+  struct stat st {};
+  l->fd = open_own_file(lock_path, O_RDWR | O_CREAT, "lock file", st);
   return l;
+}
+
+// One attempt at an exclusive flock() that does not wait: 1 taken, 0 held by someone else, -1 error (errno).
+inline int try_lock(FileLock& l) {
+  if (::flock(l.fd.get(), LOCK_EX | LOCK_NB) == 0) return 1;
+  return errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
 // $XDG_STATE_HOME, else ~/.local/state.
@@ -912,14 +1083,36 @@ inline std::string default_state_dir() {
 
 // ---- processes
 
+// Whether an environment entry's value (after the first '=') contains one of `secrets` (4 characters or more).
+inline bool value_holds_secret(std::string_view entry, const std::vector<std::string>& secrets) {
+  const std::size_t eq = entry.find('=', 1);
+  const std::string_view value = eq == std::string_view::npos ? std::string_view() : entry.substr(eq + 1);
+  return std::any_of(secrets.begin(), secrets.end(), [&](const std::string& secret) {
+    return secret.size() >= 4 && value.find(secret) != std::string_view::npos;
+  });
+}
+
+inline char** process_environment() {
+#ifdef __APPLE__
+  return *_NSGetEnviron();
+#else
+  return ::environ;
+#endif
+}
+
 // Starts argv without a shell and without waiting for it: double fork, so no zombie is left, and a
 // close-on-exec pipe tells whether exec succeeded. The child's stdin/stdout/stderr are /dev/null (the caller's
-// stdout may be printing JSON).
-inline bool spawn_detached(const std::vector<std::string>& args) {
+// stdout may be printing JSON); its environment is ours without the variables whose value holds a secret (built
+// before fork: the child only swaps the pointer).
+inline bool spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& secrets = {}) {
   if (args.empty()) return false;
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = process_environment(); e && *e; ++e)
+    if (!value_holds_secret(*e, secrets)) envp.push_back(*e);
+  envp.push_back(nullptr);
   int fds[2];
 #ifdef __linux__
   if (::pipe2(fds, O_CLOEXEC) != 0) return false;
@@ -942,6 +1135,11 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
       ::dup2(devnull, 1);
       ::dup2(devnull, 2);
     }
+#ifdef __APPLE__
+    *_NSGetEnviron() = envp.data();
+#else
+    ::environ = envp.data();
+#endif
     ::execvp(argv[0], argv.data());
     int err = errno;
     ssize_t ignored = ::write(report.get(), &err, sizeof err);
@@ -961,11 +1159,11 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
 }
 
 // Opens the URL with the desktop's opener, without a shell.
-inline bool open_in_default_browser(const std::string& url) {
+inline bool open_in_default_browser(const std::string& url, const std::vector<std::string>& secrets) {
 #ifdef __APPLE__
-  return spawn_detached({"open", url});
+  return spawn_detached({"open", url}, secrets);
 #else
-  return spawn_detached({"xdg-open", url});
+  return spawn_detached({"xdg-open", url}, secrets);
 #endif
 }
 
@@ -1238,6 +1436,92 @@ inline std::wstring current_user_sid() {
   return sid;
 }
 
+// The user SID of process `pid` as a string; nullopt with `denied` set when we may not look (another user's
+// process, for a user who is not an administrator).
+inline std::optional<std::wstring> process_user_sid(DWORD pid, bool& denied) {
+  denied = false;
+  HANDLE process = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+  if (!process) {
+    denied = ::GetLastError() == ERROR_ACCESS_DENIED;
+    return std::nullopt;
+  }
+  HANDLE token = nullptr;
+  const BOOL opened = ::OpenProcessToken(process, TOKEN_QUERY, &token);
+  if (!opened) denied = ::GetLastError() == ERROR_ACCESS_DENIED;
+  ::CloseHandle(process);
+  if (!opened) return std::nullopt;
+  std::vector<unsigned char> buf(256);
+  DWORD needed = 0;
+  BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  if (!ok && ::GetLastError() == ERROR_INSUFFICIENT_BUFFER) {
+    buf.resize(needed);
+    ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  }
+  ::CloseHandle(token);
+  wchar_t* text = nullptr;
+  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text)) return std::nullopt;
+  std::wstring sid(text);
+  ::LocalFree(text);
+  return sid;
+}
+
+// The process owning the connecting end of an accepted loopback connection (GetExtendedTcpTable: the row whose
+// local end is our peer and remote end us), then its user SID against ours. A process we may not open belongs to
+// another user.
+inline PeerUser peer_user(socket_t s) {
+  sockaddr_storage peer{}, self{};
+  int peer_len = sizeof peer, self_len = sizeof self;
+  if (::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 || peer.ss_family != self.ss_family)
+    return PeerUser::unknown;
+  const ULONG family = peer.ss_family;
+  std::vector<unsigned char> buf;
+  DWORD size = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    buf.resize(size);
+    const DWORD r = ::GetExtendedTcpTable(buf.empty() ? nullptr : buf.data(), &size, FALSE, family,
+                                          TCP_TABLE_OWNER_PID_CONNECTIONS, 0);
+    if (r == NO_ERROR) break;
+    if (r != ERROR_INSUFFICIENT_BUFFER) return PeerUser::unknown;
+    size += 4096;  // the table may grow between the two calls
+  }
+  if (buf.empty()) return PeerUser::unknown;
+  DWORD pid = 0;
+  bool found = false;
+  if (family == AF_INET) {
+    const auto* p = reinterpret_cast<const sockaddr_in*>(&peer);
+    const auto* me = reinterpret_cast<const sockaddr_in*>(&self);
+    const auto* table = reinterpret_cast<const MIB_TCPTABLE_OWNER_PID*>(buf.data());
+    for (DWORD i = 0; i < table->dwNumEntries && !found; ++i) {
+      const MIB_TCPROW_OWNER_PID& row = table->table[i];
+      if (row.dwLocalAddr == p->sin_addr.s_addr && static_cast<u_short>(row.dwLocalPort) == p->sin_port &&
+          row.dwRemoteAddr == me->sin_addr.s_addr && static_cast<u_short>(row.dwRemotePort) == me->sin_port) {
+        pid = row.dwOwningPid;
+        found = true;
+      }
+    }
+  } else if (family == AF_INET6) {
+    const auto* p = reinterpret_cast<const sockaddr_in6*>(&peer);
+    const auto* me = reinterpret_cast<const sockaddr_in6*>(&self);
+    const auto* table = reinterpret_cast<const MIB_TCP6TABLE_OWNER_PID*>(buf.data());
+    for (DWORD i = 0; i < table->dwNumEntries && !found; ++i) {
+      const MIB_TCP6ROW_OWNER_PID& row = table->table[i];
+      if (std::memcmp(row.ucLocalAddr, &p->sin6_addr, 16) == 0 &&
+          static_cast<u_short>(row.dwLocalPort) == p->sin6_port &&
+          std::memcmp(row.ucRemoteAddr, &me->sin6_addr, 16) == 0 &&
+          static_cast<u_short>(row.dwRemotePort) == me->sin6_port) {
+        pid = row.dwOwningPid;
+        found = true;
+      }
+    }
+  }
+  if (!found) return PeerUser::unknown;
+  bool denied = false;
+  const std::optional<std::wstring> sid = process_user_sid(pid, denied);
+  if (!sid) return denied ? PeerUser::other : PeerUser::unknown;
+  return *sid == current_user_sid() ? PeerUser::same : PeerUser::other;
+}
+
 // A security descriptor whose DACL grants the current user full access and nobody else anything (the 0600 /
 // 0700 of POSIX), protected from inheriting the parent directory's entries.
 class OwnerOnly {
@@ -1318,14 +1602,35 @@ inline std::string others_with_access(HANDLE file) {
   return others;
 }
 
+// The checks of the POSIX open_own_file() on a handle opened with FILE_FLAG_OPEN_REPARSE_POINT (a symbolic link
+// or junction is opened itself, never followed): a plain disk file, not a directory, reparse point, pipe or
+// device, owned by the current user (or SYSTEM or Administrators, see trusted_sid); else an io error.
+inline void check_own_file(HANDLE h, const std::string& path, const char* what) {
+  BY_HANDLE_FILE_INFORMATION info{};
+  if (::GetFileType(h) != FILE_TYPE_DISK || !::GetFileInformationByHandle(h, &info) ||
+      (info.dwFileAttributes & (FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_REPARSE_POINT)) != 0)
+    throw Error(ErrorKind::io, std::string(what) + " '" + path +
+                                   "' is not a regular file (a link, a directory, a pipe or a device); refused");
+  PSID owner = nullptr;
+  PSECURITY_DESCRIPTOR sd = nullptr;
+  if (::GetSecurityInfo(h, SE_FILE_OBJECT, OWNER_SECURITY_INFORMATION, &owner, nullptr, nullptr, nullptr, &sd) !=
+      ERROR_SUCCESS)
+    throw Error(ErrorKind::io, std::string("cannot read the owner of ") + what + " '" + path + "'");
+  const bool own = trusted_sid(owner, current_user_sid());
+  const std::string who = own ? std::string() : account_name(owner);
+  ::LocalFree(sd);
+  if (!own) throw Error(ErrorKind::io, std::string(what) + " '" + path + "' belongs to another user (" + who + "); refused");
+}
+
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
   File f(::CreateFileW(to_wide(path).c_str(), GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
-                       nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, nullptr));
+                       nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
   if (!f.valid()) {
     const int err = last_os_error();
     if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND) return false;
     throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(err));
   }
+  check_own_file(f.get(), path, "token file");
   const std::string others = others_with_access(f.get());
   if (!others.empty()) {
     out.shared = true;
@@ -1388,20 +1693,26 @@ struct FileLock : StoreLock {
   File file;  // closing the handle releases the lock
 };
 
-// An exclusive LockFileEx() on `lock_path` (created owner-only when missing), held until the result is destroyed.
-inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path) {
+// `lock_path` (created owner-only when missing; a link is opened itself and refused), checked as check_own_file()
+// does, not locked yet.
+inline std::unique_ptr<FileLock> open_lock_file(const std::string& lock_path) {
   make_private_dirs(parent_dir(lock_path));
   OwnerOnly owner_only(false);
   auto l = std::make_unique<FileLock>();
   l->file = File(::CreateFileW(to_wide(lock_path).c_str(), GENERIC_READ | GENERIC_WRITE,
                                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, owner_only.attributes(),
-                               OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, nullptr));
+                               OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
   if (!l->file.valid())
     throw Error(ErrorKind::io, "cannot open lock file '" + lock_path + "': " + os_error_text(last_os_error()));
-  OVERLAPPED at{};
-  if (!::LockFileEx(l->file.get(), LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &at))
-    throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
+  check_own_file(l->file.get(), lock_path, "lock file");
   return l;
+}
+
+// One attempt at an exclusive LockFileEx() that does not wait: 1 taken, 0 held by someone else, -1 error.
+inline int try_lock(FileLock& l) {
+  OVERLAPPED at{};
+  if (::LockFileEx(l.file.get(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &at)) return 1;
+  return ::GetLastError() == ERROR_LOCK_VIOLATION ? 0 : -1;
 }
 
 // %LOCALAPPDATA%, else %USERPROFILE%\AppData\Local.
@@ -1433,9 +1744,31 @@ inline std::wstring quote_argument(const std::wstring& arg) {
   return out + L"\"";
 }
 
+// Whether an environment entry's value (after the first '=') contains one of `secrets` (4 characters or more).
+inline bool value_holds_secret(std::string_view entry, const std::vector<std::string>& secrets) {
+  const std::size_t eq = entry.find('=', 1);  // "=C:=C:\dir" entries start with '='
+  const std::string_view value = eq == std::string_view::npos ? std::string_view() : entry.substr(eq + 1);
+  return std::any_of(secrets.begin(), secrets.end(), [&](const std::string& secret) {
+    return secret.size() >= 4 && value.find(secret) != std::string_view::npos;
+  });
+}
+
+// This process's environment block without the variables whose value holds a secret (CREATE_UNICODE_ENVIRONMENT).
+inline std::wstring environment_without(const std::vector<std::string>& secrets) {
+  std::wstring block;
+  wchar_t* all = ::GetEnvironmentStringsW();
+  for (const wchar_t* e = all; e && *e; e += std::wcslen(e) + 1)
+    if (!value_holds_secret(to_utf8(e), secrets)) block.append(e).push_back(L'\0');
+  if (all) ::FreeEnvironmentStringsW(all);
+  if (block.empty()) block.push_back(L'\0');
+  block.push_back(L'\0');
+  return block;
+}
+
 // Starts argv with CreateProcessW, never through cmd.exe: a .bat or .cmd program would run in cmd.exe, where
-// characters of the URL such as & become command separators, so they are refused. Nothing is inherited.
-inline bool spawn_detached(const std::vector<std::string>& args) {
+// characters of the URL such as & become command separators, so they are refused. Nothing is inherited, and the
+// environment is ours without the variables whose value holds a secret.
+inline bool spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& secrets = {}) {
   if (args.empty()) return false;
   std::string program = args[0];
   for (char& c : program) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -1448,8 +1781,10 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
   STARTUPINFOW si{};
   si.cb = sizeof si;
   PROCESS_INFORMATION pi{};
-  if (!::CreateProcessW(nullptr, &command_line[0], nullptr, nullptr, FALSE, CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP,
-                        nullptr, nullptr, &si, &pi))
+  std::wstring environment = environment_without(secrets);
+  if (!::CreateProcessW(nullptr, &command_line[0], nullptr, nullptr, FALSE,
+                        CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP | CREATE_UNICODE_ENVIRONMENT, &environment[0],
+                        nullptr, &si, &pi))
     return false;
   ::CloseHandle(pi.hThread);
   ::CloseHandle(pi.hProcess);
@@ -1457,7 +1792,8 @@ inline bool spawn_detached(const std::vector<std::string>& args) {
 }
 
 // Opens the URL with the user's default browser (ShellExecuteW "open"; no shell command line is involved).
-inline bool open_in_default_browser(const std::string& url) {
+// ShellExecuteW takes no environment: `secrets` cannot be kept from it (the README says so).
+inline bool open_in_default_browser(const std::string& url, const std::vector<std::string>& /*secrets*/) {
   auto result = reinterpret_cast<INT_PTR>(
       ::ShellExecuteW(nullptr, L"open", to_wide(url).c_str(), nullptr, nullptr, SW_SHOWNORMAL));
   return result > 32;
@@ -1468,6 +1804,28 @@ inline bool open_in_default_browser(const std::string& url) {
 inline bool now_before(std::chrono::system_clock::time_point t) { return std::chrono::system_clock::now() < t; }
 
 #endif  // Windows
+
+// ---- files, the same on both
+
+// An exclusive lock on `lock_path`, held until the result is destroyed. Polled without blocking, so that a lock
+// held forever (another user's process, a hung one) ends in an error after `timeout` instead of a hang.
+inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path, std::chrono::milliseconds timeout) {
+  std::unique_ptr<FileLock> l = open_lock_file(lock_path);
+  const Clock::time_point until = Clock::now() + timeout;
+  for (std::chrono::milliseconds nap(1);; nap = std::min<std::chrono::milliseconds>(nap * 2, std::chrono::milliseconds(100))) {
+    const int got = try_lock(*l);
+    if (got > 0) return l;
+    if (got < 0) throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
+    const Clock::time_point now = Clock::now();
+    if (now >= until)
+      throw Error(ErrorKind::timeout,
+                  "lock file '" + lock_path + "' is held by another process; gave up after " +
+                      (timeout.count() % 1000 == 0 ? std::to_string(timeout.count() / 1000) + " s"
+                                                   : std::to_string(timeout.count()) + " ms") +
+                      " (FileTokenStore::set_lock_timeout)");
+    std::this_thread::sleep_for(std::min<Clock::duration>(nap, until - now));
+  }
+}
 
 // ---- sockets, the same on both: built on the calls above
 
@@ -1929,6 +2287,22 @@ inline std::chrono::system_clock::time_point from_epoch_seconds(const json& inte
   return from_epoch_seconds(huge ? INT64_MAX : integer.get<std::int64_t>());
 }
 
+// RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=". What a bearer token may hold,
+// so that one put into an Authorization header (or a shell's "Bearer $(...)") cannot add headers or arguments.
+inline bool is_b64token(std::string_view s) {
+  std::size_t n = 0;
+  while (n < s.size() && (is_unreserved(static_cast<unsigned char>(s[n])) || s[n] == '+' || s[n] == '/')) ++n;
+  if (n == 0) return false;
+  while (n < s.size() && s[n] == '=') ++n;
+  return n == s.size();
+}
+
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 inline std::string join(const std::vector<std::string>& parts, char sep) {
   std::string out;
   for (const auto& p : parts) {
@@ -2332,13 +2706,41 @@ inline std::string refusal_words(const CallbackParams& p) {
   return words + "</p><p>You can close this window and try again.</p>";
 }
 
+// The value of the request head's one Host header; nullopt when there is none or more than one.
+inline std::optional<std::string_view> host_header(std::string_view head) {
+  std::optional<std::string_view> found;
+  std::size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    pos += 2;
+    std::size_t eol = head.find("\r\n", pos);
+    std::string_view line = head.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (line.empty()) break;
+    if (line.size() >= 5 && iequals(line.substr(0, 5), "host:")) {
+      if (found) return std::nullopt;
+      std::string_view v = line.substr(5);
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      found = v;
+    }
+    pos = eol;
+  }
+  return found;
+}
+
+// `hosts`: the Host header values the callback can arrive with (its host:port, the bound loopback addresses). A
+// request naming another host (a DNS-rebinding page: evil.example resolved to 127.0.0.1) gets a refusal page and
+// does not count.
 inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view callback_path,
-                                         const AuthorizationRequest& request) {
+                                         const AuthorizationRequest& request, const std::vector<std::string>& hosts) {
   using Is = CallbackVerdict::Is;
   std::string_view line = head.substr(0, head.find("\r\n"));
   std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
   if (sp1 == std::string_view::npos || sp2 <= sp1)
     return answer(400, "Bad request", "<p>The browser sent a request this page cannot read.</p>");
+  const std::optional<std::string_view> host = host_header(head);
+  if (!host || std::none_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return iequals(*host, h); }))
+    return answer(421, "Wrong address",
+                  "<p>This request was not addressed to the sign-in's own address, so it was ignored.</p>");
   std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::size_t q = target.find('?');
   if (target.substr(0, q) != callback_path)
@@ -2418,7 +2820,9 @@ inline const char* reason_phrase(int status) {
   switch (status) {
     case 200: return "OK";
     case 404: return "Not Found";
+    case 403: return "Forbidden";
     case 405: return "Method Not Allowed";
+    case 421: return "Misdirected Request";
     case 431: return "Request Header Fields Too Large";
     default: return "Bad Request";
   }
@@ -2429,7 +2833,8 @@ inline const char* reason_phrase(int status) {
 inline void respond(socket_t s, int status, const std::string& html) {
   const std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
                           "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nPragma: no-cache\r\n"
-                          "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+                          "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
+                          "frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n"
                           "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n"
                           "Content-Length: " +
                           std::to_string(html.size()) + "\r\n\r\n" + html;
@@ -2495,16 +2900,18 @@ class Connections {
   // cannot evict it unread.
   // With `held`, the awaited callback's connection is moved there unanswered.
   std::optional<std::string> serve(const PollFd* polled, std::size_t polled_count, std::string_view callback_path,
-                                   const AuthorizationRequest& request, Socket* held) {
+                                   const std::vector<std::string>& hosts, const AuthorizationRequest& request,
+                                   Socket* held) {
     for (std::size_t i = 0; i < list_.size(); ++i) {
       if (i < polled_count && !polled[i].revents) continue;
-      if (auto code = serve_one(list_[i], callback_path, request, held)) return code;
+      if (auto code = serve_one(list_[i], callback_path, hosts, request, held)) return code;
     }
     return std::nullopt;
   }
 
  private:
   static std::optional<std::string> serve_one(Connection& c, std::string_view callback_path,
+                                              const std::vector<std::string>& hosts,
                                               const AuthorizationRequest& request, Socket* held) {
     if (!c.socket.valid()) return std::nullopt;
     char buf[4096];
@@ -2514,7 +2921,13 @@ class Connections {
       if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
     }
     if (c.in.find("\r\n\r\n") != std::string::npos) {
-      CallbackOutcome out = evaluate_callback(c.in, callback_path, request);
+      CallbackOutcome out = evaluate_callback(c.in, callback_path, request, hosts);
+      // A request that would end the wait (the right state) must come from a process of our own user: another
+      // user who read the authorize URL could otherwise sign us in to their account, or cancel the sign-in.
+      // Looked up only then (the kernel's socket table is large); the client is still connected, awaiting the page.
+      if ((!out.code.empty() || out.failure) && peer_user(c.socket.get()) == PeerUser::other)
+        out = answer(403, "Not your sign-in",
+                     "<p>This sign-in belongs to another user of this computer, so the request was refused.</p>");
       if (held && !out.code.empty()) {
         *held = std::move(c.socket);
         return out.code;
@@ -2628,6 +3041,17 @@ struct LoopbackListener::Impl {
                      "(Autodesk then shows \"Invalid redirect_uri\" and never redirects here)");
   }
 
+  // The Host header values a request for the callback may carry: the callback's host, or one of the loopback
+  // addresses bound, with the bound port (left out when it is 80, HTTP's default). Never a name a DNS-rebinding
+  // page could own.
+  std::vector<std::string> hosts() const {
+    std::vector<std::string> out{callback.host_for_url() + ":" + std::to_string(port)};
+    out.insert(out.end(), addresses.begin(), addresses.end());
+    if (port == 80)
+      for (std::size_t i = 0, n = out.size(); i < n; ++i) out.push_back(out[i].substr(0, out[i].rfind(':')));
+    return out;
+  }
+
   std::string callback_with_port() const {
     return "http://" + callback.host_for_url() + ":" + std::to_string(port) + callback.target();
   }
@@ -2654,7 +3078,8 @@ struct LoopbackListener::Impl {
       const std::size_t first_conn = 1 + listeners.size();
       for (std::size_t i = 1; i < first_conn; ++i)
         if (fds[i].revents) conns.accept_from(fds[i].fd);
-      if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, request, keep))
+      if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, hosts(), request,
+                                  keep))
         return *code;
     }
   }
@@ -2723,10 +3148,10 @@ APS_AUTH_FUNC std::string check_callback(const AuthorizationRequest& request, st
   return std::move(p->code);
 }
 
-APS_AUTH_FUNC bool open_browser(const std::string& url) {
+APS_AUTH_FUNC bool open_browser(const std::string& url, const std::vector<std::string>& secrets) {
   if (!detail::parse_url(url)) return false;  // never hand a browser anything but an absolute http(s) URL
   std::string browser = detail::env("BROWSER");
-  if (browser.empty()) return detail::open_in_default_browser(url);
+  if (browser.empty()) return detail::open_in_default_browser(url, secrets);
   std::vector<std::string> args = detail::split_command(browser);
   bool replaced = false;
   for (auto& a : args)
@@ -2735,7 +3160,7 @@ APS_AUTH_FUNC bool open_browser(const std::string& url) {
       replaced = true;
     }
   if (!replaced) args.push_back(url);
-  return detail::spawn_detached(args);
+  return detail::spawn_detached(args, secrets);
 }
 
 // =================================================================================================================
@@ -2779,10 +3204,12 @@ inline bool no_proxy_matches(const std::string& host, const std::string& list) {
   return false;
 }
 
-// The proxy for a request to `target`: Config::proxy, else the environment as curl reads it.
+// The proxy for a request to `target`: Config::proxy, else the environment as curl reads it. Never one for a
+// loopback host (as Go's net/http): a proxy would see the Basic-encoded secret of a plain-http call to this machine
+// (a mock, a forwarded port), and could not reach our loopback anyway.
 inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   std::string spec = config.proxy;
-  if (spec == "direct") return std::nullopt;
+  if (spec == "direct" || is_loopback_host(target.host)) return std::nullopt;
   if (spec.empty()) {
     std::string no_proxy = env("NO_PROXY");
     if (no_proxy.empty()) no_proxy = env("no_proxy");
@@ -2887,6 +3314,7 @@ struct HttpAnswer {
   std::string content_type;
   std::string retry_after;
   std::string location;
+  std::string cache_control;
 };
 
 struct HttpCall {
@@ -2896,7 +3324,14 @@ struct HttpCall {
   std::string form;  // application/x-www-form-urlencoded body (POST)
   std::string authorization;
   Resend resend = Resend::safe;
-  std::vector<std::string_view> secrets;  // masked in any message
+  std::vector<std::string> secrets;  // masked in any message, in every form they were sent in (add_secret)
+
+  // A secret as given, form- and URL-encoded (as in a body), and so masked however a server echoes it.
+  void add_secret(std::string_view secret) {
+    if (secret.empty()) return;
+    for (std::string spelling : {std::string(secret), form_encode(secret), url_encode(secret)})
+      if (std::find(secrets.begin(), secrets.end(), spelling) == secrets.end()) secrets.push_back(std::move(spelling));
+  }
 };
 
 // A kept-alive connection for a long-lived object (TokenSource): one TLS context, the trust store loaded
@@ -3045,6 +3480,7 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
     a.answer.content_type = r.get_header_value("Content-Type");
     a.answer.retry_after = r.get_header_value("Retry-After");
     a.answer.location = r.get_header_value("Location");
+    a.answer.cache_control = r.get_header_value("Cache-Control");
     return true;
   };
   req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
@@ -3144,7 +3580,7 @@ inline void read_error_body(const json& j, const HttpCall& call, ErrorDetails& d
   d.more_info = string_field(j, "more info");
   if (d.more_info.empty()) d.more_info = string_field(j, "moreInfo");
   for (auto* f : {&d.error, &d.error_description, &d.error_code, &d.developer_message, &d.user_message, &d.more_info})
-    *f = sanitize(*f, call.secrets, 1000);
+    *f = sanitize(*f, std::vector<std::string_view>(call.secrets.begin(), call.secrets.end()), 1000);
 }
 
 // A hint for the failures people hit most ("" when none).
@@ -3217,10 +3653,11 @@ inline HttpCall form_post(const Config& config, const char* what, const std::str
   call.url = url;
   call.what = what;
   call.resend = resend;
-  call.secrets = std::move(secrets);
+  for (std::string_view secret : secrets) call.add_secret(secret);
   if (!config.client_secret.empty()) {
     call.authorization = basic_authorization(config.client_id, config.client_secret);
-    call.secrets.push_back(config.client_secret);
+    call.add_secret(config.client_secret);
+    call.secrets.push_back(call.authorization.substr(6));  // the Basic credentials, base64 of "id:secret"
   } else {
     form.emplace_back("client_id", config.client_id);
   }
@@ -3276,9 +3713,17 @@ inline Token parse_token(const json& j, std::chrono::system_clock::time_point se
   Token t;
   t.access_token = string_field(j, "access_token");
   if (t.access_token.empty()) throw Error(ErrorKind::bad_response, what + " answered without an access_token");
+  // Tokens end up in Authorization headers and shell command lines: only RFC 6750's characters are taken.
+  if (!is_b64token(t.access_token))
+    throw Error(ErrorKind::bad_response, what + " answered an access_token with characters a bearer token cannot have");
   std::string type = string_field(j, "token_type");
+  if (!type.empty() && !iequals(type, "Bearer"))
+    throw Error(ErrorKind::bad_response, what + " answered token_type '" + sanitize(type.substr(0, 40)) +
+                                             "'; only Bearer tokens are supported");
   if (!type.empty()) t.token_type = type;
   t.refresh_token = string_field(j, "refresh_token");
+  if (!t.refresh_token.empty() && !is_b64token(t.refresh_token))
+    throw Error(ErrorKind::bad_response, what + " answered a refresh_token with characters a bearer token cannot have");
   t.id_token = string_field(j, "id_token");
   t.scope = string_field(j, "scope");
   t.expires_in = std::chrono::seconds(expires_in_seconds(j, what));
@@ -3497,7 +3942,9 @@ APS_AUTH_FUNC void FileTokenStore::save(const Token& token) { detail::replace_fi
 APS_AUTH_FUNC void FileTokenStore::clear() { detail::remove_file(path_); }
 
 // A separate lock file: the token file itself is replaced by rename, so a lock on it would not hold.
-APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() { return detail::lock_file(path_ + ".lock"); }
+APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() {
+  return detail::lock_file(path_ + ".lock", lock_timeout_);
+}
 
 // =================================================================================================================
 // [8] Token source
@@ -3793,6 +4240,9 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   std::string alg = string_field(jwt->header, "alg");
   if (alg != "RS256")
     throw Error(ErrorKind::bad_response, "id_token alg '" + sanitize(alg, {}, 20) + "' refused; only RS256 is accepted");
+  // RFC 7515 4.1.11: extensions named in crit must be understood; this library understands none.
+  if (jwt->header.contains("crit"))
+    throw Error(ErrorKind::bad_response, "the id_token's header lists critical extensions (crit) that are not supported");
   std::string kid = string_field(jwt->header, "kid");
   Pkey key = find_key(kid);
   if (!key) throw Error(ErrorKind::bad_response, "no JWKS key for the id_token's kid '" + sanitize(kid, {}, 80) + "'");
@@ -3811,6 +4261,8 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
   const std::int64_t exp = int_claim(c, "exp"), iat = int_claim(c, "iat");
   if (now - want.leeway.count() >= exp) throw Error(ErrorKind::bad_response, "the id_token has expired");
   if (iat > now + want.leeway.count()) throw Error(ErrorKind::bad_response, "the id_token was issued in the future");
+  if (c.contains("nbf") && int_claim(c, "nbf") > now + want.leeway.count())
+    throw Error(ErrorKind::bad_response, "the id_token is not valid yet (nbf)");
   out.nonce = string_field(c, "nonce");
   if (!want.nonce.empty() && !constant_time_equal(out.nonce, want.nonce))
     throw Error(ErrorKind::bad_response, "the id_token nonce does not match this sign-in");
@@ -3825,7 +4277,37 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
 
 using Jwks = std::vector<std::pair<std::string, Pkey>>;  // kid -> key
 
-// Process-wide JWKS cache: jwks URL -> keys.
+constexpr std::chrono::seconds kJwksDefaultMaxAge{3600};    // when the answer says nothing
+constexpr std::chrono::seconds kJwksLongestMaxAge{86400};  // whatever it says
+
+// How long a JWKS answer may be kept: Cache-Control max-age (0 for no-store or no-cache), else an hour; at most
+// a day, so that a long-running process sees rotated or withdrawn keys.
+inline std::chrono::seconds jwks_max_age(std::string_view cache_control) {
+  std::optional<std::int64_t> max_age;
+  bool no_cache = false;
+  for (std::size_t p = 0; p <= cache_control.size();) {
+    std::size_t comma = cache_control.find(',', p);
+    if (comma == std::string_view::npos) comma = cache_control.size();
+    std::string_view d = cache_control.substr(p, comma - p);
+    while (!d.empty() && (d.front() == ' ' || d.front() == '\t')) d.remove_prefix(1);
+    while (!d.empty() && (d.back() == ' ' || d.back() == '\t')) d.remove_suffix(1);
+    if (iequals(d, "no-store") || iequals(d, "no-cache")) no_cache = true;
+    if (d.size() > 8 && iequals(d.substr(0, 8), "max-age=")) {
+      std::string_view v = d.substr(8);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      if (!v.empty() && v.find_first_not_of("0123456789") == std::string_view::npos) {
+        while (v.size() > 1 && v.front() == '0') v.remove_prefix(1);  // "0000000001" is 1 (found by fuzz/cache_control)
+        max_age = v.size() > 9 ? kJwksLongestMaxAge.count() : std::stoll(std::string(v));
+      }
+    }
+    p = comma + 1;
+  }
+  if (no_cache) return std::chrono::seconds(0);
+  if (!max_age) return kJwksDefaultMaxAge;
+  return std::chrono::seconds(std::min<std::int64_t>(*max_age, kJwksLongestMaxAge.count()));
+}
+
+// Process-wide JWKS cache: jwks URL -> keys, each answer kept for its max age (jwks_max_age).
 class JwksCache {
  public:
   static JwksCache& instance() {
@@ -3835,17 +4317,19 @@ class JwksCache {
   Pkey find(const std::string& url, const std::string& kid) {
     std::lock_guard<std::mutex> lk(mutex_);
     for (const auto& e : entries_)
-      if (e.first == url) return pick_key(e.second, kid);
+      if (e.url == url && Clock::now() < e.expires) return pick_key(e.keys, kid);
     return nullptr;
   }
-  void put(const std::string& url, const Jwks& keys) {
+  void put(const std::string& url, const Jwks& keys, std::chrono::seconds max_age) {
     std::lock_guard<std::mutex> lk(mutex_);
+    const Clock::time_point expires = Clock::now() + max_age;
     for (auto& e : entries_)
-      if (e.first == url) {
-        e.second = keys;
+      if (e.url == url) {
+        e.keys = keys;
+        e.expires = expires;
         return;
       }
-    entries_.emplace_back(url, keys);
+    entries_.push_back({url, keys, expires});
   }
   // The key for kid; a key without kid when it is the only one.
   static Pkey pick_key(const Jwks& keys, const std::string& kid) {
@@ -3856,8 +4340,13 @@ class JwksCache {
   }
 
  private:
+  struct Entry {
+    std::string url;
+    Jwks keys;
+    Clock::time_point expires;
+  };
   std::mutex mutex_;
-  std::vector<std::pair<std::string, Jwks>> entries_;
+  std::vector<Entry> entries_;
 };
 
 }  // namespace detail
@@ -3882,9 +4371,11 @@ APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::str
   return detail::check_id_token(id_token, want, [&](const std::string& kid) -> detail::Pkey {
     if (auto key = cache.find(url, kid)) return key;
     if (fetched) return nullptr;
-    fetched = true;  // an unknown kid: the keys may have rotated, fetch once
-    auto keys = detail::parse_jwks(detail::call_for_json(config, detail::get_call("JWKS endpoint", url)));
-    cache.put(url, keys);
+    fetched = true;  // an unknown kid (the keys may have rotated) or an expired answer: fetch once
+    const detail::HttpCall call = detail::get_call("JWKS endpoint", url);
+    const detail::HttpAnswer answer = detail::http_send(config, call);
+    auto keys = detail::parse_jwks(detail::json_answer(call, answer));
+    cache.put(url, keys, detail::jwks_max_age(answer.cache_control));
     return detail::JwksCache::pick_key(keys, kid);
   });
 }
@@ -3898,7 +4389,8 @@ APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
   AuthorizationRequest request = authorization_request(config, options.authorize, listener.redirect_uri());
   if (options.on_listening) options.on_listening(listener);
   bool opened = false;
-  if (options.open_browser) opened = options.browser ? options.browser(request.url) : open_browser(request.url);
+  if (options.open_browser)
+    opened = options.browser ? options.browser(request.url) : open_browser(request.url, {config.client_secret});
   if (!opened && options.show_url) options.show_url(request.url);
   const std::string code = listener.wait_and_hold(request, options.timeout);
   try {  // the browser's page waits for the outcome, so that it tells the truth

@@ -26,9 +26,11 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -85,8 +87,8 @@ int cmd_demo(const Args& a, const CommandInfo& cmd);
 int cmd_profile(const Args& a, const CommandInfo& cmd);
 int cmd_completion(const Args& a, const CommandInfo& cmd);
 
-const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes", "base-url",
-                                          "issuer",    "ca-file",       "profile"};
+const std::vector<std::string> kCommon = {"client-id", "client-secret", "client-secret-from", "scopes",
+                                          "base-url",  "issuer",        "ca-file",            "profile"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -135,17 +137,19 @@ const std::vector<CommandInfo> kCommands = {
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
      with_common({}), cmd_token},
     {"refresh", "a new token for a refresh token (they rotate: keep the new one)",
-     "aps-auth refresh (--refresh-token TOKEN | --token-file PATH)",
+     "aps-auth refresh (--refresh-token-from FILE | --refresh-token - | --token-file PATH)",
      "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use:\n"
      "the old one stops working, keep the new one.\n"
      "\n"
-     "  --refresh-token TOKEN  the refresh token (saved to --token-file too, when given)\n"
+     "  --refresh-token-from FILE  APS_REFRESH_TOKEN: the refresh token, read from FILE (- for\n"
+     "                         stdin); --refresh-token TOKEN works too, but other users can read\n"
+     "                         command lines. The new token is saved to --token-file too, when given\n"
      "  --token-file PATH      APS_TOKEN_FILE: read the refresh token from this file, save the\n"
      "                         new token there\n"
      "  --token-store URL   APS_TOKEN_STORE: redis://[:PASSWORD@]HOST:PORT/DB instead of a token\n"
      "                      file, shared by every machine using it (a password only in the\n"
      "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n",
-     with_common({"refresh-token", "token-file", "token-store", "token-key"}), cmd_refresh},
+     with_common({"refresh-token", "refresh-token-from", "token-file", "token-store", "token-key"}), cmd_refresh},
     {"access-token",
      "only a valid access token, refreshed as needed through a token file\n"
      "                (curl -H \"Authorization: Bearer $(aps-auth access-token)\" ...)",
@@ -160,12 +164,13 @@ const std::vector<CommandInfo> kCommands = {
      "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n",
      with_common({"token-file", "token-store", "token-key"}), cmd_access_token},
     {"revoke", "revoke an access or refresh token",
-     "aps-auth revoke --token TOKEN [--token-type-hint access_token|refresh_token]",
+     "aps-auth revoke (--token-from FILE | --token -) [--token-type-hint access_token|refresh_token]",
      "Revokes a token. Prints nothing; exit 0 on success.\n"
      "\n"
-     "  --token TOKEN            the token to revoke\n"
+     "  --token-from FILE        APS_TOKEN: the token to revoke, read from FILE (- for stdin);\n"
+     "                           --token TOKEN works too, but other users can read command lines\n"
      "  --token-type-hint HINT   access_token (default) or refresh_token\n",
-     with_common({"token", "token-type-hint"}), cmd_revoke},
+     with_common({"token", "token-from", "token-type-hint"}), cmd_revoke},
     {"logout", "revoke the token held in a token file, then delete the file",
      "aps-auth logout --token-file PATH",
      "Revokes the tokens held in the token file, then deletes the file.\n"
@@ -176,18 +181,20 @@ const std::vector<CommandInfo> kCommands = {
      "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n",
      with_common({"token-file", "token-store", "token-key"}), cmd_logout},
     {"introspect", "ask the server about a token; prints its JSON answer",
-     "aps-auth introspect --token TOKEN",
+     "aps-auth introspect (--token-from FILE | --token -)",
      "Asks the server whether a token is active; prints its JSON answer\n"
      "({active, scope, client_id, exp, ...}).\n"
      "\n"
-     "  --token TOKEN   the token\n",
-     with_common({"token"}), cmd_introspect},
+     "  --token-from FILE   APS_TOKEN: the token, read from FILE (- for stdin); --token TOKEN\n"
+     "                      works too, but other users can read command lines\n",
+     with_common({"token", "token-from"}), cmd_introspect},
     {"userinfo", "the signed-in user's profile (OIDC claims) as JSON",
-     "aps-auth userinfo --token ACCESS_TOKEN",
+     "aps-auth userinfo (--token-from FILE | --token -)",
      "Prints the signed-in user's profile (OIDC claims) as JSON.\n"
      "\n"
-     "  --token TOKEN   a 3-legged access token\n",
-     with_common({"token"}), cmd_userinfo},
+     "  --token-from FILE   APS_TOKEN: a 3-legged access token, read from FILE (- for stdin);\n"
+     "                      --token TOKEN works too, but other users can read command lines\n",
+     with_common({"token", "token-from"}), cmd_userinfo},
     {"demo",
      "the whole sign-in against a built-in mock APS server: no account, no network",
      "aps-auth demo [--browser] [--timeout SECONDS] [--scopes \"A B\"]",
@@ -357,8 +364,9 @@ std::string usage() {
          "\n"
          "common options (each falls back to its environment variable, then to the default):\n"
          "  --client-id ID          APS_CLIENT_ID\n"
-         "  --client-secret SECRET  APS_CLIENT_SECRET; none: a public client (PKCE). Prefer the\n"
-         "                          variable: command lines are visible to other users\n"
+         "  --client-secret-from FILE  APS_CLIENT_SECRET: the secret, read from FILE (- for stdin);\n"
+         "                          none: a public client (PKCE). --client-secret SECRET works too,\n"
+         "                          but command lines are visible to other users\n"
          "  --scopes \"A B\"          APS_SCOPES, space-separated (default: data:read)\n"
          "  --base-url URL          APS_BASE_URL (default: https://developer.api.autodesk.com)\n"
          "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
@@ -367,6 +375,7 @@ std::string usage() {
          "  --profile NAME          APS_PROFILE (default: default): the token file and the saved\n"
          "                          settings to use (see `aps-auth profile --help`); options and\n"
          "                          variables win over the saved settings\n"
+         "APS_LOCK_TIMEOUT: seconds to wait for a token file another process has locked (default 30)\n"
          "\n"
          "Run `aps-auth COMMAND --help` for the options of one command.\n"
          "Exit codes: 0 success, 1 authentication, network or server failure (status: not\n"
@@ -379,7 +388,7 @@ void print_command_help(std::ostream& out, const CommandInfo& c) {
   for (const auto& o : c.options)
     common = common || o == "client-secret";
   if (common)
-    out << "\ncommon options: --client-id, --client-secret, --scopes, --base-url, --issuer,\n"
+    out << "\ncommon options: --client-id, --client-secret-from, --scopes, --base-url, --issuer,\n"
            "--ca-file, --profile (see `aps-auth --help`).\n";
 }
 
@@ -411,6 +420,30 @@ struct Args {
   std::map<std::string, std::string> profile;  // the settings saved for it, by option name
 };
 
+// The options whose value is a secret, and what to use instead of the command line.
+bool is_secret_option(const std::string& name) {
+  return name == "token" || name == "refresh-token" || name == "client-secret";
+}
+
+std::string secret_variable(const std::string& name) {
+  return name == "token" ? "APS_TOKEN" : name == "refresh-token" ? "APS_REFRESH_TOKEN" : "APS_CLIENT_SECRET";
+}
+
+std::size_t argv_value_offset(const char* arg) {
+  const char* eq = std::strchr(arg, '=');
+  return eq ? static_cast<std::size_t>(eq - arg) + 1 : std::strlen(arg);
+}
+
+// A secret given on the command line: every local user can read it (ps, /proc/PID/cmdline) while we run. Its
+// bytes in argv are overwritten at once (the kernel shows argv from our memory), and a one-line warning names
+// the safer forms.
+void blank_secret_argument(const std::string& name, char* value) {
+  std::memset(value, 'x', std::strlen(value));
+  std::cerr << "aps-auth: warning: --" << name << " on the command line is visible to other users; "
+            << "it was blanked now, but use --" << name << "-from FILE, --" << name << " - (stdin) or "
+            << secret_variable(name) << "\n";
+}
+
 // Takes the option argv[i] ("--name", "--name=value", or "--name" then the value in argv[i + 1],
 // which then is skipped) into a.values; switches get "1".
 void take_option(Args& a, int& i, int argc, char** argv) {
@@ -429,6 +462,8 @@ void take_option(Args& a, int& i, int argc, char** argv) {
         throw UsageError{"option --" + name + " needs a value", find_command(a.command)};
       value = argv[++i];
     }
+    if (is_secret_option(name) && value != "-")
+      blank_secret_argument(name, inline_value ? argv[i] + argv_value_offset(argv[i]) : argv[i]);
   } else {
     if (inline_value)
       throw UsageError{"option --" + name + " takes no value", find_command(a.command)};
@@ -502,6 +537,45 @@ std::string option(const Args& a, const std::string& name, const char* env_name,
   if (auto it = a.profile.find(name); it != a.profile.end() && !it->second.empty())
     return it->second;
   return fallback;
+}
+
+// One line of a file or of stdin ("-"), without its line end.
+std::string read_secret_line(const std::string& path, const std::string& what) {
+  std::string line;
+  if (path == "-") {
+    std::getline(std::cin, line);
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+      throw auth::Error(auth::ErrorKind::io, "cannot read " + what + " from '" + path + "'");
+    std::getline(in, line);
+  }
+  if (!line.empty() && line.back() == '\r')
+    line.pop_back();
+  return line;
+}
+
+// A secret option: --name VALUE (blanked in argv, see blank_secret_argument), --name - (stdin),
+// --name-from FILE (- for stdin), else its environment variable.
+std::string secret(const Args& a, const std::string& name) {
+  auto it = a.values.find(name);
+  if (it != a.values.end())
+    return it->second == "-" ? read_secret_line("-", "--" + name) : it->second;
+  if (auto from = a.values.find(name + "-from"); from != a.values.end())
+    return read_secret_line(from->second, "--" + name);
+  return env_or_empty(secret_variable(name).c_str());
+}
+
+// Removes the CLI's own secret variables from its environment, so that no program it starts (the browser)
+// inherits them; they were read already.
+void drop_secret_variables() {
+  for (const char* name : {"APS_CLIENT_SECRET", "APS_TOKEN", "APS_REFRESH_TOKEN"}) {
+#ifdef _WIN32
+    ::_putenv_s(name, "");
+#else
+    ::unsetenv(name);
+#endif
+  }
 }
 
 bool flag(const Args& a, const std::string& name) {
@@ -636,12 +710,26 @@ void save_profile_settings(const Args& a, const std::map<std::string, std::strin
   std::cerr << "Saved the settings of profile '" << a.profile_name << "' to " << path << ".\n";
 }
 
+// The token file store, waiting APS_LOCK_TIMEOUT seconds (default 30) for a lock another process holds.
+auth::FileTokenStore token_store(const std::string& path) {
+  auth::FileTokenStore store(path);
+  const std::string text = env_or_empty("APS_LOCK_TIMEOUT");
+  if (!text.empty()) {
+    char* end = nullptr;
+    const double seconds = std::strtod(text.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(seconds) || seconds < 0 || seconds > 24 * 3600.0)
+      throw UsageError{"APS_LOCK_TIMEOUT needs a number of seconds (got " + shown(text) + ")", nullptr};
+    store.set_lock_timeout(std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0)));
+  }
+  return store;
+}
+
 // Config from the options and the environment. Discovery (--issuer) talks to the network, so it can
 // fail with aps::auth::Error.
 auth::Config make_config(const Args& a, const CommandInfo& cmd, bool need_client_id) {
   auth::Config c;
   c.client_id = option(a, "client-id", "APS_CLIENT_ID");
-  c.client_secret = option(a, "client-secret", "APS_CLIENT_SECRET");
+  c.client_secret = secret(a, "client-secret");
   c.scopes = split_scopes(option(a, "scopes", "APS_SCOPES", "data:read"));
   if (c.scopes.empty())
     throw UsageError{"--scopes is empty", &cmd};
@@ -809,7 +897,7 @@ struct TokenPlace {
 TokenPlace file_place(const std::string& path) {
   TokenPlace place;
   place.name = path;
-  place.store = std::make_shared<auth::FileTokenStore>(path);
+  place.store = std::make_shared<auth::FileTokenStore>(token_store(path));
   return place;
 }
 
@@ -863,9 +951,10 @@ void save_then_print(const std::string& token_file, const auth::Token& token,
   if (!token_file.empty()) {
     try {
       if (store) {
-        store->save(token);
+        store->save(token);  // the caller holds its lock
       } else {
-        auth::FileTokenStore file(token_file);
+        auth::FileTokenStore file = token_store(token_file);
+        std::unique_ptr<auth::StoreLock> lock = file.lock();  // never under another process's feet
         file.save(token);
       }
     } catch (const auth::Error&) {
@@ -887,9 +976,10 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   opts.timeout = parse_timeout(a, cmd);
   opts.open_browser = !flag(a, "no-browser");
   WaitWatcher watch(stderr_is_terminal(), opts.timeout);
-  opts.browser = [&watch](const std::string& url) {
+  opts.browser = [&watch, secret_value = config.client_secret](const std::string& url) {
     watch.authorize_url(url);
-    bool ok = auth::open_browser(url);
+    drop_secret_variables();
+    bool ok = auth::open_browser(url, {secret_value});
     watch.say(ok ? "Opened the sign-in page in your browser (if none appeared, run again with "
                    "--no-browser).\n"
                  : "Could not open a browser.\n");
@@ -950,21 +1040,24 @@ int cmd_token(const Args& a, const CommandInfo& cmd) {
   return kExitOk;
 }
 
-std::string required(const Args& a, const std::string& name, const CommandInfo& cmd) {
-  std::string v = option(a, name, nullptr);
+// A secret option that must be given (see secret()).
+std::string required_secret(const Args& a, const std::string& name, const CommandInfo& cmd) {
+  std::string v = secret(a, name);
   if (v.empty())
-    throw UsageError{"missing --" + name, &cmd};
+    throw UsageError{"missing --" + name + "-from FILE (or --" + name + " -, or " + secret_variable(name) + ")",
+                     &cmd};
   return v;
 }
 
 int cmd_refresh(const Args& a, const CommandInfo& cmd) {
-  std::string refresh_token = option(a, "refresh-token", nullptr);
+  std::string refresh_token = secret(a, "refresh-token");
   auth::Config config = make_config(a, cmd, true);
   // A refresh token given alone is only printed (as before profiles); else the profile's file is used.
   TokenPlace place = token_place(a, cmd, config, refresh_token.empty());
   const std::string& token_file = place.name;
   if (refresh_token.empty() && !place.store)
-    throw UsageError{"give --refresh-token TOKEN, or --token-file PATH (APS_TOKEN_FILE)", &cmd};
+    throw UsageError{"give --refresh-token-from FILE (APS_REFRESH_TOKEN), or --token-file PATH (APS_TOKEN_FILE)",
+                     &cmd};
   if (!place.store) {
     print_json(auth::refresh(config, refresh_token).to_json());
     return kExitOk;
@@ -1381,7 +1474,7 @@ int cmd_completion(const Args& a, const CommandInfo&) {
 }
 
 int cmd_revoke(const Args& a, const CommandInfo& cmd) {
-  std::string token = required(a, "token", cmd);
+  std::string token = required_secret(a, "token", cmd);
   std::string hint = option(a, "token-type-hint", nullptr, "access_token");
   if (hint != "access_token" && hint != "refresh_token")
     throw UsageError{"--token-type-hint is access_token or refresh_token (got " + shown(hint) + ")",
@@ -1395,14 +1488,14 @@ int cmd_revoke(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_introspect(const Args& a, const CommandInfo& cmd) {
-  std::string token = required(a, "token", cmd);
+  std::string token = required_secret(a, "token", cmd);
   auth::Config config = make_config(a, cmd, true);
   print_json(auth::introspect(config, token).json);
   return kExitOk;
 }
 
 int cmd_userinfo(const Args& a, const CommandInfo& cmd) {
-  std::string token = required(a, "token", cmd);
+  std::string token = required_secret(a, "token", cmd);
   auth::Config config = make_config(a, cmd, false);  // a bearer token is all userinfo needs
   print_json(auth::userinfo(config, token).json);
   return kExitOk;

@@ -8,10 +8,11 @@
 //
 // Invariants:
 //   - evaluate_callback never throws (a throw would end the wait: anyone could cancel a sign-in);
-//   - status is one of 200, 400, 404, 405;
+//   - status is one of 200, 400, 404, 405, 421 (a Host other than the callback's "127.0.0.1:8080");
 //   - the page contains only the template's own tags: no '<script', no injected markup;
 //   - a code, a failure, or a 200 happen only when the request is a GET on the callback path whose query holds
 //     exactly one `state`, equal to request.state after one percent-decoding (checked by an independent decoder);
+//   - a code or a failure happen only for a request naming the callback's host:port in a Host header;
 //   - a code and a failure never come together; a code is never empty;
 //   - check_callback on the target throws only aps::auth::Error, returns a code only when the target's query holds
 //     exactly one `state` equal to request.state, and for a GET on the callback path (no fragment) agrees with
@@ -137,7 +138,7 @@ void check_web_server_view(std::string_view head, std::string_view path, const a
     require(matched, "check_callback returned a code although the state did not match exactly", target);
   }
   const bool same_view = line.substr(0, sp1) == "GET" && target_path == path && target.find('#') == std::string::npos;
-  if (!same_view) return;
+  if (!same_view || listener.status == 421) return;  // 421: a Host not the callback's, which a web server checks itself
   if (!listener.code.empty()) require(!error && code == listener.code, "the listener and check_callback disagree on the code", target);
   if (listener.failure)
     require(error && error->kind() == listener.failure->kind(), "the listener and check_callback disagree on the failure",
@@ -162,13 +163,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   std::optional<aps::auth::detail::CallbackOutcome> out;
   try {
-    out = aps::auth::detail::evaluate_callback(head, path, request);
+    out = aps::auth::detail::evaluate_callback(head, path, request, {"127.0.0.1:8080"});
   } catch (const std::exception& e) {
     fuzz_util::fail("evaluate_callback threw (a hostile request could end the wait)", e.what());
   }
 
   const int s = out->status;
-  require(s == 200 || s == 400 || s == 404 || s == 405, "status not in {200,400,404,405}", std::to_string(s));
+  require(s == 200 || s == 400 || s == 404 || s == 405 || s == 421, "status not in {200,400,404,405,421}",
+          std::to_string(s));
   require(!out->html.empty(), "empty page");
   require(!fuzz_util::contains_nocase(out->html, "<script"), "page contains <script", out->html);
   require(only_template_tags(out->html), "page contains markup that is not the template's", out->html);
@@ -177,12 +179,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool matched = state_matches(head, path, request.state);
   if (!out->code.empty()) {
     require(matched, "a code was returned although the state did not match exactly", head);
+    require(fuzz_util::contains_nocase(head, "host:") && fuzz_util::contains(head, "127.0.0.1:8080"),
+            "a code was returned for a request without the callback's Host", head);
     require(s == 200, "a code with a status other than 200");
     require(fuzz_util::contains(out->html, "signed in"), "success without the success page");
   }
   if (out->failure) {
     require(matched, "a failure ends the wait although the state did not match (anyone could cancel a sign-in)",
             head);
+    require(fuzz_util::contains(head, "127.0.0.1:8080"), "a failure for a request without the callback's Host", head);
     fuzz_util::check_error(*out->failure);
     auto k = out->failure->kind();
     using aps::auth::ErrorKind;

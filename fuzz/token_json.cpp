@@ -8,7 +8,9 @@
 //     returns objects only, and nothing json_depth_ok refuses;
 //   - parse_token and Token::from_json throw only aps::auth::Error; a token they return has an access token,
 //     0 <= expires_in <= 366 days, and the fields the body holds;
-//   - from_json(to_json(t)) == t, field by field (expires_at to the second);
+//   - a token they return has RFC 6750 b64token access and refresh tokens and a Bearer token_type;
+//   - from_json(to_json(t)) == t, field by field (expires_at to the second), for every t whose tokens are
+//     b64tokens and whose token_type is Bearer; any other t is refused with bad_response;
 //   - Token::to_json on any in-memory token returns or throws aps::auth::Error (nothing else).
 #include "aps_auth.hpp"
 #include "fuzz_util.hpp"
@@ -46,8 +48,10 @@ void round_trip(const Token& t) {
   require(d::parse_json_object(text).has_value(), "to_json output is not a JSON object", text);
   Token back;
   bool ok = fuzz_util::only_error([&] { back = Token::from_json(text); });
-  if (t.access_token.empty()) {
-    require(!ok, "from_json accepted a token without access_token", text);
+  const bool valid = d::is_b64token(t.access_token) && (t.refresh_token.empty() || d::is_b64token(t.refresh_token)) &&
+                     (t.token_type.empty() || d::iequals(t.token_type, "Bearer"));
+  if (!valid) {
+    require(!ok, "from_json accepted a token with a bad access_token, refresh_token or token_type", text);
     return;
   }
   require(ok, "from_json refused to_json output", text);
@@ -72,6 +76,9 @@ void fuzz_body(std::string_view body) {
     Token t;
     if (fuzz_util::only_error([&] { t = d::parse_token(*j, sent_at, "token endpoint"); })) {
       require(!t.access_token.empty(), "parse_token returned no access_token");
+      require(d::is_b64token(t.access_token), "parse_token returned an access_token that is no b64token");
+      require(t.refresh_token.empty() || d::is_b64token(t.refresh_token), "parse_token returned a bad refresh_token");
+      require(d::iequals(t.token_type, "Bearer"), "parse_token returned a token_type other than Bearer");
       require(t.access_token == d::string_field(*j, "access_token"), "access_token not the body's");
       require(t.refresh_token == d::string_field(*j, "refresh_token"), "refresh_token not the body's");
       require(t.expires_in.count() >= 0 && t.expires_in.count() <= 366LL * 24 * 3600, "expires_in out of range");

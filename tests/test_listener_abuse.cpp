@@ -278,7 +278,8 @@ struct Probe {
 void probes(int port, Attack& attack, std::vector<Probe> list, std::vector<int>* statuses) {
   attack.threads.emplace_back([&attack, port, list, statuses] {
     for (const auto& p : list) {
-      raw_http::Response r = raw_http::exchange("127.0.0.1", port, "GET " + p.target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      raw_http::Response r = raw_http::exchange(
+          "127.0.0.1", port, "GET " + p.target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n\r\n");
       statuses->push_back(r.status);
     }
     ++attack.in_place;

@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -895,6 +896,27 @@ inline std::vector<std::string> non_loopback_addresses() {
   ::freeifaddrs(list);
 #endif
   return out;
+}
+
+// This machine's host name when every address it resolves to is 127.0.0.1 (/etc/hosts maps it so on most
+// systems): a name for a loopback server that is not spelled as loopback, as a proxy test needs (the library
+// never proxies localhost, 127.0.0.0/8 or ::1). nullopt otherwise.
+inline std::optional<std::string> loopback_host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return std::nullopt;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(name, nullptr, &hints, &found) != 0) return std::nullopt;
+  bool all_loopback = found != nullptr;
+  for (addrinfo* ai = found; ai; ai = ai->ai_next) {
+    sockaddr_storage ss{};
+    std::memcpy(&ss, ai->ai_addr, std::min<std::size_t>(ai->ai_addrlen, sizeof ss));
+    if (ai->ai_family != AF_INET || address_text(ss) != "127.0.0.1") all_loopback = false;
+  }
+  ::freeaddrinfo(found);
+  if (!all_loopback) return std::nullopt;
+  return std::string(name);
 }
 
 // ---- what the kernel knows about sockets, descriptors and processes -------------------------------------------
