@@ -342,10 +342,14 @@ struct Token {
   std::string scope;
   std::chrono::seconds expires_in{0};                  // as answered
   std::chrono::system_clock::time_point expires_at{};  // absolute, from the time the request was sent
+  // When the refresh token was issued (APS refresh tokens live 15 days); epoch 0 when unknown. A refresh that
+  // returns no new refresh token keeps the old one, and TokenSource keeps its time.
+  std::chrono::system_clock::time_point refresh_token_obtained_at{};
 
   // True when the access token expires within `margin` from now (or has no access token).
   [[nodiscard]] bool expired(std::chrono::seconds margin = std::chrono::seconds(0)) const;
-  // {"access_token","token_type","expires_in","expires_at"(epoch s),"refresh_token"?,"id_token"?,"scope"?}
+  // {"access_token","token_type","expires_in","expires_at"(epoch s),"refresh_token"?,"refresh_token_obtained_at"?
+  // (epoch s),"id_token"?,"scope"?}
   [[nodiscard]] std::string to_json() const;
   // Reads to_json() output, or a token endpoint answer (expires_at then computed from now).
   [[nodiscard]] static Token from_json(std::string_view json);
@@ -3279,6 +3283,7 @@ inline Token parse_token(const json& j, std::chrono::system_clock::time_point se
   t.scope = string_field(j, "scope");
   t.expires_in = std::chrono::seconds(expires_in_seconds(j, what));
   t.expires_at = sent_at + t.expires_in;
+  if (!t.refresh_token.empty()) t.refresh_token_obtained_at = sent_at;
   return t;
 }
 
@@ -3296,8 +3301,13 @@ inline Token refresh_grant(const Config& config, const std::string& refresh_toke
   Params form = {{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}};
   if (!scopes.empty()) form.emplace_back("scope", join(scopes, ' '));
   Token t = token_call(config, std::move(form), Resend::only_if_unsent, {refresh_token}, session);
-  if (t.refresh_token.empty()) t.refresh_token = refresh_token;  // a server that does not rotate
+  if (t.refresh_token.empty()) t.refresh_token = refresh_token;  // a server that does not rotate (its age: unknown)
   return t;
+}
+
+// A refresh that kept the refresh token (the server does not rotate) keeps the time it was obtained.
+inline void keep_refresh_token_age(Token& next, const Token& previous) {
+  if (next.refresh_token == previous.refresh_token) next.refresh_token_obtained_at = previous.refresh_token_obtained_at;
 }
 
 inline Token client_credentials_grant(const Config& config, HttpSession* session) {
@@ -3401,6 +3411,8 @@ APS_AUTH_FUNC std::string Token::to_json() const {
   j["expires_in"] = expires_in.count();
   j["expires_at"] = duration_cast<seconds>(expires_at.time_since_epoch()).count();
   if (!refresh_token.empty()) j["refresh_token"] = refresh_token;
+  if (!refresh_token.empty() && refresh_token_obtained_at != std::chrono::system_clock::time_point{})
+    j["refresh_token_obtained_at"] = duration_cast<seconds>(refresh_token_obtained_at.time_since_epoch()).count();
   if (!id_token.empty()) j["id_token"] = id_token;
   if (!scope.empty()) j["scope"] = scope;
   try {
@@ -3417,6 +3429,15 @@ APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
   if (auto it = j->find("expires_at"); it != j->end()) {
     if (!it->is_number_integer()) throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
     t.expires_at = detail::from_epoch_seconds(*it);
+  }
+  // Not "now": a stored token without the field (written before it existed) has a refresh token of unknown age.
+  t.refresh_token_obtained_at = {};
+  if (auto it = j->find("refresh_token_obtained_at"); it != j->end() && !t.refresh_token.empty()) {
+    if (!it->is_number_integer())
+      throw Error(ErrorKind::bad_response, "token JSON has a non-integer refresh_token_obtained_at");
+    t.refresh_token_obtained_at = detail::from_epoch_seconds(*it);
+  } else if (j->find("expires_at") == j->end() && !t.refresh_token.empty()) {
+    t.refresh_token_obtained_at = std::chrono::system_clock::now();  // a token endpoint answer: issued now
   }
   return t;
 }
@@ -3571,7 +3592,10 @@ struct TokenSource::Impl {
       adopt(stored);
       return;
     }
-    if (std::optional<Token> next = fetch(have_stored ? &stored : nullptr)) take_new(*next);
+    if (std::optional<Token> next = fetch(have_stored ? &stored : nullptr)) {
+      detail::keep_refresh_token_age(*next, have_stored ? stored : current_token());
+      take_new(*next);
+    }
   }
 
   Token get() {

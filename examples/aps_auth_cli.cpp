@@ -1,12 +1,14 @@
 // aps-auth: sign in to Autodesk Platform Services from the command line.
 //
 //   aps-auth login          3-legged sign-in through the browser; prints the token JSON
+//   aps-auth status         who is signed in, until when
 //   aps-auth token          2-legged (client credentials) token
 //   aps-auth demo           the whole sign-in against a built-in mock server (no account)
 //
-// stdout carries only JSON (or, for access-token, the bare token); everything for the person goes
-// to stderr, and no secret, code or token is ever written there. Exit codes: 0 success, 1
-// authentication, network or server failure, 2 usage. Run `aps-auth --help` for the rest.
+// stdout carries only JSON (or, for access-token, the bare token, and for completion, the script);
+// everything for the person goes to stderr, and no secret, code or token is ever written there.
+// Exit codes: 0 success, 1 authentication, network or server failure (status: not signed in), 2
+// usage, 130 cancelled with Ctrl-C. Run `aps-auth --help` for the rest.
 // SPDX-License-Identifier: MIT
 #include "aps_auth.hpp"
 #include "mock_aps_server.hpp"
@@ -14,11 +16,19 @@
 #include "aps_auth_redis.hpp"  // --token-store redis://... (built with hiredis)
 #endif
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -29,6 +39,12 @@
 #include <thread>
 #include <vector>
 
+#ifdef _WIN32
+#include <io.h>
+#else
+#include <unistd.h>
+#endif
+
 namespace {
 
 namespace auth = aps::auth;
@@ -36,6 +52,7 @@ namespace auth = aps::auth;
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;  // Ctrl-C, as shells report a process ended by SIGINT
 
 // ---- commands -----------------------------------------------------------------------------------
 
@@ -56,6 +73,7 @@ struct CommandInfo {
 };
 
 int cmd_login(const Args& a, const CommandInfo& cmd);
+int cmd_status(const Args& a, const CommandInfo& cmd);
 int cmd_token(const Args& a, const CommandInfo& cmd);
 int cmd_refresh(const Args& a, const CommandInfo& cmd);
 int cmd_access_token(const Args& a, const CommandInfo& cmd);
@@ -64,9 +82,11 @@ int cmd_logout(const Args& a, const CommandInfo& cmd);
 int cmd_introspect(const Args& a, const CommandInfo& cmd);
 int cmd_userinfo(const Args& a, const CommandInfo& cmd);
 int cmd_demo(const Args& a, const CommandInfo& cmd);
+int cmd_profile(const Args& a, const CommandInfo& cmd);
+int cmd_completion(const Args& a, const CommandInfo& cmd);
 
-const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes",
-                                          "base-url",  "issuer",        "ca-file"};
+const std::vector<std::string> kCommon = {"client-id", "client-secret", "scopes", "base-url",
+                                          "issuer",    "ca-file",       "profile"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -86,16 +106,31 @@ const std::vector<CommandInfo> kCommands = {
      "                      must match the callback URL registered for the app exactly\n"
      "  --no-browser        do not open a browser: print the URL on stderr and wait\n"
      "  --timeout SECONDS   give up when no callback arrived by then (default: 300)\n"
-     "  --token-file PATH   APS_TOKEN_FILE: also save the token there (mode 0600)\n"
+     "  --token-file PATH   APS_TOKEN_FILE: save the token there (mode 0600) instead of in the\n"
+     "                      profile's token file\n"
      "  --token-store URL   APS_TOKEN_STORE: redis://[:PASSWORD@]HOST:PORT/DB instead of a token\n"
      "                      file, shared by every machine using it (a password only in the\n"
      "                      variable); --token-key KEY (default: aps-auth:token:<client id>)\n"
+     "  --save-profile      save the settings used (client id, scopes, callback URL, base URL,\n"
+     "                      issuer; never the secret) as the profile's, after a sign-in succeeded\n"
      "\n"
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
-     with_common(
-         {"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key"}),
+     with_common({"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key",
+                  "save-profile"}),
      cmd_login},
+    {"status", "who is signed in, with which scopes, until when; exit 1 when not signed in",
+     "aps-auth status [--token-file PATH] [--json]",
+     "Tells who is signed in (name, email, id: from the stored id_token once its signature\n"
+     "is verified, else from one userinfo call when the scopes allow it), the scopes, when\n"
+     "the access token expires, the age of the refresh token against APS's 15-day limit, and\n"
+     "the token file with its permissions. Prints no token. Exit 0 when the token is usable\n"
+     "(valid, or renewable with its refresh token), 1 when not signed in or expired beyond\n"
+     "refresh.\n"
+     "\n"
+     "  --token-file PATH   APS_TOKEN_FILE: the token file\n"
+     "  --json              the same as JSON on stdout (and nothing on stderr)\n",
+     with_common({"token-file", "json"}), cmd_status},
     {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
      "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
      with_common({}), cmd_token},
@@ -167,6 +202,39 @@ const std::vector<CommandInfo> kCommands = {
      "  --scopes \"A B\"      the scopes to ask for (default: \"data:read openid\")\n",
      {"browser", "no-browser", "timeout", "scopes"},
      cmd_demo},
+    {"profile",
+     "list the profiles, or save settings for one (profile list | profile set ...)",
+     "aps-auth profile list|set [--profile NAME] [--client-id ID] [--scopes \"A B\"] ...",
+     "A profile is a name (--profile NAME, else APS_PROFILE, else \"default\") for a token file\n"
+     "and saved settings, so that two apps (a test one, a production one) need no flags:\n"
+     "  token file  $XDG_STATE_HOME/aps-auth/NAME.json (else ~/.local/state/...); the profile\n"
+     "              \"default\" keeps the library's default file, token.json\n"
+     "  settings    $XDG_CONFIG_HOME/aps-auth/profiles.json (else ~/.config/...), mode 0600:\n"
+     "              client id, scopes, callback URL, base URL, issuer; never the secret\n"
+     "Options and environment variables win over the saved settings.\n"
+     "\n"
+     "  profile list        the profiles, their settings and whether they are signed in\n"
+     "                      (--json: as JSON on stdout)\n"
+     "  profile set         saves the settings given as options for --profile NAME:\n"
+     "                      --client-id, --scopes, --callback-url, --base-url, --issuer\n"
+     "                      (an empty value removes one)\n",
+     {"profile", "client-id", "scopes", "callback-url", "base-url", "issuer", "json"},
+     cmd_profile},
+    {"completion",
+     "a completion script for bash or zsh: source <(aps-auth completion bash)",
+     "aps-auth completion bash|zsh",
+     "Prints a script that completes commands, options and file names, made from this program's\n"
+     "own command table. Load it in the shell's start-up file:\n"
+     "  bash (~/.bashrc):  source <(aps-auth completion bash)\n"
+     "  zsh (~/.zshrc):    source <(aps-auth completion zsh)\n",
+     {},
+     cmd_completion},
+};
+
+// The words a command takes after its name (`aps-auth profile list`); the other commands take none.
+const std::map<std::string, std::vector<std::string>> kOperands = {
+    {"profile", {"list", "set"}},
+    {"completion", {"bash", "zsh"}},
 };
 
 const CommandInfo* find_command(const std::string& name) {
@@ -178,7 +246,8 @@ const CommandInfo* find_command(const std::string& name) {
 
 // Options that take a value; the rest are switches.
 bool takes_value(const std::string& name) {
-  return name != "no-browser" && name != "browser" && name != "help";
+  return name != "no-browser" && name != "browser" && name != "help" && name != "json" &&
+         name != "save-profile";
 }
 
 bool known_option(const std::string& name) {
@@ -189,6 +258,83 @@ bool known_option(const std::string& name) {
       if (o == name)
         return true;
   return false;
+}
+
+// ---- completion ---------------------------------------------------------------------------------
+
+// The words of the completion, from kCommands, kOperands and takes_value(), so that it cannot
+// drift from them: the commands, the options that take a value ("--a|--b"), and one bash `case`
+// branch per command setting its options and operands.
+struct CompletionWords {
+  std::string commands = "help", value_options, cases;
+};
+
+CompletionWords completion_words() {
+  CompletionWords w;
+  std::vector<std::string> with_value;
+  for (const auto& c : kCommands) {
+    w.commands += std::string(" ") + c.name;
+    std::string opts = "--help", operands;
+    for (const auto& o : c.options) {
+      opts += " --" + o;
+      if (takes_value(o) && std::find(with_value.begin(), with_value.end(), o) == with_value.end())
+        with_value.push_back(o);
+    }
+    if (auto ops = kOperands.find(c.name); ops != kOperands.end())
+      for (const auto& op : ops->second)
+        operands += (operands.empty() ? "" : " ") + op;
+    w.cases += std::string("    ") + c.name + ") opts=\"" + opts + "\"; operands=\"" + operands +
+               "\" ;;\n";
+  }
+  for (const auto& o : with_value)
+    w.value_options += (w.value_options.empty() ? "--" : "|--") + o;
+  return w;
+}
+
+// The bash completion function.
+std::string bash_completion() {
+  const CompletionWords w = completion_words();
+  const std::string& values = w.value_options;
+  const std::string& commands = w.commands;
+  const std::string& cases = w.cases;
+  return "# bash completion for aps-auth, generated by `aps-auth completion bash`.\n"
+         "_aps_auth() {\n"
+         "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"\" cmd=\"\" operand=\"\" i opts=\"\" "
+         "operands=\"\"\n"
+         "  (( COMP_CWORD > 0 )) && prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
+         "  # the command and its operand: the first words that are neither options nor their "
+         "values\n"
+         "  for (( i = 1; i < COMP_CWORD; i++ )); do\n"
+         "    case \"${COMP_WORDS[i]}\" in\n"
+         "      " +
+         values +
+         ") (( i++ )) ;;\n"
+         "      -*) ;;\n"
+         "      *) if [[ -z $cmd ]]; then cmd=\"${COMP_WORDS[i]}\"; elif [[ -z $operand ]]; then "
+         "operand=\"${COMP_WORDS[i]}\"; fi ;;\n"
+         "    esac\n"
+         "  done\n"
+         "  case \"$prev\" in\n"
+         "    --token-file|--ca-file) COMPREPLY=( $(compgen -f -- \"$cur\") ); return ;;\n"
+         "    " +
+         values +
+         ") COMPREPLY=(); return ;;\n"
+         "  esac\n"
+         "  case \"$cmd\" in\n"
+         "    \"\") COMPREPLY=( $(compgen -W \"" +
+         commands +
+         " --help --version\" -- \"$cur\") ); return ;;\n"
+         "    help) COMPREPLY=( $(compgen -W \"" +
+         commands.substr(5) + "\" -- \"$cur\") ); return ;;\n" + cases +
+         "    *) return ;;\n"
+         "  esac\n"
+         "  if [[ -n $operands && -z $operand && $cur != -* ]]; then\n"
+         "    COMPREPLY=( $(compgen -W \"$operands\" -- \"$cur\") )\n"
+         "  else\n"
+         "    COMPREPLY=( $(compgen -W \"$opts\" -- \"$cur\") )\n"
+         "  fi\n"
+         "}\n"
+         "complete -F _aps_auth aps-auth\n";
 }
 
 // ---- usage --------------------------------------------------------------------------------------
@@ -218,19 +364,23 @@ std::string usage() {
          "  --issuer URL            APS_ISSUER: the endpoints by OpenID Connect discovery instead\n"
          "  --ca-file PATH          APS_CA_FILE: extra trusted CA certificates (PEM);\n"
          "                          SSL_CERT_FILE is honoured too\n"
+         "  --profile NAME          APS_PROFILE (default: default): the token file and the saved\n"
+         "                          settings to use (see `aps-auth profile --help`); options and\n"
+         "                          variables win over the saved settings\n"
          "\n"
          "Run `aps-auth COMMAND --help` for the options of one command.\n"
-         "Exit codes: 0 success, 1 authentication, network or server failure, 2 usage.\n";
+         "Exit codes: 0 success, 1 authentication, network or server failure (status: not\n"
+         "signed in), 2 usage, 130 cancelled with Ctrl-C.\n";
 }
 
 void print_command_help(std::ostream& out, const CommandInfo& c) {
   out << "usage: " << c.synopsis << " [OPTIONS]\n\n" << c.details;
   bool common = false;
   for (const auto& o : c.options)
-    common = common || o == "client-id";
+    common = common || o == "client-secret";
   if (common)
     out << "\ncommon options: --client-id, --client-secret, --scopes, --base-url, --issuer,\n"
-           "--ca-file (see `aps-auth --help`).\n";
+           "--ca-file, --profile (see `aps-auth --help`).\n";
 }
 
 // A usage error: message and usage on stderr, exit 2.
@@ -253,9 +403,12 @@ std::string shown(const std::string& word) {
 
 struct Args {
   std::string command;
+  std::string operand;                        // the word after the command, for those of kOperands
   std::map<std::string, std::string> values;  // options given, switches as "1"
   bool help = false;
   bool version = false;
+  std::string profile_name;                    // --profile, APS_PROFILE, else "default"
+  std::map<std::string, std::string> profile;  // the settings saved for it, by option name
 };
 
 // Takes the option argv[i] ("--name", "--name=value", or "--name" then the value in argv[i + 1],
@@ -308,6 +461,13 @@ Args parse_args(int argc, char** argv) {
         throw UsageError{"unknown command " + shown(arg), nullptr};
       continue;
     }
+    if (auto ops = kOperands.find(a.command); ops != kOperands.end() && a.operand.empty()) {
+      for (const auto& op : ops->second)
+        if (arg == op)
+          a.operand = arg;
+      if (!a.operand.empty())
+        continue;
+    }
     if (a.command == "help" && find_command(arg)) {  // `aps-auth help login`
       a.command = arg;
       a.help = true;
@@ -328,7 +488,8 @@ std::string env_or_empty(const char* name) {
   return v ? std::string(v) : std::string();
 }
 
-// The option's value, else its environment variable's (when not empty), else the default.
+// The option's value, else its environment variable's (when not empty), else the profile's saved
+// setting, else the default.
 std::string option(const Args& a, const std::string& name, const char* env_name,
                    const std::string& fallback = "") {
   if (auto it = a.values.find(name); it != a.values.end())
@@ -338,6 +499,8 @@ std::string option(const Args& a, const std::string& name, const char* env_name,
     if (!v.empty())
       return v;
   }
+  if (auto it = a.profile.find(name); it != a.profile.end() && !it->second.empty())
+    return it->second;
   return fallback;
 }
 
@@ -362,6 +525,115 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
     throw UsageError{"--timeout needs a positive number of seconds (got " + shown(text) + ")",
                      &cmd};
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
+}
+
+// ---- profiles -----------------------------------------------------------------------------------
+
+// The settings a profile saves, by option name, with their environment variables. Never the secret.
+const std::vector<std::pair<std::string, const char*>> kProfileSettings = {
+    {"client-id", "APS_CLIENT_ID"},
+    {"scopes", "APS_SCOPES"},
+    {"callback-url", "APS_CALLBACK_URL"},
+    {"base-url", "APS_BASE_URL"},
+    {"issuer", "APS_ISSUER"}};
+
+// A name that is a plain file name: letters, digits, '.', '_', '-', not starting with '.'; not
+// "token" (the default profile's file).
+bool valid_profile_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 64 && name.front() != '.' && name != "token";
+  for (char c : name)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  return ok;
+}
+
+// The profile's token file: "default" keeps the library's default (FileTokenStore::default_path(),
+// the file programs using the library read), the others $XDG_STATE_HOME/aps-auth/NAME.json.
+std::string profile_token_file(const std::string& name) {
+  return name == "default" ? auth::FileTokenStore::default_path()
+                           : auth::FileTokenStore::default_path(name);
+}
+
+// The token file: --token-file, else APS_TOKEN_FILE, else the profile's.
+std::string token_file_of(const Args& a) {
+  return option(a, "token-file", "APS_TOKEN_FILE", profile_token_file(a.profile_name));
+}
+
+// $XDG_CONFIG_HOME/aps-auth/profiles.json, else ~/.config/aps-auth/profiles.json (%APPDATA% on
+// Windows).
+std::string profiles_path() {
+  std::string base = env_or_empty("XDG_CONFIG_HOME");
+  if (base.empty() || base.front() != '/') {
+#ifdef _WIN32
+    base = env_or_empty("APPDATA");
+#else
+    const std::string home = env_or_empty("HOME");
+    base = home.empty() ? "" : home + "/.config";
+#endif
+  }
+  if (base.empty())
+    throw auth::Error(
+        auth::ErrorKind::usage,
+        "neither XDG_CONFIG_HOME nor HOME is set: no place for the profiles' settings");
+  return base + "/aps-auth/profiles.json";
+}
+
+// profiles.json: {"profiles": {"NAME": {"client-id": "...", "scopes": "...", ...}}}; empty when
+// missing. Read and written with the library's owner-only file helpers (atomic replace, mode 0600
+// from creation).
+nlohmann::json load_profiles(const std::string& path) {
+  auth::detail::FileContent file;
+  if (!auth::detail::read_file_if_exists(path, file))
+    return {{"profiles", nlohmann::json::object()}};
+  if (file.shared)  // no secret in it, but the file is meant to be the owner's only
+    std::cerr << "aps-auth: '" << path << "' is accessible by other users (" << file.access
+              << "); run: chmod 600 '" << path << "'\n";
+  nlohmann::json j = nlohmann::json::parse(file.text, nullptr, false);
+  if (!j.is_object() || !j.contains("profiles") || !j["profiles"].is_object())
+    throw auth::Error(
+        auth::ErrorKind::io,
+        "'" + path + "' is not a profiles file ({\"profiles\": {...}}); fix or delete it");
+  return j;
+}
+
+void save_profiles(const std::string& path, const nlohmann::json& profiles) {
+  auth::detail::replace_file(path, profiles.dump(2) + "\n");
+}
+
+// Selects the profile (--profile, APS_PROFILE, "default") and reads its saved settings into
+// a.profile.
+void load_profile(Args& a, const CommandInfo& cmd) {
+  a.profile_name = option(a, "profile", "APS_PROFILE", "default");
+  if (!valid_profile_name(a.profile_name))
+    throw UsageError{
+        "--profile needs a name of letters, digits, '.', '_', '-' (not \"token\"); got " +
+            shown(a.profile_name),
+        &cmd};
+  const nlohmann::json all = load_profiles(profiles_path());
+  auto it = all["profiles"].find(a.profile_name);
+  if (it == all["profiles"].end() || !it->is_object())
+    return;
+  for (const auto& [name, env_name] : kProfileSettings) {
+    (void)env_name;
+    if (auto v = it->find(name); v != it->end() && v->is_string())
+      a.profile[name] = v->get<std::string>();
+  }
+}
+
+// Saves `settings` (option name -> value; an empty value removes the setting) for the profile.
+void save_profile_settings(const Args& a, const std::map<std::string, std::string>& settings) {
+  const std::string path = profiles_path();
+  nlohmann::json all = load_profiles(path);
+  nlohmann::json& p = all["profiles"][a.profile_name];
+  if (!p.is_object())
+    p = nlohmann::json::object();
+  for (const auto& [name, value] : settings) {
+    if (value.empty())
+      p.erase(name);
+    else
+      p[name] = value;
+  }
+  save_profiles(path, all);
+  std::cerr << "Saved the settings of profile '" << a.profile_name << "' to " << path << ".\n";
 }
 
 // Config from the options and the environment. Discovery (--issuer) talks to the network, so it can
@@ -391,6 +663,134 @@ void print_json(const std::string& json) {
   std::cout.flush();
 }
 
+// ---- the wait for the browser ------------------------------------------------------------------
+
+// Ends a wait of the listener at `callback` (its redirect_uri) the way an authorization server ends
+// it when it refuses: an error= callback carrying the sign-in's state, taken from the authorize
+// URL. login() then returns through its own error path and closes the listener itself. Nothing
+// happens once the wait is over.
+void end_wait_with_error(const std::string& callback, const std::string& authorize_url,
+                         const std::string& error) {
+  std::size_t at = authorize_url.find("&state=");
+  const std::string state =
+      at == std::string::npos
+          ? ""
+          : authorize_url.substr(at + 7, authorize_url.find('&', at + 7) - at - 7);
+  const auto path = callback.find('/', callback.find("://") + 3);
+  httplib::Client client(callback.substr(0, path));
+  client.set_connection_timeout(std::chrono::seconds(5));
+  client.set_read_timeout(std::chrono::seconds(5));
+  (void)client.Get(callback.substr(path) + "?error=" + error + "&state=" + state);
+}
+
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_interrupt(int) {
+  g_interrupted = 1;
+}
+
+bool stderr_is_terminal() {
+#ifdef _WIN32
+  return _isatty(_fileno(stderr)) != 0;
+#else
+  return isatty(STDERR_FILENO) == 1;
+#endif
+}
+
+// While login() waits for the browser: on a terminal, one line counting down ("... 4:31 left ·
+// Ctrl-C to cancel"); on Ctrl-C (SIGINT, caught while this lives), the wait is ended
+// (end_wait_with_error) so that login() closes its listener and nothing is saved. The messages of
+// the sign-in go through say(), which keeps the counting line below them.
+class WaitWatcher {
+ public:
+  WaitWatcher(bool live, std::chrono::milliseconds timeout)
+      : live_(live), deadline_(std::chrono::steady_clock::now() + timeout) {
+    g_interrupted = 0;
+    previous_ = std::signal(SIGINT, on_interrupt);
+    thread_ = std::thread([this] { watch(); });
+  }
+  ~WaitWatcher() {
+    stop();
+    std::signal(SIGINT, previous_ == SIG_ERR ? SIG_DFL : previous_);
+  }
+  WaitWatcher(const WaitWatcher&) = delete;
+  WaitWatcher& operator=(const WaitWatcher&) = delete;
+
+  bool live() const { return live_; }
+  bool interrupted() const { return g_interrupted != 0; }
+  void listening(const std::string& callback) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    callback_ = callback;
+  }
+  void authorize_url(const std::string& url) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    url_ = url;
+    waiting_ = true;  // the browser has the URL: from now on the line counts down
+  }
+  void say(const std::string& text) {
+    std::lock_guard<std::mutex> lk(mutex_);
+    std::cerr << (drawn_ ? "\r\x1b[2K" : "") << text;
+    drawn_ = false;
+    draw_locked();
+  }
+  // Ends the watch and clears the counting line.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      if (stopped_)
+        return;
+      stopped_ = true;
+      if (drawn_)
+        std::cerr << "\r\x1b[2K" << std::flush;
+      drawn_ = false;
+    }
+    wake_.notify_all();
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+ private:
+  void draw_locked() {
+    if (!live_ || !waiting_ || stopped_)
+      return;
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(
+        deadline_ - std::chrono::steady_clock::now());
+    const long long s = left.count() < 0 ? 0 : left.count();
+    char countdown[32];
+    std::snprintf(countdown, sizeof countdown, "%lld:%02lld", s / 60, s % 60);
+    std::cerr << "\r\x1b[2KWaiting for the sign-in in your browser\u2026 " << countdown
+              << " left \u00b7 Ctrl-C to cancel" << std::flush;
+    drawn_ = true;
+  }
+
+  void watch() {
+    std::unique_lock<std::mutex> lk(mutex_);
+    bool ended = false;
+    int ticks = 0;
+    while (!stopped_) {
+      if (g_interrupted && !ended && !url_.empty() && !callback_.empty()) {
+        ended = true;
+        const std::string callback = callback_, url = url_;
+        lk.unlock();
+        end_wait_with_error(callback, url, "cancelled_with_ctrl_c");
+        lk.lock();
+        continue;
+      }
+      if (ticks++ % 10 == 0)
+        draw_locked();
+      wake_.wait_for(lk, std::chrono::milliseconds(100));
+    }
+  }
+
+  const bool live_;
+  const std::chrono::steady_clock::time_point deadline_;
+  void (*previous_)(int) = SIG_DFL;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::string callback_, url_;  // guarded by mutex_
+  bool waiting_ = false, drawn_ = false, stopped_ = false;
+  std::thread thread_;
+};
+
 // No token in the token file: the user has not signed in (exit 1, not a usage error).
 struct NotSignedIn {
   std::string path;
@@ -405,10 +805,20 @@ struct TokenPlace {
   std::function<void()> check_reachable;    // Redis: fails now when it cannot be reached
 };
 
+// The token file at `path`.
+TokenPlace file_place(const std::string& path) {
+  TokenPlace place;
+  place.name = path;
+  place.store = std::make_shared<auth::FileTokenStore>(path);
+  return place;
+}
+
 // --token-file (APS_TOKEN_FILE) or --token-store (APS_TOKEN_STORE) with --token-key; one given on
-// the command line wins over the other's variable. A Redis password is taken from the variable
-// only: command lines are visible to other users.
-TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config& config) {
+// the command line wins over the other's variable; neither: the profile's token file, or nothing
+// when `profile_default` is false. A Redis password is taken from the variable only: command lines
+// are visible to other users.
+TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config& config,
+                       bool profile_default = true) {
   const bool file_arg = a.values.count("token-file") != 0,
              store_arg = a.values.count("token-store") != 0;
   if (file_arg && store_arg)
@@ -420,12 +830,11 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
         "both APS_TOKEN_FILE and APS_TOKEN_STORE are set: choose one with --token-file or "
         "--token-store",
         &cmd};
+  if (file.empty() && url.empty() && profile_default)
+    file = profile_token_file(a.profile_name);
+  if (!file.empty())
+    return file_place(file);
   TokenPlace place;
-  if (!file.empty()) {
-    place.name = file;
-    place.store = std::make_shared<auth::FileTokenStore>(file);
-    return place;
-  }
   if (url.empty())
     return place;
   if (store_arg) {
@@ -485,30 +894,58 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   auth::LoginOptions opts;
   opts.timeout = parse_timeout(a, cmd);
   opts.open_browser = !flag(a, "no-browser");
-  opts.browser = [](const std::string& url) {
+  WaitWatcher watch(stderr_is_terminal(), opts.timeout);
+  opts.browser = [&watch](const std::string& url) {
+    watch.authorize_url(url);
     bool ok = auth::open_browser(url);
-    if (ok)
-      std::cerr << "Opened the sign-in page in your browser (if none appeared, run again with "
-                   "--no-browser).\n";
-    else
-      std::cerr << "Could not open a browser.\n";
+    watch.say(ok ? "Opened the sign-in page in your browser (if none appeared, run again with "
+                   "--no-browser).\n"
+                 : "Could not open a browser.\n");
     return ok;
   };
-  opts.show_url = [](const std::string& url) {
-    std::cerr << "Open this URL in a browser on this machine to sign in:\n\n  " << url << "\n\n";
+  opts.show_url = [&watch](const std::string& url) {
+    watch.authorize_url(url);
+    watch.say("Open this URL in a browser on this machine to sign in:\n\n  " + url + "\n\n");
   };
   const long long seconds = std::chrono::duration_cast<std::chrono::seconds>(opts.timeout).count();
-  opts.on_listening = [seconds](auth::LoopbackListener& listener) {
-    std::cerr << "Waiting up to " << seconds << " s for the sign-in callback on "
-              << listener.redirect_uri() << " ...\n";
+  opts.on_listening = [seconds, &watch](auth::LoopbackListener& listener) {
+    watch.listening(listener.redirect_uri());
+    // On a terminal the counting line tells the time left; elsewhere (a log) one plain line.
+    watch.say(watch.live()
+                  ? "Listening for the sign-in callback on " + listener.redirect_uri() + "\n"
+                  : "Waiting up to " + std::to_string(seconds) + " s for the sign-in callback on " +
+                        listener.redirect_uri() + " ...\n");
   };
-  TokenPlace place =
-      token_place(a, cmd, config);  // a bad or unreachable --token-store fails before the sign-in
+  // A bad or unreachable --token-store fails before the sign-in.
+  TokenPlace place = token_place(a, cmd, config);
   if (place.check_reachable)
     place.check_reachable();
-  auth::Token token = auth::login(config, opts);
+  auth::Token token;
+  try {
+    token = auth::login(config, opts);
+  } catch (const auth::Error&) {
+    watch.stop();
+    if (!watch.interrupted())
+      throw;
+  }
+  watch.stop();
+  if (watch.interrupted()) {  // Ctrl-C: the listener is closed (login() returned); save nothing
+    std::cerr << "Cancelled: nothing was saved.\n";
+    return kExitInterrupted;
+  }
+  if (token.scope.empty()) {  // APS grants the scopes asked for and its answer may not repeat them:
+                              // keep them
+    for (const auto& s : config.scopes)
+      token.scope += (token.scope.empty() ? "" : " ") + s;
+  }
   std::cerr << "Signed in.\n";
   save_then_print(place.name, token, place.store.get());
+  if (flag(a, "save-profile")) {
+    std::map<std::string, std::string> used;
+    for (const auto& [name, env_name] : kProfileSettings)
+      used[name] = option(a, name, env_name);
+    save_profile_settings(a, used);
+  }
   return kExitOk;
 }
 
@@ -532,7 +969,8 @@ std::string required(const Args& a, const std::string& name, const CommandInfo& 
 int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   std::string refresh_token = option(a, "refresh-token", nullptr);
   auth::Config config = make_config(a, cmd, true);
-  TokenPlace place = token_place(a, cmd, config);
+  // A refresh token given alone is only printed (as before profiles); else the profile's file is used.
+  TokenPlace place = token_place(a, cmd, config, refresh_token.empty());
   const std::string& token_file = place.name;
   if (refresh_token.empty() && !place.store)
     throw UsageError{"give --refresh-token TOKEN, or --token-file PATH (APS_TOKEN_FILE)", &cmd};
@@ -544,8 +982,8 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   // refreshes the same (single-use) refresh token.
   auth::TokenStore& store = *place.store;
   std::unique_ptr<auth::StoreLock> lock = store.lock();
+  auth::Token stored;
   if (refresh_token.empty()) {
-    auth::Token stored;
     if (!store.load(stored))
       throw NotSignedIn{token_file, place.login_hint};
     if (stored.refresh_token.empty())
@@ -555,13 +993,24 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
                             "token?); sign in with `aps-auth login --token-file`");
     refresh_token = stored.refresh_token;
   }
-  save_then_print(token_file, auth::refresh(config, refresh_token), &store);
+  auth::Token next = auth::refresh(config, refresh_token);
+  auth::detail::keep_refresh_token_age(next, stored);  // not rotated: as old as it was
+  save_then_print(token_file, next, &store);
   return kExitOk;
 }
 
 int cmd_access_token(const Args& a, const CommandInfo& cmd) {
   auth::Config config = make_config(a, cmd, true);
-  TokenPlace place = token_place(a, cmd, config);
+  // Neither a file nor a store named: the profile's token file, unless it holds nothing and a client secret
+  // asks for a 2-legged token.
+  TokenPlace place = token_place(a, cmd, config, false);
+  if (!place.store) {
+    const std::string profile_file = profile_token_file(a.profile_name);
+    std::error_code ec;
+    if (config.client_secret.empty() || std::filesystem::symlink_status(profile_file, ec).type() !=
+                                            std::filesystem::file_type::not_found)
+      place = file_place(profile_file);
+  }
   const std::string& token_file = place.name;
   if (!place.store) {
     if (config.client_secret.empty())
@@ -634,6 +1083,312 @@ int cmd_logout(const Args& a, const CommandInfo& cmd) {
   return kExitOk;
 }
 
+// ---- status -------------------------------------------------------------------------------------
+
+// APS refresh tokens live 15 days.
+constexpr std::chrono::hours kRefreshTokenLifetime(15 * 24);
+
+// "3 d 4 h", "2 h 5 min", "4 min 10 s": a duration for people, two units at most.
+std::string human_duration(std::chrono::seconds d) {
+  long long s = d.count() < 0 ? -d.count() : d.count();
+  const long long days = s / 86400, hours = s % 86400 / 3600, minutes = s % 3600 / 60,
+                  secs = s % 60;
+  if (days > 0)
+    return std::to_string(days) + " d " + std::to_string(hours) + " h";
+  if (hours > 0)
+    return std::to_string(hours) + " h " + std::to_string(minutes) + " min";
+  if (minutes > 0)
+    return std::to_string(minutes) + " min " + std::to_string(secs) + " s";
+  return std::to_string(secs) + " s";
+}
+
+// "2026-12-02 08:10:00 UTC", in the local time zone.
+std::string local_time(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  char buf[64] = "";
+  if (const std::tm* tm = std::localtime(&tt))
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", tm);
+  return buf;
+}
+
+long long epoch_seconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// Who a token belongs to, and where that was read.
+struct SignedInUser {
+  std::string name, email, sub;
+  std::string source;  // "id_token" (verified) or "userinfo"; empty when unknown
+  std::string note;    // why it is unknown
+};
+
+bool has_scope(const std::string& scopes, const std::string& wanted) {
+  for (const auto& s : split_scopes(scopes))
+    if (s == wanted)
+      return true;
+  return false;
+}
+
+// The stored id_token's claims once verified (signature, issuer, audience; an old id_token is
+// accepted: the claims only name the user), else one userinfo call when the token's scopes allow
+// it.
+SignedInUser signed_in_user(const Args& a, const CommandInfo& cmd, const auth::Token& token) {
+  SignedInUser u;
+  try {
+    auth::Config config = make_config(a, cmd, false);
+    if (!token.id_token.empty() && !config.client_id.empty()) {
+      try {
+        auth::IdTokenClaims c =
+            auth::verify_id_token(config, token.id_token, "", std::chrono::hours(24 * 366));
+        u = {c.name, c.email, c.subject, "id_token", ""};
+        return u;
+      } catch (const auth::Error& e) {
+        u.note = std::string("the id_token could not be verified: ") + e.what();
+      }
+    }
+    const bool allowed =
+        has_scope(token.scope, "user-profile:read") || has_scope(token.scope, "openid");
+    if (!allowed || token.expired()) {
+      if (u.note.empty())
+        u.note = !allowed
+                     ? "no id_token, and the scopes do not allow userinfo (user-profile:read)"
+                     : "no id_token, and the access token has expired (userinfo needs a valid one)";
+      return u;
+    }
+    auth::UserInfo info = auth::userinfo(config, token.access_token);
+    return {info.name, info.email, info.sub, "userinfo", ""};
+  } catch (const auth::Error& e) {
+    u.note = e.what();
+  }
+  return u;
+}
+
+// The token file's permissions: "0600", and whether only its owner can use it.
+struct FileAccess {
+  std::string mode;  // octal; empty when it could not be read
+  bool owner_only = false;
+  bool link = false;
+};
+
+FileAccess file_access(const std::string& path) {
+  namespace fs = std::filesystem;
+  FileAccess f;
+  std::error_code ec;
+  fs::file_status st = fs::symlink_status(path, ec);
+  if (ec)
+    return f;
+  f.link = fs::is_symlink(st);
+  const auto p = static_cast<unsigned>(st.permissions()) & 0777u;
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", p);
+  f.mode = buf;
+  f.owner_only = (p & 077u) == 0;
+  return f;
+}
+
+// What status tells about a stored token.
+struct TokenStatus {
+  std::string profile, token_file, permission_problem;
+  FileAccess access;
+  auth::Token token;
+  SignedInUser user;
+  std::chrono::system_clock::time_point now, refresh_ends;
+  bool access_valid = false, has_refresh = false, age_known = false, refresh_usable = false;
+  bool usable = false;
+};
+
+TokenStatus token_status(const Args& a, const CommandInfo& cmd, const std::string& token_file,
+                         const auth::Token& token, const std::string& permission_problem) {
+  TokenStatus st;
+  st.profile = a.profile_name;
+  st.token_file = token_file;
+  st.permission_problem = permission_problem;
+  st.access = file_access(token_file);
+  st.token = token;
+  st.now = std::chrono::system_clock::now();
+  st.access_valid = !token.expired();
+  st.has_refresh = !token.refresh_token.empty();
+  st.age_known = token.refresh_token_obtained_at != std::chrono::system_clock::time_point{};
+  st.refresh_ends = token.refresh_token_obtained_at + kRefreshTokenLifetime;
+  st.refresh_usable = st.has_refresh && (!st.age_known || st.now < st.refresh_ends);
+  st.usable = permission_problem.empty() && (st.access_valid || st.refresh_usable);
+  st.user = signed_in_user(a, cmd, token);
+  return st;
+}
+
+nlohmann::ordered_json status_json(const TokenStatus& st) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  nlohmann::ordered_json j = {{"profile", st.profile},
+                              {"token_file", st.token_file},
+                              {"signed_in", true},
+                              {"usable", st.usable},
+                              {"user", nullptr}};
+  const SignedInUser& u = st.user;
+  if (!u.source.empty())
+    j["user"] = {{"name", u.name}, {"email", u.email}, {"sub", u.sub}, {"source", u.source}};
+  if (!u.note.empty())
+    j["user_note"] = u.note;
+  j["scopes"] = split_scopes(st.token.scope);
+  j["access_token"] = {{"expires_at", epoch_seconds(st.token.expires_at)},
+                       {"expires_in", duration_cast<seconds>(st.token.expires_at - st.now).count()},
+                       {"expired", !st.access_valid}};
+  nlohmann::ordered_json rt = {{"present", st.has_refresh}};
+  if (st.has_refresh && st.age_known) {
+    rt["obtained_at"] = epoch_seconds(st.token.refresh_token_obtained_at);
+    rt["age"] = duration_cast<seconds>(st.now - st.token.refresh_token_obtained_at).count();
+    rt["expires_at"] = epoch_seconds(st.refresh_ends);
+  }
+  j["refresh_token"] = rt;
+  j["file_mode"] = st.access.mode;
+  j["file_owner_only"] = st.access.owner_only;
+  if (!st.permission_problem.empty())
+    j["problem"] = st.permission_problem;
+  return j;
+}
+
+std::string status_text(const TokenStatus& st) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  std::ostringstream out;
+  out << "Profile:        " << st.profile << "\nToken file:     " << st.token_file;
+  if (!st.access.mode.empty())
+    out << " (mode " << st.access.mode
+        << (st.access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
+  const SignedInUser& u = st.user;
+  out << "\nSigned in as:   ";
+  if (u.source.empty())
+    out << "unknown (" << u.note << ")";
+  else
+    out << (!u.name.empty() ? u.name + (u.email.empty() ? "" : " <" + u.email + ">")
+                            : (u.email.empty() ? u.sub : u.email))
+        << " (id " << u.sub << "; from "
+        << (u.source == "id_token" ? "the verified id_token" : "userinfo") << ")";
+  const auth::Token& t = st.token;
+  out << "\nScopes:         " << (t.scope.empty() ? "(not recorded)" : t.scope);
+  const std::string left = human_duration(duration_cast<seconds>(t.expires_at - st.now));
+  out << "\nAccess token:   "
+      << (st.access_valid ? "valid for " + left + " (until " : "expired " + left + " ago (at ")
+      << local_time(t.expires_at) << ")\nRefresh token:  ";
+  if (!st.has_refresh)
+    out << "none" << (t.id_token.empty() ? " (a 2-legged token?)" : "");
+  else if (!st.age_known)
+    out << "present, age unknown (saved without its time); APS refresh tokens live 15 days";
+  else if (st.refresh_usable)
+    out << "present, obtained "
+        << human_duration(duration_cast<seconds>(st.now - t.refresh_token_obtained_at))
+        << " ago; usable for " << human_duration(duration_cast<seconds>(st.refresh_ends - st.now))
+        << " more (APS: 15 days)";
+  else
+    out << "older than APS's 15 days (obtained " << local_time(t.refresh_token_obtained_at) << ")";
+  out << '\n';
+  if (!st.permission_problem.empty())
+    out << "Problem:        " << st.permission_problem << '\n';
+  if (!st.usable)
+    out << "Not usable: sign in again (aps-auth login).\n";
+  return out.str();
+}
+
+int cmd_status(const Args& a, const CommandInfo& cmd) {
+  const std::string token_file = token_file_of(a);
+  const bool as_json = flag(a, "json");
+  nlohmann::ordered_json none = {{"profile", a.profile_name},
+                                 {"token_file", token_file},
+                                 {"signed_in", false},
+                                 {"usable", false}};
+  std::string permission_problem;
+  auth::Token token;
+  bool stored = false;
+  try {
+    auth::FileTokenStore store(token_file, auth::FileTokenStore::OpenPermissions::warn,
+                               [&](const std::string& m) { permission_problem = m; });
+    stored = store.load(token);
+  } catch (const auth::Error& e) {  // not a token file (or not readable): said on stderr too
+    none["problem"] = e.what();
+    if (as_json)
+      print_json(none.dump());
+    throw;
+  }
+  if (!stored) {
+    if (as_json) {
+      print_json(none.dump());
+      return kExitFailure;
+    }
+    std::cerr << "Not signed in: no token in '" << token_file << "'. Sign in: aps-auth login"
+              << (a.profile_name == "default" ? "" : " --profile " + a.profile_name) << '\n';
+    return kExitFailure;
+  }
+  const TokenStatus st = token_status(a, cmd, token_file, token, permission_problem);
+  if (as_json)
+    print_json(status_json(st).dump());
+  else
+    std::cerr << status_text(st);
+  return st.usable ? kExitOk : kExitFailure;
+}
+
+int cmd_profile(const Args& a, const CommandInfo& cmd) {
+  if (a.operand == "set") {
+    std::map<std::string, std::string> given;
+    for (const auto& [name, env_name] : kProfileSettings) {
+      (void)env_name;
+      if (auto it = a.values.find(name); it != a.values.end())
+        given[name] = it->second;
+    }
+    if (given.empty())
+      throw UsageError{
+          "`profile set` needs one of --client-id, --scopes, --callback-url, --base-url, --issuer",
+          &cmd};
+    save_profile_settings(a, given);
+    return kExitOk;
+  }
+  // list: the profiles saved, and "default" and the selected one even when nothing is saved for
+  // them.
+  const std::string path = profiles_path();
+  const nlohmann::json all = load_profiles(path);
+  std::map<std::string, nlohmann::json> profiles = {{"default", nlohmann::json::object()},
+                                                    {a.profile_name, nlohmann::json::object()}};
+  for (const auto& [name, settings] : all["profiles"].items())
+    if (valid_profile_name(name) && settings.is_object())
+      profiles[name] = settings;
+  nlohmann::ordered_json j = nlohmann::ordered_json::array();
+  std::ostringstream out;
+  out << "Profiles (settings in " << path << "; * selected):\n";
+  for (const auto& [name, settings] : profiles) {
+    const std::string file = profile_token_file(name);
+    std::error_code ec;
+    const bool has_token =
+        std::filesystem::symlink_status(file, ec).type() != std::filesystem::file_type::not_found;
+    nlohmann::ordered_json p = {{"name", name},
+                                {"selected", name == a.profile_name},
+                                {"token_file", file},
+                                {"has_token", has_token}};
+    out << (name == a.profile_name ? "* " : "  ") << name << "\n      token file: " << file
+        << (has_token ? "" : " (none: not signed in)") << '\n';
+    for (const auto& [setting, env_name] : kProfileSettings) {
+      (void)env_name;
+      if (auto v = settings.find(setting); v != settings.end() && v->is_string()) {
+        p[setting] = v->get<std::string>();
+        out << "      " << setting << ": " << v->get<std::string>() << '\n';
+      }
+    }
+    j.push_back(p);
+  }
+  if (flag(a, "json"))
+    print_json(j.dump());
+  std::cerr << out.str();
+  return kExitOk;
+}
+
+int cmd_completion(const Args& a, const CommandInfo&) {
+  if (a.operand ==
+      "zsh")  // zsh runs the bash function through its bash-compatible completion layer
+    std::cout << "# zsh completion for aps-auth, generated by `aps-auth completion zsh`.\n"
+                 "autoload -U +X compinit && compinit\n"
+                 "autoload -U +X bashcompinit && bashcompinit\n";
+  std::cout << bash_completion();
+  return kExitOk;
+}
+
 int cmd_revoke(const Args& a, const CommandInfo& cmd) {
   std::string token = required(a, "token", cmd);
   std::string hint = option(a, "token-type-hint", nullptr, "access_token");
@@ -685,6 +1440,15 @@ int run(int argc, char** argv) {
     if (!allowed)
       throw UsageError{"option --" + name + " does not apply to `" + a.command + "`", cmd};
   }
+  if (auto ops = kOperands.find(a.command); ops != kOperands.end() && a.operand.empty()) {
+    std::string words;
+    for (const auto& op : ops->second)
+      words += (words.empty() ? "" : "|") + op;
+    throw UsageError{"`" + a.command + "` needs one of " + words, cmd};
+  }
+  for (const auto& o : cmd->options)
+    if (o == "profile")
+      load_profile(a, *cmd);
   return cmd->run(a, *cmd);
 }
 
@@ -835,13 +1599,7 @@ class Demo {
           "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
           (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
     }
-    std::size_t at = url.find("&state=");
-    std::string state =
-        at == std::string::npos ? "" : url.substr(at + 7, url.find('&', at + 7) - at - 7);
-    auto u = callback_.find("/", callback_.find("://") + 3);
-    httplib::Client client(callback_.substr(0, u));
-    client.set_connection_timeout(std::chrono::seconds(5));
-    (void)client.Get(callback_.substr(u) + "?error=demo_browser_failed&state=" + state);
+    end_wait_with_error(callback_, url, "demo_browser_failed");
   }
 
   void join_browser() {

@@ -364,6 +364,7 @@ inline std::string get(const Form& f, const std::string& k) {
 }
 inline bool has(const Form& f, const std::string& k) { return f.find(k) != f.end(); }
 
+// The mock's own escaper, like its own encoders: it never includes aps_auth.hpp (see the top).
 inline std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {

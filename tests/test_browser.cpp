@@ -3,8 +3,11 @@
 // consent page's button with a real (DevTools) mouse click. Then the final page's DOM is checked:
 //   - Allow: the listener's success page says so, and the CLI prints token JSON and exits 0;
 //   - Deny, with <script> markup in error_description: the failure page shows the markup as text, nothing in
-//     it runs (title unchanged, no dialog, no <script>/<img> element, no request for the img), the CLI exits 1.
-// Screenshots of both final pages (and of the consent page) are kept in <build>/screenshots/.
+//     it runs (title unchanged, no dialog, no <script>/<img> element, no request for the img), the CLI exits 1;
+//   - Allow with openid: the page, answered after the code exchange, names the user from the verified id_token;
+//   - Allow, then the code exchange fails (a wrong client secret; a 500 from the token endpoint): the page says
+//     "Sign-in failed" and what failed, with neither the secret nor the code, and the CLI exits 1.
+// Screenshots of every final page (and of the consent page) are kept in <build>/screenshots/ (NAME.png).
 //
 // Needs Chromium (Debian: chromium) and Node.js (Debian: nodejs); no npm package. A missing one fails the test,
 // it is not skipped. APS_AUTH_CHROMIUM overrides the Chromium binary, APS_AUTH_NODE the node binary.
@@ -79,17 +82,27 @@ struct SignIn {
   std::string png, consent_png, chromium_log;
 };
 
+// The app as registered with the mock, and as the CLI is told about it.
+struct App {
+  std::string scopes = "data:read";
+  std::string registered_secret;  // none: a public client
+  std::string given_secret;       // what the CLI gets in APS_CLIENT_SECRET (never on its command line)
+  std::vector<aps_mock::Fault> faults;
+};
+
 // Runs `aps-auth login` against the mock with $BROWSER = the headless driver, which clicks `button`.
 // Whatever happens, the CLI, the driver and Chromium are gone when this returns.
-SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options options, const std::string& button) {
+SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options options, const std::string& button,
+               const App& app = {}) {
   const auto t0 = Clock::now();
   const int port = support::free_port();
   REQUIRE(port > 0);
   const std::string origin = "http://localhost:" + std::to_string(port);
   const std::string callback = origin + kCallbackPath;
   options.consent = aps_mock::Consent::page;
-  options.clients = {aps_mock::RegisteredClient{"aps-auth-browser-test", "", {callback}}};
+  options.clients = {aps_mock::RegisteredClient{"aps-auth-browser-test", app.registered_secret, {callback}}};
   aps_mock::Server mock(options);
+  for (const auto& f : app.faults) mock.inject(f);
 
   support::TempDir profile_dir("aps-auth-browser-");
   const std::string profile = profile_dir.path();
@@ -109,9 +122,11 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
   for (const auto& [k, v] : support::platform::current_environment())
     if (!((k.rfind("APS_", 0) == 0 && k.rfind("APS_AUTH_", 0) != 0) || k == "BROWSER")) env[k] = v;
   env["BROWSER"] = browser;
+  if (!app.given_secret.empty()) env["APS_CLIENT_SECRET"] = app.given_secret;
+  env["XDG_STATE_HOME"] = profile + "/state";  // login saves the token in the profile's file: keep it in here
   const std::vector<std::string> args = {t.cli,          "login",         "--client-id",    "aps-auth-browser-test",
                                          "--base-url",   mock.base_url(), "--callback-url", callback,
-                                         "--scopes",     "data:read",     "--timeout",      "22"};
+                                         "--scopes",     app.scopes,      "--timeout",      "22"};
   support::ProcessOptions output;
   output.stdout_file = base + ".cli.stdout";
   output.stderr_file = base + ".cli.stderr";
@@ -260,4 +275,65 @@ TEST_CASE("browser: Deny with <script> in error_description -> shown as text, no
   CHECK(r.exit_code == 1);
   CHECK(r.out.empty());
   CHECK(contains(r.err, "access_denied"));
+}
+
+TEST_CASE("browser: Allow with openid -> the page names the user from the verified id_token, exit 0") {
+  Tools t = find_tools();
+  App app;
+  app.scopes = "data:read openid";
+  SignIn r = sign_in(t, "signed-in-as", aps_mock::Options{}, "#allow button", app);
+  check_common(r, "Mock APS – Authorize");
+  const nlohmann::json& fin = (*r.page)["final"];
+  INFO("final page text:\n" << str(fin, "text"));
+  CHECK(str(fin, "title") == "Signed in - aps_auth");
+  // The mock's id_token carries no name claim: its email names the user.
+  CHECK(contains(str(fin, "text"), "You are signed in as mock.user@example.com."));
+  CHECK(contains(str(fin, "text"), "close this window"));
+  INFO("CLI stdout:\n" << r.out << "\nCLI stderr:\n" << r.err);
+  CHECK(r.exit_code == 0);
+  auto token = nlohmann::json::parse(r.out, nullptr, false);
+  REQUIRE(token.is_object());
+  CHECK(!str(token, "id_token").empty());
+}
+
+// The page after a code exchange that failed: what failed in words, no secret, no code, and the CLI fails too.
+void check_failure_page(const SignIn& r, const std::string& words, const std::string& secret) {
+  check_common(r, "Mock APS – Authorize");
+  const nlohmann::json& fin = (*r.page)["final"];
+  INFO("final page text:\n" << str(fin, "text"));
+  CHECK(str(fin, "title") == "Sign-in failed - aps_auth");
+  CHECK(contains(str(fin, "text"), "Sign-in failed"));
+  CHECK(contains(str(fin, "text"), words));
+  CHECK(!contains(str(fin, "text"), "You are signed in"));
+  const std::string url = str(fin, "url");
+  const std::size_t at = url.find("code=");
+  REQUIRE(at != std::string::npos);
+  const std::string code = url.substr(at + 5, url.find('&', at) - at - 5);
+  REQUIRE(code.size() >= 8);
+  CHECK(!contains(str(fin, "textContent"), code));
+  if (!secret.empty()) CHECK(!contains(str(fin, "textContent"), secret));
+  INFO("CLI stdout:\n" << r.out << "\nCLI stderr:\n" << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.empty());
+  if (!secret.empty()) CHECK(!contains(r.err, secret));
+}
+
+TEST_CASE("browser: the code exchange fails (wrong client secret) -> the failure page says so, exit 1") {
+  Tools t = find_tools();
+  App app;
+  app.registered_secret = "browser-right-secret-0123";
+  app.given_secret = "browser-wrong-secret-4567";
+  SignIn r = sign_in(t, "exchange-refused", aps_mock::Options{}, "#allow button", app);
+  check_failure_page(r, "client ID or secret was refused", app.given_secret);
+  CHECK(contains(r.err, "AUTH-003"));
+}
+
+TEST_CASE("browser: the token endpoint answers 500 -> the failure page says the service refused, exit 1") {
+  Tools t = find_tools();
+  App app;
+  app.faults = {support::fault(support::kTokenPath, 500,
+                               R"({"developerMessage":"Internal failure.","errorCode":"AUTH-500"})")};
+  SignIn r = sign_in(t, "exchange-failed", aps_mock::Options{}, "#allow button", app);
+  check_failure_page(r, "refused to finish the sign-in", "");
+  CHECK(contains(str((*r.page)["final"], "text"), "HTTP 500"));
 }

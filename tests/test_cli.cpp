@@ -241,13 +241,16 @@ TEST_SUITE("cli") {
           {{"login", "--no-browser=yes"}, "takes no value"},
           {{"login", "--timeout", "soon"}, "--timeout"},
           {{"login", "--timeout", "-5"}, "--timeout"},
-          {{"refresh"}, "--refresh-token"},
           {{"revoke"}, "missing --token"},
           {{"revoke", "--token", "abcdefgh1234", "--token-type-hint", "id_token"},
            "--token-type-hint"},
           {{"introspect"}, "missing --token"},
           {{"userinfo"}, "missing --token"},
-          {{"logout"}, "--token-file"},
+          {{"status", "--profile", "../elsewhere"}, "--profile needs a name"},
+          {{"status", "--profile", "token"}, "--profile needs a name"},
+          {{"profile"}, "needs one of list|set"},
+          {{"profile", "set"}, "needs one of --client-id"},
+          {{"profile", "set", "--client-secret", "abcdefgh"}, "does not apply"},
           {{"token", "--refresh-token", "abcdefgh1234"}, "does not apply"},
           {{"token", "extra"}, "unexpected argument"},
       };
@@ -408,7 +411,8 @@ TEST_SUITE("cli") {
         REQUIRE(r.exit_code == 0);
         check_token_json(parse_object(r), true, true);
         check_state_and_pkce(f);
-        CHECK(contains(r.err, "Waiting"));
+        CHECK(contains(r.err, "Waiting up to 20 s"));
+        CHECK(!contains(r.err, "\x1b["));  // not a terminal: plain lines, no counting line
         CHECK(contains(r.err, f.callback));
         CHECK(
             !contains(r.err, "/authentication/v2/authorize?"));  // a browser opened: no URL needed
@@ -664,6 +668,385 @@ TEST_SUITE("cli") {
     CHECK(again.exit_code == 0);
   }
 
+  TEST_CASE("cli: status tells who, which scopes, until when; exit 0 only with a usable token; no token shown") {
+    require_cli();
+    Fixture f;
+    const std::string file = f.dir.file("state/aps-auth/work.json");
+    auto e = browser_env(f);
+    e["APS_TOKEN_FILE"] = file;
+
+    // Nobody signed in yet.
+    Run none = f.run({"status"}, e);
+    {
+      INFO(none.describe());
+      CHECK(none.exit_code == 1);
+      CHECK(contains(none.err, "Not signed in"));
+      CHECK(contains(none.err, "aps-auth login"));
+      CHECK(none.out.empty());
+    }
+    Run none_json = f.run({"status", "--json"}, e);
+    CHECK(none_json.exit_code == 1);
+    CHECK(parse_object(none_json)["signed_in"] == false);
+
+    Run login = f.run({"login", "--scopes", "data:read openid", "--timeout", "20"}, e);
+    INFO(login.describe());
+    REQUIRE(login.exit_code == 0);
+    const std::set<std::string> tokens = support::printed_tokens(login.out);
+    REQUIRE(tokens.size() == 3);
+
+    // The name from the verified id_token; the scopes; the expiry; the refresh token's age; the file.
+    Run status = f.run({"status"}, e);
+    {
+      INFO(status.describe());
+      CHECK(status.exit_code == 0);
+      CHECK(status.out.empty());  // for people: stderr only
+      // The mock's id_token has no name claim: its email names the user.
+      CHECK(contains(status.err, "Signed in as:   mock.user@example.com (id MOCKAPSUSER1; from the verified "
+                                 "id_token)"));
+      CHECK(contains(status.err, "Scopes:         data:read openid"));
+      CHECK(contains(status.err, "Access token:   valid for 59 min"));
+      CHECK(contains(status.err, "Refresh token:  present, obtained "));
+      CHECK(contains(status.err, "(APS: 15 days)"));
+      CHECK(contains(status.err, file + " (mode 0600, owner only)"));
+    }
+    Run status_json = f.run({"status", "--json"}, e);
+    {
+      INFO(status_json.describe());
+      CHECK(status_json.exit_code == 0);
+      json j = parse_object(status_json);
+      CHECK(j["signed_in"] == true);
+      CHECK(j["usable"] == true);
+      CHECK(status_json.err.empty());
+      CHECK(j["token_file"] == file);
+      CHECK(j["file_mode"] == "0600");
+      CHECK(j["user"]["email"] == "mock.user@example.com");
+      CHECK(j["user"]["sub"] == "MOCKAPSUSER1");
+      CHECK(j["user"]["source"] == "id_token");
+      CHECK(j["scopes"] == json::array({"data:read", "openid"}));
+      CHECK(j["access_token"]["expired"] == false);
+      CHECK(j["access_token"]["expires_in"].get<long long>() > 3500);
+      CHECK(j["refresh_token"]["present"] == true);
+      CHECK(j["refresh_token"]["age"].get<long long>() < 600);
+      CHECK(j["refresh_token"]["expires_at"].get<long long>() ==
+            j["refresh_token"]["obtained_at"].get<long long>() + 15 * 86400);
+      for (const auto& t : tokens)
+        CHECK_MESSAGE(!contains(status_json.out, t), "a token in status --json");
+    }
+
+    // Without an id_token, one userinfo call when the scopes allow it.
+    json saved = read_json_file(file);
+    json profile_only = f.server.issue_tokens(kClient, "data:read user-profile:read");
+    profile_only["expires_at"] = unix_now() + 3000;
+    profile_only["scope"] = "data:read user-profile:read";
+    profile_only["refresh_token_obtained_at"] = unix_now() - 3 * 86400;
+    write_token_file(file, profile_only);
+    const int userinfos = f.server.count("userinfo");
+    Run by_userinfo = f.run({"status", "--json"}, e);
+    {
+      INFO(by_userinfo.describe());
+      CHECK(by_userinfo.exit_code == 0);
+      json j = parse_object(by_userinfo);
+      CHECK(j["user"]["source"] == "userinfo");
+      CHECK(j["user"]["name"] == "Mock User");
+      CHECK(f.server.count("userinfo") == userinfos + 1);
+      CHECK(j["refresh_token"]["age"].get<long long>() >= 3 * 86400);
+    }
+
+    // Neither an id_token nor a scope for userinfo: the user is unknown, said why, and no call is made.
+    json data_only = profile_only;
+    data_only["scope"] = "data:read";
+    write_token_file(file, data_only);
+    Run unknown = f.run({"status", "--json"}, e);
+    {
+      INFO(unknown.describe());
+      CHECK(unknown.exit_code == 0);  // still a usable token
+      json j = parse_object(unknown);
+      CHECK(j["user"].is_null());
+      CHECK(contains(j.value("user_note", ""), "user-profile:read"));
+      CHECK(f.server.count("userinfo") == userinfos + 1);
+    }
+
+    // An expired access token with a refresh token still inside its 15 days: usable (access-token renews it).
+    json expired = saved;
+    expired["expires_at"] = unix_now() - 600;
+    write_token_file(file, expired);
+    Run renewable = f.run({"status"}, e);
+    CHECK(renewable.exit_code == 0);
+    CHECK(contains(renewable.err, "expired 10 min"));
+
+    // ... beyond its 15 days: expired beyond refresh, exit 1.
+    expired["refresh_token_obtained_at"] = unix_now() - 16 * 86400;
+    write_token_file(file, expired);
+    Run dead = f.run({"status"}, e);
+    {
+      INFO(dead.describe());
+      CHECK(dead.exit_code == 1);
+      CHECK(contains(dead.err, "older than APS's 15 days"));
+      CHECK(contains(dead.err, "sign in again"));
+    }
+
+    // A file others can read is reported, and not usable (the other commands refuse it).
+    write_token_file(file, saved);
+    support::write_file(file, support::read_file(file).value_or(""), 0644);
+    Run shared = f.run({"status"}, e);
+    {
+      INFO(shared.describe());
+      CHECK(shared.exit_code == 1);
+      CHECK(contains(shared.err, "mode 0644, OTHERS CAN READ IT"));
+      CHECK(contains(shared.err, "chmod 600"));
+    }
+  }
+
+  TEST_CASE("cli: two profiles: login --save-profile, status, access-token, profile list, logout") {
+    require_cli();
+    Fixture f;
+    auto e = browser_env(f);  // registers the callback, sets $BROWSER
+    const std::string callback = e["APS_CALLBACK_URL"];
+    for (const char* k : {"APS_CLIENT_ID", "APS_CLIENT_SECRET", "APS_BASE_URL", "APS_CALLBACK_URL"})
+      e.erase(k);  // the profiles carry the settings
+    e["XDG_CONFIG_HOME"] = f.dir.file("config");
+    const std::string settings = f.dir.file("config/aps-auth/profiles.json");
+    const std::string test_file = f.dir.file("state/aps-auth/test.json");
+    const std::string prod_file = f.dir.file("state/aps-auth/prod.json");
+
+    // Sign in to each profile once with flags, saving them; the secret only in the environment.
+    Run test_login = f.run({"login", "--profile", "test", "--client-id", kPublic, "--base-url", f.server.base_url(),
+                            "--callback-url", callback, "--scopes", "data:read openid", "--timeout", "20",
+                            "--save-profile"},
+                           e);
+    INFO(test_login.describe());
+    REQUIRE(test_login.exit_code == 0);
+    auto prod_env = e;
+    prod_env["APS_CLIENT_SECRET"] = kSecret;
+    Run prod_login = f.run({"login", "--profile=prod", "--client-id", kClient, "--base-url", f.server.base_url(),
+                            "--callback-url", callback, "--timeout", "20", "--save-profile"},
+                           prod_env);
+    INFO(prod_login.describe());
+    REQUIRE(prod_login.exit_code == 0);
+    CHECK(read_json_file(test_file)["access_token"] == parse_object(test_login)["access_token"]);
+    CHECK(read_json_file(prod_file)["access_token"] == parse_object(prod_login)["access_token"]);
+    CHECK((support::file_mode(test_file) & 0777) == 0600);
+
+    // The settings file: owner-only, both profiles, never the secret.
+    REQUIRE(support::file_mode(settings) >= 0);
+    CHECK((support::file_mode(settings) & 0777) == 0600);
+    const json saved = read_json_file(settings);
+    CHECK(saved["profiles"]["test"]["client-id"] == kPublic);
+    CHECK(saved["profiles"]["test"]["scopes"] == "data:read openid");
+    CHECK(saved["profiles"]["test"]["callback-url"] == callback);
+    CHECK(saved["profiles"]["prod"]["client-id"] == kClient);
+    CHECK(saved["profiles"]["prod"]["base-url"] == f.server.base_url());
+    CHECK(!contains(support::read_file(settings).value_or(""), kSecret));
+
+    // No flags now: --profile or APS_PROFILE picks the file and the settings.
+    Run test_status = f.run({"status", "--profile", "test"}, e);
+    CHECK(test_status.exit_code == 0);
+    CHECK(contains(test_status.err, "Profile:        test"));
+    CHECK(contains(test_status.err, test_file));
+    CHECK(contains(test_status.err, "from the verified id_token"));  // the profile's client id is the audience
+    auto as_prod = e;
+    as_prod["APS_PROFILE"] = "prod";
+    Run prod_status = f.run({"status"}, as_prod);
+    CHECK(prod_status.exit_code == 0);
+    CHECK(contains(prod_status.err, prod_file));
+    Run at = f.run({"access-token", "--profile", "test"}, e);
+    CHECK(at.exit_code == 0);
+    CHECK(at.out == read_json_file(test_file)["access_token"].get<std::string>() + "\n");
+
+    // Options and the environment win over the saved settings.
+    as_prod["APS_CLIENT_SECRET"] = kSecret;
+    Run two_legged = f.run({"token"}, as_prod);
+    CHECK(two_legged.exit_code == 0);
+    CHECK(f.requests_to(support::kTokenPath).back().header("Authorization").rfind("Basic ", 0) == 0);
+    Run flag_wins = f.run({"token", "--client-id", "no-such-client"}, as_prod);
+    CHECK(flag_wins.exit_code == 1);
+    auto env_wins = as_prod;
+    env_wins["APS_CLIENT_ID"] = "no-such-client";
+    CHECK(f.run({"token"}, env_wins).exit_code == 1);
+    Run other_file = f.run({"status", "--token-file", f.dir.file("other.json")}, as_prod);
+    CHECK(other_file.exit_code == 1);
+    CHECK(contains(other_file.err, "other.json"));
+
+    // profile list: default (the library's token.json), test and prod, with their files.
+    Run list = f.run({"profile", "list", "--json", "--profile", "prod"}, e);
+    {
+      INFO(list.describe());
+      REQUIRE(list.exit_code == 0);
+      json j = json::parse(list.out, nullptr, false);
+      REQUIRE(j.is_array());
+      std::map<std::string, json> by_name;
+      for (const auto& p : j)
+        by_name[p["name"]] = p;
+      REQUIRE(by_name.size() == 3);
+      CHECK(by_name["default"]["token_file"] == f.dir.file("state/aps-auth/token.json"));
+      CHECK(by_name["default"]["has_token"] == false);
+      CHECK(by_name["test"]["has_token"] == true);
+      CHECK(by_name["prod"]["selected"] == true);
+      CHECK(by_name["prod"]["client-id"] == kClient);
+      CHECK(contains(list.err, "* prod"));
+    }
+
+    // profile set changes one setting and keeps the others; an empty value removes one.
+    Run set = f.run({"profile", "set", "--profile", "test", "--scopes", "data:read"}, e);
+    CHECK(set.exit_code == 0);
+    CHECK(read_json_file(settings)["profiles"]["test"]["scopes"] == "data:read");
+    CHECK(read_json_file(settings)["profiles"]["test"]["client-id"] == kPublic);
+    CHECK(f.run({"profile", "set", "--profile", "test", "--scopes="}, e).exit_code == 0);
+    CHECK(!read_json_file(settings)["profiles"]["test"].contains("scopes"));
+
+    // logout signs out of one profile only.
+    Run logout = f.run({"logout", "--profile", "test"}, e);
+    INFO(logout.describe());
+    CHECK(logout.exit_code == 0);
+    CHECK(!fs::exists(test_file));
+    CHECK(fs::exists(prod_file));
+    Run gone = f.run({"status", "--profile", "test"}, e);
+    CHECK(gone.exit_code == 1);
+    CHECK(contains(gone.err, "aps-auth login --profile test"));
+    CHECK(f.run({"status", "--profile", "prod"}, e).exit_code == 0);
+    // refresh and logout without a file use the (default) profile's, which holds nothing.
+    Run refresh = f.run({"refresh", "--profile", "test"}, e);
+    CHECK(refresh.exit_code == 1);
+    CHECK(contains(refresh.err, test_file));
+  }
+
+  TEST_CASE("cli: completion bash: sourced in bash, completes every command of the usage, each one's options, "
+            "operands and file names") {
+    require_cli();
+    Fixture f;
+    const std::string bash = support::find_program({"bash"});
+    if (bash.empty()) {
+      MESSAGE("skipped: bash not found");
+      return;
+    }
+    Run gen = f.run({"completion", "bash"});
+    INFO(gen.describe());
+    REQUIRE(gen.exit_code == 0);
+    const std::string script = f.dir.file("aps-auth.bash");
+    support::write_file(script, gen.out, 0600);
+    support::write_file(f.dir.file("tokens-here.json"), "{}", 0600);
+
+    // The words bash offers after `aps-auth WORDS...` (the last word is the one being completed).
+    auto complete = [&](const std::vector<std::string>& words) {
+      std::string line = "source '" + script + "'; cd '" + f.dir.path() + "'; COMP_WORDS=(aps-auth";
+      for (const auto& w : words)
+        line += " '" + w + "'";
+      line += "); COMP_CWORD=" + std::to_string(words.size()) +
+              "; _aps_auth; printf '%s\\n' \"${COMPREPLY[@]}\"; complete -p aps-auth >&2";
+      Run r = support::run({bash, "--norc", "--noprofile", "-c", line}, f.env(), std::chrono::seconds(20));
+      INFO(r.describe());
+      CHECK(r.exit_code == 0);
+      CHECK(contains(r.err, "complete -F _aps_auth aps-auth"));
+      std::set<std::string> got;
+      for (const auto& w : support::split_lines(r.out))
+        if (!w.empty())
+          got.insert(w);
+      return got;
+    };
+
+    // Every command listed in the usage, and only those (plus help): the script is made from the same table.
+    Run help = f.run({"--help"});
+    std::set<std::string> commands = {"help"};
+    bool in_commands = false;
+    for (const auto& line : support::split_lines(help.out)) {
+      if (line == "commands:") {
+        in_commands = true;
+        continue;
+      }
+      if (in_commands && line.empty())
+        break;
+      if (in_commands && line.size() > 2 && line[2] != ' ')
+        commands.insert(line.substr(2, line.find(' ', 2) - 2));
+    }
+    CHECK(commands.count("status") == 1);
+    CHECK(commands.count("completion") == 1);
+    std::set<std::string> first = commands;
+    first.insert({"--help", "--version"});
+    CHECK(complete({""}) == first);
+    CHECK(complete({"lo"}) == std::set<std::string>{"login", "logout"});
+    CHECK(complete({"help", "st"}) == std::set<std::string>{"status"});
+
+    // A command's options, and not another's.
+    std::set<std::string> status_opts = complete({"status", "--"});
+    for (const char* o : {"--json", "--token-file", "--profile", "--client-id", "--help"})
+      CHECK_MESSAGE(status_opts.count(o) == 1, o);
+    CHECK(status_opts.count("--no-browser") == 0);
+    CHECK(complete({"login", "--save"}) == std::set<std::string>{"--save-profile"});
+    CHECK(complete({"status", "--profile", "work", "--js"}) == std::set<std::string>{"--json"});  // a value skipped
+
+    // Operands, then options.
+    CHECK(complete({"profile", ""}) == std::set<std::string>{"list", "set"});
+    CHECK(complete({"profile", "list", "--j"}) == std::set<std::string>{"--json"});
+    CHECK(complete({"completion", ""}) == std::set<std::string>{"bash", "zsh"});
+
+    // File names after --token-file; nothing after an option whose value is not a file.
+    CHECK(complete({"status", "--token-file", "tokens-"}) == std::set<std::string>{"tokens-here.json"});
+    CHECK(complete({"login", "--client-id", ""}).empty());
+
+    // zsh gets the same function through its bash-compatible layer.
+    Run zsh = f.run({"completion", "zsh"});
+    CHECK(zsh.exit_code == 0);
+    CHECK(contains(zsh.out, "bashcompinit"));
+    CHECK(contains(zsh.out, gen.out));
+    if (support::find_program({"zsh"}).empty())
+      MESSAGE("zsh not installed: the zsh script is checked as text only (it wraps the bash one)");
+  }
+
+  TEST_CASE("cli: login on a terminal: one counting line, Ctrl-C cancels (listener closed, nothing saved, exit "
+            "130)") {
+    require_cli();
+    const std::string python = support::find_program({"python3"});
+    if (python.empty()) {
+      MESSAGE("skipped: python3 not found (its pty module gives the CLI a pseudo-terminal)");
+      return;
+    }
+    Fixture f;
+    auto e = f.env();
+    e["APS_CALLBACK_URL"] = f.register_callback();
+    e["TERM"] = "xterm";
+    // The CLI on a pseudo-terminal (stdout and stderr both): waits for three counting lines, presses Ctrl-C
+    // (the terminal sends SIGINT), then reads to the end. Prints what the terminal showed, then the exit code.
+    const std::string driver = f.dir.file("ctrl_c.py");
+    support::write_file(driver, R"(import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+shown, until = b"", time.monotonic() + 20
+while time.monotonic() < until and shown.count(" left \u00b7 Ctrl-C to cancel".encode()) < 3:
+    if select.select([fd], [], [], 0.2)[0]:
+        try:
+            shown += os.read(fd, 4096)
+        except OSError:
+            break
+os.write(fd, b"\x03")
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    shown += data
+status = os.waitpid(pid, 0)[1]
+sys.stdout.write(shown.decode("utf-8", "replace"))
+sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)))
+)",
+                        0600);
+    Run r = support::run({python, driver, support::cli_path(), "login", "--no-browser", "--timeout", "120"}, e,
+                         std::chrono::seconds(40));
+    INFO(r.describe());
+    CHECK(contains(r.out, "\r\x1b[2KWaiting for the sign-in in your browser\u2026 "));
+    CHECK(support::count_of(r.out, " left \u00b7 Ctrl-C to cancel") >= 3);  // one line, redrawn in place
+    CHECK(!contains(r.out, "Waiting up to"));  // the plain line is for logs
+    CHECK(contains(r.out, "Cancelled: nothing was saved."));
+    CHECK(contains(r.out, "\nexit=130\n"));
+    CHECK(!fs::exists(f.dir.file("state/aps-auth/token.json")));
+    CHECK(f.server.count("token") == 0);
+    // The listener is gone: nothing answers on its port.
+    const int port = std::stoi(f.callback.substr(f.callback.rfind(':') + 1));
+    CHECK(!support::connect_to("127.0.0.1", port).valid());
+  }
+
   TEST_CASE("cli: a token that cannot be saved is printed, not lost") {
     require_cli();
     Fixture f;
@@ -690,7 +1073,8 @@ TEST_SUITE("cli") {
     CHECK(f.server.count("token.client_credentials") == 1);
 
     Run pub = f.run({"access-token"}, f.env(false));
-    CHECK(pub.exit_code == 2);  // neither a token file nor a secret
+    CHECK(pub.exit_code == 1);  // neither a token (in the default profile's file) nor a secret
+    CHECK(contains(pub.err, "state/aps-auth/token.json"));
   }
 
   TEST_CASE("cli: two access-token processes sharing an expired token file refresh once") {

@@ -913,6 +913,47 @@ TEST_SUITE("token_source") {
     CHECK_THROWS_AS(auth::FileTokenStore(""), auth::Error);
   }
 
+  TEST_CASE("refresh_token_obtained_at: set when a refresh token is issued, kept when it does not rotate, unknown "
+            "in an older file") {
+    aps_mock::Server mock(mock_options());
+    const auth::Token first = issued(mock);  // a token endpoint answer: issued now
+    CHECK(first.refresh_token_obtained_at > SysClock::now() - 60s);
+    CHECK(first.refresh_token_obtained_at <= SysClock::now());
+
+    // A file written before the field existed: the age of its refresh token is unknown (epoch 0), not "now".
+    auto old_json = nlohmann::json::parse(first.to_json());
+    REQUIRE(old_json.contains("refresh_token_obtained_at"));
+    old_json.erase("refresh_token_obtained_at");
+    CHECK(auth::Token::from_json(old_json.dump()).refresh_token_obtained_at == SysClock::time_point{});
+
+    auth::Token aged = expired(first);
+    aged.refresh_token_obtained_at = SysClock::now() - 24h * 3;
+    {
+      // The mock rotates: the new refresh token is new, so is its time.
+      auto store = std::make_shared<auth::MemoryTokenStore>();
+      store->save(aged);
+      auth::Token next = auth::TokenSource(mock_config(mock), store).token();
+      CHECK(next.refresh_token != aged.refresh_token);
+      CHECK(next.refresh_token_obtained_at > SysClock::now() - 60s);
+    }
+    {
+      // A server that does not rotate (no refresh_token in its answer): the old one is kept, with its time.
+      aged.refresh_token = mock.issue_tokens(kClient, kScope)["refresh_token"];
+      mock.inject(support::fault(support::kTokenPath, 200,
+                                 R"({"access_token":"at-not-rotated-0123456789","token_type":"Bearer",)"
+                                 R"("expires_in":3599})"));
+      auto store = std::make_shared<auth::MemoryTokenStore>();
+      store->save(aged);
+      auth::Token next = auth::TokenSource(mock_config(mock), store).token();
+      CHECK(next.access_token == "at-not-rotated-0123456789");
+      CHECK(next.refresh_token == aged.refresh_token);
+      CHECK(next.refresh_token_obtained_at == aged.refresh_token_obtained_at);
+      auth::Token saved;
+      REQUIRE(store->load(saved));
+      CHECK(saved.refresh_token_obtained_at == aged.refresh_token_obtained_at);
+    }
+  }
+
   TEST_CASE("FileTokenStore::default_path: $XDG_STATE_HOME, else ~/.local/state") {
     {
       support::ScopedEnv xdg("XDG_STATE_HOME", "/xdg/state");

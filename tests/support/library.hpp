@@ -76,6 +76,7 @@ inline aps::auth::Token token_with_every_field() {
   t.scope = "data:read openid";
   t.expires_in = std::chrono::seconds(3599);
   t.expires_at = std::chrono::system_clock::time_point(std::chrono::seconds(1893456000));
+  t.refresh_token_obtained_at = std::chrono::system_clock::time_point(std::chrono::seconds(1893450000));
   return t;
 }
 
@@ -88,6 +89,7 @@ inline void check_same_token(const aps::auth::Token& actual, const aps::auth::To
   CHECK(actual.scope == expected.scope);
   CHECK(actual.expires_in == expected.expires_in);
   CHECK(actual.expires_at == expected.expires_at);
+  CHECK(actual.refresh_token_obtained_at == expected.refresh_token_obtained_at);
 }
 
 }  // namespace support
