@@ -944,26 +944,23 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
 #endif
 }
 
-// Saves the token when a token file is given, then prints it. A failed save still prints the token,
-// so the new (rotated) refresh token is not lost, and then fails.
-void save_then_print(const std::string& token_file, const auth::Token& token,
-                     auth::TokenStore* store = nullptr) {
-  if (!token_file.empty()) {
+// Saves the token in the place's store when there is one (under the store's lock, unless the caller already holds
+// it), then prints it. A failed save still prints the token, so the new (rotated) refresh token is not lost, and
+// then fails.
+void save_then_print(const TokenPlace& place, const auth::Token& token, bool caller_holds_lock) {
+  if (place.store) {
     try {
-      if (store) {
-        store->save(token);  // the caller holds its lock
-      } else {
-        auth::FileTokenStore file = token_store(token_file);
-        std::unique_ptr<auth::StoreLock> lock = file.lock();  // never under another process's feet
-        file.save(token);
-      }
+      std::unique_ptr<auth::StoreLock> lock;
+      if (!caller_holds_lock)
+        lock = place.store->lock();  // never under another process's feet
+      place.store->save(token);
     } catch (const auth::Error&) {
       print_json(token.to_json());
-      std::cerr << "aps-auth: the token could not be saved to " << (store ? "" : "'") << token_file
-                << (store ? "" : "'") << "; it is printed on stdout instead: keep it.\n";
+      std::cerr << "aps-auth: the token could not be saved to " << place.name
+                << "; it is printed on stdout instead: keep it.\n";
       throw;
     }
-    std::cerr << "Saved the token to " << token_file << ".\n";
+    std::cerr << "Saved the token to " << place.name << ".\n";
   }
   print_json(token.to_json());
 }
@@ -1020,7 +1017,7 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
       token.scope += (token.scope.empty() ? "" : " ") + s;
   }
   std::cerr << "Signed in.\n";
-  save_then_print(place.name, token, place.store.get());
+  save_then_print(place, token, false);
   if (flag(a, "save-profile")) {
     std::map<std::string, std::string> used;
     for (const auto& [name, env_name] : kProfileSettings)
@@ -1079,7 +1076,7 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   }
   auth::Token next = auth::refresh(config, refresh_token);
   auth::detail::keep_refresh_token_age(next, stored);  // not rotated: as old as it was
-  save_then_print(token_file, next, &store);
+  save_then_print(place, next, true);
   return kExitOk;
 }
 
