@@ -499,7 +499,8 @@ struct LoginOptions {
   // Shows the URL to the person when no browser opened (or open_browser is false). The library prints
   // nothing itself: set this to print it.
   std::function<void(const std::string& url)> show_url;
-  // Called once the listener is bound, before the browser opens (e.g. to keep a handle for cancel()).
+  // Called once the listener is bound, before the browser opens. The listener lives until login() returns: a
+  // cancel() from another thread must happen before that (the CLI instead ends its wait with an error= callback).
   std::function<void(LoopbackListener& listener)> on_listening;
 };
 
