@@ -27,6 +27,9 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+# pkg-config sees only the target's .pc files, never the build machine's (a Linux hiredis would be linked).
+set(ENV{PKG_CONFIG_LIBDIR} "/usr/${_aps_auth_mingw}/lib/pkgconfig")
+set(ENV{PKG_CONFIG_PATH} "")
 
 # The dependencies are static libraries: link them, libstdc++, libgcc and winpthread into each .exe,
 # which then runs without any DLL next to it.
