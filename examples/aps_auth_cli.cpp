@@ -633,10 +633,10 @@ std::string token_file_of(const Args& a) {
 }
 
 // $XDG_CONFIG_HOME/aps-auth/profiles.json, else ~/.config/aps-auth/profiles.json (%APPDATA% on
-// Windows).
+// Windows); "" when there is no such directory: then no profile is loaded, and saving one fails.
 std::string profiles_path() {
   std::string base = env_or_empty("XDG_CONFIG_HOME");
-  if (base.empty() || base.front() != '/') {
+  if (base.empty() || !std::filesystem::path(base).is_absolute()) {
 #ifdef _WIN32
     base = env_or_empty("APPDATA");
 #else
@@ -644,11 +644,7 @@ std::string profiles_path() {
     base = home.empty() ? "" : home + "/.config";
 #endif
   }
-  if (base.empty())
-    throw auth::Error(
-        auth::ErrorKind::usage,
-        "neither XDG_CONFIG_HOME nor HOME is set: no place for the profiles' settings");
-  return base + "/aps-auth/profiles.json";
+  return base.empty() ? "" : base + "/aps-auth/profiles.json";
 }
 
 // profiles.json: {"profiles": {"NAME": {"client-id": "...", "scopes": "...", ...}}}; empty when
@@ -656,7 +652,7 @@ std::string profiles_path() {
 // from creation).
 nlohmann::json load_profiles(const std::string& path) {
   auth::detail::FileContent file;
-  if (!auth::detail::read_file_if_exists(path, file))
+  if (path.empty() || !auth::detail::read_file_if_exists(path, file))
     return {{"profiles", nlohmann::json::object()}};
   if (file.shared)  // no secret in it, but the file is meant to be the owner's only
     std::cerr << "aps-auth: '" << path << "' is accessible by other users (" << file.access
@@ -670,6 +666,9 @@ nlohmann::json load_profiles(const std::string& path) {
 }
 
 void save_profiles(const std::string& path, const nlohmann::json& profiles) {
+  if (path.empty())
+    throw auth::Error(auth::ErrorKind::usage,
+                      "neither XDG_CONFIG_HOME nor HOME is set: no place for the profiles' settings");
   auth::detail::replace_file(path, profiles.dump(2) + "\n");
 }
 
