@@ -99,7 +99,7 @@ inline Socket listen_on(const std::string& host, int port = 0, int backlog = 4) 
 }
 
 // Tries to bind another socket to host:port with every port-sharing option set (platform::set_port_sharing);
-// 0, or the system's error code (platform::kAddressInUse when the port is taken).
+// 0, or the system's error code (platform::is_address_in_use() when the port is taken).
 inline int try_bind_shared(const std::string& host, int port) {
   sockaddr_storage ss;
   platform::socklen_type len = 0;
