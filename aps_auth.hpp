@@ -500,6 +500,13 @@ APS_AUTH_NAMESPACE_END
 // =================================================================================================================
 #if APS_AUTH_HEADER_ONLY || defined(APS_AUTH_IMPLEMENTATION)
 
+// <windows.h> included before this header without WIN32_LEAN_AND_MEAN brought the old <winsock.h>. mingw-w64's
+// <winsock2.h> (which httplib.h includes) works after it, but warns "include winsock2.h before windows.h" when it
+// finds _WINSOCKAPI_, <winsock.h>'s guard, defined: undefined here, <winsock2.h> defines it again. (MSVC's
+// <winsock2.h> cannot follow <winsock.h>: there, define WIN32_LEAN_AND_MEAN or include <winsock2.h> first.)
+#if defined(__MINGW32__) && defined(_WINSOCKAPI_) && !defined(_WINSOCK2API_)
+#undef _WINSOCKAPI_
+#endif
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <openssl/bn.h>

@@ -8,9 +8,9 @@
 //       set, is a file that first receives the arguments it was given, as a JSON array (a test checks that a
 //       URL with '&' arrived whole). Exit 0 when the last page came with status 200.
 //   aps_auth_test_helper save-loop PATH FIRST.json SECOND.json DELAY_US
-//       A FileTokenStore on PATH saving the token of FIRST.json, then SECOND.json's, then FIRST's, ... until it
-//       kills itself (platform::kill_self: TerminateProcess on Windows, SIGKILL on POSIX) DELAY_US microseconds
-//       after the loop started, wherever a save is then.
+//       A FileTokenStore on PATH saves the token of FIRST.json once, then SECOND.json's, FIRST's, ... until the
+//       helper kills itself (platform::kill_self: TerminateProcess on Windows, SIGKILL on POSIX) DELAY_US
+//       microseconds after the first save, wherever a save is then.
 //   aps_auth_test_helper bind-shared HOST PORT
 //       Tries to bind HOST:PORT with every port-sharing option (SO_REUSEADDR, and SO_REUSEPORT where it
 //       exists: support::try_bind_shared), as another program on the machine could. Prints "bound" (exit 0)
@@ -61,13 +61,14 @@ int save_loop(const std::vector<std::string>& args) {
   const aps::auth::Token second = aps::auth::Token::from_json(support::read_file(args[2]).value_or(""));
   const auto delay = std::chrono::microseconds(std::atol(args[3].c_str()));
   aps::auth::FileTokenStore store(args[0]);
+  store.save(first);
   std::thread([delay] {
     std::this_thread::sleep_for(delay);
     support::platform::kill_self();
   }).detach();
   for (;;) {
-    store.save(first);
     store.save(second);
+    store.save(first);
   }
 }
 

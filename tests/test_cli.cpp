@@ -865,7 +865,9 @@ TEST_SUITE("cli") {
       INFO(r.describe());
       REQUIRE(r.exit_code == 0);
       json now = read_json_file(file);
-      CHECK(r.out == now["access_token"].get<std::string>() + "\n");
+      // One line: the token (an example's stdout is in text mode: "\r\n" on Windows).
+      CHECK(support::trim(r.out) == now["access_token"].get<std::string>());
+      CHECK(support::split_lines(r.out).size() == 1);
       CHECK(f.server.count("token.refresh_token") == refreshes + 1);
       CHECK(now["refresh_token"] == f.server.current_refresh_token_for(kClient));
     }

@@ -66,7 +66,7 @@ struct Fixture {
     o.clients = {{kClient, kSecret, {cb, cb2}}};
     return o;
   }
-  std::string base_url() const { return "https://127.0.0.1:" + std::to_string(mock.port()); }
+  std::string base_url() const { return mock.base_url(); }  // https://localhost: mingw cpp-httplib checks names only
 
   // The environment of a run: the mock, its CA, the secret in APS_CLIENT_SECRET, the stand-in browser; the
   // machine's trust store replaced by an unrelated CA.
@@ -270,7 +270,7 @@ TEST_SUITE("secrets") {
     aps_mock::Server& mock = m.server;
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config(kClient, kSecret);
-    config.endpoints = auth::Endpoints::from_base_url("https://127.0.0.1:" + std::to_string(mock.port()));
+    config.endpoints = auth::Endpoints::from_base_url(mock.base_url());  // https://localhost (mingw: names only)
     config.read_timeout = 2s;
     config.retry.max_attempts = 1;
 

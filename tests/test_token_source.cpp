@@ -570,7 +570,7 @@ TEST_SUITE("token_source") {
     int held_a = 0, held_b = 0, changed = 0, not_killed = 0;
     bool holds_a = true;
     for (int i = 0; i < kKills; ++i) {
-      // The helper saves the other token first, then alternates, and terminates itself (TerminateProcess, as
+      // The helper saves the other token once, then alternates, and terminates itself (TerminateProcess, as
       // abrupt as a kill from outside) after the delay, wherever its save loop is.
       support::RunResult r = support::run({helper, "save-loop", path, holds_a ? b_file : a_file, holds_a ? a_file : b_file,
                                            std::to_string(delay_us(rng))},

@@ -881,6 +881,22 @@ inline void set_flag(socket_t s, int level, int name) {
   ::setsockopt(s, level, name, reinterpret_cast<const char*>(&one), sizeof one);
 }
 
+// Waits until the socket has something to read (or its peer closed), at most timeout_ms: false on timeout. The
+// tests' clients wait with this rather than SO_RCVTIMEO alone, which Wine 8 does not always honour (seen: a
+// blocking recv() waiting for minutes).
+inline bool wait_readable(socket_t s, int timeout_ms) {
+#ifdef _WIN32
+  WSAPOLLFD p{s, POLLRDNORM, 0};
+  return ::WSAPoll(&p, 1, timeout_ms) > 0;
+#else
+  pollfd p{s, POLLIN, 0};
+  int n;
+  while ((n = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  return n > 0;
+#endif
+}
+
 // IPv6 sockets for IPv6 only (no IPv4-mapped addresses).
 inline void set_v6only(socket_t s) { set_flag(s, IPPROTO_IPV6, IPV6_V6ONLY); }
 
