@@ -14,8 +14,9 @@
 //   The implementation needs cpp-httplib (with CPPHTTPLIB_OPENSSL_SUPPORT), nlohmann/json and OpenSSL 3.
 //
 // PLATFORMS
-//   Linux: tested. macOS: the POSIX code paths that differ there are written, not tested. Windows: not supported
-//   yet (the listener, the browser launch and the token file use POSIX calls only).
+//   Linux: tested. Windows: tested under Wine, built with mingw-w64; MSVC expected to work, not tested. macOS:
+//   the POSIX code paths that differ there are written and reviewed, not tested. Link on Windows: ws2_32, crypt32,
+//   advapi32, shell32 (MSVC: named by #pragma comment).
 //
 // CONTENTS  The declarations come first, then the implementation in the same order; search for "[n]".
 //   [1]  Errors                 ErrorKind, ErrorDetails, Error
@@ -410,7 +411,8 @@ class FileTokenStore : public TokenStore {
   };
   explicit FileTokenStore(std::string path, OpenPermissions permissions = OpenPermissions::refuse,
                           std::function<void(const std::string& message)> warn = {});
-  // $XDG_STATE_HOME/aps-auth/<name>.json, else ~/.local/state/aps-auth/<name>.json.
+  // $XDG_STATE_HOME/aps-auth/<name>.json, else ~/.local/state/aps-auth/<name>.json (macOS: ~/Library/Application
+  // Support/aps-auth/<name>.json; Windows: %LOCALAPPDATA%\aps-auth\<name>.json).
   [[nodiscard]] static std::string default_path(const std::string& name = "token");
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
@@ -516,6 +518,13 @@ APS_AUTH_NAMESPACE_END
 // =================================================================================================================
 #if APS_AUTH_HEADER_ONLY || defined(APS_AUTH_IMPLEMENTATION)
 
+// <windows.h> included before this header without WIN32_LEAN_AND_MEAN brought the old <winsock.h>. mingw-w64's
+// <winsock2.h> (which httplib.h includes) works after it, but warns "include winsock2.h before windows.h" when it
+// finds _WINSOCKAPI_, <winsock.h>'s guard, defined: undefined here, <winsock2.h> defines it again. (MSVC's
+// <winsock2.h> cannot follow <winsock.h>: there, define WIN32_LEAN_AND_MEAN or include <winsock2.h> first.)
+#if defined(__MINGW32__) && defined(_WINSOCKAPI_) && !defined(_WINSOCK2API_)
+#undef _WINSOCKAPI_
+#endif
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <openssl/bn.h>
@@ -662,6 +671,8 @@ inline std::string env(const char* name) {
 inline std::string trusted_env(const char* name) {
 #if defined(__GLIBC__)
   const char* v = ::secure_getenv(name);
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__)
+  const char* v = ::issetugid() ? nullptr : std::getenv(name);
 #else
   const char* v = std::getenv(name);
 #endif
@@ -708,17 +719,14 @@ inline Socket stream_socket(int family) {
 #endif
 }
 
-// Options of a listening socket so that no other socket can share its port: never SO_REUSEPORT. On Linux
-// SO_REUSEADDR is set: there it only lets the bind succeed over connections of an earlier sign-in still in
-// TIME_WAIT (a second sign-in within a minute would fail otherwise), and a second listener on the port is still
-// refused. On BSD and macOS it means more, so it stays off there.
+// Options of a listening socket so that no other socket can share its port: never SO_REUSEPORT. SO_REUSEADDR is
+// set: it lets the bind succeed over connections of an earlier sign-in still in TIME_WAIT (a second sign-in on
+// the same port within a minute would fail otherwise), and a second socket on the same address and port is still
+// refused. On BSD and macOS it also lets this listener bind its loopback address while another program holds the
+// port's wildcard address; connections to the loopback address then come to the more specific socket, this one.
 inline int set_listen_options(socket_t s) {
-#ifdef __linux__
   int reuse = 1;
   if (::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse) != 0) return last_socket_error();
-#else
-  (void)s;
-#endif
   return 0;
 }
 
@@ -1017,6 +1025,15 @@ inline std::string private_file_hint(const std::string& path) { return "run: chm
 
 inline std::string path_join(const std::string& dir, const std::string& name) { return dir + "/" + name; }
 
+// fsync(); on macOS F_FULLFSYNC, since its fsync() leaves the data in the drive's cache (fsync() where the file
+// system does not support F_FULLFSYNC).
+inline bool sync_to_disk(int fd) {
+#ifdef F_FULLFSYNC
+  if (::fcntl(fd, F_FULLFSYNC) == 0) return true;
+#endif
+  return ::fsync(fd) == 0;
+}
+
 // Replaces the file atomically with `data`: a temp file in the same directory (mode 0600 from creation,
 // whatever the umask), fsync, rename over the file, fsync of the directory.
 inline void replace_file(const std::string& path, const std::string& data) {
@@ -1042,11 +1059,11 @@ inline void replace_file(const std::string& path, const std::string& data) {
     if (n <= 0) fail("write", errno);
     off += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd.get()) != 0) fail("fsync", errno);
+  if (!sync_to_disk(fd.get())) fail("fsync", errno);
   if (!fd.close_checked()) fail("close", errno);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno);
   Fd dfd(::open(dir.c_str(), O_RDONLY | O_CLOEXEC));
-  if (dfd.valid()) ::fsync(dfd.get());  // make the rename itself durable
+  if (dfd.valid()) sync_to_disk(dfd.get());  // make the rename itself durable
 }
 
 inline void remove_file(const std::string& path) {
@@ -1073,13 +1090,17 @@ inline int try_lock(FileLock& l) {
   return errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
-// $XDG_STATE_HOME, else ~/.local/state.
+// $XDG_STATE_HOME, else ~/.local/state (macOS: ~/Library/Application Support, where its applications keep state).
 inline std::string default_state_dir() {
   std::string base = env("XDG_STATE_HOME");
   if (!base.empty() && base.front() == '/') return base;
   std::string home = env("HOME");
   if (home.empty()) throw Error(ErrorKind::usage, "neither XDG_STATE_HOME nor HOME is set; give a token file path");
+#ifdef __APPLE__
+  return home + "/Library/Application Support";
+#else
   return home + "/.local/state";
+#endif
 }
 
 // ---- processes

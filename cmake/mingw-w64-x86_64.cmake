@@ -36,13 +36,14 @@ set(ENV{PKG_CONFIG_PATH} "")
 set(OPENSSL_USE_STATIC_LIBS TRUE)
 set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
 
-# ctest and add_test(COMMAND <target>) run the programs through Wine, quietly and without a display.
-# (In Debian 12 the package `wine` puts a `wine` on PATH that runs 64-bit programs.)
+# ctest and add_test(COMMAND <target>) run the programs through Wine with cmake/wine-run: quietly, without a
+# display, and without leaving ctest waiting for Wine's own processes. (In Debian 12 the package `wine` puts a
+# `wine` on PATH that runs 64-bit programs.)
 find_program(APS_AUTH_WINE NAMES wine wine64)
 if(APS_AUTH_WINE)
-  set(CMAKE_CROSSCOMPILING_EMULATOR env WINEDEBUG=-all "WINEDLLOVERRIDES=mscoree,mshtml=" DISPLAY=)
+  set(CMAKE_CROSSCOMPILING_EMULATOR env "APS_AUTH_WINE=${APS_AUTH_WINE}")
   if(APS_AUTH_WINEPREFIX)
     list(APPEND CMAKE_CROSSCOMPILING_EMULATOR "WINEPREFIX=${APS_AUTH_WINEPREFIX}")
   endif()
-  list(APPEND CMAKE_CROSSCOMPILING_EMULATOR "${APS_AUTH_WINE}")
+  list(APPEND CMAKE_CROSSCOMPILING_EMULATOR sh "${CMAKE_CURRENT_LIST_DIR}/wine-run")
 endif()

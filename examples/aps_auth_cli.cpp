@@ -42,7 +42,10 @@
 #include <vector>
 
 #ifdef _WIN32
+#include <fcntl.h>
 #include <io.h>
+#include <shellapi.h>
+#include <windows.h>
 #else
 #include <unistd.h>
 #endif
@@ -1714,6 +1717,31 @@ int cmd_demo(const Args& a, const CommandInfo& cmd) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef _WIN32
+  // stdout in binary mode: a token or JSON ends in "\n" as on POSIX (a "\r" would stick to a token read with a
+  // shell's $(...)). The arguments as UTF-8, from the wide command line: argv is in the ANSI code page, which
+  // cannot hold every user name or path.
+  _setmode(_fileno(stdout), _O_BINARY);
+  std::vector<std::string> utf8;
+  int wide_count = 0;
+  if (wchar_t** wide = ::CommandLineToArgvW(::GetCommandLineW(), &wide_count)) {
+    for (int i = 0; i < wide_count; ++i) {
+      const int n = ::WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, nullptr, 0, nullptr, nullptr);
+      std::string arg(static_cast<std::size_t>(n > 0 ? n : 1), '\0');
+      if (n > 0) ::WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, &arg[0], n, nullptr, nullptr);
+      arg.resize(std::char_traits<char>::length(arg.c_str()));
+      utf8.push_back(arg);
+    }
+    ::LocalFree(wide);
+  }
+  std::vector<char*> utf8_argv;
+  for (auto& a : utf8) utf8_argv.push_back(&a[0]);
+  utf8_argv.push_back(nullptr);
+  if (!utf8.empty()) {
+    argc = static_cast<int>(utf8.size());
+    argv = utf8_argv.data();
+  }
+#endif
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {

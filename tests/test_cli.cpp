@@ -1,8 +1,8 @@
 // End-to-end tests of the `aps-auth` CLI: the built binary ($APS_AUTH_CLI) run as a child process,
 // with an environment the test controls and stdout/stderr captured separately, against an
 // in-process mock APS server over HTTP and over HTTPS (a CA generated at test time, trusted through
-// --ca-file). `login` runs with $BROWSER set to tests/cli/follow_redirect.sh (curl following the
-// redirect to the loopback callback), or with --no-browser and the test itself following the URL
+// --ca-file). `login` runs with $BROWSER set to the stand-in browser (support::stand_in_browser(): it
+// follows the redirect to the loopback callback), or with --no-browser and the test itself following the URL
 // the CLI printed. Every run's stderr is checked for the client secret, codes, PKCE verifiers and
 // tokens: none may appear there.
 #include <doctest/doctest.h>
@@ -72,9 +72,6 @@ struct Fixture : support::Mock {
     return callback;
   }
 
-  std::string browser_command() const {
-    return "sh '" + support::source_dir() + "/tests/cli/follow_redirect.sh'";
-  }
 
   // The environment of a run: a minimal one (support::base_env) with a private HOME, a $BROWSER that
   // cannot start (so nothing real ever opens) and the mock's address; nothing else is inherited (no
@@ -180,13 +177,11 @@ json read_json_file(const std::string& path) {
 }
 
 // The environment of a login whose callback is registered with the mock and whose $BROWSER follows
-// the redirect with curl.
+// the redirect.
 EnvMap browser_env(Fixture& f) {
-  REQUIRE_MESSAGE(!support::find_program({"curl"}).empty(),
-                  "curl is needed: tests/cli/follow_redirect.sh is the browser");
   auto e = f.env();
   e["APS_CALLBACK_URL"] = f.register_callback();
-  e["BROWSER"] = f.browser_command();
+  e["BROWSER"] = support::stand_in_browser();
   if (!f.ca_file.empty())
     e["APS_TEST_CA_FILE"] = f.ca_file;
   return e;
@@ -442,16 +437,18 @@ TEST_SUITE("cli") {
     }
   }
 
-  TEST_CASE("cli: login --no-browser prints the URL on stderr and waits for it") {
+  TEST_CASE("cli: login --no-browser prints the URL on stderr and waits for it; a wrong state is ignored") {
     require_cli();
     Fixture f(true);
     aps_mock::Options o = f.server.options();
     o.consent = aps_mock::Consent::page;  // the test presses "Allow" like a user would
     f.server.set_options(o);
     auto e = f.env(false);               // and a public client
-    e["BROWSER"] = f.browser_command();  // must not be used with --no-browser
+    e["BROWSER"] = support::stand_in_browser();  // must not be used with --no-browser
     const std::string callback = f.register_callback();
+    const int port = std::stoi(callback.substr(callback.rfind(':') + 1));
     bool followed = false;
+    support::raw_http::Response forged;
     aps_mock::BrowseResult browsed;
     auto follow = [&](const std::string& err) {
       const std::string start = f.server.base_url() + "/authentication/v2/authorize?";
@@ -462,12 +459,18 @@ TEST_SUITE("cli") {
       if (end == std::string::npos)
         return;  // the line is not complete yet
       followed = true;
+      // First a callback with a state of another sign-in (a forged one): refused with a page, and the
+      // CLI goes on waiting; then the real one.
+      forged = support::raw_http::request("127.0.0.1", port, "/api/auth/callback?code=forged-code&state=" +
+                                                                 std::string(22, 'A'));
       browsed = aps_mock::follow_like_browser(err.substr(at, end - at), f.server.pki().ca_cert_pem);
     };
     Run r =
         f.run({"login", "--no-browser", "--callback-url", callback, "--timeout", "20"}, e, follow);
     INFO(r.describe());
     REQUIRE(followed);
+    CHECK(forged.status == 400);
+    CHECK(contains(forged.body, "does not belong to the sign-in in progress"));
     CHECK(browsed.status == 200);
     CHECK(contains(browsed.body, "signed in"));  // the listener's page
     REQUIRE(r.exit_code == 0);
@@ -492,6 +495,73 @@ TEST_SUITE("cli") {
     CHECK(contains(r.err, "[aps_auth.timeout]"));
     CHECK(contains(r.err, "callback URL does not match"));  // the usual cause, named
     CHECK(r.out.empty());
+  }
+
+  TEST_CASE("cli: login with the callback port in use: exit 1 naming the port, no browser started") {
+    require_cli();
+    Fixture f;
+    support::Socket taken = support::listen_on("127.0.0.1");
+    const std::string port = std::to_string(taken.local_port());
+    auto e = browser_env(f);
+    const std::string opened = f.dir.file("browser-args.json");
+    e["APS_TEST_BROWSER_ARGS"] = opened;
+    Run r = f.run({"login", "--timeout", "20", "--callback-url",
+                   "http://127.0.0.1:" + port + "/api/auth/callback"},
+                  e);
+    INFO(r.describe());
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.err, "[aps_auth.io]"));
+    CHECK(contains(r.err, "port " + port + " is in use"));
+    CHECK(r.out.empty());
+    CHECK_FALSE(support::exists(opened));
+    CHECK(f.server.count("authorize") == 0);
+  }
+
+  TEST_CASE("cli: $BROWSER gets the authorize URL as one argument, & and all (no shell, no cmd.exe)") {
+    require_cli();
+    Fixture f;
+    auto e = browser_env(f);
+    const std::string opened = f.dir.file("browser-args.json");
+    e["APS_TEST_BROWSER_ARGS"] = opened;
+    Run r = f.run({"login", "--timeout", "20"}, e);
+    INFO(r.describe());
+    REQUIRE(r.exit_code == 0);
+    json args = read_json_file(opened);
+    INFO("the browser's arguments: " << args.dump());
+    REQUIRE(args.is_array());
+    REQUIRE(args.size() == 1);
+    const std::string url = args[0];
+    CHECK(url.rfind(f.server.base_url() + support::kAuthorizePath + "?", 0) == 0);
+    CHECK(support::count_of(url, "&") >= 6);  // client_id, redirect_uri, scope, state, PKCE...
+    auto authorizes = f.requests_to(support::kAuthorizePath);
+    REQUIRE(authorizes.size() == 1);
+    CHECK(contains(url, "&state=" + authorizes[0].param("state")));
+    CHECK(contains(url, "&code_challenge_method=S256"));
+  }
+
+  TEST_CASE("cli: a $BROWSER that is a .cmd or .bat script is not run (cmd.exe would split the URL at &)") {
+#ifdef _WIN32
+    require_cli();
+    Fixture f;
+    const std::string marker = f.dir.file("script-ran.txt");
+    for (const char* name : {"browser.cmd", "browser.BAT"}) {
+      CAPTURE(name);
+      const std::string script = f.dir.write(name, "@echo off\r\necho %* > \"" + marker + "\"\r\n");
+      auto e = f.env();
+      e["BROWSER"] = "\"" + script + "\"";
+      Run r = f.run({"login", "--timeout", "2", "--callback-url",
+                     "http://127.0.0.1:" + std::to_string(support::free_port()) + "/api/auth/callback"},
+                    e);
+      INFO(r.describe());
+      CHECK(r.exit_code == 1);
+      CHECK(contains(r.err, "Could not open a browser"));
+      CHECK(contains(r.err, "Open this URL"));  // the URL is shown instead
+      CHECK_FALSE(support::exists(marker));
+    }
+#else
+    MESSAGE("skipped: Windows only (cmd.exe runs .cmd and .bat scripts; POSIX starts $BROWSER without a shell, "
+            "which the test above checks)");
+#endif
   }
 
   TEST_CASE("cli: refresh rotates; the old refresh token is then refused") {
@@ -601,8 +671,7 @@ TEST_SUITE("cli") {
     REQUIRE(saved.is_object());
     CHECK(saved["refresh_token"] == printed["refresh_token"]);
     CHECK(saved["access_token"] == printed["access_token"]);
-    REQUIRE(support::file_mode(file) >= 0);
-    CHECK((support::file_mode(file) & 0777) == 0600);
+    CHECK(support::others_access(file) == "");  // 0600; Windows: an owner-only access list
 
     // A fresh token: handed out as is, no refresh.
     const int tokens_before = f.server.count("token");
@@ -642,8 +711,7 @@ TEST_SUITE("cli") {
       CHECK(j["refresh_token"] != before_rt);
       CHECK(read_json_file(file)["refresh_token"] == j["refresh_token"]);
       CHECK(!f.server.is_valid_refresh_token(before_rt));
-      CHECK(support::file_mode(file) >= 0);
-      CHECK((support::file_mode(file) & 0777) == 0600);
+      CHECK(support::others_access(file) == "");
     }
 
     // logout: revokes and deletes.
@@ -1136,11 +1204,11 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
 
   TEST_CASE("cli: the example programs, when built") {
     require_cli();
-    // CMake builds them next to aps-auth as example_<name>; a build without examples skips this
-    // case.
-    const fs::path dir = fs::path(support::cli_path()).parent_path();
+    // CMake builds them next to aps-auth as example_<name> (with aps-auth's suffix: .exe on
+    // Windows); a build without examples skips this case.
+    const fs::path cli = support::cli_path();
     auto example = [&](const char* name) {
-      return (dir / (std::string("example_") + name)).string();
+      return (cli.parent_path() / (std::string("example_") + name + cli.extension().string())).string();
     };
     if (!support::platform::is_executable(example("token_2legged"))) {
       MESSAGE("example programs not built next to " << support::cli_path() << "; skipped");
@@ -1182,7 +1250,9 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
       INFO(r.describe());
       REQUIRE(r.exit_code == 0);
       json now = read_json_file(file);
-      CHECK(r.out == now["access_token"].get<std::string>() + "\n");
+      // One line: the token (an example's stdout is in text mode: "\r\n" on Windows).
+      CHECK(support::trim(r.out) == now["access_token"].get<std::string>());
+      CHECK(support::split_lines(r.out).size() == 1);
       CHECK(f.server.count("token.refresh_token") == refreshes + 1);
       CHECK(now["refresh_token"] == f.server.current_refresh_token_for(kClient));
     }

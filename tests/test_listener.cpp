@@ -6,9 +6,11 @@
 #include <doctest/doctest.h>
 
 #include "aps_auth.hpp"
+#include "support/environment.hpp"
 #include "support/library.hpp"
 #include "support/network.hpp"
 #include "support/platform.hpp"
+#include "support/process.hpp"
 #include "support/text.hpp"
 #include "support/timing.hpp"
 
@@ -97,6 +99,13 @@ void check_safe_page(const raw_http::Response& r, bool echoed_text = false) {
   CHECK_FALSE(contains(r.body, "url("));
 }
 
+// What binding host:port again with every port-sharing option gives: "in use", or the system's error text.
+std::string bind_again(const std::string& host, int port) {
+  const int err = support::try_bind_shared(host, port);
+  if (err == 0) return "bound";
+  return platform::is_address_in_use(err) ? "in use" : platform::socket_error_text(err);
+}
+
 std::string text(const std::multiset<std::string>& s) {
   std::string out;
   for (const auto& x : s) out += (out.empty() ? "" : ",") + x;
@@ -137,7 +146,7 @@ TEST_SUITE("listener") {
         MESSAGE("skipped: the kernel's table of listening sockets (Linux, Windows) is not readable on this OS");
 
       // The sockets themselves: getsockname gives loopback; SO_REUSEPORT is never set. (SO_REUSEADDR is set on
-      // Linux only, where it cannot share a listening port; the bind checks below prove that.)
+      // POSIX, where it cannot share a listening port; the bind checks below prove that.)
       if (auto own = platform::own_listening_sockets(port)) {
         CHECK(own->size() == c.addresses.size());
         for (const auto& s : *own) {
@@ -153,12 +162,11 @@ TEST_SUITE("listener") {
       // SO_REUSEPORT, so no other process can bind next to it and receive the code.
       for (const auto& a : c.addresses) {
         CAPTURE(a);
-        CHECK(support::try_bind_shared(a, port) == platform::kAddressInUse);
+        CHECK(bind_again(a, port) == "in use");
       }
       // Nor can anyone shadow it with a wildcard bind on the same port.
-      if (c.addresses.front() == "127.0.0.1")
-        CHECK(support::try_bind_shared("0.0.0.0", port) == platform::kAddressInUse);
-      if (c.addresses.back() == "[::1]") CHECK(support::try_bind_shared("::", port) == platform::kAddressInUse);
+      if (c.addresses.front() == "127.0.0.1") CHECK(bind_again("0.0.0.0", port) == "in use");
+      if (c.addresses.back() == "[::1]") CHECK(bind_again("::", port) == "in use");
 
       // The port answers on loopback only: on this machine's other addresses nothing accepts the connection
       // (refused; or, behind a dropping firewall, timed out).
@@ -242,6 +250,32 @@ TEST_SUITE("listener") {
       CHECK(e.kind() == auth::ErrorKind::io);
       CHECK(contains(e.what(), port));
     }
+  }
+
+  TEST_CASE("another process binding the callback port with SO_REUSEADDR (and SO_REUSEPORT) cannot take it") {
+    // On Windows SO_REUSEADDR lets a second socket bind a port in use, and take its connections, unless the first
+    // one set SO_EXCLUSIVEADDRUSE; elsewhere SO_REUSEPORT would. The thief is another program, as an attacker's
+    // would be: tests/helper_program.cpp's bind-shared.
+    const std::string helper = support::env_or("APS_AUTH_TEST_HELPER");
+    REQUIRE_MESSAGE(!helper.empty(), "APS_AUTH_TEST_HELPER is not set: run this test through ctest or meson test");
+    auth::LoopbackListener listener("http://localhost:0/api/auth/callback");
+    const std::string port = std::to_string(listener.port());
+    for (const char* host : {"127.0.0.1", "::1", "0.0.0.0", "::"}) {
+      CAPTURE(host);
+      support::RunResult r = support::run({helper, "bind-shared", host, port}, platform::current_environment(), 30s);
+      INFO(r.describe());
+      CHECK(r.exit_code == 3);
+      CHECK(contains(r.out, "refused"));
+    }
+    // The listener still gets the callback.
+    auth::Config config;
+    config.client_id = "test-client";
+    auto request = auth::authorization_request(config, {}, listener.redirect_uri());
+    auto result = std::async(std::launch::async, [&] { return listener.wait(request, 20s); });
+    auto r = raw_http::request("127.0.0.1", listener.port(),
+                               std::string(kPath) + "?code=the-code&state=" + auth::detail::url_encode(request.state));
+    CHECK(r.status == 200);
+    CHECK(result.get() == "the-code");
   }
 
   TEST_CASE("login() raises the port-in-use error before any browser opens") {

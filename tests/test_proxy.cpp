@@ -42,6 +42,15 @@ std::string tinyproxy_path() {
   return support::find_program({"/usr/bin/tinyproxy", "/usr/sbin/tinyproxy", "/usr/local/bin/tinyproxy", "tinyproxy"});
 }
 
+// tinyproxy is a Linux program. Under Wine a Windows test can start it, but it is handed Windows paths for its
+// configuration, and Wine does not see it end: the cases that need it are skipped on Windows (the first case says
+// so); "a proxy that is down" runs there.
+#ifdef _WIN32
+constexpr bool kNoTinyproxyHere = true;
+#else
+constexpr bool kNoTinyproxyHere = false;
+#endif
+
 void require_tinyproxy() {
   REQUIRE_MESSAGE(!tinyproxy_path().empty(),
                   "tinyproxy is not installed; the proxy tests need it: run scripts/install-deps --test "
@@ -169,11 +178,19 @@ struct ProxiedHttp : Proxied {
 }  // namespace
 
 TEST_SUITE("proxy") {
-  TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") { require_tinyproxy(); }
+  TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") {
+    if (kNoTinyproxyHere) {
+      MESSAGE("skipped on Windows: every case of this file but \"a proxy that is down\" (doctest lists them as "
+              "skipped): they need tinyproxy, a Linux program that a Windows test under Wine can start but cannot "
+              "hand its configuration's path to nor see end");
+      return;
+    }
+    require_tinyproxy();
+  }
 
   TEST_CASE_FIXTURE(Proxied,
                     "HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the "
-                    "credentials") {
+                    "credentials" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     const auth::Config config = m.config();
 
@@ -197,7 +214,7 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests(m.connect_line()) >= 3);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY") {
+  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
     ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Token t = auth::client_credentials(m.config());
@@ -206,7 +223,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy") {
+  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     std::unique_ptr<ScopedEnv> no_proxy;
     SUBCASE("NO_PROXY=<host>") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", m.host.c_str()); }
@@ -223,7 +240,7 @@ TEST_SUITE("proxy") {
 
   TEST_CASE_FIXTURE(Proxied,
                     "NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the "
-                    "proxy") {
+                    "proxy" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     ScopedEnv no_proxy("NO_PROXY", "example.com,.example.org,0.0.1");
     CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
@@ -232,7 +249,7 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
+                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent" * doctest::skip(kNoTinyproxyHere)) {
     std::string url;
     SUBCASE("a wrong password") { url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2"); }
     SUBCASE("no credentials at all") { url = proxy.url(); }
@@ -252,7 +269,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
   }
 
-  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent") {
+  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent" * doctest::skip(kNoTinyproxyHere)) {
     require_tinyproxy();
     NoProxyEnv clean;
     Mock m;
@@ -268,7 +285,7 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
+                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
@@ -292,7 +309,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment") {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment" * doctest::skip(kNoTinyproxyHere)) {
     auth::Config config = m.config();
     config.proxy = "direct";
     SUBCASE("HTTPS_PROXY names a working proxy: not used") {
@@ -307,7 +324,7 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv no_proxy("NO_PROXY", "*");
     ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Config config = m.config();
@@ -324,7 +341,8 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(ProxiedHttp, "loopback endpoints (localhost, 127.0.0.0/8, ::1) never go through a proxy "
-                                 "(security row 7: the Basic-encoded secret would cross to the proxy in clear)") {
+                                 "(security row 7: the Basic-encoded secret would cross to the proxy in clear)" *
+                                     doctest::skip(kNoTinyproxyHere)) {
     const std::string port = std::to_string(m.server.port());
     for (const char* variable : {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"}) {
       ScopedEnv env(variable, proxy.url(credentials()).c_str());
@@ -344,7 +362,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 16);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too") {
+  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too" * doctest::skip(kNoTinyproxyHere)) {
     const std::string cli = support::require_cli();
     support::EnvMap env = support::base_env(m.dir.path());
     env["HTTPS_PROXY"] = proxy.url(credentials());

@@ -58,11 +58,7 @@ struct Fixture {
         mock(options(callback, callback2)) {
     ca_file = dir.write("ca.pem", mock.pki().ca_cert_pem);
     unrelated_ca = dir.write("unrelated.pem", aps_mock::Pki::generate("unrelated.example").ca_cert_pem);
-    // A stand-in browser: follows the authorize redirect to the CLI's loopback callback, as a browser would.
-    browser = dir.write("browser.sh",
-                        "#!/bin/sh\nexec curl --silent --location --max-redirs 5 --max-time 20 --noproxy '*' "
-                        "--cacert '" + ca_file + "' --output /dev/null \"$1\"\n",
-                        0700);
+    browser = support::stand_in_browser();  // follows the authorize redirect to the CLI's callback
   }
   static aps_mock::Options options(const std::string& cb, const std::string& cb2) {
     aps_mock::Options o;
@@ -70,7 +66,7 @@ struct Fixture {
     o.clients = {{kClient, kSecret, {cb, cb2}}};
     return o;
   }
-  std::string base_url() const { return "https://127.0.0.1:" + std::to_string(mock.port()); }
+  std::string base_url() const { return mock.base_url(); }  // https://localhost: mingw cpp-httplib checks names only
 
   // The environment of a run: the mock, its CA, the secret in APS_CLIENT_SECRET, the stand-in browser; the
   // machine's trust store replaced by an unrelated CA.
@@ -82,6 +78,7 @@ struct Fixture {
     e["APS_CA_FILE"] = ca_file;
     e["APS_CALLBACK_URL"] = callback;
     e["BROWSER"] = browser;
+    e["APS_TEST_CA_FILE"] = ca_file;  // the stand-in browser's trust
     e["SSL_CERT_FILE"] = unrelated_ca;
     e["SSL_CERT_DIR"] = dir.path();
     return e;
@@ -273,7 +270,7 @@ TEST_SUITE("secrets") {
     aps_mock::Server& mock = m.server;
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config(kClient, kSecret);
-    config.endpoints = auth::Endpoints::from_base_url("https://127.0.0.1:" + std::to_string(mock.port()));
+    config.endpoints = auth::Endpoints::from_base_url(mock.base_url());  // https://localhost (mingw: names only)
     config.read_timeout = 2s;
     config.retry.max_attempts = 1;
 

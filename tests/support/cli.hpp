@@ -28,6 +28,16 @@ inline std::string require_cli() {
   return cli;
 }
 
+// The stand-in browser as a $BROWSER command: tests/helper_program.cpp's `browse`, which follows the authorize URL
+// like a browser to the loopback callback (the mock's CA from $APS_TEST_CA_FILE, when set). ctest and meson pass
+// its path in $APS_AUTH_TEST_HELPER; fails the test when it is not there.
+inline std::string stand_in_browser() {
+  const std::string helper = env_or("APS_AUTH_TEST_HELPER");
+  REQUIRE_MESSAGE(!helper.empty(), "APS_AUTH_TEST_HELPER is not set: run this test through ctest or meson test");
+  REQUIRE_MESSAGE(platform::is_executable(helper), "APS_AUTH_TEST_HELPER='" << helper << "' is not executable");
+  return "\"" + helper + "\" browse";
+}
+
 // Runs `aps-auth args...` with exactly `env` (see run()).
 inline RunResult run_cli(const std::vector<std::string>& args, const EnvMap& env, std::chrono::milliseconds timeout,
                          const StderrWatcher& on_stderr = {}) {

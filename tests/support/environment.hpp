@@ -56,7 +56,8 @@ inline std::string binary_dir() { return env_or("APS_AUTH_BINARY_DIR", "."); }
 inline std::string cli_path() { return env_or("APS_AUTH_CLI"); }
 
 // A minimal environment for a child: PATH, HOME (and XDG_STATE_HOME under it), and TMPDIR and the sanitizers'
-// options of this process; nothing else (no proxy variables, no APS_* settings, no SSL_CERT_* of the host).
+// options of this process; on Windows also SystemRoot, TEMP and TMP of this process, and USERPROFILE and
+// LOCALAPPDATA under HOME; nothing else (no proxy variables, no APS_* settings, no SSL_CERT_* of the host).
 inline EnvMap base_env(const std::string& home) {
   EnvMap e;
   e["PATH"] = env_or("PATH", "/usr/bin:/bin");
@@ -64,6 +65,12 @@ inline EnvMap base_env(const std::string& home) {
   e["XDG_STATE_HOME"] = home + "/state";
   for (const char* name : {"TMPDIR", "ASAN_OPTIONS", "TSAN_OPTIONS"})
     if (!env_or(name).empty()) e[name] = env_or(name);
+#ifdef _WIN32
+  for (const char* name : {"SystemRoot", "TEMP", "TMP"})
+    if (!env_or(name).empty()) e[name] = env_or(name);
+  e["USERPROFILE"] = home;
+  e["LOCALAPPDATA"] = home + "\\AppData\\Local";
+#endif
   return e;
 }
 

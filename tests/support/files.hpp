@@ -39,17 +39,14 @@ inline std::optional<std::string> read_file(const std::string& path) {
 }
 
 // Replaces the file by one holding `text`, with exactly the permission bits `mode` (whatever the umask; on
-// Windows only the owner's write bit means anything). Throws std::runtime_error when it cannot be written.
+// Windows an access list made from them: platform::write_new_file). Throws std::runtime_error when it cannot be
+// written.
 inline void write_file(const std::string& path, const std::string& text, int mode = 0600) {
-  namespace fs = std::filesystem;
   std::error_code ec;
-  fs::remove(path, ec);
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write " + path);
-  }
-  fs::permissions(path, static_cast<fs::perms>(mode) & fs::perms::mask, fs::perm_options::replace, ec);
+  // Windows does not delete a read-only file (a 0400 one written before).
+  std::filesystem::permissions(path, std::filesystem::perms::owner_write, std::filesystem::perm_options::add, ec);
+  std::filesystem::remove(path, ec);
+  platform::write_new_file(path, text, mode);
 }
 
 // The permission bits of a path (following links), -1 when it does not exist.
@@ -58,6 +55,12 @@ inline int file_mode(const std::string& path) {
   const auto st = std::filesystem::status(path, ec);
   if (ec || !std::filesystem::exists(st)) return -1;
   return static_cast<int>(st.permissions() & std::filesystem::perms::mask);
+}
+
+// Who other than its owner may read or write the file: "" when nobody (POSIX: no group or other bit; Windows: an
+// access list for the user alone), else what lets others in; "missing" when it does not exist.
+inline std::string others_access(const std::string& path) {
+  return platform::access_by_others(path).value_or("missing");
 }
 
 // True when the path names anything, a dangling link included.

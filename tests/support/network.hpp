@@ -7,6 +7,7 @@
 #include "platform.hpp"
 
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <stdexcept>
@@ -99,7 +100,7 @@ inline Socket listen_on(const std::string& host, int port = 0, int backlog = 4) 
 }
 
 // Tries to bind another socket to host:port with every port-sharing option set (platform::set_port_sharing);
-// 0, or the system's error code (platform::kAddressInUse when the port is taken).
+// 0, or the system's error code (platform::is_address_in_use() when the port is taken).
 inline int try_bind_shared(const std::string& host, int port) {
   sockaddr_storage ss;
   platform::socklen_type len = 0;
@@ -151,11 +152,19 @@ struct Response {
   }
 };
 
-// Reads until the peer closes (or the receive timeout); parses status line, headers and body.
-inline Response read_response(const Socket& s) {
+// Reads until the peer closes, for at most timeout_ms; parses status line, headers and body.
+inline Response read_response(const Socket& s, int timeout_ms = 5000) {
   Response r;
   char buf[4096];
-  for (long n; (n = platform::receive_some(s.native(), buf, sizeof buf)) > 0;) r.raw.append(buf, static_cast<std::size_t>(n));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+    if (left <= 0 || !platform::wait_readable(s.native(), static_cast<int>(left))) break;
+    const long n = platform::receive_some(s.native(), buf, sizeof buf);
+    if (n <= 0) break;
+    r.raw.append(buf, static_cast<std::size_t>(n));
+  }
   std::size_t head_end = r.raw.find("\r\n\r\n");
   if (head_end == std::string::npos || r.raw.compare(0, 5, "HTTP/") != 0) return r;
   std::size_t sp = r.raw.find(' ');
@@ -181,7 +190,7 @@ inline Response read_response(const Socket& s) {
 inline Response exchange(const std::string& host, int port, const std::string& bytes, int timeout_ms = 5000) {
   Socket s = connect_to(host, port, nullptr, timeout_ms);
   if (!s.valid() || !s.send_all(bytes)) return Response();
-  return read_response(s);
+  return read_response(s, timeout_ms);
 }
 
 // GET (or another method) of `target` with a browser-like request head.

@@ -18,6 +18,8 @@
 #include <ws2tcpip.h>
 #include <iphlpapi.h>
 #include <windows.h>
+#include <aclapi.h>
+#include <sddl.h>
 #include <tlhelp32.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -169,18 +171,62 @@ constexpr char kPathListSeparator = ':';
 constexpr char kDirSeparator = '/';
 #endif
 
+#ifdef _WIN32
+// The string SID ("S-1-5-21-...") of the user this process runs as.
+inline std::string current_user_sid() {
+  HANDLE token = nullptr;
+  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &token)) return "";
+  std::vector<unsigned char> buf(512);
+  DWORD needed = 0;
+  const BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
+  ::CloseHandle(token);
+  wchar_t* text = nullptr;
+  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text)) return "";
+  std::string sid = narrow(text);
+  ::LocalFree(text);
+  return sid;
+}
+
+// A security descriptor from SDDL, as CreateFileW and CreateDirectoryW take it.
+class SecurityAttributes {
+ public:
+  explicit SecurityAttributes(const std::string& sddl) {
+    if (!::ConvertStringSecurityDescriptorToSecurityDescriptorW(widen(sddl).c_str(), SDDL_REVISION_1, &sd_, nullptr))
+      throw std::runtime_error("bad SDDL " + sddl + ": " + last_error_text());
+    attributes_.nLength = sizeof attributes_;
+    attributes_.lpSecurityDescriptor = sd_;
+    attributes_.bInheritHandle = FALSE;
+  }
+  ~SecurityAttributes() { ::LocalFree(sd_); }
+  SecurityAttributes(const SecurityAttributes&) = delete;
+  SecurityAttributes& operator=(const SecurityAttributes&) = delete;
+  SECURITY_ATTRIBUTES* attributes() { return &attributes_; }
+
+ private:
+  PSECURITY_DESCRIPTOR sd_ = nullptr;
+  SECURITY_ATTRIBUTES attributes_{};
+};
+
+// An access list granting the current user everything and nobody else anything (POSIX 0600; a directory's is
+// inherited by what is created in it, as far as the system implements inheritance: Wine does not).
+inline std::string owner_only_sddl(bool directory) {
+  return std::string("D:P(A;") + (directory ? "OICI" : "") + ";FA;;;" + current_user_sid() + ")";
+}
+#endif
+
 // A new directory, private to this user, under the system's temporary directory ($TMPDIR or /tmp; GetTempPathW).
 inline std::string make_temp_dir(const std::string& prefix) {
 #ifdef _WIN32
   wchar_t base[MAX_PATH + 1];
   DWORD n = ::GetTempPathW(MAX_PATH + 1, base);
   if (n == 0 || n > MAX_PATH) throw std::runtime_error("GetTempPathW failed: " + last_error_text());
+  SecurityAttributes owner_only(owner_only_sddl(true));  // what mkdtemp's 0700 is on POSIX
   std::random_device rd;
   for (int attempt = 0; attempt < 100; ++attempt) {
     char suffix[16];
     std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
     std::wstring path = std::wstring(base, n) + widen(prefix + suffix);
-    if (::CreateDirectoryW(path.c_str(), nullptr)) return narrow(path);
+    if (::CreateDirectoryW(path.c_str(), owner_only.attributes())) return narrow(path);
     if (::GetLastError() != ERROR_ALREADY_EXISTS) break;
   }
   throw std::runtime_error("cannot create a temporary directory: " + last_error_text());
@@ -189,6 +235,41 @@ inline std::string make_temp_dir(const std::string& prefix) {
   std::string tmpl = std::string(base && *base ? base : "/tmp") + "/" + prefix + "XXXXXX";
   if (!::mkdtemp(&tmpl[0])) throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
   return tmpl;
+#endif
+}
+
+// Creates the file `path` (which must not exist) holding `text`, with exactly the permission bits `mode` whatever
+// the umask. Windows: the bits become the access list given at creation (what FileTokenStore does): the user's
+// full access, Builtin Users' read (and write) for the group bits and Everyone's for the others' bits (Wine keeps
+// only the user's and Everyone's: it stores them as the Unix mode). Throws std::runtime_error when it cannot.
+inline void write_new_file(const std::string& path, const std::string& text, int mode) {
+#ifdef _WIN32
+  auto grant = [](int bits, const char* sid) {
+    if (!(bits & 6)) return std::string();
+    return std::string("(A;;") + ((bits & 2) ? "FRFW" : "FR") + ";;;" + sid + ")";
+  };
+  SecurityAttributes access(owner_only_sddl(false) + grant(mode >> 3, "BU") + grant(mode, "WD"));
+  HANDLE h = ::CreateFileW(widen(path).c_str(), GENERIC_WRITE, 0, access.attributes(), CREATE_NEW,
+                           (mode & 0200) ? FILE_ATTRIBUTE_NORMAL : FILE_ATTRIBUTE_READONLY, nullptr);
+  if (h == INVALID_HANDLE_VALUE) throw std::runtime_error("cannot create " + path + ": " + last_error_text());
+  DWORD written = 0;
+  const bool ok = text.empty() || (::WriteFile(h, text.data(), static_cast<DWORD>(text.size()), &written, nullptr) &&
+                                   written == text.size());
+  ::CloseHandle(h);
+  if (!ok) throw std::runtime_error("cannot write " + path + ": " + last_error_text());
+#else
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + std::strerror(errno));
+  bool ok = ::fchmod(fd, static_cast<mode_t>(mode)) == 0;
+  for (std::size_t off = 0; ok && off < text.size();) {
+    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    off += ok ? static_cast<std::size_t>(n) : 0;
+  }
+  const int err = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
 #endif
 }
 
@@ -250,6 +331,45 @@ class ScopedUmask {
   mode_t old_;
 #endif
 };
+
+
+// Who other than its owner may read or write a file or directory: "" when nobody (POSIX: no group or other
+// permission bit; Windows: every entry of its access list that allows reading or writing names the current
+// user, SYSTEM or the Administrators), else what lets others in ("mode 0644"; "allowed: S-1-1-0"). The tests'
+// own reading, independent of the library's. nullopt when the file does not exist or cannot be examined.
+inline std::optional<std::string> access_by_others(const std::string& path) {
+#ifdef _WIN32
+  PACL dacl = nullptr;
+  PSECURITY_DESCRIPTOR sd = nullptr;
+  if (::GetNamedSecurityInfoW(widen(path).c_str(), SE_FILE_OBJECT, DACL_SECURITY_INFORMATION, nullptr, nullptr, &dacl,
+                              nullptr, &sd) != ERROR_SUCCESS)
+    return std::nullopt;
+  std::string others = dacl ? "" : "no access list: everyone";
+  const std::string user = current_user_sid();
+  constexpr ACCESS_MASK kReadOrWrite = FILE_READ_DATA | FILE_WRITE_DATA | FILE_APPEND_DATA | GENERIC_READ |
+                                       GENERIC_WRITE | GENERIC_ALL | WRITE_DAC | WRITE_OWNER;
+  for (DWORD i = 0; dacl && i < dacl->AceCount; ++i) {
+    ACE_HEADER* ace = nullptr;
+    if (!::GetAce(dacl, i, reinterpret_cast<void**>(&ace)) || ace->AceType != ACCESS_ALLOWED_ACE_TYPE) continue;
+    auto* allowed = reinterpret_cast<ACCESS_ALLOWED_ACE*>(ace);
+    wchar_t* text = nullptr;
+    if (!(allowed->Mask & kReadOrWrite) || !::ConvertSidToStringSidW(&allowed->SidStart, &text)) continue;
+    const std::string sid = narrow(text);
+    ::LocalFree(text);
+    if (sid != user && sid != "S-1-5-18" && sid != "S-1-5-32-544")
+      others += (others.empty() ? "allowed: " : ", ") + sid;
+  }
+  ::LocalFree(sd);
+  return others;
+#else
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  if ((st.st_mode & 077) == 0) return std::string();
+  char text[16];
+  std::snprintf(text, sizeof text, "mode %04o", static_cast<unsigned>(st.st_mode & 07777));
+  return std::string(text);
+#endif
+}
 
 // ---- processes ------------------------------------------------------------------------------------------------
 
@@ -683,7 +803,6 @@ inline std::optional<ExitStatus> reap(ChildProcess& child, bool block) {
 #ifdef _WIN32
 using socket_t = SOCKET;
 const socket_t kNoSocket = INVALID_SOCKET;
-constexpr int kAddressInUse = WSAEADDRINUSE;
 using socklen_type = int;
 // Winsock needs starting once per process, before the first socket.
 inline const bool winsock_started = [] {
@@ -693,9 +812,18 @@ inline const bool winsock_started = [] {
 #else
 using socket_t = int;
 constexpr socket_t kNoSocket = -1;
-constexpr int kAddressInUse = EADDRINUSE;
 using socklen_type = socklen_t;
 #endif
+
+// True for the error of a bind to a port another socket holds: EADDRINUSE; on Windows also WSAEACCES, the answer
+// to a SO_REUSEADDR bind next to a socket with SO_EXCLUSIVEADDRUSE.
+inline bool is_address_in_use(int code) {
+#ifdef _WIN32
+  return code == WSAEADDRINUSE || code == WSAEACCES;
+#else
+  return code == EADDRINUSE;
+#endif
+}
 
 inline int last_socket_error() {
 #ifdef _WIN32
@@ -752,6 +880,22 @@ inline void set_io_timeouts(socket_t s, int timeout_ms) {
 inline void set_flag(socket_t s, int level, int name) {
   int one = 1;
   ::setsockopt(s, level, name, reinterpret_cast<const char*>(&one), sizeof one);
+}
+
+// Waits until the socket has something to read (or its peer closed), at most timeout_ms: false on timeout. The
+// tests' clients wait with this rather than SO_RCVTIMEO alone, which Wine 8 does not always honour (seen: a
+// blocking recv() waiting for minutes).
+inline bool wait_readable(socket_t s, int timeout_ms) {
+#ifdef _WIN32
+  WSAPOLLFD p{s, POLLRDNORM, 0};
+  return ::WSAPoll(&p, 1, timeout_ms) > 0;
+#else
+  pollfd p{s, POLLIN, 0};
+  int n;
+  while ((n = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  return n > 0;
+#endif
 }
 
 // IPv6 sockets for IPv6 only (no IPv4-mapped addresses).
@@ -1106,6 +1250,20 @@ inline std::optional<std::vector<long>> processes_mentioning(const std::string& 
   (void)marker;
   return std::nullopt;
 #endif
+}
+
+// The exit code of a process that kill_self() ended on Windows (POSIX: it ends by SIGKILL).
+constexpr int kKilledSelfExitCode = 137;
+
+// Ends this process at once, as a kill from outside would: no destructor, no flush (Windows: TerminateProcess
+// with kKilledSelfExitCode; POSIX: SIGKILL).
+[[noreturn]] inline void kill_self() {
+#ifdef _WIN32
+  ::TerminateProcess(::GetCurrentProcess(), kKilledSelfExitCode);
+#else
+  ::kill(::getpid(), SIGKILL);
+#endif
+  std::abort();  // not reached
 }
 
 // Kills a process by its id, at once.

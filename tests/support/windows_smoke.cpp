@@ -1,5 +1,5 @@
-// A smoke test of the Windows side of tests/support (the tests themselves need the library, which does not build
-// for Windows yet): environment, files, processes (CreateProcessW with a UTF-16 environment block and a quoted
+// A smoke test of the Windows side of tests/support alone, without the library (the suite itself runs under Wine
+// in scripts/test's windows stage): environment, files, processes (CreateProcessW with a UTF-16 environment block and a quoted
 // command line, stdin, a deadline, a job), sockets (Winsock) and the kernel's table of listening sockets. Not
 // built by CMake; on Linux, with mingw-w64 and wine, from the source root:
 //   x86_64-w64-mingw32-g++-posix -std=c++17 -I. tests/support/windows_smoke.cpp -o windows_smoke.exe
