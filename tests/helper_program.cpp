@@ -15,6 +15,8 @@
 //       Tries to bind HOST:PORT with every port-sharing option (SO_REUSEADDR, and SO_REUSEPORT where it
 //       exists: support::try_bind_shared), as another program on the machine could. Prints "bound" (exit 0)
 //       or "refused: <the system's error>" (exit 3).
+// A program of its own, not a test: the support headers' doctest checks compile to nothing here.
+#define DOCTEST_CONFIG_DISABLE
 #include "support/mock.hpp"
 #include "support/network.hpp"
 #include "support/platform.hpp"

@@ -223,23 +223,10 @@ void check_common(const SignIn& r, const std::string& consent_title) {
   CHECK(png_size(r.consent_png).first > 0);
 }
 
-// There is no Windows Chromium here: under Wine the browser would be the Linux one, which the Linux stages test
-// already. What is Windows's own, the CLI starting $BROWSER with CreateProcessW, test_cli tests there with its
-// stand-in browser. Says so by name on Windows.
-bool browser_tests_run_here() {
-#ifdef _WIN32
-  MESSAGE("skipped on Windows: no Windows Chromium here (under Wine it would be the Linux one, tested by the Linux "
-          "stages); the CLI starting $BROWSER with CreateProcessW is tested by test_cli");
-  return false;
-#else
-  return true;
-#endif
-}
-
 }  // namespace
 
 TEST_CASE("browser: Allow on the consent page -> success page, token JSON, exit 0") {
-  if (!browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here()) return;
   Tools t = find_tools();
   SignIn r = sign_in(t, "success", aps_mock::Options{}, "#allow button");
   check_common(r, "Mock APS – Authorize");
@@ -262,7 +249,7 @@ TEST_CASE("browser: Allow on the consent page -> success page, token JSON, exit 
 }
 
 TEST_CASE("browser: Deny with <script> in error_description -> shown as text, nothing runs, exit 1") {
-  if (!browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here()) return;
   Tools t = find_tools();
   aps_mock::Options o;
   o.deny = true;  // the consent page tells a scripted user to press Deny; we press it for real
@@ -293,6 +280,7 @@ TEST_CASE("browser: Deny with <script> in error_description -> shown as text, no
 }
 
 TEST_CASE("browser: Allow with openid -> the page names the user from the verified id_token, exit 0") {
+  if (!support::browser_tests_run_here()) return;
   Tools t = find_tools();
   App app;
   app.scopes = "data:read openid";
@@ -334,6 +322,7 @@ void check_failure_page(const SignIn& r, const std::string& words, const std::st
 }
 
 TEST_CASE("browser: the code exchange fails (wrong client secret) -> the failure page says so, exit 1") {
+  if (!support::browser_tests_run_here()) return;
   Tools t = find_tools();
   App app;
   app.registered_secret = "browser-right-secret-0123";
@@ -344,6 +333,7 @@ TEST_CASE("browser: the code exchange fails (wrong client secret) -> the failure
 }
 
 TEST_CASE("browser: the token endpoint answers 500 -> the failure page says the service refused, exit 1") {
+  if (!support::browser_tests_run_here()) return;
   Tools t = find_tools();
   App app;
   app.faults = {support::fault(support::kTokenPath, 500,

@@ -99,6 +99,7 @@ std::string fingerprint_of(const std::string& access_token) { return auth::pkce_
 TEST_SUITE("web_app") {
   TEST_CASE("web app: two users at once in two browsers, each their own token; another session's state and a "
             "replayed callback refused; logout revokes") {
+    if (!support::browser_tests_run_here()) return;
     const support::BrowserTools tools = support::find_browser_tools();
     const std::string program = web_app_program();
     const int port = support::free_port();

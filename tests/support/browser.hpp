@@ -59,6 +59,20 @@ inline std::pair<unsigned, unsigned> png_size(const std::string& path) {
   return {be32(16), be32(20)};
 }
 
+// There is no Windows Chromium here: under Wine the browser would be the Linux one, which the Linux stages test
+// already. What is Windows's own, the CLI starting $BROWSER with CreateProcessW, test_cli tests there with its
+// stand-in browser. Says so by name on Windows.
+inline bool browser_tests_run_here() {
+#ifdef _WIN32
+  MESSAGE("skipped on Windows: no Windows Chromium here (under Wine it would be the Linux one, tested by the Linux "
+          "stages); the CLI starting $BROWSER with CreateProcessW is tested by test_cli");
+  return false;
+#else
+  return true;
+#endif
+}
+
+
 }  // namespace support
 
 #endif
