@@ -16,7 +16,7 @@
 // PLATFORMS
 //   Linux: tested. Windows: tested under Wine, built with mingw-w64; MSVC expected to work, not tested. macOS:
 //   the POSIX code paths that differ there are written and reviewed, not tested. Link on Windows: ws2_32, crypt32,
-//   advapi32, shell32 (MSVC: named by #pragma comment).
+//   advapi32, iphlpapi, shell32 (MSVC: named by #pragma comment).
 //
 // CONTENTS  The declarations come first, then the implementation in the same order; search for "[n]".
 //   [1]  Errors                 ErrorKind, ErrorDetails, Error
