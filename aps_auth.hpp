@@ -1701,8 +1701,16 @@ inline void replace_file(const std::string& path, const std::string& data) {
   }
   if (!::FlushFileBuffers(f.get())) fail("flush", last_os_error());
   f.close();
-  if (!::MoveFileExW(to_wide(tmp).c_str(), to_wide(path).c_str(), MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH))
-    fail("rename", last_os_error());
+  // A file another process has open (reading it, even with FILE_SHARE_DELETE) cannot be replaced: access denied
+  // or a sharing violation until it closes it, which a reader does within milliseconds. Retried for 2 s. (Seen:
+  // two aps-auth processes on one token file, one reading while the other saved.)
+  const auto until = Clock::now() + std::chrono::seconds(2);
+  const std::wstring from = to_wide(tmp), to = to_wide(path);
+  while (!::MoveFileExW(from.c_str(), to.c_str(), MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) {
+    const int err = last_os_error();
+    if ((err != ERROR_ACCESS_DENIED && err != ERROR_SHARING_VIOLATION) || Clock::now() >= until) fail("rename", err);
+    ::Sleep(10);
+  }
 }
 
 inline void remove_file(const std::string& path) {

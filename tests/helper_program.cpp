@@ -50,7 +50,8 @@ int browse(const std::vector<std::string>& args) {
     }
   }
   std::string ca_pem;
-  if (const std::string ca = support::env_or("APS_TEST_CA_FILE"); !ca.empty()) ca_pem = support::read_file(ca).value_or("");
+  if (const std::string ca = support::env_or("APS_TEST_CA_FILE"); !ca.empty())
+    ca_pem = support::read_file(ca).value_or("");
   aps_mock::BrowseResult r = aps_mock::follow_like_browser(args.back(), ca_pem, 20000);
   if (r.status == 200) return 0;
   std::fprintf(stderr, "browse: status %d at %s: %s\n", r.status, r.final_url.c_str(), r.body.c_str());

@@ -214,7 +214,8 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests(m.connect_line()) >= 3);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY"
+                    * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
     ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Token t = auth::client_credentials(m.config());
@@ -223,7 +224,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy"
+                    * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     std::unique_ptr<ScopedEnv> no_proxy;
     SUBCASE("NO_PROXY=<host>") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", m.host.c_str()); }
@@ -249,7 +251,8 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent" * doctest::skip(kNoTinyproxyHere)) {
+                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent"
+                    * doctest::skip(kNoTinyproxyHere)) {
     std::string url;
     SUBCASE("a wrong password") { url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2"); }
     SUBCASE("no credentials at all") { url = proxy.url(); }
@@ -269,7 +272,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
   }
 
-  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent"
+                    * doctest::skip(kNoTinyproxyHere)) {
     require_tinyproxy();
     NoProxyEnv clean;
     Mock m;
@@ -285,7 +289,8 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls" * doctest::skip(kNoTinyproxyHere)) {
+                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls"
+                    * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
@@ -309,7 +314,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment"
+                    * doctest::skip(kNoTinyproxyHere)) {
     auth::Config config = m.config();
     config.proxy = "direct";
     SUBCASE("HTTPS_PROXY names a working proxy: not used") {
@@ -324,7 +330,8 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included"
+                    * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv no_proxy("NO_PROXY", "*");
     ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Config config = m.config();
@@ -362,7 +369,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 16);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too"
+                    * doctest::skip(kNoTinyproxyHere)) {
     const std::string cli = support::require_cli();
     support::EnvMap env = support::base_env(m.dir.path());
     env["HTTPS_PROXY"] = proxy.url(credentials());

@@ -557,8 +557,9 @@ TEST_SUITE("token_source") {
     for (int i = 0; i < kKills; ++i) {
       // The helper saves the other token once, then alternates, and terminates itself (TerminateProcess, as
       // abrupt as a kill from outside) after the delay, wherever its save loop is.
-      support::RunResult r = support::run({helper, "save-loop", path, holds_a ? b_file : a_file, holds_a ? a_file : b_file,
-                                           std::to_string(delay_us(rng))},
+      const std::string& first = holds_a ? b_file : a_file;
+      const std::string& second = holds_a ? a_file : b_file;
+      support::RunResult r = support::run({helper, "save-loop", path, first, second, std::to_string(delay_us(rng))},
                                           platform::current_environment(), 60s);
       if (r.exit_code != platform::kKilledSelfExitCode) {
         ++not_killed;
