@@ -737,6 +737,11 @@ TEST_SUITE("cli") {
   }
 
   TEST_CASE("cli: status tells who, which scopes, until when; exit 0 only with a usable token; no token shown") {
+#ifdef _WIN32
+    MESSAGE("skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
+            "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
+    return;
+#endif
     require_cli();
     Fixture f;
     const std::string file = f.dir.file("state/aps-auth/work.json");
@@ -866,6 +871,11 @@ TEST_SUITE("cli") {
   }
 
   TEST_CASE("cli: two profiles: login --save-profile, status, access-token, profile list, logout") {
+#ifdef _WIN32
+    MESSAGE("skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
+            "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
+    return;
+#endif
     require_cli();
     Fixture f;
     auto e = browser_env(f);  // registers the callback, sets $BROWSER
@@ -1126,7 +1136,9 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
     CHECK(r.exit_code == 1);
     check_token_json(parse_object(r), true, false);  // the token, with its refresh token, on stdout
     CHECK(contains(r.err, file));  // the library's error names the path (of the lock file, taken before saving)
-    CHECK(contains(r.err, "Not a directory"));
+#ifndef _WIN32
+    CHECK(contains(r.err, "Not a directory"));  // the system's words (Windows has its own)
+#endif
     CHECK(contains(r.err, "printed on stdout"));
   }
 
@@ -1143,7 +1155,7 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
 
     Run pub = f.run({"access-token"}, f.env(false));
     CHECK(pub.exit_code == 1);  // neither a token (in the default profile's file) nor a secret
-    CHECK(contains(pub.err, "state/aps-auth/token.json"));
+    CHECK(contains(pub.err, "token.json"));  // the default profile's file, named
   }
 
   TEST_CASE("cli: two access-token processes sharing an expired token file refresh once") {
