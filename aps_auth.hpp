@@ -603,7 +603,8 @@ inline int ms_until(Clock::time_point until) {
 // header calls only these.
 //
 //   environment  env, trusted_env
-//   sockets      Socket, last_socket_error, listen_loopback, local_port, accept_connection, receive_some, send_some, shutdown_send,
+//   sockets      Socket, last_socket_error, listen_loopback, local_port, accept_connection, receive_some, send_some,
+//   shutdown_send,
 //                poll_sockets, readable_now, connect_tcp, whole_tls_record_queued, Waker,
 //                is_ipv4_loopback_literal, os_error_text, is_addr_in_use, is_no_ipv6,
 //                peer_user (parse_proc_net_tcp_line on Linux)
@@ -685,11 +686,21 @@ using socket_t = int;
 constexpr socket_t kNoSocket = -1;
 using PollFd = pollfd;
 
-inline int last_socket_error() { return errno; }
-inline int last_os_error() { return errno; }
-inline std::string os_error_text(int err) { return std::strerror(err); }
-inline bool is_addr_in_use(int err) { return err == EADDRINUSE; }
-inline bool is_no_ipv6(int err) { return err == EADDRNOTAVAIL || err == EAFNOSUPPORT; }
+inline int last_socket_error() {
+  return errno;
+}
+inline int last_os_error() {
+  return errno;
+}
+inline std::string os_error_text(int err) {
+  return std::strerror(err);
+}
+inline bool is_addr_in_use(int err) {
+  return err == EADDRINUSE;
+}
+inline bool is_no_ipv6(int err) {
+  return err == EADDRNOTAVAIL || err == EAFNOSUPPORT;
+}
 
 struct FdTraits {
   using native = int;
@@ -710,10 +721,12 @@ inline Socket stream_socket(int family) {
   return Socket(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
 #else
   Socket s(::socket(family, SOCK_STREAM, 0));
-  if (s.valid() && !set_fd_flags(s.get(), true)) s.close();
+  if (s.valid() && !set_fd_flags(s.get(), true))
+    s.close();
 #ifdef SO_NOSIGPIPE
   int one = 1;
-  if (s.valid()) ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+  if (s.valid())
+    ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
   return s;
 #endif
@@ -726,7 +739,8 @@ inline Socket stream_socket(int family) {
 // port's wildcard address; connections to the loopback address then come to the more specific socket, this one.
 inline int set_listen_options(socket_t s) {
   int reuse = 1;
-  if (::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse) != 0) return last_socket_error();
+  if (::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse) != 0)
+    return last_socket_error();
   return 0;
 }
 
@@ -736,10 +750,12 @@ inline Socket accept_connection(socket_t listener) {
   return Socket(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
 #else
   Socket s(::accept(listener, nullptr, nullptr));
-  if (s.valid() && !set_fd_flags(s.get(), true)) s.close();
+  if (s.valid() && !set_fd_flags(s.get(), true))
+    s.close();
 #ifdef SO_NOSIGPIPE
   int one = 1;
-  if (s.valid()) ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+  if (s.valid())
+    ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
   return s;
 #endif
@@ -754,24 +770,29 @@ constexpr int kSendFlags = 0;  // SO_NOSIGPIPE is set on the socket instead
 // Bytes received (> 0), 0 when the peer closed, -1 when nothing is there now, -2 on an error.
 inline std::ptrdiff_t receive_some(socket_t s, char* buf, std::size_t n) {
   ssize_t r = ::recv(s, buf, n, 0);
-  if (r >= 0) return r;
+  if (r >= 0)
+    return r;
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
 }
 
 // Bytes sent (>= 0), -1 when the socket cannot take more now, -2 on an error.
 inline std::ptrdiff_t send_some(socket_t s, const char* data, std::size_t n) {
   ssize_t r = ::send(s, data, n, kSendFlags);
-  if (r >= 0) return r;
+  if (r >= 0)
+    return r;
   return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : -2;
 }
 
-inline void shutdown_send(socket_t s) { ::shutdown(s, SHUT_WR); }
+inline void shutdown_send(socket_t s) {
+  ::shutdown(s, SHUT_WR);
+}
 
 // poll(): the number of ready entries, 0 on timeout or interruption, -1 on an error (errno set).
 inline int poll_sockets(std::vector<PollFd>& fds, int timeout_ms) {
   int n = ::poll(fds.data(), static_cast<nfds_t>(fds.size()), timeout_ms);
   if (n < 0 && errno == EINTR) {
-    for (auto& p : fds) p.revents = 0;
+    for (auto& p : fds)
+      p.revents = 0;
     return 0;
   }
   return n;
@@ -785,7 +806,9 @@ inline bool wait_connected(socket_t s, Clock::time_point until) {
   return ::poll(&p, 1, ms_until(until)) == 1 && ::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
 }
 
-inline bool connect_in_progress() { return errno == EINPROGRESS; }
+inline bool connect_in_progress() {
+  return errno == EINPROGRESS;
+}
 
 // True when the socket's receive queue already holds the whole next TLS record (peeked, not read).
 inline bool whole_tls_record_queued(socket_t s) {
@@ -811,19 +834,28 @@ struct ProcTcpEntry {
 inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line) {
   std::vector<std::string_view> fields;
   for (std::size_t p = 0; p < line.size() && fields.size() < 8;) {
-    while (p < line.size() && (line[p] == ' ' || line[p] == '\t')) ++p;
+    while (p < line.size() && (line[p] == ' ' || line[p] == '\t'))
+      ++p;
     std::size_t e = p;
-    while (e < line.size() && line[e] != ' ' && line[e] != '\t') ++e;
-    if (e > p) fields.push_back(line.substr(p, e - p));
+    while (e < line.size() && line[e] != ' ' && line[e] != '\t')
+      ++e;
+    if (e > p)
+      fields.push_back(line.substr(p, e - p));
     p = e;
   }
-  if (fields.size() < 8) return std::nullopt;
+  if (fields.size() < 8)
+    return std::nullopt;
   auto hex = [](std::string_view h, unsigned long long& v) {
-    if (h.empty() || h.size() > 16) return false;
+    if (h.empty() || h.size() > 16)
+      return false;
     v = 0;
     for (char c : h) {
-      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-      if (d < 0) return false;
+      const int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                           : -1;
+      if (d < 0)
+        return false;
       v = v << 4 | static_cast<unsigned>(d);
     }
     return true;
@@ -831,17 +863,21 @@ inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line
   ProcTcpEntry e;
   auto endpoint = [&](std::string_view f, unsigned char* address, int& port) {
     const std::size_t colon = f.find(':');
-    if (colon == std::string_view::npos || (colon != 8 && colon != 32) || f.size() != colon + 5) return false;
-    if (e.address_size != 0 && e.address_size != colon / 2) return false;
+    if (colon == std::string_view::npos || (colon != 8 && colon != 32) || f.size() != colon + 5)
+      return false;
+    if (e.address_size != 0 && e.address_size != colon / 2)
+      return false;
     e.address_size = colon / 2;
     for (std::size_t w = 0; w < colon / 8; ++w) {
       unsigned long long v = 0;
-      if (!hex(f.substr(w * 8, 8), v)) return false;
+      if (!hex(f.substr(w * 8, 8), v))
+        return false;
       const std::uint32_t word = static_cast<std::uint32_t>(v);
       std::memcpy(address + 4 * w, &word, 4);
     }
     unsigned long long pv = 0;
-    if (!hex(f.substr(colon + 1), pv)) return false;
+    if (!hex(f.substr(colon + 1), pv))
+      return false;
     port = static_cast<int>(pv);
     return true;
   };
@@ -854,8 +890,10 @@ inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line
   if (uid.empty() || uid.size() > 10 || uid.find_first_not_of("0123456789") != std::string_view::npos)
     return std::nullopt;
   unsigned long long uid_value = 0;
-  for (char c : uid) uid_value = uid_value * 10 + static_cast<unsigned>(c - '0');
-  if (uid_value > 0xFFFFFFFFull) return std::nullopt;
+  for (char c : uid)
+    uid_value = uid_value * 10 + static_cast<unsigned>(c - '0');
+  if (uid_value > 0xFFFFFFFFull)
+    return std::nullopt;
   e.uid = static_cast<unsigned long>(uid_value);
   return e;
 }
@@ -893,7 +931,8 @@ inline PeerUser peer_user(socket_t s) {
       !address_bytes(peer, peer_bytes, peer_size, peer_port) || !address_bytes(self, self_bytes, self_size, self_port))
     return PeerUser::unknown;
   Fd table(::open(peer.ss_family == AF_INET6 ? "/proc/net/tcp6" : "/proc/net/tcp", O_RDONLY | O_CLOEXEC));
-  if (!table.valid()) return PeerUser::unknown;
+  if (!table.valid())
+    return PeerUser::unknown;
   std::string text, line;
   char buf[16384];
   for (ssize_t n; (n = ::read(table.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR);) {
@@ -926,11 +965,14 @@ class Waker {
 #else
     const bool made = ::pipe(fds) == 0 && set_fd_flags(fds[0], true) && set_fd_flags(fds[1], true);
 #endif
-    if (!made) throw Error(ErrorKind::io, "could not create a pipe: " + os_error_text(errno));
+    if (!made)
+      throw Error(ErrorKind::io, "could not create a pipe: " + os_error_text(errno));
     read_ = Fd(fds[0]);
     write_ = Fd(fds[1]);
   }
-  [[nodiscard]] socket_t handle() const noexcept { return read_.get(); }
+  [[nodiscard]] socket_t handle() const noexcept {
+    return read_.get();
+  }
   void notify() noexcept {
     char c = 1;
     ssize_t n = ::write(write_.get(), &c, 1);
@@ -957,16 +999,20 @@ inline void load_system_roots(X509_STORE*, X509_LOOKUP* file) {
 
 inline std::string parent_dir(const std::string& path) {
   std::size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
+  if (slash == std::string::npos)
+    return ".";
+  if (slash == 0)
+    return "/";
   return path.substr(0, slash);
 }
 
 // mkdir -p with mode 0700 for the directories it creates.
 inline void make_private_dirs(const std::string& dir) {
-  if (dir.empty() || dir == "." || dir == "/") return;
+  if (dir.empty() || dir == "." || dir == "/")
+    return;
   struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) return;
+  if (::stat(dir.c_str(), &st) == 0)
+    return;
   make_private_dirs(parent_dir(dir));
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     throw Error(ErrorKind::io, "cannot create directory '" + dir + "': " + os_error_text(errno));
@@ -980,7 +1026,8 @@ inline Fd open_own_file(const std::string& path, int flags, const char* what, st
   Fd fd(::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600));
   if (!fd.valid()) {
     const int err = errno;
-    if (err == ENOENT && !(flags & O_CREAT)) return fd;
+    if (err == ENOENT && !(flags & O_CREAT))
+      return fd;
     if (err == ELOOP)
       throw Error(ErrorKind::io, std::string(what) + " '" + path + "' is a symbolic link; refused (remove it)");
     throw Error(ErrorKind::io, std::string("cannot open ") + what + " '" + path + "': " + os_error_text(err));
@@ -988,8 +1035,8 @@ inline Fd open_own_file(const std::string& path, int flags, const char* what, st
   if (::fstat(fd.get(), &st) != 0)
     throw Error(ErrorKind::io, std::string("cannot read ") + what + " '" + path + "': " + os_error_text(errno));
   if (!S_ISREG(st.st_mode)) {
-    const char* type = S_ISFIFO(st.st_mode)  ? "a FIFO"
-                       : S_ISDIR(st.st_mode) ? "a directory"
+    const char* type = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                       : S_ISDIR(st.st_mode)  ? "a directory"
                        : S_ISSOCK(st.st_mode) ? "a socket"
                                               : "a device";
     throw Error(ErrorKind::io, std::string(what) + " '" + path + "' is " + type + ", not a regular file; refused");
@@ -1005,7 +1052,8 @@ inline Fd open_own_file(const std::string& path, int flags, const char* what, st
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
   struct stat st {};
   Fd fd = open_own_file(path, O_RDONLY, "token file", st);
-  if (!fd.valid()) return false;
+  if (!fd.valid())
+    return false;
   if ((st.st_mode & 077) != 0) {
     out.shared = true;
     out.access = "mode " + std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
@@ -1014,22 +1062,30 @@ inline bool read_file_if_exists(const std::string& path, FileContent& out) {
   char buf[4096];
   ssize_t n;
   while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) out.text.append(buf, static_cast<std::size_t>(n));
-    if (out.text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) break;
+    if (n > 0)
+      out.text.append(buf, static_cast<std::size_t>(n));
+    if (out.text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES))
+      break;
   }
-  if (n < 0) throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(errno));
+  if (n < 0)
+    throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(errno));
   return true;
 }
 
-inline std::string private_file_hint(const std::string& path) { return "run: chmod 600 '" + path + "'"; }
+inline std::string private_file_hint(const std::string& path) {
+  return "run: chmod 600 '" + path + "'";
+}
 
-inline std::string path_join(const std::string& dir, const std::string& name) { return dir + "/" + name; }
+inline std::string path_join(const std::string& dir, const std::string& name) {
+  return dir + "/" + name;
+}
 
 // fsync(); on macOS F_FULLFSYNC, since its fsync() leaves the data in the drive's cache (fsync() where the file
 // system does not support F_FULLFSYNC).
 inline bool sync_to_disk(int fd) {
 #ifdef F_FULLFSYNC
-  if (::fcntl(fd, F_FULLFSYNC) == 0) return true;
+  if (::fcntl(fd, F_FULLFSYNC) == 0)
+    return true;
 #endif
   return ::fsync(fd) == 0;
 }
@@ -1044,26 +1100,35 @@ inline void replace_file(const std::string& path, const std::string& data) {
   for (int attempt = 0; !fd.valid() && attempt < 10; ++attempt) {
     tmp = path + ".tmp-" + random_urlsafe(6);
     fd = Fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd.valid() && errno != EEXIST) break;
+    if (!fd.valid() && errno != EEXIST)
+      break;
   }
   auto fail = [&](const char* step, int err) {
     fd.close();
     ::unlink(tmp.c_str());
     throw Error(ErrorKind::io, "cannot save the token to '" + path + "' (" + step + ": " + os_error_text(err) + ")");
   };
-  if (!fd.valid()) fail("create", errno);
-  if (::fchmod(fd.get(), 0600) != 0) fail("chmod", errno);
+  if (!fd.valid())
+    fail("create", errno);
+  if (::fchmod(fd.get(), 0600) != 0)
+    fail("chmod", errno);
   for (std::size_t off = 0; off < data.size();) {
     ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write", errno);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      fail("write", errno);
     off += static_cast<std::size_t>(n);
   }
-  if (!sync_to_disk(fd.get())) fail("fsync", errno);
-  if (!fd.close_checked()) fail("close", errno);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno);
+  if (!sync_to_disk(fd.get()))
+    fail("fsync", errno);
+  if (!fd.close_checked())
+    fail("close", errno);
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    fail("rename", errno);
   Fd dfd(::open(dir.c_str(), O_RDONLY | O_CLOEXEC));
-  if (dfd.valid()) sync_to_disk(dfd.get());  // make the rename itself durable
+  if (dfd.valid())
+    sync_to_disk(dfd.get());  // make the rename itself durable
 }
 
 inline void remove_file(const std::string& path) {
@@ -1086,16 +1151,19 @@ inline std::unique_ptr<FileLock> open_lock_file(const std::string& lock_path) {
 
 // One attempt at an exclusive flock() that does not wait: 1 taken, 0 held by someone else, -1 error (errno).
 inline int try_lock(FileLock& l) {
-  if (::flock(l.fd.get(), LOCK_EX | LOCK_NB) == 0) return 1;
+  if (::flock(l.fd.get(), LOCK_EX | LOCK_NB) == 0)
+    return 1;
   return errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
 }
 
 // $XDG_STATE_HOME, else ~/.local/state (macOS: ~/Library/Application Support, where its applications keep state).
 inline std::string default_state_dir() {
   std::string base = env("XDG_STATE_HOME");
-  if (!base.empty() && base.front() == '/') return base;
+  if (!base.empty() && base.front() == '/')
+    return base;
   std::string home = env("HOME");
-  if (home.empty()) throw Error(ErrorKind::usage, "neither XDG_STATE_HOME nor HOME is set; give a token file path");
+  if (home.empty())
+    throw Error(ErrorKind::usage, "neither XDG_STATE_HOME nor HOME is set; give a token file path");
 #ifdef __APPLE__
   return home + "/Library/Application Support";
 #else
@@ -1127,29 +1195,36 @@ inline char** process_environment() {
 // stdout may be printing JSON); its environment is ours without the variables whose value holds a secret (built
 // before fork: the child only swaps the pointer).
 inline bool spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& secrets = {}) {
-  if (args.empty()) return false;
+  if (args.empty())
+    return false;
   std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   std::vector<char*> envp;
   for (char** e = process_environment(); e && *e; ++e)
-    if (!value_holds_secret(*e, secrets)) envp.push_back(*e);
+    if (!value_holds_secret(*e, secrets))
+      envp.push_back(*e);
   envp.push_back(nullptr);
   int fds[2];
 #ifdef __linux__
-  if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    return false;
 #else
-  if (::pipe(fds) != 0) return false;
+  if (::pipe(fds) != 0)
+    return false;
   set_fd_flags(fds[0], false);
   set_fd_flags(fds[1], false);
 #endif
   Fd exec_failed(fds[0]), report(fds[1]);
   pid_t child = ::fork();
-  if (child < 0) return false;
+  if (child < 0)
+    return false;
   if (child == 0) {
     exec_failed.close();
     pid_t grandchild = ::fork();
-    if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+    if (grandchild != 0)
+      ::_exit(grandchild < 0 ? 1 : 0);
     ::setsid();
     int devnull = ::open("/dev/null", O_RDWR);
     if (devnull >= 0) {
@@ -1199,13 +1274,15 @@ inline bool now_before(std::chrono::system_clock::time_point t) {
 #if defined(__linux__) && defined(CLOCK_REALTIME_COARSE)
   static const std::chrono::nanoseconds margin = [] {
     timespec res{};
-    if (::clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return std::chrono::nanoseconds::max();
+    if (::clock_getres(CLOCK_REALTIME_COARSE, &res) != 0)
+      return std::chrono::nanoseconds::max();
     return std::chrono::seconds(1) + 2 * (std::chrono::seconds(res.tv_sec) + std::chrono::nanoseconds(res.tv_nsec));
   }();
   timespec ts{};
   if (margin != std::chrono::nanoseconds::max() && ::clock_gettime(CLOCK_REALTIME_COARSE, &ts) == 0) {
     const auto coarse = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-    if (coarse + margin < t.time_since_epoch()) return true;
+    if (coarse + margin < t.time_since_epoch())
+      return true;
   }
 #endif
   return std::chrono::system_clock::now() < t;
@@ -1216,18 +1293,22 @@ inline bool now_before(std::chrono::system_clock::time_point t) {
 // ---- text at the edges: the library speaks UTF-8, Windows UTF-16
 
 inline std::wstring to_wide(std::string_view s) {
-  if (s.empty()) return {};
+  if (s.empty())
+    return {};
   int n = ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), nullptr, 0);
   std::wstring w(static_cast<std::size_t>(n > 0 ? n : 0), L'\0');
-  if (n > 0) ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), &w[0], n);
+  if (n > 0)
+    ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), &w[0], n);
   return w;
 }
 
 inline std::string to_utf8(std::wstring_view w) {
-  if (w.empty()) return {};
+  if (w.empty())
+    return {};
   int n = ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), nullptr, 0, nullptr, nullptr);
   std::string s(static_cast<std::size_t>(n > 0 ? n : 0), '\0');
-  if (n > 0) ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), &s[0], n, nullptr, nullptr);
+  if (n > 0)
+    ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), &s[0], n, nullptr, nullptr);
   return s;
 }
 
@@ -1236,33 +1317,47 @@ inline std::string to_utf8(std::wstring_view w) {
 inline std::string env(const char* name) {
   const std::wstring wname = to_wide(name);
   DWORD n = ::GetEnvironmentVariableW(wname.c_str(), nullptr, 0);
-  if (n == 0) return {};
+  if (n == 0)
+    return {};
   std::wstring value(n, L'\0');
   n = ::GetEnvironmentVariableW(wname.c_str(), &value[0], n);
   value.resize(n);
   return to_utf8(value);
 }
 
-inline std::string trusted_env(const char* name) { return env(name); }  // no set-user-ID programs on Windows
+inline std::string trusted_env(const char* name) {
+  return env(name);
+}  // no set-user-ID programs on Windows
 
 // ---- errors
 
-inline int last_os_error() { return static_cast<int>(::GetLastError()); }
-inline int last_socket_error() { return ::WSAGetLastError(); }
+inline int last_os_error() {
+  return static_cast<int>(::GetLastError());
+}
+inline int last_socket_error() {
+  return ::WSAGetLastError();
+}
 
 inline std::string os_error_text(int err) {
   wchar_t* buf = nullptr;
-  DWORD n = ::FormatMessageW(FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
-                             nullptr, static_cast<DWORD>(err), 0, reinterpret_cast<wchar_t*>(&buf), 0, nullptr);
+  DWORD n =
+      ::FormatMessageW(FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
+                       nullptr, static_cast<DWORD>(err), 0, reinterpret_cast<wchar_t*>(&buf), 0, nullptr);
   std::string text = n ? to_utf8(std::wstring_view(buf, n)) : "error " + std::to_string(err);
-  if (buf) ::LocalFree(buf);
-  while (!text.empty() && std::string_view(" .\r\n").find(text.back()) != std::string_view::npos) text.pop_back();
+  if (buf)
+    ::LocalFree(buf);
+  while (!text.empty() && std::string_view(" .\r\n").find(text.back()) != std::string_view::npos)
+    text.pop_back();
   return text;
 }
 
 // WSAEACCES: the port is held with SO_EXCLUSIVEADDRUSE, or reserved by Windows (an excluded port range).
-inline bool is_addr_in_use(int err) { return err == WSAEADDRINUSE || err == WSAEACCES; }
-inline bool is_no_ipv6(int err) { return err == WSAEADDRNOTAVAIL || err == WSAEAFNOSUPPORT; }
+inline bool is_addr_in_use(int err) {
+  return err == WSAEADDRINUSE || err == WSAEACCES;
+}
+inline bool is_no_ipv6(int err) {
+  return err == WSAEADDRNOTAVAIL || err == WSAEAFNOSUPPORT;
+}
 
 // ---- sockets
 
@@ -1294,9 +1389,11 @@ inline bool set_socket_flags(socket_t s) {
 }
 
 inline Socket stream_socket(int family) {
-  if (!winsock_ready()) return Socket();
+  if (!winsock_ready())
+    return Socket();
   Socket s(::socket(family, SOCK_STREAM, IPPROTO_TCP));
-  if (s.valid() && !set_socket_flags(s.get())) s.close();
+  if (s.valid() && !set_socket_flags(s.get()))
+    s.close();
   return s;
 }
 
@@ -1311,25 +1408,32 @@ inline int set_listen_options(socket_t s) {
 
 inline Socket accept_connection(socket_t listener) {
   Socket s(::accept(listener, nullptr, nullptr));
-  if (s.valid() && !set_socket_flags(s.get())) s.close();
+  if (s.valid() && !set_socket_flags(s.get()))
+    s.close();
   return s;
 }
 
-inline bool would_block(int err) { return err == WSAEWOULDBLOCK || err == WSAEINTR || err == WSAEINPROGRESS; }
+inline bool would_block(int err) {
+  return err == WSAEWOULDBLOCK || err == WSAEINTR || err == WSAEINPROGRESS;
+}
 
 inline std::ptrdiff_t receive_some(socket_t s, char* buf, std::size_t n) {
   int r = ::recv(s, buf, static_cast<int>(std::min<std::size_t>(n, INT_MAX)), 0);
-  if (r >= 0) return r;
+  if (r >= 0)
+    return r;
   return would_block(last_socket_error()) ? -1 : -2;
 }
 
 inline std::ptrdiff_t send_some(socket_t s, const char* data, std::size_t n) {
   int r = ::send(s, data, static_cast<int>(std::min<std::size_t>(n, INT_MAX)), 0);
-  if (r >= 0) return r;
+  if (r >= 0)
+    return r;
   return would_block(last_socket_error()) ? -1 : -2;
 }
 
-inline void shutdown_send(socket_t s) { ::shutdown(s, SD_SEND); }
+inline void shutdown_send(socket_t s) {
+  ::shutdown(s, SD_SEND);
+}
 
 inline int poll_sockets(std::vector<PollFd>& fds, int timeout_ms) {
   int n = ::WSAPoll(fds.data(), static_cast<ULONG>(fds.size()), timeout_ms);
@@ -1349,7 +1453,9 @@ inline bool wait_connected(socket_t s, Clock::time_point until) {
   return ::select(0, nullptr, &writable, &failed, &tv) == 1 && FD_ISSET(s, &writable);
 }
 
-inline bool connect_in_progress() { return would_block(last_socket_error()); }
+inline bool connect_in_progress() {
+  return would_block(last_socket_error());
+}
 
 inline bool whole_tls_record_queued(socket_t s) {
   unsigned char head[5];
@@ -1374,11 +1480,13 @@ class Waker {
     int len = sizeof a;
     if (listener.valid() && ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0) {
       write_ = stream_socket(AF_INET);
-      if (write_.valid() && ::connect(write_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 && !connect_in_progress())
+      if (write_.valid() && ::connect(write_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 &&
+          !connect_in_progress())
         write_.close();
       for (int i = 0; i < 200 && write_.valid() && !read_.valid(); ++i) {
         read_ = accept_connection(listener.get());
-        if (!read_.valid()) ::Sleep(5);
+        if (!read_.valid())
+          ::Sleep(5);
       }
     }
     if (!read_.valid() || !write_.valid())
@@ -1428,8 +1536,10 @@ using File = Handle<FileTraits>;
 
 inline std::string parent_dir(const std::string& path) {
   std::size_t slash = path.find_last_of("/\\");
-  if (slash == std::string::npos) return ".";
-  if (slash == 0 || (slash == 2 && path[1] == ':')) return path.substr(0, slash + 1);  // "\" or "C:\"
+  if (slash == std::string::npos)
+    return ".";
+  if (slash == 0 || (slash == 2 && path[1] == ':'))
+    return path.substr(0, slash + 1);  // "\" or "C:\"
   return path.substr(0, slash);
 }
 
@@ -1469,9 +1579,11 @@ inline std::optional<std::wstring> process_user_sid(DWORD pid, bool& denied) {
   }
   HANDLE token = nullptr;
   const BOOL opened = ::OpenProcessToken(process, TOKEN_QUERY, &token);
-  if (!opened) denied = ::GetLastError() == ERROR_ACCESS_DENIED;
+  if (!opened)
+    denied = ::GetLastError() == ERROR_ACCESS_DENIED;
   ::CloseHandle(process);
-  if (!opened) return std::nullopt;
+  if (!opened)
+    return std::nullopt;
   std::vector<unsigned char> buf(256);
   DWORD needed = 0;
   BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
@@ -1481,7 +1593,8 @@ inline std::optional<std::wstring> process_user_sid(DWORD pid, bool& denied) {
   }
   ::CloseHandle(token);
   wchar_t* text = nullptr;
-  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text)) return std::nullopt;
+  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text))
+    return std::nullopt;
   std::wstring sid(text);
   ::LocalFree(text);
   return sid;
@@ -1503,11 +1616,14 @@ inline PeerUser peer_user(socket_t s) {
     buf.resize(size);
     const DWORD r = ::GetExtendedTcpTable(buf.empty() ? nullptr : buf.data(), &size, FALSE, family,
                                           TCP_TABLE_OWNER_PID_CONNECTIONS, 0);
-    if (r == NO_ERROR) break;
-    if (r != ERROR_INSUFFICIENT_BUFFER) return PeerUser::unknown;
+    if (r == NO_ERROR)
+      break;
+    if (r != ERROR_INSUFFICIENT_BUFFER)
+      return PeerUser::unknown;
     size += 4096;  // the table may grow between the two calls
   }
-  if (buf.empty()) return PeerUser::unknown;
+  if (buf.empty())
+    return PeerUser::unknown;
   DWORD pid = 0;
   bool found = false;
   if (family == AF_INET) {
@@ -1537,10 +1653,12 @@ inline PeerUser peer_user(socket_t s) {
       }
     }
   }
-  if (!found) return PeerUser::unknown;
+  if (!found)
+    return PeerUser::unknown;
   bool denied = false;
   const std::optional<std::wstring> sid = process_user_sid(pid, denied);
-  if (!sid) return denied ? PeerUser::other : PeerUser::unknown;
+  if (!sid)
+    return denied ? PeerUser::other : PeerUser::unknown;
   return *sid == current_user_sid() ? PeerUser::same : PeerUser::other;
 }
 
@@ -1549,7 +1667,8 @@ inline PeerUser peer_user(socket_t s) {
 class OwnerOnly {
  public:
   explicit OwnerOnly(bool directory) {
-    const std::wstring sddl = std::wstring(L"D:P(A;") + (directory ? L"OICI" : L"") + L";FA;;;" + current_user_sid() + L")";
+    const std::wstring sddl =
+        std::wstring(L"D:P(A;") + (directory ? L"OICI" : L"") + L";FA;;;" + current_user_sid() + L")";
     if (!::ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.c_str(), SDDL_REVISION_1, &sd_, nullptr))
       throw Error(ErrorKind::io, "cannot build an owner-only security descriptor: " + os_error_text(last_os_error()));
     attributes_.nLength = sizeof attributes_;
@@ -1568,9 +1687,11 @@ class OwnerOnly {
 
 // mkdir -p; the directories it creates grant only the current user access.
 inline void make_private_dirs(const std::string& dir) {
-  if (dir.empty() || dir == "." || dir.back() == '\\' || dir.back() == '/' || dir.back() == ':') return;
+  if (dir.empty() || dir == "." || dir.back() == '\\' || dir.back() == '/' || dir.back() == ':')
+    return;
   const std::wstring wdir = to_wide(dir);
-  if (::GetFileAttributesW(wdir.c_str()) != INVALID_FILE_ATTRIBUTES) return;
+  if (::GetFileAttributesW(wdir.c_str()) != INVALID_FILE_ATTRIBUTES)
+    return;
   make_private_dirs(parent_dir(dir));
   OwnerOnly owner_only(true);
   if (!::CreateDirectoryW(wdir.c_str(), owner_only.attributes()) && ::GetLastError() != ERROR_ALREADY_EXISTS)
@@ -1581,7 +1702,8 @@ inline void make_private_dirs(const std::string& dir) {
 // root of Windows, who can take any file anyway).
 inline bool trusted_sid(PSID sid, const std::wstring& user) {
   wchar_t* text = nullptr;
-  if (!::ConvertSidToStringSidW(sid, &text)) return false;
+  if (!::ConvertSidToStringSidW(sid, &text))
+    return false;
   const std::wstring s(text);
   ::LocalFree(text);
   return s == user || s == L"S-1-5-18" || s == L"S-1-5-32-544";
@@ -1594,7 +1716,8 @@ inline std::string account_name(PSID sid) {
   if (::LookupAccountSidW(nullptr, sid, name, &n, domain, &d, &use))
     return to_utf8(d > 0 ? std::wstring(domain) + L"\\" + name : std::wstring(name));
   wchar_t* text = nullptr;
-  if (!::ConvertSidToStringSidW(sid, &text)) return "an unknown account";
+  if (!::ConvertSidToStringSidW(sid, &text))
+    return "an unknown account";
   std::string s = to_utf8(text);
   ::LocalFree(text);
   return s;
@@ -1608,13 +1731,15 @@ inline std::string others_with_access(HANDLE file) {
       ERROR_SUCCESS)
     return "an unreadable access list";
   std::string others;
-  if (!dacl) others = "everyone (no access list)";
+  if (!dacl)
+    others = "everyone (no access list)";
   const std::wstring user = current_user_sid();
   constexpr ACCESS_MASK kReadOrWrite = FILE_READ_DATA | FILE_WRITE_DATA | FILE_APPEND_DATA | GENERIC_READ |
                                        GENERIC_WRITE | GENERIC_ALL | WRITE_DAC | WRITE_OWNER;
   for (DWORD i = 0; dacl && i < dacl->AceCount; ++i) {
     ACE_HEADER* ace = nullptr;
-    if (!::GetAce(dacl, i, reinterpret_cast<void**>(&ace)) || ace->AceType != ACCESS_ALLOWED_ACE_TYPE) continue;
+    if (!::GetAce(dacl, i, reinterpret_cast<void**>(&ace)) || ace->AceType != ACCESS_ALLOWED_ACE_TYPE)
+      continue;
     auto* allowed = reinterpret_cast<ACCESS_ALLOWED_ACE*>(ace);
     PSID sid = &allowed->SidStart;
     if ((allowed->Mask & kReadOrWrite) && !trusted_sid(sid, user))
@@ -1641,7 +1766,8 @@ inline void check_own_file(HANDLE h, const std::string& path, const char* what) 
   const bool own = trusted_sid(owner, current_user_sid());
   const std::string who = own ? std::string() : account_name(owner);
   ::LocalFree(sd);
-  if (!own) throw Error(ErrorKind::io, std::string(what) + " '" + path + "' belongs to another user (" + who + "); refused");
+  if (!own)
+    throw Error(ErrorKind::io, std::string(what) + " '" + path + "' belongs to another user (" + who + "); refused");
 }
 
 inline bool read_file_if_exists(const std::string& path, FileContent& out) {
@@ -1649,7 +1775,8 @@ inline bool read_file_if_exists(const std::string& path, FileContent& out) {
                        nullptr, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr));
   if (!f.valid()) {
     const int err = last_os_error();
-    if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND) return false;
+    if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND)
+      return false;
     throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(err));
   }
   check_own_file(f.get(), path, "token file");
@@ -1662,7 +1789,8 @@ inline bool read_file_if_exists(const std::string& path, FileContent& out) {
   DWORD n = 0;
   while (::ReadFile(f.get(), buf, sizeof buf, &n, nullptr) && n > 0) {
     out.text.append(buf, n);
-    if (out.text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES)) return true;
+    if (out.text.size() > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES))
+      return true;
   }
   if (const int err = last_os_error(); err != ERROR_SUCCESS && err != ERROR_HANDLE_EOF && n != 0)
     throw Error(ErrorKind::io, "cannot read token file '" + path + "': " + os_error_text(err));
@@ -1685,21 +1813,24 @@ inline void replace_file(const std::string& path, const std::string& data) {
     tmp = path + ".tmp-" + random_urlsafe(6);
     f = File(::CreateFileW(to_wide(tmp).c_str(), GENERIC_WRITE, 0, owner_only.attributes(), CREATE_NEW,
                            FILE_ATTRIBUTE_NORMAL, nullptr));
-    if (!f.valid() && ::GetLastError() != ERROR_FILE_EXISTS) break;
+    if (!f.valid() && ::GetLastError() != ERROR_FILE_EXISTS)
+      break;
   }
   auto fail = [&](const char* step, int err) {
     f.close();
     ::DeleteFileW(to_wide(tmp).c_str());
     throw Error(ErrorKind::io, "cannot save the token to '" + path + "' (" + step + ": " + os_error_text(err) + ")");
   };
-  if (!f.valid()) fail("create", last_os_error());
+  if (!f.valid())
+    fail("create", last_os_error());
   for (std::size_t off = 0; off < data.size();) {
     DWORD n = 0;
     if (!::WriteFile(f.get(), data.data() + off, static_cast<DWORD>(data.size() - off), &n, nullptr) || n == 0)
       fail("write", last_os_error());
     off += n;
   }
-  if (!::FlushFileBuffers(f.get())) fail("flush", last_os_error());
+  if (!::FlushFileBuffers(f.get()))
+    fail("flush", last_os_error());
   f.close();
   // A file another process has open (reading it, even with FILE_SHARE_DELETE) cannot be replaced: access denied
   // or a sharing violation until it closes it, which a reader does within milliseconds. Retried for 2 s. (Seen:
@@ -1708,7 +1839,8 @@ inline void replace_file(const std::string& path, const std::string& data) {
   const std::wstring from = to_wide(tmp), to = to_wide(path);
   while (!::MoveFileExW(from.c_str(), to.c_str(), MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH)) {
     const int err = last_os_error();
-    if ((err != ERROR_ACCESS_DENIED && err != ERROR_SHARING_VIOLATION) || Clock::now() >= until) fail("rename", err);
+    if ((err != ERROR_ACCESS_DENIED && err != ERROR_SHARING_VIOLATION) || Clock::now() >= until)
+      fail("rename", err);
     ::Sleep(10);
   }
 }
@@ -1741,14 +1873,16 @@ inline std::unique_ptr<FileLock> open_lock_file(const std::string& lock_path) {
 // One attempt at an exclusive LockFileEx() that does not wait: 1 taken, 0 held by someone else, -1 error.
 inline int try_lock(FileLock& l) {
   OVERLAPPED at{};
-  if (::LockFileEx(l.file.get(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &at)) return 1;
+  if (::LockFileEx(l.file.get(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &at))
+    return 1;
   return ::GetLastError() == ERROR_LOCK_VIOLATION ? 0 : -1;
 }
 
 // %LOCALAPPDATA%, else %USERPROFILE%\AppData\Local.
 inline std::string default_state_dir() {
   std::string base = env("LOCALAPPDATA");
-  if (!base.empty()) return base;
+  if (!base.empty())
+    return base;
   std::string profile = env("USERPROFILE");
   if (profile.empty())
     throw Error(ErrorKind::usage, "neither LOCALAPPDATA nor USERPROFILE is set; give a token file path");
@@ -1759,11 +1893,13 @@ inline std::string default_state_dir() {
 
 // One argument quoted so that CommandLineToArgvW and the C runtime read it back unchanged.
 inline std::wstring quote_argument(const std::wstring& arg) {
-  if (!arg.empty() && arg.find_first_of(L" \t\n\v\"") == std::wstring::npos) return arg;
+  if (!arg.empty() && arg.find_first_of(L" \t\n\v\"") == std::wstring::npos)
+    return arg;
   std::wstring out = L"\"";
   for (auto it = arg.begin();; ++it) {
     std::size_t backslashes = 0;
-    for (; it != arg.end() && *it == L'\\'; ++it) ++backslashes;
+    for (; it != arg.end() && *it == L'\\'; ++it)
+      ++backslashes;
     if (it == arg.end()) {
       out.append(backslashes * 2, L'\\');  // before the closing quote
       break;
@@ -1788,9 +1924,12 @@ inline std::wstring environment_without(const std::vector<std::string>& secrets)
   std::wstring block;
   wchar_t* all = ::GetEnvironmentStringsW();
   for (const wchar_t* e = all; e && *e; e += std::wcslen(e) + 1)
-    if (!value_holds_secret(to_utf8(e), secrets)) block.append(e).push_back(L'\0');
-  if (all) ::FreeEnvironmentStringsW(all);
-  if (block.empty()) block.push_back(L'\0');
+    if (!value_holds_secret(to_utf8(e), secrets))
+      block.append(e).push_back(L'\0');
+  if (all)
+    ::FreeEnvironmentStringsW(all);
+  if (block.empty())
+    block.push_back(L'\0');
   block.push_back(L'\0');
   return block;
 }
@@ -1799,15 +1938,19 @@ inline std::wstring environment_without(const std::vector<std::string>& secrets)
 // characters of the URL such as & become command separators, so they are refused. Nothing is inherited, and the
 // environment is ours without the variables whose value holds a secret.
 inline bool spawn_detached(const std::vector<std::string>& args, const std::vector<std::string>& secrets = {}) {
-  if (args.empty()) return false;
+  if (args.empty())
+    return false;
   std::string program = args[0];
-  for (char& c : program) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : program)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const auto ends_with = [&](const char* ext) {
     return program.size() >= 4 && program.compare(program.size() - 4, 4, ext) == 0;
   };
-  if (ends_with(".bat") || ends_with(".cmd")) return false;
+  if (ends_with(".bat") || ends_with(".cmd"))
+    return false;
   std::wstring command_line;
-  for (const auto& a : args) command_line += (command_line.empty() ? L"" : L" ") + quote_argument(to_wide(a));
+  for (const auto& a : args)
+    command_line += (command_line.empty() ? L"" : L" ") + quote_argument(to_wide(a));
   STARTUPINFOW si{};
   si.cb = sizeof si;
   PROCESS_INFORMATION pi{};
@@ -1831,7 +1974,9 @@ inline bool open_in_default_browser(const std::string& url, const std::vector<st
 
 // ---- clock
 
-inline bool now_before(std::chrono::system_clock::time_point t) { return std::chrono::system_clock::now() < t; }
+inline bool now_before(std::chrono::system_clock::time_point t) {
+  return std::chrono::system_clock::now() < t;
+}
 
 #endif  // Windows
 
@@ -1842,17 +1987,19 @@ inline bool now_before(std::chrono::system_clock::time_point t) { return std::ch
 inline std::unique_ptr<StoreLock> lock_file(const std::string& lock_path, std::chrono::milliseconds timeout) {
   std::unique_ptr<FileLock> l = open_lock_file(lock_path);
   const Clock::time_point until = Clock::now() + timeout;
-  for (std::chrono::milliseconds nap(1);; nap = std::min<std::chrono::milliseconds>(nap * 2, std::chrono::milliseconds(100))) {
+  for (std::chrono::milliseconds nap(1);;
+       nap = std::min<std::chrono::milliseconds>(nap * 2, std::chrono::milliseconds(100))) {
     const int got = try_lock(*l);
-    if (got > 0) return l;
-    if (got < 0) throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
+    if (got > 0)
+      return l;
+    if (got < 0)
+      throw Error(ErrorKind::io, "cannot lock '" + lock_path + "': " + os_error_text(last_os_error()));
     const Clock::time_point now = Clock::now();
     if (now >= until)
-      throw Error(ErrorKind::timeout,
-                  "lock file '" + lock_path + "' is held by another process; gave up after " +
-                      (timeout.count() % 1000 == 0 ? std::to_string(timeout.count() / 1000) + " s"
-                                                   : std::to_string(timeout.count()) + " ms") +
-                      " (FileTokenStore::set_lock_timeout)");
+      throw Error(ErrorKind::timeout, "lock file '" + lock_path + "' is held by another process; gave up after " +
+                                          (timeout.count() % 1000 == 0 ? std::to_string(timeout.count() / 1000) + " s"
+                                                                       : std::to_string(timeout.count()) + " ms") +
+                                          " (FileTokenStore::set_lock_timeout)");
     std::this_thread::sleep_for(std::min<Clock::duration>(nap, until - now));
   }
 }
@@ -1883,14 +2030,16 @@ inline Socket listen_loopback_socket(int family, int port, int& err) {
     err = last_socket_error();
     return s;
   }
-  if ((err = set_listen_options(s.get())) != 0) return Socket();
+  if ((err = set_listen_options(s.get())) != 0)
+    return Socket();
   if (family == AF_INET6) {
     int one = 1;
     ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, reinterpret_cast<const char*>(&one), sizeof one);
   }
   sockaddr_storage ss;
   const int len = loopback_address(family, port, ss);
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 || ::listen(s.get(), 64) != 0) {
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<socklen_t>(len)) != 0 ||
+      ::listen(s.get(), 64) != 0) {
     err = last_socket_error();
     return Socket();
   }
@@ -1908,7 +2057,8 @@ inline int listen_loopback(int family, int port, Socket& out) {
 inline int local_port(socket_t s) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return 0;
   return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                         : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
 }
@@ -1919,7 +2069,9 @@ inline int wait_for(socket_t s, short events, int timeout_ms) {
   return poll_sockets(one, timeout_ms);
 }
 
-inline bool readable_now(socket_t s) { return wait_for(s, POLLIN, 0) != 0; }
+inline bool readable_now(socket_t s) {
+  return wait_for(s, POLLIN, 0) != 0;
+}
 
 // A connected TCP socket to host:port (non-blocking), or an invalid one when no address answered in time.
 inline Socket connect_tcp(const std::string& host, int port, Clock::time_point until) {
@@ -1927,13 +2079,17 @@ inline Socket connect_tcp(const std::string& host, int port, Clock::time_point u
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return Socket();
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0)
+    return Socket();
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(found, ::freeaddrinfo);
   for (addrinfo* ai = found; ai; ai = ai->ai_next) {
     Socket s = stream_socket(ai->ai_family);
-    if (!s.valid()) continue;
-    if (::connect(s.get(), ai->ai_addr, static_cast<socklen_t>(ai->ai_addrlen)) == 0) return s;
-    if (connect_in_progress() && wait_connected(s.get(), until)) return s;
+    if (!s.valid())
+      continue;
+    if (::connect(s.get(), ai->ai_addr, static_cast<socklen_t>(ai->ai_addrlen)) == 0)
+      return s;
+    if (connect_in_progress() && wait_connected(s.get(), until))
+      return s;
   }
   return Socket();
 }
@@ -1951,13 +2107,18 @@ inline bool is_ipv4_loopback_literal(const std::string& host) {
 
 // CPPHTTPLIB_VERSION is a string in every version (0.53.1's CPPHTTPLIB_VERSION_NUM is a string too), so the
 // preprocessor cannot compare it: it is read at compile time, as major * 1000000 + minor * 1000 + patch.
-constexpr long httplib_version(long major, long minor, long patch) { return major * 1000000 + minor * 1000 + patch; }
+constexpr long httplib_version(long major, long minor, long patch) {
+  return major * 1000000 + minor * 1000 + patch;
+}
 constexpr long parse_httplib_version(const char* v) {
   long part[3] = {0, 0, 0};
   for (int i = 0; *v && i < 3; ++v) {
-    if (*v == '.') ++i;
-    else if (*v >= '0' && *v <= '9') part[i] = part[i] * 10 + (*v - '0');
-    else break;
+    if (*v == '.')
+      ++i;
+    else if (*v >= '0' && *v <= '9')
+      part[i] = part[i] * 10 + (*v - '0');
+    else
+      break;
   }
   return httplib_version(part[0], part[1], part[2]);
 }
@@ -1991,13 +2152,17 @@ inline bool idle_connection_closed(httplib::Client& client) {
 // to it at once; otherwise it stays off, so no read ever blocks where httplib would not have waited.
 constexpr bool kSleepsAfterTlsTicket = kHttplibVersion < httplib_version(0, 18, 0);
 inline void read_on_when_buffered(const SSL* ssl, int where, int) {
-  if (!(where & SSL_CB_EXIT) || !SSL_is_init_finished(ssl)) return;
-  if (whole_tls_record_queued(SSL_get_rfd(ssl))) SSL_set_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
-  else SSL_clear_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
+  if (!(where & SSL_CB_EXIT) || !SSL_is_init_finished(ssl))
+    return;
+  if (whole_tls_record_queued(SSL_get_rfd(ssl)))
+    SSL_set_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
+  else
+    SSL_clear_mode(const_cast<SSL*>(ssl), SSL_MODE_AUTO_RETRY);
 }
 
 inline void skip_tls_ticket_sleeps(httplib::Client& client) {
-  if constexpr (kSleepsAfterTlsTicket) SSL_CTX_set_info_callback(tls_context_of(client, 0), read_on_when_buffered);
+  if constexpr (kSleepsAfterTlsTicket)
+    SSL_CTX_set_info_callback(tls_context_of(client, 0), read_on_when_buffered);
 }
 
 // httplib before 0.31 loads the default CA paths into the client's store at the first handshake even when the
@@ -2006,7 +2171,8 @@ inline void skip_tls_ticket_sleeps(httplib::Client& client) {
 constexpr bool kLoadsDefaultCasIntoOwnStore = kHttplibVersion < httplib_version(0, 31, 0);
 inline std::string default_cert_dir();  // [5], with the trust store
 inline void use_only_own_trust_store(httplib::Client& client) {
-  if constexpr (kLoadsDefaultCasIntoOwnStore) client.set_ca_cert_path("", default_cert_dir().c_str());
+  if constexpr (kLoadsDefaultCasIntoOwnStore)
+    client.set_ca_cert_path("", default_cert_dir().c_str());
 }
 
 // httplib before 0.13.2 waits for ever when a proxy refuses a CONNECT (any answer but 200 that closes the
@@ -2028,12 +2194,14 @@ struct HasProxyError<E, std::void_t<decltype(E::ProxyConnection)>> : std::true_t
 
 template <class E>
 bool is_hostname_error(E e) {
-  if constexpr (HasHostnameError<E>::value) return e == E::SSLServerHostnameVerification;
+  if constexpr (HasHostnameError<E>::value)
+    return e == E::SSLServerHostnameVerification;
   return false;
 }
 template <class E>
 bool is_proxy_refusal(E e) {
-  if constexpr (HasProxyError<E>::value) return e == E::ProxyConnection;
+  if constexpr (HasProxyError<E>::value)
+    return e == E::ProxyConnection;
   return false;
 }
 
@@ -2046,17 +2214,25 @@ struct TransportFailure {
 };
 
 inline TransportFailure classify(httplib::Error e) {
-  if (is_hostname_error(e)) return {ErrorKind::tls, "the server's certificate is for another name", false, false};
+  if (is_hostname_error(e))
+    return {ErrorKind::tls, "the server's certificate is for another name", false, false};
   switch (e) {
-    case httplib::Error::Connection: return {ErrorKind::network, "could not connect", true, false};
-    case httplib::Error::ConnectionTimeout: return {ErrorKind::timeout, "connecting timed out", true, false};
-    case httplib::Error::Read: return {ErrorKind::network, "the connection failed while reading the answer", false, true};
-    case httplib::Error::Write: return {ErrorKind::network, "the connection failed while sending the request", false, false};
-    case httplib::Error::SSLConnection: return {ErrorKind::tls, "the TLS handshake failed", false, false};
-    case httplib::Error::SSLLoadingCerts: return {ErrorKind::tls, "the CA certificates could not be loaded", false, false};
+    case httplib::Error::Connection:
+      return {ErrorKind::network, "could not connect", true, false};
+    case httplib::Error::ConnectionTimeout:
+      return {ErrorKind::timeout, "connecting timed out", true, false};
+    case httplib::Error::Read:
+      return {ErrorKind::network, "the connection failed while reading the answer", false, true};
+    case httplib::Error::Write:
+      return {ErrorKind::network, "the connection failed while sending the request", false, false};
+    case httplib::Error::SSLConnection:
+      return {ErrorKind::tls, "the TLS handshake failed", false, false};
+    case httplib::Error::SSLLoadingCerts:
+      return {ErrorKind::tls, "the CA certificates could not be loaded", false, false};
     case httplib::Error::SSLServerVerification:
       return {ErrorKind::tls, "the server's certificate is not trusted (or its name does not match)", false, false};
-    default: return {ErrorKind::network, "the request failed", false, false};
+    default:
+      return {ErrorKind::network, "the request failed", false, false};
   }
 }
 
@@ -2103,9 +2279,12 @@ inline std::string form_encode(std::string_view in) {
 }
 
 inline int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 
@@ -2116,9 +2295,11 @@ inline std::optional<std::string> percent_decode(std::string_view in, bool plus_
   for (std::size_t i = 0; i < in.size(); ++i) {
     char c = in[i];
     if (c == '%') {
-      if (i + 2 >= in.size()) return std::nullopt;
+      if (i + 2 >= in.size())
+        return std::nullopt;
       int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
+      if (hi < 0 || lo < 0)
+        return std::nullopt;
       out += static_cast<char>(hi * 16 + lo);
       i += 2;
     } else if (c == '+' && plus_is_space) {
@@ -2136,13 +2317,15 @@ inline std::optional<Params> parse_query(std::string_view query) {
   std::size_t pos = 0;
   while (pos <= query.size()) {
     std::size_t amp = query.find('&', pos);
-    if (amp == std::string_view::npos) amp = query.size();
+    if (amp == std::string_view::npos)
+      amp = query.size();
     std::string_view part = query.substr(pos, amp - pos);
     if (!part.empty()) {
       std::size_t eq = part.find('=');
       auto name = percent_decode(part.substr(0, eq), true);
       auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1), true);
-      if (!name || !value) return std::nullopt;
+      if (!name || !value)
+        return std::nullopt;
       out.emplace_back(std::move(*name), std::move(*value));
     }
     pos = amp + 1;
@@ -2153,7 +2336,8 @@ inline std::optional<Params> parse_query(std::string_view query) {
 inline std::string encode_params(const Params& params, bool form) {
   std::string out;
   for (const auto& [name, value] : params) {
-    if (!out.empty()) out += '&';
+    if (!out.empty())
+      out += '&';
     out += form ? form_encode(name) : url_encode(name);
     out += '=';
     out += form ? form_encode(value) : url_encode(value);
@@ -2179,12 +2363,14 @@ inline std::string base64(std::string_view in, bool url) {
   }
   if (i < in.size()) {
     std::uint32_t n = std::uint32_t(static_cast<unsigned char>(in[i])) << 16;
-    if (i + 1 < in.size()) n |= std::uint32_t(static_cast<unsigned char>(in[i + 1])) << 8;
+    if (i + 1 < in.size())
+      n |= std::uint32_t(static_cast<unsigned char>(in[i + 1])) << 8;
     out += a[(n >> 18) & 63];
     out += a[(n >> 12) & 63];
     if (i + 1 < in.size()) {
       out += a[(n >> 6) & 63];
-      if (!url) out += '=';
+      if (!url)
+        out += '=';
     } else if (!url) {
       out += "==";
     }
@@ -2194,19 +2380,26 @@ inline std::string base64(std::string_view in, bool url) {
 
 // Decodes base64 or base64url, padding optional. nullopt on anything else.
 inline std::optional<std::string> base64_decode(std::string_view in) {
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  while (!in.empty() && in.back() == '=')
+    in.remove_suffix(1);
   std::string out;
   out.reserve(in.size() * 3 / 4);
   std::uint32_t acc = 0;
   int bits = 0;
   for (char c : in) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '+' || c == '-') v = 62;
-    else if (c == '/' || c == '_') v = 63;
-    else return std::nullopt;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '+' || c == '-')
+      v = 62;
+    else if (c == '/' || c == '_')
+      v = 63;
+    else
+      return std::nullopt;
     acc = (acc << 6) | static_cast<std::uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -2214,7 +2407,8 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
       out += static_cast<char>((acc >> bits) & 0xFF);
     }
   }
-  if (bits >= 6) return std::nullopt;  // a single dangling character cannot encode a byte
+  if (bits >= 6)
+    return std::nullopt;  // a single dangling character cannot encode a byte
   return out;
 }
 
@@ -2227,7 +2421,8 @@ inline std::string sha256(std::string_view in) {
 }
 
 inline bool constant_time_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;  // the length of a state is not a secret
+  if (a.size() != b.size())
+    return false;  // the length of a state is not a secret
   return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
@@ -2236,12 +2431,23 @@ inline std::string html_escape(std::string_view in) {
   out.reserve(in.size() + 16);
   for (char c : in) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -2256,14 +2462,17 @@ inline std::string sanitize(std::string_view in, const std::vector<std::string_v
   auto printable = [](std::string_view text) {
     std::string r(text);
     for (char& c : r)
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        c = ' ';
     return r;
   };
   std::string out = printable(in);
   for (std::string_view secret : secrets) {
-    if (secret.size() < 4) continue;
+    if (secret.size() < 4)
+      continue;
     const std::string s = printable(secret);
-    for (std::size_t p = out.find(s); p != std::string::npos; p = out.find(s, p + 3)) out.replace(p, s.size(), "***");
+    for (std::size_t p = out.find(s); p != std::string::npos; p = out.find(s, p + 3))
+      out.replace(p, s.size(), "***");
   }
   if (out.size() > max_len) {
     out.resize(max_len);
@@ -2278,13 +2487,17 @@ inline bool json_depth_ok(std::string_view body, int max_depth = 64) {
   bool in_string = false, escaped = false;
   for (char c : body) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
-      if (++depth > max_depth) return false;
+      if (++depth > max_depth)
+        return false;
     } else if (c == '}' || c == ']') {
       --depth;
     }
@@ -2294,15 +2507,18 @@ inline bool json_depth_ok(std::string_view body, int max_depth = 64) {
 
 // A JSON object or nullopt (never throws).
 inline std::optional<json> parse_json_object(std::string_view body) {
-  if (!json_depth_ok(body)) return std::nullopt;
+  if (!json_depth_ok(body))
+    return std::nullopt;
   json j = json::parse(body.begin(), body.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  if (j.is_discarded() || !j.is_object())
+    return std::nullopt;
   return j;
 }
 
 inline std::string string_field(const json& j, const char* name) {
   auto it = j.find(name);
-  if (it != j.end() && it->is_string()) return it->get<std::string>();
+  if (it != j.end() && it->is_string())
+    return it->get<std::string>();
   return {};
 }
 
@@ -2310,7 +2526,8 @@ inline std::string string_field(const json& j, const char* name) {
 // 64-bit nanosecond system_clock holds (~year 2262): seconds(x) -> ns overflows otherwise (found by fuzz/token_json).
 constexpr std::int64_t kMaxEpochSeconds = 9000000000LL;
 inline std::chrono::system_clock::time_point from_epoch_seconds(std::int64_t s) {
-  return std::chrono::system_clock::time_point(std::chrono::seconds(std::clamp(s, -kMaxEpochSeconds, kMaxEpochSeconds)));
+  return std::chrono::system_clock::time_point(
+      std::chrono::seconds(std::clamp(s, -kMaxEpochSeconds, kMaxEpochSeconds)));
 }
 inline std::chrono::system_clock::time_point from_epoch_seconds(const json& integer) {
   bool huge = integer.is_number_unsigned() && integer.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX);
@@ -2321,9 +2538,12 @@ inline std::chrono::system_clock::time_point from_epoch_seconds(const json& inte
 // so that one put into an Authorization header (or a shell's "Bearer $(...)") cannot add headers or arguments.
 inline bool is_b64token(std::string_view s) {
   std::size_t n = 0;
-  while (n < s.size() && (is_unreserved(static_cast<unsigned char>(s[n])) || s[n] == '+' || s[n] == '/')) ++n;
-  if (n == 0) return false;
-  while (n < s.size() && s[n] == '=') ++n;
+  while (n < s.size() && (is_unreserved(static_cast<unsigned char>(s[n])) || s[n] == '+' || s[n] == '/'))
+    ++n;
+  if (n == 0)
+    return false;
+  while (n < s.size() && s[n] == '=')
+    ++n;
   return n == s.size();
 }
 
@@ -2336,8 +2556,10 @@ inline bool iequals(std::string_view a, std::string_view b) {
 inline std::string join(const std::vector<std::string>& parts, char sep) {
   std::string out;
   for (const auto& p : parts) {
-    if (p.empty()) continue;
-    if (!out.empty()) out += sep;
+    if (p.empty())
+      continue;
+    if (!out.empty())
+      out += sep;
     out += p;
   }
   return out;
@@ -2369,11 +2591,13 @@ inline bool parse_host_port(std::string_view authority, Url& u) {
   std::string_view port_text;
   if (!authority.empty() && authority.front() == '[') {
     std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) return false;
+    if (close == std::string_view::npos)
+      return false;
     u.host = std::string(authority.substr(1, close - 1));
     std::string_view after = authority.substr(close + 1);
     if (!after.empty()) {
-      if (after.front() != ':') return false;
+      if (after.front() != ':')
+        return false;
       port_text = after.substr(1);
     }
     if (u.host.find(':') == std::string::npos ||  // "[abc]" is no IPv6 address (found by fuzz/url)
@@ -2386,11 +2610,13 @@ inline bool parse_host_port(std::string_view authority, Url& u) {
       authority = authority.substr(0, pc);
     }
     u.host = std::string(authority);
-    if (u.host.empty()) return false;
+    if (u.host.empty())
+      return false;
     for (char& c : u.host) {
       auto uc = static_cast<unsigned char>(c);
       // ':' '[' ']' only in a bracketed IPv6 host: "h:x:80" would re-serialize as "[h:x]" (found by fuzz/url).
-      if (uc <= 0x20 || uc >= 0x7f || std::string_view("\\%\"<>:[]").find(c) != std::string_view::npos) return false;
+      if (uc <= 0x20 || uc >= 0x7f || std::string_view("\\%\"<>:[]").find(c) != std::string_view::npos)
+        return false;
       c = static_cast<char>(std::tolower(uc));
     }
   }
@@ -2398,7 +2624,8 @@ inline bool parse_host_port(std::string_view authority, Url& u) {
     u.port = u.scheme == "https" ? 443 : 80;
     return true;
   }
-  if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string_view::npos)
+    return false;
   u.port = std::stoi(std::string(port_text));
   return u.port <= 65535;
 }
@@ -2407,9 +2634,12 @@ inline bool parse_host_port(std::string_view authority, Url& u) {
 inline std::optional<Url> parse_url(std::string_view s) {
   Url u;
   std::size_t colon = s.find("://");
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  for (char c : s.substr(0, colon)) u.scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (u.scheme != "http" && u.scheme != "https") return std::nullopt;
+  if (colon == std::string_view::npos || colon == 0)
+    return std::nullopt;
+  for (char c : s.substr(0, colon))
+    u.scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (u.scheme != "http" && u.scheme != "https")
+    return std::nullopt;
   std::string_view rest = s.substr(colon + 3);
   std::size_t end = rest.find_first_of("/?#");
   std::string_view authority = rest.substr(0, end);
@@ -2418,14 +2648,18 @@ inline std::optional<Url> parse_url(std::string_view s) {
     u.userinfo = std::string(authority.substr(0, at));
     authority = authority.substr(at + 1);
   }
-  if (!parse_host_port(authority, u)) return std::nullopt;
-  if (std::size_t hash = tail.find('#'); hash != std::string_view::npos) tail = tail.substr(0, hash);
+  if (!parse_host_port(authority, u))
+    return std::nullopt;
+  if (std::size_t hash = tail.find('#'); hash != std::string_view::npos)
+    tail = tail.substr(0, hash);
   std::size_t q = tail.find('?');
   std::string_view path = tail.substr(0, q);
   u.path = path.empty() ? "/" : std::string(path);
-  if (q != std::string_view::npos) u.query = std::string(tail.substr(q + 1));
+  if (q != std::string_view::npos)
+    u.query = std::string(tail.substr(q + 1));
   for (char c : u.path + u.query)
-    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return std::nullopt;
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+      return std::nullopt;
   return u;
 }
 
@@ -2435,7 +2669,8 @@ inline bool is_loopback_host(const std::string& host) {
 
 inline Url require_url(const std::string& url, const char* what) {
   auto u = parse_url(url);
-  if (!u) throw Error(ErrorKind::usage, std::string(what) + " is not an absolute http(s) URL: '" + sanitize(url) + "'");
+  if (!u)
+    throw Error(ErrorKind::usage, std::string(what) + " is not an absolute http(s) URL: '" + sanitize(url) + "'");
   // Plain http only to this machine: tokens and secrets never cross a network unencrypted.
   if (u->scheme == "http" && !is_loopback_host(u->host))
     throw Error(ErrorKind::usage, std::string(what) + " uses plain http to a remote host (" + u->host +
@@ -2444,7 +2679,8 @@ inline Url require_url(const std::string& url, const char* what) {
 }
 
 inline std::string trim_slash(std::string_view s) {
-  while (!s.empty() && s.back() == '/') s.remove_suffix(1);
+  while (!s.empty() && s.back() == '/')
+    s.remove_suffix(1);
   return std::string(s);
 }
 
@@ -2461,18 +2697,30 @@ APS_AUTH_FUNC std::string version() {
 
 APS_AUTH_FUNC const char* to_string(ErrorKind kind) noexcept {
   switch (kind) {
-    case ErrorKind::network: return "network";
-    case ErrorKind::tls: return "tls";
-    case ErrorKind::timeout: return "timeout";
-    case ErrorKind::http: return "http";
-    case ErrorKind::oauth: return "oauth";
-    case ErrorKind::state_mismatch: return "state_mismatch";
-    case ErrorKind::issuer_mismatch: return "issuer_mismatch";
-    case ErrorKind::access_denied: return "access_denied";
-    case ErrorKind::bad_response: return "bad_response";
-    case ErrorKind::io: return "io";
-    case ErrorKind::usage: return "usage";
-    case ErrorKind::cancelled: return "cancelled";
+    case ErrorKind::network:
+      return "network";
+    case ErrorKind::tls:
+      return "tls";
+    case ErrorKind::timeout:
+      return "timeout";
+    case ErrorKind::http:
+      return "http";
+    case ErrorKind::oauth:
+      return "oauth";
+    case ErrorKind::state_mismatch:
+      return "state_mismatch";
+    case ErrorKind::issuer_mismatch:
+      return "issuer_mismatch";
+    case ErrorKind::access_denied:
+      return "access_denied";
+    case ErrorKind::bad_response:
+      return "bad_response";
+    case ErrorKind::io:
+      return "io";
+    case ErrorKind::usage:
+      return "usage";
+    case ErrorKind::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -2505,7 +2753,9 @@ inline void set_aps_paths(Endpoints& e, const std::string& base, const std::stri
 
 }  // namespace detail
 
-APS_AUTH_FUNC Endpoints::Endpoints() { detail::set_aps_paths(*this, detail::kApsBaseUrl, detail::kApsUserinfoUrl); }
+APS_AUTH_FUNC Endpoints::Endpoints() {
+  detail::set_aps_paths(*this, detail::kApsBaseUrl, detail::kApsUserinfoUrl);
+}
 
 APS_AUTH_FUNC Endpoints Endpoints::from_base_url(std::string_view base_url) {
   std::string base = detail::trim_slash(base_url);
@@ -2514,7 +2764,8 @@ APS_AUTH_FUNC Endpoints Endpoints::from_base_url(std::string_view base_url) {
   if (base.find_first_of("?#") != std::string::npos)
     throw Error(ErrorKind::usage, "base URL '" + detail::sanitize(base) + "' has a query or fragment");
   Endpoints e;
-  if (base != detail::kApsBaseUrl) detail::set_aps_paths(e, base, base + "/userinfo");
+  if (base != detail::kApsBaseUrl)
+    detail::set_aps_paths(e, base, base + "/userinfo");
   return e;
 }
 
@@ -2536,7 +2787,8 @@ APS_AUTH_FUNC std::string pkce_challenge(std::string_view code_verifier) {
 namespace detail {
 
 inline void require_client_id(const Config& config) {
-  if (config.client_id.empty()) throw Error(ErrorKind::usage, "no client id (Config::client_id)");
+  if (config.client_id.empty())
+    throw Error(ErrorKind::usage, "no client id (Config::client_id)");
 }
 
 // The authorize URL's query parameters for request r.
@@ -2548,46 +2800,61 @@ inline Params authorize_params(const Config& config, const AuthorizeOptions& opt
               {"state", r.state},
               {"code_challenge", r.code_challenge},
               {"code_challenge_method", "S256"}};
-  if (!r.nonce.empty()) q.emplace_back("nonce", r.nonce);
-  if (!options.prompt.empty()) q.emplace_back("prompt", options.prompt);
-  if (!options.response_mode.empty()) q.emplace_back("response_mode", options.response_mode);
-  if (!options.authoptions.empty()) q.emplace_back("authoptions", options.authoptions);
+  if (!r.nonce.empty())
+    q.emplace_back("nonce", r.nonce);
+  if (!options.prompt.empty())
+    q.emplace_back("prompt", options.prompt);
+  if (!options.response_mode.empty())
+    q.emplace_back("response_mode", options.response_mode);
+  if (!options.authoptions.empty())
+    q.emplace_back("authoptions", options.authoptions);
   return q;
 }
 
 }  // namespace detail
 
 APS_AUTH_FUNC std::string AuthorizationRequest::to_json() const {
-  detail::json j = {{"url", url},
-                    {"state", state},
-                    {"code_verifier", code_verifier},
-                    {"code_challenge", code_challenge},
-                    {"nonce", nonce},
-                    {"redirect_uri", redirect_uri},
-                    {"issuer", issuer},
-                    {"require_iss", require_iss},
-                    {"created_at", std::chrono::duration_cast<std::chrono::seconds>(created_at.time_since_epoch()).count()}};
+  detail::json j = {
+      {"url", url},
+      {"state", state},
+      {"code_verifier", code_verifier},
+      {"code_challenge", code_challenge},
+      {"nonce", nonce},
+      {"redirect_uri", redirect_uri},
+      {"issuer", issuer},
+      {"require_iss", require_iss},
+      {"created_at", std::chrono::duration_cast<std::chrono::seconds>(created_at.time_since_epoch()).count()}};
   return j.dump(-1, ' ', false, detail::json::error_handler_t::replace);
 }
 
 APS_AUTH_FUNC AuthorizationRequest AuthorizationRequest::from_json(std::string_view text) {
   auto j = detail::parse_json_object(text);
-  auto wrong = [] { return Error(ErrorKind::usage, "not a stored authorization request (AuthorizationRequest::to_json)"); };
-  if (!j) throw wrong();
+  auto wrong = [] {
+    return Error(ErrorKind::usage, "not a stored authorization request (AuthorizationRequest::to_json)");
+  };
+  if (!j)
+    throw wrong();
   AuthorizationRequest r;
-  for (auto [name, field] : {std::pair{"url", &r.url}, {"state", &r.state}, {"code_verifier", &r.code_verifier},
-                            {"code_challenge", &r.code_challenge}, {"nonce", &r.nonce},
-                            {"redirect_uri", &r.redirect_uri}, {"issuer", &r.issuer}}) {
+  for (auto [name, field] : {std::pair{"url", &r.url},
+                             {"state", &r.state},
+                             {"code_verifier", &r.code_verifier},
+                             {"code_challenge", &r.code_challenge},
+                             {"nonce", &r.nonce},
+                             {"redirect_uri", &r.redirect_uri},
+                             {"issuer", &r.issuer}}) {
     auto it = j->find(name);
-    if (it == j->end() || !it->is_string()) throw wrong();
+    if (it == j->end() || !it->is_string())
+      throw wrong();
     *field = it->get<std::string>();
   }
   auto iss = j->find("require_iss");
   auto created = j->find("created_at");
-  if (iss == j->end() || !iss->is_boolean() || created == j->end() || !created->is_number_integer()) throw wrong();
+  if (iss == j->end() || !iss->is_boolean() || created == j->end() || !created->is_number_integer())
+    throw wrong();
   r.require_iss = iss->get<bool>();
   r.created_at = detail::from_epoch_seconds(*created);
-  if (r.state.empty() || r.code_verifier.empty() || r.redirect_uri.empty()) throw wrong();
+  if (r.state.empty() || r.code_verifier.empty() || r.redirect_uri.empty())
+    throw wrong();
   return r;
 }
 
@@ -2602,7 +2869,8 @@ APS_AUTH_FUNC AuthorizationRequest authorization_request(const Config& config, c
   r.state = random_urlsafe(16);
   r.code_verifier = random_urlsafe(32);
   r.code_challenge = pkce_challenge(r.code_verifier);
-  if (detail::has_scope(config.scopes, "openid")) r.nonce = random_urlsafe(16);
+  if (detail::has_scope(config.scopes, "openid"))
+    r.nonce = random_urlsafe(16);
   r.issuer = config.endpoints.issuer;
   r.require_iss = config.endpoints.authorization_response_iss_parameter_supported;
   r.url = config.endpoints.authorize + (endpoint.query.empty() ? "?" : "&") +
@@ -2670,7 +2938,8 @@ struct CallbackParams {
 // nullopt when the query is malformed or names a parameter twice (ambiguous, RFC 6749 3.1).
 inline std::optional<CallbackParams> read_callback_params(std::string_view query) {
   auto params = parse_query(query);
-  if (!params) return std::nullopt;
+  if (!params)
+    return std::nullopt;
   CallbackParams p;
   const std::pair<const char*, std::string*> fields[] = {{"state", &p.state},
                                                          {"code", &p.code},
@@ -2680,16 +2949,20 @@ inline std::optional<CallbackParams> read_callback_params(std::string_view query
   for (const auto& [name, value] : fields) {
     int n = 0;
     for (const auto& kv : *params)
-      if (kv.first == name && n++ == 0) *value = kv.second;
-    if (n > 1) return std::nullopt;
+      if (kv.first == name && n++ == 0)
+        *value = kv.second;
+    if (n > 1)
+      return std::nullopt;
   }
   return p;
 }
 
 // RFC 9207 mix-up protection: the iss the response carries (or should carry) against the expected issuer.
 inline std::optional<Error> issuer_problem(const CallbackParams& p, const AuthorizationRequest& request) {
-  if (p.iss.empty() && !request.require_iss) return std::nullopt;
-  if (!p.iss.empty() && trim_slash(p.iss) == trim_slash(request.issuer)) return std::nullopt;
+  if (p.iss.empty() && !request.require_iss)
+    return std::nullopt;
+  if (!p.iss.empty() && trim_slash(p.iss) == trim_slash(request.issuer))
+    return std::nullopt;
   return Error(ErrorKind::issuer_mismatch,
                (p.iss.empty() ? "the authorization response has no iss, but the issuer '" + request.issuer +
                                     "' advertises authorization_response_iss_parameter_supported"
@@ -2719,9 +2992,12 @@ inline CallbackVerdict judge_callback(const CallbackParams& p, const Authorizati
   using Is = CallbackVerdict::Is;
   // The state is checked before anything else: without it the response is not ours and cannot end a wait,
   // or anyone on this machine could cancel a sign-in.
-  if (request.state.empty() || !constant_time_equal(p.state, request.state)) return {Is::not_ours, std::nullopt};
-  if (auto wrong_issuer = issuer_problem(p, request)) return {Is::wrong_issuer, std::move(wrong_issuer)};
-  if (!p.error.empty()) return {Is::refused, authorization_error(p)};
+  if (request.state.empty() || !constant_time_equal(p.state, request.state))
+    return {Is::not_ours, std::nullopt};
+  if (auto wrong_issuer = issuer_problem(p, request))
+    return {Is::wrong_issuer, std::move(wrong_issuer)};
+  if (!p.error.empty())
+    return {Is::refused, authorization_error(p)};
   if (p.code.empty())
     return {Is::no_code, Error(ErrorKind::bad_response, "the callback carried the right state but no code")};
   return {Is::code, std::nullopt};
@@ -2732,7 +3008,8 @@ inline std::string refusal_words(const CallbackParams& p) {
   std::string words = p.error == "access_denied" ? "<p>Access was not granted, so the application cannot sign in.</p>"
                                                  : "<p>The sign-in service reported a problem.</p>";
   words += "<p><code>" + html_escape(sanitize(p.error, {}, 100)) + "</code>";
-  if (!p.error_description.empty()) words += " " + html_escape(sanitize(p.error_description, {}, 500));
+  if (!p.error_description.empty())
+    words += " " + html_escape(sanitize(p.error_description, {}, 500));
   return words + "</p><p>You can close this window and try again.</p>";
 }
 
@@ -2744,12 +3021,16 @@ inline std::optional<std::string_view> host_header(std::string_view head) {
     pos += 2;
     std::size_t eol = head.find("\r\n", pos);
     std::string_view line = head.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
-    if (line.empty()) break;
+    if (line.empty())
+      break;
     if (line.size() >= 5 && iequals(line.substr(0, 5), "host:")) {
-      if (found) return std::nullopt;
+      if (found)
+        return std::nullopt;
       std::string_view v = line.substr(5);
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+        v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+        v.remove_suffix(1);
       found = v;
     }
     pos = eol;
@@ -2775,9 +3056,11 @@ inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view
   std::size_t q = target.find('?');
   if (target.substr(0, q) != callback_path)
     return answer(404, "Not found", "<p>Nothing here. The sign-in is waiting on another address.</p>");
-  if (method != "GET") return answer(405, "Not supported", "<p>The sign-in answer must arrive as a GET request.</p>");
+  if (method != "GET")
+    return answer(405, "Not supported", "<p>The sign-in answer must arrive as a GET request.</p>");
   auto p = read_callback_params(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
-  if (!p) return answer(400, "Bad request", "<p>The sign-in response was malformed and was ignored.</p>");
+  if (!p)
+    return answer(400, "Bad request", "<p>The sign-in response was malformed and was ignored.</p>");
   CallbackVerdict v = judge_callback(*p, request);
   switch (v.is) {
     case Is::not_ours:
@@ -2792,7 +3075,8 @@ inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view
                     std::move(*v.failure));
     case Is::no_code:
       return ending(400, "Sign-in failed", "<p>The response carried no authorization code.</p>", std::move(*v.failure));
-    case Is::code: break;
+    case Is::code:
+      break;
   }
   CallbackOutcome out = answer(
       200, "Signed in", "<p>You are signed in. You can close this window and return to the application.</p>", true);
@@ -2803,9 +3087,10 @@ inline CallbackOutcome evaluate_callback(std::string_view head, std::string_view
 // The page for a sign-in that ended after the callback arrived: signed in (as `who`), or what failed, in words a
 // user can act on (the error's kind and status, never its text: no secret or code can reach the page).
 inline std::string signed_in_page(const std::string& who) {
-  return page("Signed in", (who.empty() ? std::string("<p>You are signed in.")
-                                        : "<p>You are signed in as <strong>" + html_escape(who) + "</strong>.") +
-                               " You can close this window and return to the application.</p>",
+  return page("Signed in",
+              (who.empty() ? std::string("<p>You are signed in.")
+                           : "<p>You are signed in as <strong>" + html_escape(who) + "</strong>.") +
+                  " You can close this window and return to the application.</p>",
               true);
 }
 
@@ -2823,24 +3108,30 @@ inline std::string failure_words(const Error& e) {
       return "The sign-in service's answer could not be verified, so the sign-in was refused.";
     case ErrorKind::http:
     case ErrorKind::oauth:
-      if (d.error == "invalid_grant") return "The sign-in code was refused: it expired or was used already. Sign in again.";
+      if (d.error == "invalid_grant")
+        return "The sign-in code was refused: it expired or was used already. Sign in again.";
       if (d.status == 401 || d.error_code == "AUTH-003" || d.error == "invalid_client")
         return "The application's client ID or secret was refused. The application's configuration must be fixed "
                "before anyone can sign in.";
       if (d.error_code == "AUTH-004" || d.error == "invalid_scope")
         return "The application asked for permissions (scopes) it may not have.";
       return "The sign-in service refused to finish the sign-in.";
-    default: return "The sign-in could not be finished.";
+    default:
+      return "The sign-in could not be finished.";
   }
 }
 
 inline std::string failed_page(const Error& e) {
   std::string details = to_string(e.kind());
-  if (e.details().status) details += ", HTTP " + std::to_string(e.details().status);
-  if (!e.details().error.empty()) details += ", " + sanitize(e.details().error, {}, 60);
-  else if (!e.details().error_code.empty()) details += ", " + sanitize(e.details().error_code, {}, 40);
-  return page("Sign-in failed", "<p>" + failure_words(e) + "</p><p><code>" + html_escape(details) +
-                                    "</code></p><p>The application's output says more.</p>",
+  if (e.details().status)
+    details += ", HTTP " + std::to_string(e.details().status);
+  if (!e.details().error.empty())
+    details += ", " + sanitize(e.details().error, {}, 60);
+  else if (!e.details().error_code.empty())
+    details += ", " + sanitize(e.details().error_code, {}, 40);
+  return page("Sign-in failed",
+              "<p>" + failure_words(e) + "</p><p><code>" + html_escape(details) +
+                  "</code></p><p>The application's output says more.</p>",
               false);
 }
 
@@ -2848,32 +3139,43 @@ inline std::string failed_page(const Error& e) {
 
 inline const char* reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 404: return "Not Found";
-    case 403: return "Forbidden";
-    case 405: return "Method Not Allowed";
-    case 421: return "Misdirected Request";
-    case 431: return "Request Header Fields Too Large";
-    default: return "Bad Request";
+    case 200:
+      return "OK";
+    case 404:
+      return "Not Found";
+    case 403:
+      return "Forbidden";
+    case 405:
+      return "Method Not Allowed";
+    case 421:
+      return "Misdirected Request";
+    case 431:
+      return "Request Header Fields Too Large";
+    default:
+      return "Bad Request";
   }
 }
 
 // Sends the page and closes our side. Best effort: the page is small and the socket buffer empty, but a client
 // that never reads must not stall the listener, so it gives up after a short while.
 inline void respond(socket_t s, int status, const std::string& html) {
-  const std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
-                          "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nPragma: no-cache\r\n"
-                          "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
-                          "frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n"
-                          "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n"
-                          "Content-Length: " +
-                          std::to_string(html.size()) + "\r\n\r\n" + html;
+  const std::string out =
+      "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
+      "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nPragma: no-cache\r\n"
+      "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
+      "frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n"
+      "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n"
+      "Content-Length: " +
+      std::to_string(html.size()) + "\r\n\r\n" + html;
   const auto until = Clock::now() + std::chrono::seconds(2);
   for (std::size_t off = 0; off < out.size() && Clock::now() < until;) {
     std::ptrdiff_t n = send_some(s, out.data() + off, out.size() - off);
-    if (n == -2) break;
-    if (n > 0) off += static_cast<std::size_t>(n);
-    else wait_for(s, POLLOUT, 100);
+    if (n == -2)
+      break;
+    if (n > 0)
+      off += static_cast<std::size_t>(n);
+    else
+      wait_for(s, POLLOUT, 100);
   }
   shutdown_send(s);
 }
@@ -2894,18 +3196,21 @@ class Connections {
   // Closes what is past its own deadline and forgets what is closed.
   void prune(Clock::time_point now) {
     for (auto& c : list_)
-      if (now >= c.deadline) c.socket.close();
+      if (now >= c.deadline)
+        c.socket.close();
     list_.erase(std::remove_if(list_.begin(), list_.end(), [](const Connection& c) { return !c.socket.valid(); }),
                 list_.end());
     open_ = list_.size();
   }
 
   void add_to_poll_set(std::vector<PollFd>& fds) const {
-    for (const auto& c : list_) fds.push_back({c.socket.get(), POLLIN, 0});
+    for (const auto& c : list_)
+      fds.push_back({c.socket.get(), POLLIN, 0});
   }
 
   Clock::time_point next_deadline(Clock::time_point deadline) const {
-    for (const auto& c : list_) deadline = std::min(deadline, c.deadline);
+    for (const auto& c : list_)
+      deadline = std::min(deadline, c.deadline);
     return deadline;
   }
 
@@ -2913,7 +3218,8 @@ class Connections {
   void accept_from(socket_t listener) {
     for (int batch = 0; batch < 64; ++batch) {
       Socket s = accept_connection(listener);
-      if (!s.valid()) return;
+      if (!s.valid())
+        return;
       for (auto it = list_.begin(); open_ >= kMaxOpen && it != list_.end(); ++it)
         if (it->socket.valid()) {
           it->socket.close();
@@ -2933,8 +3239,10 @@ class Connections {
                                    const std::vector<std::string>& hosts, const AuthorizationRequest& request,
                                    Socket* held) {
     for (std::size_t i = 0; i < list_.size(); ++i) {
-      if (i < polled_count && !polled[i].revents) continue;
-      if (auto code = serve_one(list_[i], callback_path, hosts, request, held)) return code;
+      if (i < polled_count && !polled[i].revents)
+        continue;
+      if (auto code = serve_one(list_[i], callback_path, hosts, request, held))
+        return code;
     }
     return std::nullopt;
   }
@@ -2943,12 +3251,14 @@ class Connections {
   static std::optional<std::string> serve_one(Connection& c, std::string_view callback_path,
                                               const std::vector<std::string>& hosts,
                                               const AuthorizationRequest& request, Socket* held) {
-    if (!c.socket.valid()) return std::nullopt;
+    if (!c.socket.valid())
+      return std::nullopt;
     char buf[4096];
     std::ptrdiff_t r;
     while ((r = receive_some(c.socket.get(), buf, sizeof buf)) > 0) {
       c.in.append(buf, static_cast<std::size_t>(r));
-      if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) break;
+      if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES)
+        break;
     }
     if (c.in.find("\r\n\r\n") != std::string::npos) {
       CallbackOutcome out = evaluate_callback(c.in, callback_path, request, hosts);
@@ -2964,10 +3274,13 @@ class Connections {
       }
       respond(c.socket.get(), out.status, out.html);
       c.socket.close();
-      if (out.failure) throw *out.failure;
-      if (!out.code.empty()) return out.code;
+      if (out.failure)
+        throw *out.failure;
+      if (!out.code.empty())
+        return out.code;
     } else if (c.in.size() > APS_AUTH_MAX_CALLBACK_BYTES) {
-      respond(c.socket.get(), 431, page("Request too large", "<p>The request was too large and was ignored.</p>", false));
+      respond(c.socket.get(), 431,
+              page("Request too large", "<p>The request was too large and was ignored.</p>", false));
       c.socket.close();
     } else if (r == 0 || r == -2) {
       c.socket.close();
@@ -2989,20 +3302,24 @@ inline std::vector<std::string> split_command(const std::string& cmd) {
   char quote = 0;
   for (char c : cmd) {
     if (quote) {
-      if (c == quote) quote = 0;
-      else cur += c;
+      if (c == quote)
+        quote = 0;
+      else
+        cur += c;
     } else if (c == '\'' || c == '"') {
       quote = c;
       have = true;
     } else if (c == ' ' || c == '\t') {
-      if (have || !cur.empty()) out.push_back(cur);
+      if (have || !cur.empty())
+        out.push_back(cur);
       cur.clear();
       have = false;
     } else {
       cur += c;
     }
   }
-  if (have || !cur.empty()) out.push_back(cur);
+  if (have || !cur.empty())
+    out.push_back(cur);
   return out;
 }
 
@@ -3019,12 +3336,13 @@ struct LoopbackListener::Impl {
   ~Impl() { answer_held(page_received()); }
 
   static std::string page_received() {
-    return detail::page("Sign-in received",
-                        "<p>The application received your sign-in. You can close this window.</p>", true);
+    return detail::page("Sign-in received", "<p>The application received your sign-in. You can close this window.</p>",
+                        true);
   }
 
   void answer_held(const std::string& html) {
-    if (!held.valid()) return;
+    if (!held.valid())
+      return;
     detail::respond(held.get(), 200, html);
     held.close();
   }
@@ -3032,7 +3350,8 @@ struct LoopbackListener::Impl {
   // Binds one loopback address; 0 or the OS error.
   int bind_one(int family, int want_port) {
     detail::Socket s;
-    if (int err = detail::listen_loopback(family, want_port, s)) return err;
+    if (int err = detail::listen_loopback(family, want_port, s))
+      return err;
     port = detail::local_port(s.get());
     listeners.push_back(std::move(s));
     addresses.push_back(std::string(family == AF_INET6 ? "[::1]" : "127.0.0.1") + ":" + std::to_string(port));
@@ -3043,7 +3362,8 @@ struct LoopbackListener::Impl {
     std::string msg = std::string("cannot listen on ") + address + ":" + std::to_string(want_port) +
                       " for the sign-in callback (" + detail::os_error_text(err) + ")";
     if (detail::is_addr_in_use(err))
-      msg += "; port " + std::to_string(want_port) + " is in use by another program: stop it, or register and use "
+      msg += "; port " + std::to_string(want_port) +
+             " is in use by another program: stop it, or register and use "
              "another callback port";
     throw Error(ErrorKind::io, msg);
   }
@@ -3051,9 +3371,11 @@ struct LoopbackListener::Impl {
   // localhost: both loopback addresses on the same port (RFC 8252 8.3); the browser may pick either.
   void bind_both(int want_port) {
     for (int attempt = 0;; ++attempt) {
-      if (int err = bind_one(AF_INET, want_port)) bind_failed("127.0.0.1", want_port, err);
+      if (int err = bind_one(AF_INET, want_port))
+        bind_failed("127.0.0.1", want_port, err);
       int err = bind_one(AF_INET6, port);
-      if (err == 0 || detail::is_no_ipv6(err)) return;  // no IPv6 here: 127.0.0.1 alone
+      if (err == 0 || detail::is_no_ipv6(err))
+        return;                                                             // no IPv6 here: 127.0.0.1 alone
       if (detail::is_addr_in_use(err) && want_port == 0 && attempt < 20) {  // the free v4 port is taken on v6
         listeners.clear();
         addresses.clear();
@@ -3078,7 +3400,8 @@ struct LoopbackListener::Impl {
     std::vector<std::string> out{callback.host_for_url() + ":" + std::to_string(port)};
     out.insert(out.end(), addresses.begin(), addresses.end());
     if (port == 80)
-      for (std::size_t i = 0, n = out.size(); i < n; ++i) out.push_back(out[i].substr(0, out[i].rfind(':')));
+      for (std::size_t i = 0, n = out.size(); i < n; ++i)
+        out.push_back(out[i].substr(0, out[i].rfind(':')));
     return out;
   }
 
@@ -3093,11 +3416,13 @@ struct LoopbackListener::Impl {
     detail::Connections conns;  // all closed when the wait ends, however it ends
     while (true) {
       const auto now = Clock::now();
-      if (now >= deadline) throw no_callback(timeout);
+      if (now >= deadline)
+        throw no_callback(timeout);
       conns.prune(now);
       // The poll set: the waker, the listening sockets, then the connections.
       std::vector<detail::PollFd> fds{{waker.handle(), POLLIN, 0}};
-      for (const auto& l : listeners) fds.push_back({l.get(), POLLIN, 0});
+      for (const auto& l : listeners)
+        fds.push_back({l.get(), POLLIN, 0});
       conns.add_to_poll_set(fds);
       if (detail::poll_sockets(fds, detail::ms_until(conns.next_deadline(deadline)) + 1) < 0)
         throw Error(ErrorKind::io, "poll failed: " + detail::os_error_text(detail::last_socket_error()));
@@ -3107,9 +3432,10 @@ struct LoopbackListener::Impl {
       }
       const std::size_t first_conn = 1 + listeners.size();
       for (std::size_t i = 1; i < first_conn; ++i)
-        if (fds[i].revents) conns.accept_from(fds[i].fd);
-      if (auto code = conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, hosts(), request,
-                                  keep))
+        if (fds[i].revents)
+          conns.accept_from(fds[i].fd);
+      if (auto code =
+              conns.serve(fds.data() + first_conn, fds.size() - first_conn, callback.path, hosts(), request, keep))
         return *code;
     }
   }
@@ -3120,26 +3446,37 @@ APS_AUTH_FUNC LoopbackListener::LoopbackListener(const std::string& callback_url
   const bool v4 = u && (u->host == "localhost" || u->host == "127.0.0.1");
   const bool v6 = u && (u->host == "localhost" || u->host == "::1");
   if (!u || u->scheme != "http" || (!v4 && !v6))
-    throw Error(ErrorKind::usage, "the callback URL must be http://localhost:PORT/path, http://127.0.0.1:PORT/path "
-                                  "or http://[::1]:PORT/path (got '" + detail::sanitize(callback_url) +
-                                  "'); the listener never binds other interfaces");
+    throw Error(ErrorKind::usage,
+                "the callback URL must be http://localhost:PORT/path, http://127.0.0.1:PORT/path "
+                "or http://[::1]:PORT/path (got '" +
+                    detail::sanitize(callback_url) + "'); the listener never binds other interfaces");
   impl_->callback = *u;
-  if (v4 && v6) impl_->bind_both(u->port);
+  if (v4 && v6)
+    impl_->bind_both(u->port);
   else if (int err = impl_->bind_one(v4 ? AF_INET : AF_INET6, u->port))
     Impl::bind_failed(v4 ? "127.0.0.1" : "[::1]", u->port, err);
 }
 
 APS_AUTH_FUNC LoopbackListener::~LoopbackListener() = default;
 
-APS_AUTH_FUNC int LoopbackListener::port() const noexcept { return impl_->port; }
+APS_AUTH_FUNC int LoopbackListener::port() const noexcept {
+  return impl_->port;
+}
 
-APS_AUTH_FUNC std::string LoopbackListener::redirect_uri() const { return impl_->callback_with_port(); }
+APS_AUTH_FUNC std::string LoopbackListener::redirect_uri() const {
+  return impl_->callback_with_port();
+}
 
-APS_AUTH_FUNC std::vector<std::string> LoopbackListener::bound_addresses() const { return impl_->addresses; }
+APS_AUTH_FUNC std::vector<std::string> LoopbackListener::bound_addresses() const {
+  return impl_->addresses;
+}
 
-APS_AUTH_FUNC void LoopbackListener::cancel() noexcept { impl_->waker.notify(); }
+APS_AUTH_FUNC void LoopbackListener::cancel() noexcept {
+  impl_->waker.notify();
+}
 
-APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& request, std::chrono::milliseconds timeout) {
+APS_AUTH_FUNC std::string LoopbackListener::wait(const AuthorizationRequest& request,
+                                                 std::chrono::milliseconds timeout) {
   return impl_->receive(request, timeout, nullptr);
 }
 
@@ -3153,35 +3490,44 @@ APS_AUTH_FUNC void LoopbackListener::answer_signed_in(const std::string& who) {
   impl_->answer_held(detail::signed_in_page(who));
 }
 
-APS_AUTH_FUNC void LoopbackListener::answer_failed(const Error& error) { impl_->answer_held(detail::failed_page(error)); }
+APS_AUTH_FUNC void LoopbackListener::answer_failed(const Error& error) {
+  impl_->answer_held(detail::failed_page(error));
+}
 
 APS_AUTH_FUNC std::string check_callback(const AuthorizationRequest& request, std::string_view callback,
                                          std::chrono::seconds max_age) {
   using Is = detail::CallbackVerdict::Is;
   if (request.created_at != std::chrono::system_clock::time_point{} &&
       std::chrono::system_clock::now() > request.created_at + max_age)
-    throw Error(ErrorKind::timeout, "the sign-in request is older than " + std::to_string(max_age.count()) +
-                                        " s; start the sign-in again");
+    throw Error(ErrorKind::timeout,
+                "the sign-in request is older than " + std::to_string(max_age.count()) + " s; start the sign-in again");
   // The fragment first: a '?' inside it is not a query.
-  if (std::size_t hash = callback.find('#'); hash != std::string_view::npos) callback = callback.substr(0, hash);
-  if (std::size_t q = callback.find('?'); q != std::string_view::npos) callback = callback.substr(q + 1);
-  else if (!callback.empty() && (callback.front() == '/' || callback.substr(0, 7) == "http://" ||
-                                  callback.substr(0, 8) == "https://"))
+  if (std::size_t hash = callback.find('#'); hash != std::string_view::npos)
+    callback = callback.substr(0, hash);
+  if (std::size_t q = callback.find('?'); q != std::string_view::npos)
+    callback = callback.substr(q + 1);
+  else if (!callback.empty() &&
+           (callback.front() == '/' || callback.substr(0, 7) == "http://" || callback.substr(0, 8) == "https://"))
     callback = {};  // a target or URL without a query
   auto p = detail::read_callback_params(callback);
-  if (!p) throw Error(ErrorKind::bad_response, "the callback is malformed (a broken escape or a parameter given twice)");
+  if (!p)
+    throw Error(ErrorKind::bad_response, "the callback is malformed (a broken escape or a parameter given twice)");
   detail::CallbackVerdict v = detail::judge_callback(*p, request);
   if (v.is == Is::not_ours)
-    throw Error(ErrorKind::state_mismatch, "the callback's state is not the one of this sign-in request (a forged "
-                                           "callback, or one of another session)");
-  if (v.failure) throw std::move(*v.failure);
+    throw Error(ErrorKind::state_mismatch,
+                "the callback's state is not the one of this sign-in request (a forged "
+                "callback, or one of another session)");
+  if (v.failure)
+    throw std::move(*v.failure);
   return std::move(p->code);
 }
 
 APS_AUTH_FUNC bool open_browser(const std::string& url, const std::vector<std::string>& secrets) {
-  if (!detail::parse_url(url)) return false;  // never hand a browser anything but an absolute http(s) URL
+  if (!detail::parse_url(url))
+    return false;  // never hand a browser anything but an absolute http(s) URL
   std::string browser = detail::env("BROWSER");
-  if (browser.empty()) return detail::open_in_default_browser(url, secrets);
+  if (browser.empty())
+    return detail::open_in_default_browser(url, secrets);
   std::vector<std::string> args = detail::split_command(browser);
   bool replaced = false;
   for (auto& a : args)
@@ -3189,7 +3535,8 @@ APS_AUTH_FUNC bool open_browser(const std::string& url, const std::vector<std::s
       a.replace(p, 2, url);
       replaced = true;
     }
-  if (!replaced) args.push_back(url);
+  if (!replaced)
+    args.push_back(url);
   return detail::spawn_detached(args, secrets);
 }
 
@@ -3211,22 +3558,29 @@ inline bool no_proxy_matches(const std::string& host, const std::string& list) {
   std::size_t pos = 0;
   while (pos <= list.size()) {
     std::size_t comma = list.find(',', pos);
-    if (comma == std::string::npos) comma = list.size();
+    if (comma == std::string::npos)
+      comma = list.size();
     std::string item = list.substr(pos, comma - pos);
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty() && item.front() == '[' && item.back() == ']') item = item.substr(1, item.size() - 2);
-    if (std::size_t pc = item.rfind(':'); pc != std::string::npos && item.find(':') == pc) item.erase(pc);
-    for (char& c : item) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (item == "*") return true;
+    if (!item.empty() && item.front() == '[' && item.back() == ']')
+      item = item.substr(1, item.size() - 2);
+    if (std::size_t pc = item.rfind(':'); pc != std::string::npos && item.find(':') == pc)
+      item.erase(pc);
+    for (char& c : item)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (item == "*")
+      return true;
     if (!item.empty()) {
-      if (item.front() == '.') item.erase(0, 1);
-      if (host == item) return true;
+      if (item.front() == '.')
+        item.erase(0, 1);
+      if (host == item)
+        return true;
       // Suffixes match names only: "0.0.1" must not cover 127.0.0.1.
       const bool ip_literal =
           host.find_first_not_of("0123456789.") == std::string::npos || host.find(':') != std::string::npos;
-      if (!ip_literal && host.size() > item.size() &&
-          host.compare(host.size() - item.size(), item.size(), item) == 0 && host[host.size() - item.size() - 1] == '.')
+      if (!ip_literal && host.size() > item.size() && host.compare(host.size() - item.size(), item.size(), item) == 0 &&
+          host[host.size() - item.size() - 1] == '.')
         return true;
     }
     pos = comma + 1;
@@ -3239,28 +3593,36 @@ inline bool no_proxy_matches(const std::string& host, const std::string& list) {
 // (a mock, a forwarded port), and could not reach our loopback anyway.
 inline std::optional<Proxy> proxy_for(const Config& config, const Url& target) {
   std::string spec = config.proxy;
-  if (spec == "direct" || is_loopback_host(target.host)) return std::nullopt;
+  if (spec == "direct" || is_loopback_host(target.host))
+    return std::nullopt;
   if (spec.empty()) {
     std::string no_proxy = env("NO_PROXY");
-    if (no_proxy.empty()) no_proxy = env("no_proxy");
-    if (no_proxy_matches(target.host, no_proxy)) return std::nullopt;
+    if (no_proxy.empty())
+      no_proxy = env("no_proxy");
+    if (no_proxy_matches(target.host, no_proxy))
+      return std::nullopt;
     if (target.scheme == "https") {
       spec = env("https_proxy");
-      if (spec.empty()) spec = env("HTTPS_PROXY");
+      if (spec.empty())
+        spec = env("HTTPS_PROXY");
     } else {
       spec = env("http_proxy");  // lower case only for http, as curl does (httpoxy)
     }
-    if (spec.empty()) return std::nullopt;
+    if (spec.empty())
+      return std::nullopt;
   }
-  if (spec.find("://") == std::string::npos) spec = "http://" + spec;
+  if (spec.find("://") == std::string::npos)
+    spec = "http://" + spec;
   auto u = parse_url(spec);
   if (!u || u->scheme != "http")
-    throw Error(ErrorKind::usage, "the proxy must be an http://host:port URL (got '" + sanitize(u ? u->host : "") + "')");
+    throw Error(ErrorKind::usage,
+                "the proxy must be an http://host:port URL (got '" + sanitize(u ? u->host : "") + "')");
   Proxy p{*u, {}, {}};
   if (!u->userinfo.empty()) {
     std::size_t c = u->userinfo.find(':');
     p.user = percent_decode(u->userinfo.substr(0, c), false).value_or("");
-    if (c != std::string::npos) p.password = percent_decode(u->userinfo.substr(c + 1), false).value_or("");
+    if (c != std::string::npos)
+      p.password = percent_decode(u->userinfo.substr(c + 1), false).value_or("");
   }
   return p;
 }
@@ -3283,7 +3645,8 @@ inline bool load_default_bundle(X509_STORE* store) {
   static std::mutex m;
   std::lock_guard<std::mutex> lk(m);
   auto* file = static_cast<X509_LOOKUP*>(X509_STORE_get_ex_data(store, default_bundle_index()));
-  if (!file) return false;
+  if (!file)
+    return false;
   X509_STORE_set_ex_data(store, default_bundle_index(), nullptr);
   load_system_roots(store, file);
   return true;
@@ -3291,13 +3654,15 @@ inline bool load_default_bundle(X509_STORE* store) {
 
 inline int get_issuer_then_bundle(X509** issuer, X509_STORE_CTX* ctx, X509* x) {
   int found = X509_STORE_CTX_get1_issuer(issuer, ctx, x);
-  if (found == 0 && load_default_bundle(X509_STORE_CTX_get0_store(ctx))) found = X509_STORE_CTX_get1_issuer(issuer, ctx, x);
+  if (found == 0 && load_default_bundle(X509_STORE_CTX_get0_store(ctx)))
+    found = X509_STORE_CTX_get1_issuer(issuer, ctx, x);
   return found;
 }
 
 inline STACK_OF(X509) * lookup_certs_then_bundle(X509_STORE_CTX* ctx, const X509_NAME* name) {
   STACK_OF(X509)* found = X509_STORE_CTX_get1_certs(ctx, name);
-  if (!found && load_default_bundle(X509_STORE_CTX_get0_store(ctx))) found = X509_STORE_CTX_get1_certs(ctx, name);
+  if (!found && load_default_bundle(X509_STORE_CTX_get0_store(ctx)))
+    found = X509_STORE_CTX_get1_certs(ctx, name);
   return found;
 }
 
@@ -3309,7 +3674,8 @@ inline std::string default_cert_dir() {
 
 inline X509_STORE* make_trust_store(const std::string& ca_file) {
   X509_STORE* store = X509_STORE_new();
-  if (!store) throw Error(ErrorKind::tls, "could not create an OpenSSL certificate store");
+  if (!store)
+    throw Error(ErrorKind::tls, "could not create an OpenSSL certificate store");
   // The lookups of X509_STORE_set_default_paths(), the file one left empty until an issuer is missing.
   X509_LOOKUP* file = X509_STORE_add_lookup(store, X509_LOOKUP_file());
   X509_LOOKUP* dir = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
@@ -3330,7 +3696,8 @@ inline X509_STORE* make_trust_store(const std::string& ca_file) {
   return store;
 }
 inline std::string effective_ca_file(const Config& config) {
-  if (!config.ca_file.empty()) return config.ca_file;
+  if (!config.ca_file.empty())
+    return config.ca_file;
   return env("APS_CA_FILE");
 }
 
@@ -3358,9 +3725,11 @@ struct HttpCall {
 
   // A secret as given, form- and URL-encoded (as in a body), and so masked however a server echoes it.
   void add_secret(std::string_view secret) {
-    if (secret.empty()) return;
+    if (secret.empty())
+      return;
     for (std::string spelling : {std::string(secret), form_encode(secret), url_encode(secret)})
-      if (std::find(secrets.begin(), secrets.end(), spelling) == secrets.end()) secrets.push_back(std::move(spelling));
+      if (std::find(secrets.begin(), secrets.end(), spelling) == secrets.end())
+        secrets.push_back(std::move(spelling));
   }
 };
 
@@ -3375,14 +3744,15 @@ struct HttpSession {
 // [0, min(max_delay, initial_backoff * 2^(attempt-1))].
 inline std::chrono::milliseconds backoff(const RetryPolicy& policy, int attempt) {
   static thread_local std::minstd_rand rng{std::random_device{}()};  // jitter only, not security
-  auto cap = std::min<std::int64_t>(policy.max_delay.count(),
-                                    policy.initial_backoff.count() << std::clamp(attempt - 1, 0, 20));
+  auto cap = std::min<std::int64_t>(policy.max_delay.count(), policy.initial_backoff.count()
+                                                                  << std::clamp(attempt - 1, 0, 20));
   std::uniform_int_distribution<std::int64_t> dist(0, std::max<std::int64_t>(cap, 0));
   return std::chrono::milliseconds(dist(rng));
 }
 
 inline std::optional<std::chrono::seconds> parse_retry_after(const std::string& v) {
-  if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
   return std::chrono::seconds(std::stoll(v));
 }
 
@@ -3405,7 +3775,8 @@ inline std::unique_ptr<httplib::Client> make_client(const Config& config, const 
   }
   if (proxy) {
     client->set_proxy(proxy->url.host, proxy->url.port);
-    if (!proxy->user.empty()) client->set_proxy_basic_auth(proxy->user, proxy->password);
+    if (!proxy->user.empty())
+      client->set_proxy_basic_auth(proxy->user, proxy->password);
   }
   return client;
 }
@@ -3434,7 +3805,8 @@ inline httplib::Client& client_for(const Config& config, const Url& url, const s
 // meets and reports the same failure).
 inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const Url& url) {
   Socket s = connect_tcp(proxy.url.host, proxy.url.port, Clock::now() + config.connect_timeout);
-  if (!s.valid()) return 0;
+  if (!s.valid())
+    return 0;
   std::string out = "CONNECT " + url.authority() + " HTTP/1.1\r\nHost: " + url.authority() + "\r\n";
   if (!proxy.user.empty() && !proxy.password.empty())  // as httplib sends them
     out += "Proxy-Authorization: Basic " + base64(proxy.user + ":" + proxy.password, false) + "\r\n";
@@ -3442,22 +3814,29 @@ inline int proxy_tunnel_status(const Config& config, const Proxy& proxy, const U
   const auto until = Clock::now() + config.read_timeout;
   for (std::size_t sent = 0; sent < out.size();) {
     std::ptrdiff_t n = send_some(s.get(), out.data() + sent, out.size() - sent);
-    if (n > 0) sent += static_cast<std::size_t>(n);
-    else if (n == -2 || wait_for(s.get(), POLLOUT, ms_until(until)) != 1) return 0;
+    if (n > 0)
+      sent += static_cast<std::size_t>(n);
+    else if (n == -2 || wait_for(s.get(), POLLOUT, ms_until(until)) != 1)
+      return 0;
   }
   std::string in;
   while (in.find("\r\n") == std::string::npos && in.size() < 4096) {
-    if (wait_for(s.get(), POLLIN, ms_until(until)) != 1) break;
+    if (wait_for(s.get(), POLLIN, ms_until(until)) != 1)
+      break;
     char buf[1024];
     std::ptrdiff_t n = receive_some(s.get(), buf, sizeof buf);
-    if (n == 0 || n == -2) break;
-    if (n > 0) in.append(buf, static_cast<std::size_t>(n));
+    if (n == 0 || n == -2)
+      break;
+    if (n > 0)
+      in.append(buf, static_cast<std::size_t>(n));
   }
   // "HTTP/1.x NNN reason"
-  if (in.size() < 12 || in.compare(0, 5, "HTTP/") != 0 || in[8] != ' ') return 0;
+  if (in.size() < 12 || in.compare(0, 5, "HTTP/") != 0 || in[8] != ' ')
+    return 0;
   int status = 0;
   for (std::size_t i = 9; i < 12; ++i) {
-    if (in[i] < '0' || in[i] > '9') return 0;
+    if (in[i] < '0' || in[i] > '9')
+      return 0;
     status = status * 10 + (in[i] - '0');
   }
   return status;
@@ -3497,14 +3876,16 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
   req.path = url.target();
   req.set_header("Accept", "application/json");
   req.set_header("User-Agent", "aps_auth/" + version());
-  if (!call.authorization.empty()) req.set_header("Authorization", call.authorization);
+  if (!call.authorization.empty())
+    req.set_header("Authorization", call.authorization);
   if (call.method == "POST") {
     req.set_header("Content-Type", "application/x-www-form-urlencoded");
     req.body = call.form;
   }
   // httplib (0.11.4, 0.18.7 and 0.53.1 alike) also puts the proxy credentials on the request inside the tunnel,
   // for the server to read; a header of our own (empty) stops that. The CONNECT itself still carries them.
-  if (tunnelled) req.set_header("Proxy-Authorization", "");
+  if (tunnelled)
+    req.set_header("Proxy-Authorization", "");
   req.response_handler = [&](const httplib::Response& r) {
     a.answer.status = r.status;
     a.answer.content_type = r.get_header_value("Content-Type");
@@ -3515,14 +3896,16 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
   };
   req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
     a.too_big = a.answer.body.size() + n > static_cast<std::size_t>(APS_AUTH_MAX_RESPONSE_BYTES);
-    if (!a.too_big) a.answer.body.append(data, n);
+    if (!a.too_big)
+      a.answer.body.append(data, n);
     return !a.too_big;
   };
   const auto started = Clock::now();
   httplib::Result res = client.send(req);
   a.took = Clock::now() - started;
   a.answered = static_cast<bool>(res);
-  if (!res) a.error = res.error();
+  if (!res)
+    a.error = res.error();
   a.tunnel_refused = res && is_proxy_refusal(res.error());
   if (res && a.answer.status == 0) {  // an answer httplib read without the response handler: keep its status
     a.answer.status = res->status;
@@ -3534,16 +3917,19 @@ inline Attempt send_once(httplib::Client& client, const HttpCall& call, const Ur
 // How long to wait before sending again, or nullopt: the rule RetryPolicy documents.
 inline std::optional<std::chrono::milliseconds> retry_delay(const Config& config, const HttpCall& call,
                                                             const Attempt& a, int attempt) {
-  if (attempt >= std::max(1, config.retry.max_attempts)) return std::nullopt;
+  if (attempt >= std::max(1, config.retry.max_attempts))
+    return std::nullopt;
   if (!a.answered) {
     const TransportFailure f = classify(a.error);
-    if (f.kind == ErrorKind::tls || !(f.unsent || call.resend == Resend::safe)) return std::nullopt;
+    if (f.kind == ErrorKind::tls || !(f.unsent || call.resend == Resend::safe))
+      return std::nullopt;
     return backoff(config.retry, attempt);
   }
   const int s = a.answer.status;
   const bool busy = s == 429 || s == 503;
   const bool server_error = s == 500 || s == 502 || s == 504;
-  if (!busy && !(server_error && call.resend == Resend::safe)) return std::nullopt;
+  if (!busy && !(server_error && call.resend == Resend::safe))
+    return std::nullopt;
   if (auto after = parse_retry_after(a.answer.retry_after))
     return std::min<std::chrono::milliseconds>(*after, config.retry.max_delay);
   return backoff(config.retry, attempt);
@@ -3559,7 +3945,8 @@ inline std::optional<std::chrono::milliseconds> retry_delay(const Config& config
     kind = ErrorKind::timeout;
     msg = where + ": no answer within " + std::to_string(config.read_timeout.count()) + " ms";
   }
-  if (proxy) msg += " (through proxy " + proxy->url.authority() + ")";
+  if (proxy)
+    msg += " (through proxy " + proxy->url.authority() + ")";
   if (!f.unsent && call.resend == Resend::only_if_unsent)
     msg += "; not sent again because the server may already have acted on it";
   throw Error(kind, msg);
@@ -3591,7 +3978,8 @@ inline HttpAnswer http_send(const Config& config, const HttpCall& call, HttpSess
                                                std::to_string(APS_AUTH_MAX_RESPONSE_BYTES) + " bytes; refused");
     const auto delay = retry_delay(config, call, a, attempt);
     if (!delay) {
-      if (a.answered) return a.answer;
+      if (a.answered)
+        return a.answer;
       throw_transport_error(config, call, url, proxy, a);
     }
     std::this_thread::sleep_for(*delay);
@@ -3608,19 +3996,26 @@ inline void read_error_body(const json& j, const HttpCall& call, ErrorDetails& d
   d.developer_message = string_field(j, "developerMessage");
   d.user_message = string_field(j, "userMessage");
   d.more_info = string_field(j, "more info");
-  if (d.more_info.empty()) d.more_info = string_field(j, "moreInfo");
+  if (d.more_info.empty())
+    d.more_info = string_field(j, "moreInfo");
   for (auto* f : {&d.error, &d.error_description, &d.error_code, &d.developer_message, &d.user_message, &d.more_info})
     *f = sanitize(*f, std::vector<std::string_view>(call.secrets.begin(), call.secrets.end()), 1000);
 }
 
 // A hint for the failures people hit most ("" when none).
 inline const char* error_hint(const ErrorDetails& d) {
-  if (d.error_code == "AUTH-001") return " [the app is not enabled for this API]";
-  if (d.error_code == "AUTH-003" || d.status == 401) return " [check the client id and secret]";
-  if (d.error_code == "AUTH-004") return " [invalid scopes for this app]";
-  if (d.error == "invalid_grant") return " [the code or refresh token is expired, used or revoked; sign in again]";
-  if (d.status == 429) return " [rate limited; retry later]";
-  if (d.status == 407) return " [the proxy wants credentials: http://user:password@host:port]";
+  if (d.error_code == "AUTH-001")
+    return " [the app is not enabled for this API]";
+  if (d.error_code == "AUTH-003" || d.status == 401)
+    return " [check the client id and secret]";
+  if (d.error_code == "AUTH-004")
+    return " [invalid scopes for this app]";
+  if (d.error == "invalid_grant")
+    return " [the code or refresh token is expired, used or revoked; sign in again]";
+  if (d.status == 429)
+    return " [rate limited; retry later]";
+  if (d.status == 407)
+    return " [the proxy wants credentials: http://user:password@host:port]";
   return "";
 }
 
@@ -3628,12 +4023,14 @@ inline const char* error_hint(const ErrorDetails& d) {
 [[noreturn]] inline void throw_http_error(const HttpCall& call, const HttpAnswer& a) {
   ErrorDetails d;
   d.status = a.status;
-  if (auto ra = parse_retry_after(a.retry_after)) d.retry_after = *ra;
+  if (auto ra = parse_retry_after(a.retry_after))
+    d.retry_after = *ra;
   std::string msg = call.what + " answered HTTP " + std::to_string(a.status);
   ErrorKind kind = ErrorKind::http;
   if (a.status >= 300 && a.status < 400) {
     msg += " (a redirect, not followed";
-    if (auto loc = parse_url(a.location)) msg += ", to " + loc->host;
+    if (auto loc = parse_url(a.location))
+      msg += ", to " + loc->host;
     throw Error(kind, msg + ")", d);
   }
   if (auto j = parse_json_object(a.body)) {
@@ -3641,25 +4038,31 @@ inline const char* error_hint(const ErrorDetails& d) {
     if (!d.error.empty()) {
       kind = d.error == "access_denied" ? ErrorKind::access_denied : ErrorKind::oauth;
       msg += " " + sanitize(d.error, {}, 80);
-      if (!d.error_description.empty()) msg += ": " + sanitize(d.error_description);
+      if (!d.error_description.empty())
+        msg += ": " + sanitize(d.error_description);
     } else if (!d.error_code.empty() || !d.developer_message.empty()) {
-      if (!d.error_code.empty()) msg += " " + sanitize(d.error_code, {}, 40);
-      if (!d.developer_message.empty()) msg += ": " + sanitize(d.developer_message);
+      if (!d.error_code.empty())
+        msg += " " + sanitize(d.error_code, {}, 40);
+      if (!d.developer_message.empty())
+        msg += ": " + sanitize(d.developer_message);
     }
   } else {
     msg += " with a non-JSON body";
-    if (!a.content_type.empty()) msg += " (" + sanitize(a.content_type, {}, 60) + ")";
+    if (!a.content_type.empty())
+      msg += " (" + sanitize(a.content_type, {}, 60) + ")";
   }
   throw Error(kind, msg + error_hint(d), d);
 }
 
 // The JSON object of a 2xx answer; the typed error otherwise.
 inline json json_answer(const HttpCall& call, const HttpAnswer& a) {
-  if (a.status < 200 || a.status >= 300) throw_http_error(call, a);
+  if (a.status < 200 || a.status >= 300)
+    throw_http_error(call, a);
   auto j = parse_json_object(a.body);
   if (!j) {
     std::string what = a.body.empty() ? "an empty body" : "a body that is not a JSON object";
-    if (!a.content_type.empty()) what += " (" + sanitize(a.content_type, {}, 60) + ")";
+    if (!a.content_type.empty())
+      what += " (" + sanitize(a.content_type, {}, 60) + ")";
     throw Error(ErrorKind::bad_response,
                 call.what + " answered HTTP " + std::to_string(a.status) + " with " + what +
                     "; a proxy, captive portal or outage page?",
@@ -3676,14 +4079,15 @@ inline std::string basic_authorization(const std::string& id, const std::string&
 
 // A form POST with client authentication: Basic for confidential clients (RFC 6749 2.3.1), client_id in the
 // body for public ones. Never both (APS answers 400).
-inline HttpCall form_post(const Config& config, const char* what, const std::string& url, Params form,
-                          Resend resend, std::vector<std::string_view> secrets) {
+inline HttpCall form_post(const Config& config, const char* what, const std::string& url, Params form, Resend resend,
+                          std::vector<std::string_view> secrets) {
   require_client_id(config);
   HttpCall call;
   call.url = url;
   call.what = what;
   call.resend = resend;
-  for (std::string_view secret : secrets) call.add_secret(secret);
+  for (std::string_view secret : secrets)
+    call.add_secret(secret);
   if (!config.client_secret.empty()) {
     call.authorization = basic_authorization(config.client_id, config.client_secret);
     call.add_secret(config.client_secret);
@@ -3719,7 +4123,8 @@ constexpr std::int64_t kMaxExpiresIn = 366LL * 24 * 3600;
 // expires_in of a token answer in seconds: integer, float or a quoted integer; capped, never negative.
 inline std::int64_t expires_in_seconds(const json& j, const std::string& what) {
   auto it = j.find("expires_in");
-  if (it == j.end()) return 3600;  // RFC 6749: optional; APS always sends it
+  if (it == j.end())
+    return 3600;  // RFC 6749: optional; APS always sends it
   std::int64_t s;
   if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxExpiresIn)) {
     s = kMaxExpiresIn;
@@ -3727,7 +4132,8 @@ inline std::int64_t expires_in_seconds(const json& j, const std::string& what) {
     s = it->get<std::int64_t>();
   } else if (it->is_number_float()) {
     double d = it->get<double>();
-    if (!(d == d)) throw Error(ErrorKind::bad_response, what + " answered an invalid expires_in");
+    if (!(d == d))
+      throw Error(ErrorKind::bad_response, what + " answered an invalid expires_in");
     s = d > static_cast<double>(kMaxExpiresIn) ? kMaxExpiresIn : d < 0 ? -1 : static_cast<std::int64_t>(d);
   } else if (it->is_string() && !it->get<std::string>().empty() && it->get<std::string>().size() <= 12 &&
              it->get<std::string>().find_first_not_of("0123456789") == std::string::npos) {
@@ -3735,22 +4141,25 @@ inline std::int64_t expires_in_seconds(const json& j, const std::string& what) {
   } else {
     throw Error(ErrorKind::bad_response, what + " answered an expires_in that is not a number");
   }
-  if (s < 0) throw Error(ErrorKind::bad_response, what + " answered a negative expires_in");
+  if (s < 0)
+    throw Error(ErrorKind::bad_response, what + " answered a negative expires_in");
   return std::min(s, kMaxExpiresIn);  // a huge lifetime is capped, not trusted
 }
 
 inline Token parse_token(const json& j, std::chrono::system_clock::time_point sent_at, const std::string& what) {
   Token t;
   t.access_token = string_field(j, "access_token");
-  if (t.access_token.empty()) throw Error(ErrorKind::bad_response, what + " answered without an access_token");
+  if (t.access_token.empty())
+    throw Error(ErrorKind::bad_response, what + " answered without an access_token");
   // Tokens end up in Authorization headers and shell command lines: only RFC 6750's characters are taken.
   if (!is_b64token(t.access_token))
     throw Error(ErrorKind::bad_response, what + " answered an access_token with characters a bearer token cannot have");
   std::string type = string_field(j, "token_type");
   if (!type.empty() && !iequals(type, "Bearer"))
-    throw Error(ErrorKind::bad_response, what + " answered token_type '" + sanitize(type.substr(0, 40)) +
-                                             "'; only Bearer tokens are supported");
-  if (!type.empty()) t.token_type = type;
+    throw Error(ErrorKind::bad_response,
+                what + " answered token_type '" + sanitize(type.substr(0, 40)) + "'; only Bearer tokens are supported");
+  if (!type.empty())
+    t.token_type = type;
   t.refresh_token = string_field(j, "refresh_token");
   if (!t.refresh_token.empty() && !is_b64token(t.refresh_token))
     throw Error(ErrorKind::bad_response, what + " answered a refresh_token with characters a bearer token cannot have");
@@ -3758,38 +4167,43 @@ inline Token parse_token(const json& j, std::chrono::system_clock::time_point se
   t.scope = string_field(j, "scope");
   t.expires_in = std::chrono::seconds(expires_in_seconds(j, what));
   t.expires_at = sent_at + t.expires_in;
-  if (!t.refresh_token.empty()) t.refresh_token_obtained_at = sent_at;
+  if (!t.refresh_token.empty())
+    t.refresh_token_obtained_at = sent_at;
   return t;
 }
 
 inline Token token_call(const Config& config, Params form, Resend resend, std::vector<std::string_view> secrets,
                         HttpSession* session = nullptr) {
-  HttpCall call = form_post(config, "token endpoint", config.endpoints.token, std::move(form), resend,
-                            std::move(secrets));
+  HttpCall call =
+      form_post(config, "token endpoint", config.endpoints.token, std::move(form), resend, std::move(secrets));
   auto sent_at = std::chrono::system_clock::now();
   return parse_token(call_for_json(config, call, session), sent_at, call.what);
 }
 
 inline Token refresh_grant(const Config& config, const std::string& refresh_token,
                            const std::vector<std::string>& scopes, HttpSession* session) {
-  if (refresh_token.empty()) throw Error(ErrorKind::usage, "no refresh token");
+  if (refresh_token.empty())
+    throw Error(ErrorKind::usage, "no refresh token");
   Params form = {{"grant_type", "refresh_token"}, {"refresh_token", refresh_token}};
-  if (!scopes.empty()) form.emplace_back("scope", join(scopes, ' '));
+  if (!scopes.empty())
+    form.emplace_back("scope", join(scopes, ' '));
   Token t = token_call(config, std::move(form), Resend::only_if_unsent, {refresh_token}, session);
-  if (t.refresh_token.empty()) t.refresh_token = refresh_token;  // a server that does not rotate (its age: unknown)
+  if (t.refresh_token.empty())
+    t.refresh_token = refresh_token;  // a server that does not rotate (its age: unknown)
   return t;
 }
 
 // A refresh that kept the refresh token (the server does not rotate) keeps the time it was obtained.
 inline void keep_refresh_token_age(Token& next, const Token& previous) {
-  if (next.refresh_token == previous.refresh_token) next.refresh_token_obtained_at = previous.refresh_token_obtained_at;
+  if (next.refresh_token == previous.refresh_token)
+    next.refresh_token_obtained_at = previous.refresh_token_obtained_at;
 }
 
 inline Token client_credentials_grant(const Config& config, HttpSession* session) {
   if (config.client_secret.empty())
     throw Error(ErrorKind::usage, "client credentials (2-legged) need a client secret");
-  return token_call(config, {{"grant_type", "client_credentials"}, {"scope", join(config.scopes, ' ')}},
-                    Resend::safe, {}, session);
+  return token_call(config, {{"grant_type", "client_credentials"}, {"scope", join(config.scopes, ' ')}}, Resend::safe,
+                    {}, session);
 }
 
 // ---- answers of the other endpoints (pure, so they can be fuzzed)
@@ -3822,7 +4236,8 @@ inline UserInfo parse_userinfo(const json& j) {
 }  // namespace detail
 
 APS_AUTH_FUNC Token exchange_code(const Config& config, const AuthorizationRequest& request, const std::string& code) {
-  if (code.empty()) throw Error(ErrorKind::usage, "no authorization code to exchange");
+  if (code.empty())
+    throw Error(ErrorKind::usage, "no authorization code to exchange");
   return detail::token_call(config,
                             {{"grant_type", "authorization_code"},
                              {"code", code},
@@ -3841,31 +4256,36 @@ APS_AUTH_FUNC Token client_credentials(const Config& config) {
 }
 
 APS_AUTH_FUNC void revoke(const Config& config, const std::string& token, TokenTypeHint hint) {
-  if (token.empty()) throw Error(ErrorKind::usage, "no token to revoke");
+  if (token.empty())
+    throw Error(ErrorKind::usage, "no token to revoke");
   const char* hint_text = hint == TokenTypeHint::refresh_token ? "refresh_token" : "access_token";
-  detail::HttpCall call = detail::form_post(config, "revoke endpoint", config.endpoints.revoke,
-                                            {{"token", token}, {"token_type_hint", hint_text}},
-                                            detail::Resend::safe, {token});
+  detail::HttpCall call =
+      detail::form_post(config, "revoke endpoint", config.endpoints.revoke,
+                        {{"token", token}, {"token_type_hint", hint_text}}, detail::Resend::safe, {token});
   detail::HttpAnswer a = detail::http_send(config, call);
-  if (a.status < 200 || a.status >= 300) detail::throw_http_error(call, a);
+  if (a.status < 200 || a.status >= 300)
+    detail::throw_http_error(call, a);
 }
 
 APS_AUTH_FUNC Introspection introspect(const Config& config, const std::string& token) {
-  if (token.empty()) throw Error(ErrorKind::usage, "no token to introspect");
-  return detail::parse_introspection(detail::call_for_json(
-      config, detail::form_post(config, "introspect endpoint", config.endpoints.introspect, {{"token", token}},
-                                detail::Resend::safe, {token})));
+  if (token.empty())
+    throw Error(ErrorKind::usage, "no token to introspect");
+  return detail::parse_introspection(
+      detail::call_for_json(config, detail::form_post(config, "introspect endpoint", config.endpoints.introspect,
+                                                      {{"token", token}}, detail::Resend::safe, {token})));
 }
 
 APS_AUTH_FUNC UserInfo userinfo(const Config& config, const std::string& access_token) {
-  if (access_token.empty()) throw Error(ErrorKind::usage, "no access token for userinfo");
+  if (access_token.empty())
+    throw Error(ErrorKind::usage, "no access token for userinfo");
   return detail::parse_userinfo(
       detail::call_for_json(config, detail::get_call("userinfo endpoint", config.endpoints.userinfo, access_token)));
 }
 
 APS_AUTH_FUNC std::string logout_url(const Config& config, const std::string& post_logout_redirect_uri) {
   detail::Url u = detail::require_url(config.endpoints.logout, "logout endpoint");
-  if (post_logout_redirect_uri.empty()) return config.endpoints.logout;
+  if (post_logout_redirect_uri.empty())
+    return config.endpoints.logout;
   return config.endpoints.logout + (u.query.empty() ? "?" : "&") +
          "post_logout_redirect_uri=" + detail::url_encode(post_logout_redirect_uri);
 }
@@ -3885,11 +4305,14 @@ APS_AUTH_FUNC std::string Token::to_json() const {
   j["token_type"] = token_type;
   j["expires_in"] = expires_in.count();
   j["expires_at"] = duration_cast<seconds>(expires_at.time_since_epoch()).count();
-  if (!refresh_token.empty()) j["refresh_token"] = refresh_token;
+  if (!refresh_token.empty())
+    j["refresh_token"] = refresh_token;
   if (!refresh_token.empty() && refresh_token_obtained_at != std::chrono::system_clock::time_point{})
     j["refresh_token_obtained_at"] = duration_cast<seconds>(refresh_token_obtained_at.time_since_epoch()).count();
-  if (!id_token.empty()) j["id_token"] = id_token;
-  if (!scope.empty()) j["scope"] = scope;
+  if (!id_token.empty())
+    j["id_token"] = id_token;
+  if (!scope.empty())
+    j["scope"] = scope;
   try {
     return j.dump();
   } catch (const detail::json::exception&) {  // invalid UTF-8 (found by fuzz/token_json)
@@ -3899,10 +4322,12 @@ APS_AUTH_FUNC std::string Token::to_json() const {
 
 APS_AUTH_FUNC Token Token::from_json(std::string_view text) {
   auto j = detail::parse_json_object(text);
-  if (!j) throw Error(ErrorKind::bad_response, "token JSON is not a JSON object");
+  if (!j)
+    throw Error(ErrorKind::bad_response, "token JSON is not a JSON object");
   Token t = detail::parse_token(*j, std::chrono::system_clock::now(), "token JSON");
   if (auto it = j->find("expires_at"); it != j->end()) {
-    if (!it->is_number_integer()) throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
+    if (!it->is_number_integer())
+      throw Error(ErrorKind::bad_response, "token JSON has a non-integer expires_at");
     t.expires_at = detail::from_epoch_seconds(*it);
   }
   // Not "now": a stored token without the field (written before it existed) has a refresh token of unknown age.
@@ -3925,7 +4350,8 @@ APS_AUTH_FUNC MemoryTokenStore::MemoryTokenStore() : mutex_(std::make_shared<std
 
 APS_AUTH_FUNC bool MemoryTokenStore::load(Token& token) {
   std::lock_guard<std::mutex> lk(*static_cast<std::mutex*>(mutex_.get()));
-  if (!token_) return false;
+  if (!token_)
+    return false;
   token = *token_;
   return true;
 }
@@ -3943,7 +4369,8 @@ APS_AUTH_FUNC void MemoryTokenStore::clear() {
 APS_AUTH_FUNC FileTokenStore::FileTokenStore(std::string path, OpenPermissions permissions,
                                              std::function<void(const std::string&)> warn)
     : path_(std::move(path)), permissions_(permissions), warn_(std::move(warn)) {
-  if (path_.empty()) throw Error(ErrorKind::usage, "empty token file path");
+  if (path_.empty())
+    throw Error(ErrorKind::usage, "empty token file path");
 }
 
 APS_AUTH_FUNC std::string FileTokenStore::default_path(const std::string& name) {
@@ -3952,12 +4379,15 @@ APS_AUTH_FUNC std::string FileTokenStore::default_path(const std::string& name) 
 
 APS_AUTH_FUNC bool FileTokenStore::load(Token& token) {
   detail::FileContent file;
-  if (!detail::read_file_if_exists(path_, file)) return false;
+  if (!detail::read_file_if_exists(path_, file))
+    return false;
   if (file.shared) {
     std::string msg = "token file '" + path_ + "' is accessible by other users (" + file.access + "); " +
                       detail::private_file_hint(path_);
-    if (permissions_ == OpenPermissions::refuse) throw Error(ErrorKind::io, msg);
-    if (warn_) warn_(msg);
+    if (permissions_ == OpenPermissions::refuse)
+      throw Error(ErrorKind::io, msg);
+    if (warn_)
+      warn_(msg);
   }
   try {
     token = Token::from_json(file.text);
@@ -3967,9 +4397,13 @@ APS_AUTH_FUNC bool FileTokenStore::load(Token& token) {
   return true;
 }
 
-APS_AUTH_FUNC void FileTokenStore::save(const Token& token) { detail::replace_file(path_, token.to_json() + "\n"); }
+APS_AUTH_FUNC void FileTokenStore::save(const Token& token) {
+  detail::replace_file(path_, token.to_json() + "\n");
+}
 
-APS_AUTH_FUNC void FileTokenStore::clear() { detail::remove_file(path_); }
+APS_AUTH_FUNC void FileTokenStore::clear() {
+  detail::remove_file(path_);
+}
 
 // A separate lock file: the token file itself is replaced by rename, so a lock on it would not hold.
 APS_AUTH_FUNC std::unique_ptr<StoreLock> FileTokenStore::lock() {
@@ -3995,7 +4429,8 @@ struct TokenSource::Impl {
 
   // When `t` is due for a refresh: the lead time before expiry, at most half its lifetime; at once without one.
   std::chrono::system_clock::time_point refresh_point(const Token& t) const {
-    if (t.access_token.empty()) return {};
+    if (t.access_token.empty())
+      return {};
     return t.expires_at - std::min<std::chrono::seconds>(options.refresh_lead, t.expires_in / 2);
   }
 
@@ -4018,19 +4453,23 @@ struct TokenSource::Impl {
   // A new token from the token endpoint: client credentials, or a refresh with the live refresh token. nullopt
   // when, after an invalid_grant, the store turned out to hold a fresh token another process got meanwhile.
   std::optional<Token> fetch(const Token* stored) {
-    if (options.client_credentials) return detail::client_credentials_grant(config, &session);
+    if (options.client_credentials)
+      return detail::client_credentials_grant(config, &session);
     const Token mine = current_token();
     // After a failed save the stored refresh token was rotated away: ours is the live one.
     const bool use_stored = stored && !stored->refresh_token.empty() && !(unsaved && !mine.refresh_token.empty());
     const std::string rt = use_stored ? stored->refresh_token : mine.refresh_token;
-    if (rt.empty()) throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
+    if (rt.empty())
+      throw Error(ErrorKind::usage, "no refresh token to renew the access token with; sign in first");
     try {
       return detail::refresh_grant(config, rt, {}, &session);
     } catch (const Error& e) {
-      if (e.details().error != "invalid_grant" || !store) throw;
+      if (e.details().error != "invalid_grant" || !store)
+        throw;
       // Someone else may have rotated it between our read and our refresh: read once more.
       Token again;
-      if (!store->load(again) || again.refresh_token == rt) throw;
+      if (!store->load(again) || again.refresh_token == rt)
+        throw;
       if (fresh(again)) {
         adopt(again);
         return std::nullopt;
@@ -4052,12 +4491,15 @@ struct TokenSource::Impl {
         unsaved = false;
       } catch (const Error& e) {
         unsaved = true;
-        if (options.on_new_token) options.on_new_token(next);  // the application may keep it elsewhere
+        if (options.on_new_token)
+          options.on_new_token(next);  // the application may keep it elsewhere
         throw Error(ErrorKind::io, std::string("got a new token but could not save it; it is kept in memory "
-                                               "(TokenSource::token() returns it): ") + e.what());
+                                               "(TokenSource::token() returns it): ") +
+                                       e.what());
       }
     }
-    if (options.on_new_token) options.on_new_token(next);
+    if (options.on_new_token)
+      options.on_new_token(next);
   }
 
   // Runs with refresh_mutex held: the single flight, under the store's cross-process lock.
@@ -4078,7 +4520,8 @@ struct TokenSource::Impl {
   Token get() {
     {
       std::lock_guard<std::mutex> lk(mutex);
-      if (loaded && std::chrono::system_clock::now() < refresh_at) return current;
+      if (loaded && std::chrono::system_clock::now() < refresh_at)
+        return current;
     }
     std::lock_guard<std::mutex> flight(refresh_mutex);
     {
@@ -4091,7 +4534,8 @@ struct TokenSource::Impl {
         }
         loaded = true;
       }
-      if (std::chrono::system_clock::now() < refresh_at) return current;  // refreshed while we waited
+      if (std::chrono::system_clock::now() < refresh_at)
+        return current;  // refreshed while we waited
     }
     renew();
     return current_token();
@@ -4110,12 +4554,15 @@ APS_AUTH_FUNC TokenSource::~TokenSource() = default;
 APS_AUTH_FUNC std::string TokenSource::access_token() {
   {
     std::lock_guard<std::mutex> lk(impl_->mutex);  // fast path: a copy under a short lock
-    if (impl_->loaded && detail::now_before(impl_->refresh_at)) return impl_->current.access_token;
+    if (impl_->loaded && detail::now_before(impl_->refresh_at))
+      return impl_->current.access_token;
   }
   return impl_->get().access_token;
 }
 
-APS_AUTH_FUNC Token TokenSource::token() { return impl_->get(); }
+APS_AUTH_FUNC Token TokenSource::token() {
+  return impl_->get();
+}
 
 // =================================================================================================================
 // [9] OpenID Connect
@@ -4139,7 +4586,8 @@ inline Endpoints parse_discovery(const json& j, const std::string& issuer) {
         return v;
       }
     }
-    if (required) throw Error(ErrorKind::bad_response, std::string("discovery document has no ") + *names.begin());
+    if (required)
+      throw Error(ErrorKind::bad_response, std::string("discovery document has no ") + *names.begin());
     return std::string();
   };
   Endpoints e;
@@ -4164,7 +4612,8 @@ using Pkey = std::shared_ptr<EVP_PKEY>;
 // An RSA public key from a JWK's base64url n and e.
 inline Pkey rsa_key_from_jwk(const std::string& n_b64, const std::string& e_b64) {
   auto n = base64_decode(n_b64), e = base64_decode(e_b64);
-  if (!n || !e || n->empty() || e->empty() || n->size() > 2048) return nullptr;
+  if (!n || !e || n->empty() || e->empty() || n->size() > 2048)
+    return nullptr;
   BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n->data()), static_cast<int>(n->size()), nullptr);
   BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e->data()), static_cast<int>(e->size()), nullptr);
   EVP_PKEY* pkey = nullptr;
@@ -4174,7 +4623,8 @@ inline Pkey rsa_key_from_jwk(const std::string& n_b64, const std::string& e_b64)
   if (bn_n && bn_e && bld && ctx && OSSL_PARAM_BLD_push_BN(bld, "n", bn_n) == 1 &&
       OSSL_PARAM_BLD_push_BN(bld, "e", bn_e) == 1 && (params = OSSL_PARAM_BLD_to_param(bld)) != nullptr &&
       EVP_PKEY_fromdata_init(ctx) == 1) {
-    if (EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) pkey = nullptr;
+    if (EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+      pkey = nullptr;
   }
   EVP_PKEY_CTX_free(ctx);
   OSSL_PARAM_free(params);
@@ -4188,11 +4638,14 @@ inline Pkey rsa_key_from_jwk(const std::string& n_b64, const std::string& e_b64)
 inline std::vector<std::pair<std::string, Pkey>> parse_jwks(const json& j) {
   std::vector<std::pair<std::string, Pkey>> keys;
   auto arr = j.find("keys");
-  if (arr == j.end() || !arr->is_array()) throw Error(ErrorKind::bad_response, "JWKS has no 'keys' array");
+  if (arr == j.end() || !arr->is_array())
+    throw Error(ErrorKind::bad_response, "JWKS has no 'keys' array");
   for (const auto& k : *arr) {
-    if (!k.is_object() || string_field(k, "kty") != "RSA") continue;
+    if (!k.is_object() || string_field(k, "kty") != "RSA")
+      continue;
     std::string use = string_field(k, "use"), alg = string_field(k, "alg");
-    if ((!use.empty() && use != "sig") || (!alg.empty() && alg != "RS256")) continue;
+    if ((!use.empty() && use != "sig") || (!alg.empty() && alg != "RS256"))
+      continue;
     if (Pkey key = rsa_key_from_jwk(string_field(k, "n"), string_field(k, "e")))
       keys.emplace_back(string_field(k, "kid"), std::move(key));
   }
@@ -4207,15 +4660,19 @@ struct Jwt {
 // Splits and decodes a compact JWS; nullopt when it is not one.
 inline std::optional<Jwt> decode_jwt(std::string_view token) {
   std::size_t d1 = token.find('.');
-  if (d1 == std::string_view::npos) return std::nullopt;
+  if (d1 == std::string_view::npos)
+    return std::nullopt;
   std::size_t d2 = token.find('.', d1 + 1);
-  if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos) return std::nullopt;
+  if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos)
+    return std::nullopt;
   auto h = base64_decode(token.substr(0, d1));
   auto c = base64_decode(token.substr(d1 + 1, d2 - d1 - 1));
   auto sig = base64_decode(token.substr(d2 + 1));
-  if (!h || !c || !sig) return std::nullopt;
+  if (!h || !c || !sig)
+    return std::nullopt;
   auto hj = parse_json_object(*h), cj = parse_json_object(*c);
-  if (!hj || !cj) return std::nullopt;
+  if (!hj || !cj)
+    return std::nullopt;
   return Jwt{std::move(*hj), std::move(*cj), std::string(token.substr(0, d2)), std::move(*sig)};
 }
 
@@ -4249,12 +4706,14 @@ inline std::int64_t int_claim(const json& c, const char* name) {
 // than one audience, azp must be the client id too).
 inline bool audience_ok(const json& c, const std::string& client_id, std::string& audience) {
   auto aud = c.find("aud");
-  if (aud == c.end()) return false;
+  if (aud == c.end())
+    return false;
   if (aud->is_string()) {
     audience = aud->get<std::string>();
     return audience == client_id;
   }
-  if (!aud->is_array()) return false;
+  if (!aud->is_array())
+    return false;
   audience = client_id;
   const bool listed = std::any_of(aud->begin(), aud->end(),
                                   [&](const json& a) { return a.is_string() && a.get<std::string>() == client_id; });
@@ -4265,32 +4724,38 @@ inline bool audience_ok(const json& c, const std::string& client_id, std::string
 inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpectation& want,
                                     const std::function<Pkey(const std::string& kid)>& find_key) {
   auto jwt = decode_jwt(token);
-  if (!jwt) throw Error(ErrorKind::bad_response, "the id_token is not a well-formed JWT");
+  if (!jwt)
+    throw Error(ErrorKind::bad_response, "the id_token is not a well-formed JWT");
   // Only RS256: "none", HS256 (a public key used as an HMAC secret) and anything else are refused.
   std::string alg = string_field(jwt->header, "alg");
   if (alg != "RS256")
-    throw Error(ErrorKind::bad_response, "id_token alg '" + sanitize(alg, {}, 20) + "' refused; only RS256 is accepted");
+    throw Error(ErrorKind::bad_response,
+                "id_token alg '" + sanitize(alg, {}, 20) + "' refused; only RS256 is accepted");
   // RFC 7515 4.1.11: extensions named in crit must be understood; this library understands none.
   if (jwt->header.contains("crit"))
-    throw Error(ErrorKind::bad_response, "the id_token's header lists critical extensions (crit) that are not supported");
+    throw Error(ErrorKind::bad_response,
+                "the id_token's header lists critical extensions (crit) that are not supported");
   std::string kid = string_field(jwt->header, "kid");
   Pkey key = find_key(kid);
-  if (!key) throw Error(ErrorKind::bad_response, "no JWKS key for the id_token's kid '" + sanitize(kid, {}, 80) + "'");
+  if (!key)
+    throw Error(ErrorKind::bad_response, "no JWKS key for the id_token's kid '" + sanitize(kid, {}, 80) + "'");
   if (!rs256_verify(key.get(), jwt->signing_input, jwt->signature))
     throw Error(ErrorKind::bad_response, "the id_token signature does not verify");
   const json& c = jwt->claims;
   IdTokenClaims out;
   out.issuer = string_field(c, "iss");
   if (trim_slash(out.issuer) != trim_slash(want.issuer))
-    throw Error(ErrorKind::bad_response,
-                "id_token issuer '" + sanitize(out.issuer, {}, 200) + "' is not '" + sanitize(want.issuer, {}, 200) + "'");
+    throw Error(ErrorKind::bad_response, "id_token issuer '" + sanitize(out.issuer, {}, 200) + "' is not '" +
+                                             sanitize(want.issuer, {}, 200) + "'");
   if (!audience_ok(c, want.audience, out.audience))
     throw Error(ErrorKind::bad_response, "the id_token was not issued for this client (aud)");
   using namespace std::chrono;
   const std::int64_t now = duration_cast<seconds>(want.now.time_since_epoch()).count();
   const std::int64_t exp = int_claim(c, "exp"), iat = int_claim(c, "iat");
-  if (now - want.leeway.count() >= exp) throw Error(ErrorKind::bad_response, "the id_token has expired");
-  if (iat > now + want.leeway.count()) throw Error(ErrorKind::bad_response, "the id_token was issued in the future");
+  if (now - want.leeway.count() >= exp)
+    throw Error(ErrorKind::bad_response, "the id_token has expired");
+  if (iat > now + want.leeway.count())
+    throw Error(ErrorKind::bad_response, "the id_token was issued in the future");
   if (c.contains("nbf") && int_claim(c, "nbf") > now + want.leeway.count())
     throw Error(ErrorKind::bad_response, "the id_token is not valid yet (nbf)");
   out.nonce = string_field(c, "nonce");
@@ -4307,7 +4772,7 @@ inline IdTokenClaims check_id_token(std::string_view token, const IdTokenExpecta
 
 using Jwks = std::vector<std::pair<std::string, Pkey>>;  // kid -> key
 
-constexpr std::chrono::seconds kJwksDefaultMaxAge{3600};    // when the answer says nothing
+constexpr std::chrono::seconds kJwksDefaultMaxAge{3600};   // when the answer says nothing
 constexpr std::chrono::seconds kJwksLongestMaxAge{86400};  // whatever it says
 
 // How long a JWKS answer may be kept: Cache-Control max-age (0 for no-store or no-cache), else an hour; at most
@@ -4317,23 +4782,31 @@ inline std::chrono::seconds jwks_max_age(std::string_view cache_control) {
   bool no_cache = false;
   for (std::size_t p = 0; p <= cache_control.size();) {
     std::size_t comma = cache_control.find(',', p);
-    if (comma == std::string_view::npos) comma = cache_control.size();
+    if (comma == std::string_view::npos)
+      comma = cache_control.size();
     std::string_view d = cache_control.substr(p, comma - p);
-    while (!d.empty() && (d.front() == ' ' || d.front() == '\t')) d.remove_prefix(1);
-    while (!d.empty() && (d.back() == ' ' || d.back() == '\t')) d.remove_suffix(1);
-    if (iequals(d, "no-store") || iequals(d, "no-cache")) no_cache = true;
+    while (!d.empty() && (d.front() == ' ' || d.front() == '\t'))
+      d.remove_prefix(1);
+    while (!d.empty() && (d.back() == ' ' || d.back() == '\t'))
+      d.remove_suffix(1);
+    if (iequals(d, "no-store") || iequals(d, "no-cache"))
+      no_cache = true;
     if (d.size() > 8 && iequals(d.substr(0, 8), "max-age=")) {
       std::string_view v = d.substr(8);
-      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"')
+        v = v.substr(1, v.size() - 2);
       if (!v.empty() && v.find_first_not_of("0123456789") == std::string_view::npos) {
-        while (v.size() > 1 && v.front() == '0') v.remove_prefix(1);  // "0000000001" is 1 (found by fuzz/cache_control)
+        while (v.size() > 1 && v.front() == '0')
+          v.remove_prefix(1);  // "0000000001" is 1 (found by fuzz/cache_control)
         max_age = v.size() > 9 ? kJwksLongestMaxAge.count() : std::stoll(std::string(v));
       }
     }
     p = comma + 1;
   }
-  if (no_cache) return std::chrono::seconds(0);
-  if (!max_age) return kJwksDefaultMaxAge;
+  if (no_cache)
+    return std::chrono::seconds(0);
+  if (!max_age)
+    return kJwksDefaultMaxAge;
   return std::chrono::seconds(std::min<std::int64_t>(*max_age, kJwksLongestMaxAge.count()));
 }
 
@@ -4347,7 +4820,8 @@ class JwksCache {
   Pkey find(const std::string& url, const std::string& kid) {
     std::lock_guard<std::mutex> lk(mutex_);
     for (const auto& e : entries_)
-      if (e.url == url && Clock::now() < e.expires) return pick_key(e.keys, kid);
+      if (e.url == url && Clock::now() < e.expires)
+        return pick_key(e.keys, kid);
     return nullptr;
   }
   void put(const std::string& url, const Jwks& keys, std::chrono::seconds max_age) {
@@ -4364,8 +4838,10 @@ class JwksCache {
   // The key for kid; a key without kid when it is the only one.
   static Pkey pick_key(const Jwks& keys, const std::string& kid) {
     for (const auto& k : keys)
-      if (k.first == kid) return k.second;
-    if (kid.empty() && keys.size() == 1) return keys.front().second;
+      if (k.first == kid)
+        return k.second;
+    if (kid.empty() && keys.size() == 1)
+      return keys.front().second;
     return nullptr;
   }
 
@@ -4386,10 +4862,12 @@ APS_AUTH_FUNC Endpoints discover(const Config& config, const std::string& issuer
   return detail::parse_discovery(detail::call_for_json(config, detail::get_call("discovery document", url)), issuer);
 }
 
-APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::string& id_token,
-                                            const std::string& nonce, std::chrono::seconds leeway) {
-  if (id_token.empty()) throw Error(ErrorKind::usage, "no id_token to verify");
-  if (config.endpoints.jwks.empty()) throw Error(ErrorKind::usage, "no JWKS endpoint (Endpoints::jwks)");
+APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::string& id_token, const std::string& nonce,
+                                            std::chrono::seconds leeway) {
+  if (id_token.empty())
+    throw Error(ErrorKind::usage, "no id_token to verify");
+  if (config.endpoints.jwks.empty())
+    throw Error(ErrorKind::usage, "no JWKS endpoint (Endpoints::jwks)");
   detail::IdTokenExpectation want;
   want.issuer = config.endpoints.issuer;
   want.audience = config.client_id;
@@ -4399,8 +4877,10 @@ APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::str
   auto& cache = detail::JwksCache::instance();
   bool fetched = false;
   return detail::check_id_token(id_token, want, [&](const std::string& kid) -> detail::Pkey {
-    if (auto key = cache.find(url, kid)) return key;
-    if (fetched) return nullptr;
+    if (auto key = cache.find(url, kid))
+      return key;
+    if (fetched)
+      return nullptr;
     fetched = true;  // an unknown kid (the keys may have rotated) or an expired answer: fetch once
     const detail::HttpCall call = detail::get_call("JWKS endpoint", url);
     const detail::HttpAnswer answer = detail::http_send(config, call);
@@ -4417,11 +4897,13 @@ APS_AUTH_FUNC IdTokenClaims verify_id_token(const Config& config, const std::str
 APS_AUTH_FUNC Token login(const Config& config, const LoginOptions& options) {
   LoopbackListener listener(config.callback_url);  // bound before the browser opens
   AuthorizationRequest request = authorization_request(config, options.authorize, listener.redirect_uri());
-  if (options.on_listening) options.on_listening(listener);
+  if (options.on_listening)
+    options.on_listening(listener);
   bool opened = false;
   if (options.open_browser)
     opened = options.browser ? options.browser(request.url) : open_browser(request.url, {config.client_secret});
-  if (!opened && options.show_url) options.show_url(request.url);
+  if (!opened && options.show_url)
+    options.show_url(request.url);
   const std::string code = listener.wait_and_hold(request, options.timeout);
   try {  // the browser's page waits for the outcome, so that it tells the truth
     Token token = exchange_code(config, request, code);

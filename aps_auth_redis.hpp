@@ -26,8 +26,8 @@
 //
 // Every call has a deadline (options.timeout for connecting and for each command; lock() waits at most
 // options.lock_wait), except the host name's lookup, which hiredis leaves to the system resolver: give an IP
-// address where the resolver may hang. Errors are aps::auth::Error: network (Redis down, connection lost), timeout, io (Redis
-// answered an error), usage (a bad URL). Messages name the server as redis://host:port/db, never the password.
+// address where the resolver may hang. Errors are aps::auth::Error: network (Redis down, connection lost), timeout, io
+// (Redis answered an error), usage (a bad URL). Messages name the server as redis://host:port/db, never the password.
 // The connection is re-made on the next call after a failure. One connection per store, guarded by a mutex.
 #ifndef APS_AUTH_REDIS_HPP
 #define APS_AUTH_REDIS_HPP
@@ -132,9 +132,12 @@ struct Url {
 };
 
 inline int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 
@@ -153,10 +156,12 @@ inline std::string percent_decode(const std::string& s) {
 
 // A decimal number in [lo, hi], the whole string; -1 otherwise.
 inline long number_in(const std::string& s, long lo, long hi) {
-  if (s.empty() || s.size() > 9) return -1;
+  if (s.empty() || s.size() > 9)
+    return -1;
   long v = 0;
   for (char c : s) {
-    if (c < '0' || c > '9') return -1;
+    if (c < '0' || c > '9')
+      return -1;
     v = v * 10 + (c - '0');
   }
   return v >= lo && v <= hi ? v : -1;
@@ -172,23 +177,29 @@ inline void parse_host_port(const std::string& authority, Url& u) {
   std::string port;
   if (!authority.empty() && authority[0] == '[') {
     std::size_t close = authority.find(']');
-    if (close == std::string::npos) throw bad_url("an unclosed [");
+    if (close == std::string::npos)
+      throw bad_url("an unclosed [");
     u.host = authority.substr(1, close - 1);
     std::string after = authority.substr(close + 1);
     if (!after.empty()) {
-      if (after[0] != ':') throw bad_url("junk after the IPv6 address");
+      if (after[0] != ':')
+        throw bad_url("junk after the IPv6 address");
       port = after.substr(1);
     }
   } else {
     std::size_t colon = authority.find(':');
     u.host = authority.substr(0, colon);
-    if (colon != std::string::npos) port = authority.substr(colon + 1);
+    if (colon != std::string::npos)
+      port = authority.substr(colon + 1);
   }
-  if (u.host.empty()) throw bad_url("no host");
-  if (u.host.find_first_of(" \t\r\n%/?#") != std::string::npos) throw bad_url("a host with invalid characters");
+  if (u.host.empty())
+    throw bad_url("no host");
+  if (u.host.find_first_of(" \t\r\n%/?#") != std::string::npos)
+    throw bad_url("a host with invalid characters");
   if (!port.empty()) {
     long p = number_in(port, 1, 65535);
-    if (p < 0) throw bad_url("the port is not a number in 1-65535");
+    if (p < 0)
+      throw bad_url("the port is not a number in 1-65535");
     u.port = static_cast<int>(p);
   }
 }
@@ -196,19 +207,23 @@ inline void parse_host_port(const std::string& authority, Url& u) {
 inline Url parse_url(const std::string& url) {
   const std::string scheme_end = "://";
   std::size_t s = url.find(scheme_end);
-  if (s == std::string::npos) throw bad_url("no scheme");
+  if (s == std::string::npos)
+    throw bad_url("no scheme");
   const std::string scheme = url.substr(0, s);
   if (scheme == "rediss")
-    throw Error(ErrorKind::usage, "rediss:// (Redis over TLS) is not supported by this build of aps_auth_redis.hpp; "
-                                  "use redis:// on a trusted network, or a TLS tunnel to Redis");
-  if (scheme != "redis") throw bad_url("the scheme is not redis://");
+    throw Error(ErrorKind::usage,
+                "rediss:// (Redis over TLS) is not supported by this build of aps_auth_redis.hpp; "
+                "use redis:// on a trusted network, or a TLS tunnel to Redis");
+  if (scheme != "redis")
+    throw bad_url("the scheme is not redis://");
   std::string rest = url.substr(s + scheme_end.size());
   Url u;
   std::size_t slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
   if (slash != std::string::npos && slash + 1 < rest.size()) {
     long db = number_in(rest.substr(slash + 1), 0, 1000000);
-    if (db < 0) throw bad_url("the database is not a number");
+    if (db < 0)
+      throw bad_url("the database is not a number");
     u.db = static_cast<int>(db);
   }
   std::size_t at = authority.rfind('@');
@@ -216,14 +231,14 @@ inline Url parse_url(const std::string& url) {
     std::string userinfo = authority.substr(0, at);
     authority = authority.substr(at + 1);
     std::size_t colon = userinfo.find(':');
-    if (colon == std::string::npos) throw bad_url("credentials without a ':' before the password");
+    if (colon == std::string::npos)
+      throw bad_url("credentials without a ':' before the password");
     u.user = percent_decode(userinfo.substr(0, colon));
     u.password = percent_decode(userinfo.substr(colon + 1));
   }
   parse_host_port(authority, u);
   const bool v6 = u.host.find(':') != std::string::npos;
-  u.where = "redis://" + (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port) + "/" +
-            std::to_string(u.db);
+  u.where = "redis://" + (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port) + "/" + std::to_string(u.db);
   return u;
 }
 
@@ -241,7 +256,8 @@ class NoSigpipe {
     blocked_ = pthread_sigmask(SIG_BLOCK, &pipe_, &old_) == 0;
   }
   ~NoSigpipe() {
-    if (!blocked_) return;
+    if (!blocked_)
+      return;
     sigset_t pending;
     sigemptyset(&pending);
     if (!was_pending_ && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
@@ -305,7 +321,8 @@ struct RedisTokenStore::Impl {
   ~Impl() { disconnect(); }
 
   void disconnect() {
-    if (context) redisFree(context);
+    if (context)
+      redisFree(context);
     context = nullptr;
   }
 
@@ -324,7 +341,8 @@ struct RedisTokenStore::Impl {
 
   // A reply that is not an error: the connection is made first when there is none.
   redis_detail::Reply command(const std::vector<std::string>& args, const char* doing) {
-    if (!context) connect();
+    if (!context)
+      connect();
     return send(args, doing);
   }
 
@@ -338,10 +356,11 @@ struct RedisTokenStore::Impl {
     redis_detail::NoSigpipe no_sigpipe;
     redis_detail::Reply r(
         static_cast<redisReply*>(redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lens.data())));
-    if (!r) fail(doing, errno);
+    if (!r)
+      fail(doing, errno);
     if (r->type == REDIS_REPLY_ERROR)  // Redis's own words (they never echo a password)
-      throw Error(ErrorKind::io, std::string("Redis at ") + url.where + " refused " + doing + ": " +
-                                     std::string(r->str, r->len));
+      throw Error(ErrorKind::io,
+                  std::string("Redis at ") + url.where + " refused " + doing + ": " + std::string(r->str, r->len));
     return r;
   }
 
@@ -349,8 +368,10 @@ struct RedisTokenStore::Impl {
     const timeval tv = redis_detail::to_timeval(options.timeout);
     errno = 0;
     context = redisConnectWithTimeout(url.host.c_str(), url.port, tv);
-    if (!context || context->err) fail("connecting", errno);
-    if (redisSetTimeout(context, tv) != REDIS_OK) fail("connecting", errno);
+    if (!context || context->err)
+      fail("connecting", errno);
+    if (redisSetTimeout(context, tv) != REDIS_OK)
+      fail("connecting", errno);
     try {
       if (!url.password.empty()) {
         if (url.user.empty())
@@ -358,7 +379,8 @@ struct RedisTokenStore::Impl {
         else
           send({"AUTH", url.user, url.password}, "the user name and password (AUTH)");
       }
-      if (url.db != 0) send({"SELECT", std::to_string(url.db)}, "the database (SELECT)");
+      if (url.db != 0)
+        send({"SELECT", std::to_string(url.db)}, "the database (SELECT)");
     } catch (...) {
       disconnect();
       throw;
@@ -371,10 +393,12 @@ struct RedisTokenStore::Impl {
 inline RedisTokenStore::RedisTokenStore(const std::string& url, std::string key, RedisTokenStoreOptions options)
     : impl_(std::make_shared<Impl>()) {
   impl_->url = redis_detail::parse_url(url);
-  if (key.empty()) throw Error(ErrorKind::usage, "empty Redis key for the token");
+  if (key.empty())
+    throw Error(ErrorKind::usage, "empty Redis key for the token");
   if (options.timeout.count() <= 0 || options.lock_ttl.count() <= 0)
     throw Error(ErrorKind::usage, "RedisTokenStoreOptions: timeout and lock_ttl must be positive");
-  if (options.lock_wait.count() <= 0) options.lock_wait = options.lock_ttl + options.timeout;
+  if (options.lock_wait.count() <= 0)
+    options.lock_wait = options.lock_ttl + options.timeout;
   impl_->key = std::move(key);
   impl_->lock_key = impl_->key + ":lock";
   impl_->options = options;
@@ -389,13 +413,17 @@ inline std::string RedisTokenStore::default_key(const std::string& client_id) {
 inline std::chrono::milliseconds RedisTokenStore::lock_ttl_for(const Config& config) {
   using std::chrono::milliseconds;
   const long long attempts = std::max(1, config.retry.max_attempts);
-  const milliseconds one_refresh = (config.connect_timeout + config.read_timeout) * attempts +
-                                   config.retry.max_delay * (attempts - 1);
+  const milliseconds one_refresh =
+      (config.connect_timeout + config.read_timeout) * attempts + config.retry.max_delay * (attempts - 1);
   return one_refresh * 2 + milliseconds(30000);
 }
 
-inline const std::string& RedisTokenStore::where() const noexcept { return impl_->url.where; }
-inline const std::string& RedisTokenStore::key() const noexcept { return impl_->key; }
+inline const std::string& RedisTokenStore::where() const noexcept {
+  return impl_->url.where;
+}
+inline const std::string& RedisTokenStore::key() const noexcept {
+  return impl_->key;
+}
 
 inline bool RedisTokenStore::load(Token& token) {
   std::lock_guard<std::mutex> lk(impl_->mutex);
@@ -405,8 +433,10 @@ inline bool RedisTokenStore::load(Token& token) {
   const redisReply* json = r->element[0];
   const redisReply* gen = r->element[1];
   const long long generation = gen->type == REDIS_REPLY_STRING ? std::atoll(gen->str) : 0;
-  if (impl_->holding_here()) impl_->generation = generation;
-  if (json->type != REDIS_REPLY_STRING) return false;
+  if (impl_->holding_here())
+    impl_->generation = generation;
+  if (json->type != REDIS_REPLY_STRING)
+    return false;
   try {
     token = Token::from_json(std::string(json->str, json->len));
   } catch (const Error& e) {
@@ -428,16 +458,18 @@ inline void RedisTokenStore::save(const Token& token) {
   if (r->element[0]->integer == 0)
     throw Error(ErrorKind::io, "the token under Redis key '" + impl_->key + "' at " + impl_->url.where +
                                    " was replaced by another process after this one's lock expired (generation " +
-                                   std::to_string(impl_->generation) + " -> " +
-                                   std::to_string(r->element[1]->integer) + "); the newer one is kept");
-  if (impl_->holding_here()) impl_->generation = r->element[1]->integer;
+                                   std::to_string(impl_->generation) + " -> " + std::to_string(r->element[1]->integer) +
+                                   "); the newer one is kept");
+  if (impl_->holding_here())
+    impl_->generation = r->element[1]->integer;
 }
 
 inline void RedisTokenStore::clear() {
   std::lock_guard<std::mutex> lk(impl_->mutex);
   redis_detail::Reply r =
       impl_->command({"EVAL", redis_detail::kClearScript, "1", impl_->key}, "deleting the token (EVAL)");
-  if (impl_->holding_here() && r->type == REDIS_REPLY_INTEGER) impl_->generation = r->integer;
+  if (impl_->holding_here() && r->type == REDIS_REPLY_INTEGER)
+    impl_->generation = r->integer;
 }
 
 inline void RedisTokenStore::ping() {
@@ -468,8 +500,9 @@ inline std::unique_ptr<StoreLock> RedisTokenStore::lock() {
   std::unique_lock<std::mutex> held(impl_->held, std::defer_lock);
   while (!held.try_lock()) {
     if (Clock::now() >= deadline)
-      throw Error(ErrorKind::timeout, "the token lock '" + impl_->lock_key + "' is held by another TokenSource of "
-                                      "this process");
+      throw Error(ErrorKind::timeout, "the token lock '" + impl_->lock_key +
+                                          "' is held by another TokenSource of "
+                                          "this process");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const std::string owner = random_urlsafe(16);

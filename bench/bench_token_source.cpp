@@ -26,7 +26,8 @@ namespace auth = aps::auth;
 
 std::string token_of_length(std::int64_t length) {
   std::string s(static_cast<std::size_t>(length), 'x');
-  for (std::size_t i = 0; i < s.size(); ++i) s[i] = "abcdefghijklmnopqrstuvwxyz0123456789-_."[i % 39];
+  for (std::size_t i = 0; i < s.size(); ++i)
+    s[i] = "abcdefghijklmnopqrstuvwxyz0123456789-_."[i % 39];
   return s;
 }
 
@@ -48,7 +49,8 @@ auth::TokenSource& source(std::int64_t length) {
     auto store = std::make_shared<auth::MemoryTokenStore>();
     store->save(t);
     s = std::make_unique<auth::TokenSource>(config, store);
-    if (s->access_token() != t.access_token) std::abort();
+    if (s->access_token() != t.access_token)
+      std::abort();
   }
   return *s;
 }
@@ -72,7 +74,8 @@ LockedString& baseline(std::int64_t length) {
   static std::map<std::int64_t, std::unique_ptr<LockedString>> strings;
   std::lock_guard<std::mutex> lk(m);
   auto& s = strings[length];
-  if (!s) s = std::make_unique<LockedString>(token_of_length(length));
+  if (!s)
+    s = std::make_unique<LockedString>(token_of_length(length));
   return *s;
 }
 

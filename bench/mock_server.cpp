@@ -37,7 +37,8 @@ namespace {
 // expose its socket: find it among this process's descriptors by its port.
 bool set_nodelay_on_listener(int port) {
   DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return false;
+  if (!d)
+    return false;
   bool done = false;
   while (dirent* e = ::readdir(d)) {
     int fd = std::atoi(e->d_name);
@@ -46,8 +47,7 @@ bool set_nodelay_on_listener(int port) {
     int listening = 0;
     socklen_t ilen = sizeof listening;
     if (fd > 2 && ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0 && a.sin_family == AF_INET &&
-        ntohs(a.sin_port) == port && ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) == 0 &&
-        listening) {
+        ntohs(a.sin_port) == port && ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) == 0 && listening) {
       int one = 1;
       done = ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0;
     }
@@ -67,11 +67,14 @@ int free_port() {
   if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
     port = ntohs(a.sin_port);
-  if (fd >= 0) ::close(fd);
+  if (fd >= 0)
+    ::close(fd);
   return port;
 }
 
-void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text << '\n'; }
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text << '\n';
+}
 
 }  // namespace
 
@@ -127,7 +130,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < pool; ++i)
       tokens << server.issue_tokens("bench-client", "data:read")["refresh_token"].get<std::string>() << '\n';
   }
-  while (!floor_callback.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!floor_callback.is_running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   write_file(dir + "/ready", "ready");
 
   int sig = 0;
@@ -135,12 +139,14 @@ int main(int argc, char** argv) {
 
   nlohmann::json out = nlohmann::json::array();
   for (const auto& r : server.requests()) {
-    if (r.path != "/authentication/v2/token") continue;
+    if (r.path != "/authentication/v2/token")
+      continue;
     nlohmann::json headers = nlohmann::json::object(), params = nlohmann::json::array();
     for (const auto& h : r.headers)
       if (h.first != "REMOTE_ADDR" && h.first != "REMOTE_PORT" && h.first != "LOCAL_ADDR" && h.first != "LOCAL_PORT")
         headers[aps_mock::detail::lower(h.first)] = h.second;
-    for (const auto& p : r.form) params.push_back(p.first);
+    for (const auto& p : r.form)
+      params.push_back(p.first);
     out.push_back({{"grant_type", r.param("grant_type")}, {"headers", headers}, {"params", params}});
   }
   write_file(dir + "/requests.json", out.dump());

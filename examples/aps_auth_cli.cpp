@@ -90,8 +90,8 @@ int cmd_demo(const Args& a, const CommandInfo& cmd);
 int cmd_profile(const Args& a, const CommandInfo& cmd);
 int cmd_completion(const Args& a, const CommandInfo& cmd);
 
-const std::vector<std::string> kCommon = {"client-id", "client-secret", "client-secret-from", "scopes",
-                                          "base-url",  "issuer",        "ca-file",            "profile"};
+const std::vector<std::string> kCommon = {
+    "client-id", "client-secret", "client-secret-from", "scopes", "base-url", "issuer", "ca-file", "profile"};
 
 std::vector<std::string> with_common(std::vector<std::string> extra) {
   extra.insert(extra.begin(), kCommon.begin(), kCommon.end());
@@ -121,8 +121,7 @@ const std::vector<CommandInfo> kCommands = {
      "\n"
      "$BROWSER, when set, is the program that opens the URL (a %s in it is replaced by the URL,\n"
      "else the URL is appended).\n",
-     with_common({"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key",
-                  "save-profile"}),
+     with_common({"callback-url", "no-browser", "timeout", "token-file", "token-store", "token-key", "save-profile"}),
      cmd_login},
     {"status", "who is signed in, with which scopes, until when; exit 1 when not signed in",
      "aps-auth status [--token-file PATH] [--json]",
@@ -137,8 +136,7 @@ const std::vector<CommandInfo> kCommands = {
      "  --json              the same as JSON on stdout (and nothing on stderr)\n",
      with_common({"token-file", "json"}), cmd_status},
     {"token", "2-legged token (client credentials; needs a client secret)", "aps-auth token",
-     "A 2-legged token (client credentials) for --scopes; needs a client secret.\n",
-     with_common({}), cmd_token},
+     "A 2-legged token (client credentials) for --scopes; needs a client secret.\n", with_common({}), cmd_token},
     {"refresh", "a new token for a refresh token (they rotate: keep the new one)",
      "aps-auth refresh (--refresh-token-from FILE | --refresh-token - | --token-file PATH)",
      "Exchanges a refresh token for a new token and prints it. Refresh tokens are single-use:\n"
@@ -174,8 +172,7 @@ const std::vector<CommandInfo> kCommands = {
      "                           --token TOKEN works too, but other users can read command lines\n"
      "  --token-type-hint HINT   access_token (default) or refresh_token\n",
      with_common({"token", "token-from", "token-type-hint"}), cmd_revoke},
-    {"logout", "revoke the token held in a token file, then delete the file",
-     "aps-auth logout --token-file PATH",
+    {"logout", "revoke the token held in a token file, then delete the file", "aps-auth logout --token-file PATH",
      "Revokes the tokens held in the token file, then deletes the file.\n"
      "\n"
      "  --token-file PATH   APS_TOKEN_FILE: the token file\n"
@@ -256,8 +253,7 @@ const CommandInfo* find_command(const std::string& name) {
 
 // Options that take a value; the rest are switches.
 bool takes_value(const std::string& name) {
-  return name != "no-browser" && name != "browser" && name != "help" && name != "json" &&
-         name != "save-profile";
+  return name != "no-browser" && name != "browser" && name != "help" && name != "json" && name != "save-profile";
 }
 
 bool known_option(const std::string& name) {
@@ -293,8 +289,7 @@ CompletionWords completion_words() {
     if (auto ops = kOperands.find(c.name); ops != kOperands.end())
       for (const auto& op : ops->second)
         operands += (operands.empty() ? "" : " ") + op;
-    w.cases += std::string("    ") + c.name + ") opts=\"" + opts + "\"; operands=\"" + operands +
-               "\" ;;\n";
+    w.cases += std::string("    ") + c.name + ") opts=\"" + opts + "\"; operands=\"" + operands + "\" ;;\n";
   }
   for (const auto& o : with_value)
     w.value_options += (w.value_options.empty() ? "--" : "|--") + o;
@@ -360,8 +355,7 @@ std::string usage() {
       "commands:\n";
   for (const auto& c : kCommands) {
     const std::string name = c.name;
-    out +=
-        "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + c.summary + "\n";
+    out += "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + c.summary + "\n";
   }
   return out +
          "\n"
@@ -406,8 +400,7 @@ struct UsageError {
 std::string shown(const std::string& word) {
   bool plain = word.size() <= 24;
   for (char c : word)
-    plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-                      c == '.' || c == ':');
+    plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':');
   return plain ? "'" + word + "'" : "(a value not shown: it may be a secret)";
 }
 
@@ -511,8 +504,7 @@ Args parse_args(int argc, char** argv) {
       a.help = true;
       continue;
     }
-    throw UsageError{"unexpected argument " + shown(arg) + " (values go after their option)",
-                     find_command(a.command)};
+    throw UsageError{"unexpected argument " + shown(arg) + " (values go after their option)", find_command(a.command)};
   }
   if (a.command == "help") {
     a.command.clear();
@@ -528,8 +520,7 @@ std::string env_or_empty(const char* name) {
 
 // The option's value, else its environment variable's (when not empty), else the profile's saved
 // setting, else the default.
-std::string option(const Args& a, const std::string& name, const char* env_name,
-                   const std::string& fallback = "") {
+std::string option(const Args& a, const std::string& name, const char* env_name, const std::string& fallback = "") {
   if (auto it = a.values.find(name); it != a.values.end())
     return it->second;
   if (env_name) {
@@ -597,22 +588,19 @@ std::chrono::milliseconds parse_timeout(const Args& a, const CommandInfo& cmd) {
   std::string text = option(a, "timeout", nullptr, "300");
   char* end = nullptr;
   double seconds = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !std::isfinite(seconds) || seconds <= 0 ||
-      seconds > 7 * 24 * 3600.0)
-    throw UsageError{"--timeout needs a positive number of seconds (got " + shown(text) + ")",
-                     &cmd};
+  if (text.empty() || *end != '\0' || !std::isfinite(seconds) || seconds <= 0 || seconds > 7 * 24 * 3600.0)
+    throw UsageError{"--timeout needs a positive number of seconds (got " + shown(text) + ")", &cmd};
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000.0));
 }
 
 // ---- profiles -----------------------------------------------------------------------------------
 
 // The settings a profile saves, by option name, with their environment variables. Never the secret.
-const std::vector<std::pair<std::string, const char*>> kProfileSettings = {
-    {"client-id", "APS_CLIENT_ID"},
-    {"scopes", "APS_SCOPES"},
-    {"callback-url", "APS_CALLBACK_URL"},
-    {"base-url", "APS_BASE_URL"},
-    {"issuer", "APS_ISSUER"}};
+const std::vector<std::pair<std::string, const char*>> kProfileSettings = {{"client-id", "APS_CLIENT_ID"},
+                                                                           {"scopes", "APS_SCOPES"},
+                                                                           {"callback-url", "APS_CALLBACK_URL"},
+                                                                           {"base-url", "APS_BASE_URL"},
+                                                                           {"issuer", "APS_ISSUER"}};
 
 // A name that is a plain file name: letters, digits, '.', '_', '-', not starting with '.'; not
 // "token" (the default profile's file).
@@ -626,8 +614,7 @@ bool valid_profile_name(const std::string& name) {
 // The profile's token file: "default" keeps the library's default (FileTokenStore::default_path(),
 // the file programs using the library read), the others $XDG_STATE_HOME/aps-auth/NAME.json.
 std::string profile_token_file(const std::string& name) {
-  return name == "default" ? auth::FileTokenStore::default_path()
-                           : auth::FileTokenStore::default_path(name);
+  return name == "default" ? auth::FileTokenStore::default_path() : auth::FileTokenStore::default_path(name);
 }
 
 // The token file: --token-file, else APS_TOKEN_FILE, else the profile's.
@@ -658,13 +645,12 @@ nlohmann::json load_profiles(const std::string& path) {
   if (path.empty() || !auth::detail::read_file_if_exists(path, file))
     return {{"profiles", nlohmann::json::object()}};
   if (file.shared)  // no secret in it, but the file is meant to be the owner's only
-    std::cerr << "aps-auth: '" << path << "' is accessible by other users (" << file.access
-              << "); run: chmod 600 '" << path << "'\n";
+    std::cerr << "aps-auth: '" << path << "' is accessible by other users (" << file.access << "); run: chmod 600 '"
+              << path << "'\n";
   nlohmann::json j = nlohmann::json::parse(file.text, nullptr, false);
   if (!j.is_object() || !j.contains("profiles") || !j["profiles"].is_object())
-    throw auth::Error(
-        auth::ErrorKind::io,
-        "'" + path + "' is not a profiles file ({\"profiles\": {...}}); fix or delete it");
+    throw auth::Error(auth::ErrorKind::io,
+                      "'" + path + "' is not a profiles file ({\"profiles\": {...}}); fix or delete it");
   return j;
 }
 
@@ -681,9 +667,7 @@ void load_profile(Args& a, const CommandInfo& cmd) {
   a.profile_name = option(a, "profile", "APS_PROFILE", "default");
   if (!valid_profile_name(a.profile_name))
     throw UsageError{
-        "--profile needs a name of letters, digits, '.', '_', '-' (not \"token\"); got " +
-            shown(a.profile_name),
-        &cmd};
+        "--profile needs a name of letters, digits, '.', '_', '-' (not \"token\"); got " + shown(a.profile_name), &cmd};
   const nlohmann::json all = load_profiles(profiles_path());
   auto it = all["profiles"].find(a.profile_name);
   if (it == all["profiles"].end() || !it->is_object())
@@ -759,13 +743,10 @@ void print_json(const std::string& json) {
 // it when it refuses: an error= callback carrying the sign-in's state, taken from the authorize
 // URL. login() then returns through its own error path and closes the listener itself. Nothing
 // happens once the wait is over.
-void end_wait_with_error(const std::string& callback, const std::string& authorize_url,
-                         const std::string& error) {
+void end_wait_with_error(const std::string& callback, const std::string& authorize_url, const std::string& error) {
   std::size_t at = authorize_url.find("&state=");
   const std::string state =
-      at == std::string::npos
-          ? ""
-          : authorize_url.substr(at + 7, authorize_url.find('&', at + 7) - at - 7);
+      at == std::string::npos ? "" : authorize_url.substr(at + 7, authorize_url.find('&', at + 7) - at - 7);
   const auto path = callback.find('/', callback.find("://") + 3);
   httplib::Client client(callback.substr(0, path));
   client.set_connection_timeout(std::chrono::seconds(5));
@@ -842,8 +823,7 @@ class WaitWatcher {
   void draw_locked() {
     if (!live_ || !waiting_ || stopped_)
       return;
-    const auto left = std::chrono::duration_cast<std::chrono::seconds>(
-        deadline_ - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline_ - std::chrono::steady_clock::now());
     const long long s = left.count() < 0 ? 0 : left.count();
     char countdown[32];
     std::snprintf(countdown, sizeof countdown, "%lld:%02lld", s / 60, s % 60);
@@ -906,16 +886,17 @@ TokenPlace file_place(const std::string& path) {
 // --token-file (APS_TOKEN_FILE) or --token-store (APS_TOKEN_STORE) with --token-key; one given on the command
 // line wins over the other's variable; neither: the profile's token file, or nothing when `profile_default` is
 // false. A Redis password is taken from the variable only: command lines are visible to other users.
-TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config& config,
-                       bool profile_default = true) {
+TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config& config, bool profile_default = true) {
   const bool file_arg = a.values.count("token-file") != 0, store_arg = a.values.count("token-store") != 0;
   if (file_arg && store_arg)
     throw UsageError{"give --token-file or --token-store, not both", &cmd};
   std::string file = store_arg ? "" : option(a, "token-file", "APS_TOKEN_FILE");
   std::string url = file_arg ? "" : option(a, "token-store", "APS_TOKEN_STORE");
   if (!file.empty() && !url.empty())
-    throw UsageError{"both APS_TOKEN_FILE and APS_TOKEN_STORE are set: choose one with --token-file or "
-                     "--token-store", &cmd};
+    throw UsageError{
+        "both APS_TOKEN_FILE and APS_TOKEN_STORE are set: choose one with --token-file or "
+        "--token-store",
+        &cmd};
   if (file.empty() && url.empty() && profile_default)
     file = profile_token_file(a.profile_name);
   if (!file.empty())
@@ -926,8 +907,10 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
   if (store_arg) {
     const std::size_t start = url.find("://") == std::string::npos ? 0 : url.find("://") + 3;
     if (url.substr(start, url.find('/', start) - start).find('@') != std::string::npos)
-      throw UsageError{"--token-store with a password: put the URL in APS_TOKEN_STORE instead (command lines "
-                       "are visible to other users)", &cmd};
+      throw UsageError{
+          "--token-store with a password: put the URL in APS_TOKEN_STORE instead (command lines "
+          "are visible to other users)",
+          &cmd};
   }
 #if APS_AUTH_CLI_REDIS
   auth::RedisTokenStoreOptions opts;
@@ -941,8 +924,7 @@ TokenPlace token_place(const Args& a, const CommandInfo& cmd, const auth::Config
   return place;
 #else
   (void)config;
-  throw UsageError{"this aps-auth was built without Redis support (hiredis): --token-store is not available",
-                   &cmd};
+  throw UsageError{"this aps-auth was built without Redis support (hiredis): --token-store is not available", &cmd};
 #endif
 }
 
@@ -992,10 +974,9 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
   opts.on_listening = [seconds, &watch](auth::LoopbackListener& listener) {
     watch.listening(listener.redirect_uri());
     // On a terminal the counting line tells the time left; elsewhere (a log) one plain line.
-    watch.say(watch.live()
-                  ? "Listening for the sign-in callback on " + listener.redirect_uri() + "\n"
-                  : "Waiting up to " + std::to_string(seconds) + " s for the sign-in callback on " +
-                        listener.redirect_uri() + " ...\n");
+    watch.say(watch.live() ? "Listening for the sign-in callback on " + listener.redirect_uri() + "\n"
+                           : "Waiting up to " + std::to_string(seconds) + " s for the sign-in callback on " +
+                                 listener.redirect_uri() + " ...\n");
   };
   TokenPlace place = token_place(a, cmd, config);  // a bad or unreachable --token-store fails before the sign-in
   if (place.check_reachable)
@@ -1032,9 +1013,7 @@ int cmd_login(const Args& a, const CommandInfo& cmd) {
 int cmd_token(const Args& a, const CommandInfo& cmd) {
   auth::Config config = make_config(a, cmd, true);
   if (config.client_secret.empty())
-    throw UsageError{
-        "a 2-legged token needs a client secret: pass --client-secret or set APS_CLIENT_SECRET",
-        &cmd};
+    throw UsageError{"a 2-legged token needs a client secret: pass --client-secret or set APS_CLIENT_SECRET", &cmd};
   print_json(auth::client_credentials(config).to_json());
   return kExitOk;
 }
@@ -1043,8 +1022,7 @@ int cmd_token(const Args& a, const CommandInfo& cmd) {
 std::string required_secret(const Args& a, const std::string& name, const CommandInfo& cmd) {
   std::string v = secret(a, name);
   if (v.empty())
-    throw UsageError{"missing --" + name + "-from FILE (or --" + name + " -, or " + secret_variable(name) + ")",
-                     &cmd};
+    throw UsageError{"missing --" + name + "-from FILE (or --" + name + " -, or " + secret_variable(name) + ")", &cmd};
   return v;
 }
 
@@ -1055,8 +1033,7 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
   TokenPlace place = token_place(a, cmd, config, refresh_token.empty());
   const std::string& token_file = place.name;
   if (refresh_token.empty() && !place.store)
-    throw UsageError{"give --refresh-token-from FILE (APS_REFRESH_TOKEN), or --token-file PATH (APS_TOKEN_FILE)",
-                     &cmd};
+    throw UsageError{"give --refresh-token-from FILE (APS_REFRESH_TOKEN), or --token-file PATH (APS_TOKEN_FILE)", &cmd};
   if (!place.store) {
     print_json(auth::refresh(config, refresh_token).to_json());
     return kExitOk;
@@ -1070,10 +1047,9 @@ int cmd_refresh(const Args& a, const CommandInfo& cmd) {
     if (!store.load(stored))
       throw NotSignedIn{token_file, place.login_hint};
     if (stored.refresh_token.empty())
-      throw auth::Error(auth::ErrorKind::usage,
-                        "the token in '" + token_file +
-                            "' has no refresh token (a 2-legged "
-                            "token?); sign in with `aps-auth login --token-file`");
+      throw auth::Error(auth::ErrorKind::usage, "the token in '" + token_file +
+                                                    "' has no refresh token (a 2-legged "
+                                                    "token?); sign in with `aps-auth login --token-file`");
     refresh_token = stored.refresh_token;
   }
   auth::Token next = auth::refresh(config, refresh_token);
@@ -1090,8 +1066,8 @@ int cmd_access_token(const Args& a, const CommandInfo& cmd) {
   if (!place.store) {
     const std::string profile_file = profile_token_file(a.profile_name);
     std::error_code ec;
-    if (config.client_secret.empty() || std::filesystem::symlink_status(profile_file, ec).type() !=
-                                            std::filesystem::file_type::not_found)
+    if (config.client_secret.empty() ||
+        std::filesystem::symlink_status(profile_file, ec).type() != std::filesystem::file_type::not_found)
       place = file_place(profile_file);
   }
   const std::string& token_file = place.name;
@@ -1174,8 +1150,7 @@ constexpr std::chrono::hours kRefreshTokenLifetime(15 * 24);
 // "3 d 4 h", "2 h 5 min", "4 min 10 s": a duration for people, two units at most.
 std::string human_duration(std::chrono::seconds d) {
   long long s = d.count() < 0 ? -d.count() : d.count();
-  const long long days = s / 86400, hours = s % 86400 / 3600, minutes = s % 3600 / 60,
-                  secs = s % 60;
+  const long long days = s / 86400, hours = s % 86400 / 3600, minutes = s % 3600 / 60, secs = s % 60;
   if (days > 0)
     return std::to_string(days) + " d " + std::to_string(hours) + " h";
   if (hours > 0)
@@ -1221,21 +1196,18 @@ SignedInUser signed_in_user(const Args& a, const CommandInfo& cmd, const auth::T
     auth::Config config = make_config(a, cmd, false);
     if (!token.id_token.empty() && !config.client_id.empty()) {
       try {
-        auth::IdTokenClaims c =
-            auth::verify_id_token(config, token.id_token, "", std::chrono::hours(24 * 366));
+        auth::IdTokenClaims c = auth::verify_id_token(config, token.id_token, "", std::chrono::hours(24 * 366));
         u = {c.name, c.email, c.subject, "id_token", ""};
         return u;
       } catch (const auth::Error& e) {
         u.note = std::string("the id_token could not be verified: ") + e.what();
       }
     }
-    const bool allowed =
-        has_scope(token.scope, "user-profile:read") || has_scope(token.scope, "openid");
+    const bool allowed = has_scope(token.scope, "user-profile:read") || has_scope(token.scope, "openid");
     if (!allowed || token.expired()) {
       if (u.note.empty())
-        u.note = !allowed
-                     ? "no id_token, and the scopes do not allow userinfo (user-profile:read)"
-                     : "no id_token, and the access token has expired (userinfo needs a valid one)";
+        u.note = !allowed ? "no id_token, and the scopes do not allow userinfo (user-profile:read)"
+                          : "no id_token, and the access token has expired (userinfo needs a valid one)";
       return u;
     }
     auth::UserInfo info = auth::userinfo(config, token.access_token);
@@ -1280,8 +1252,8 @@ struct TokenStatus {
   bool usable = false;
 };
 
-TokenStatus token_status(const Args& a, const CommandInfo& cmd, const std::string& token_file,
-                         const auth::Token& token, const std::string& permission_problem) {
+TokenStatus token_status(const Args& a, const CommandInfo& cmd, const std::string& token_file, const auth::Token& token,
+                         const std::string& permission_problem) {
   TokenStatus st;
   st.profile = a.profile_name;
   st.token_file = token_file;
@@ -1336,8 +1308,7 @@ std::string status_text(const TokenStatus& st) {
   std::ostringstream out;
   out << "Profile:        " << st.profile << "\nToken file:     " << st.token_file;
   if (!st.access.mode.empty())
-    out << " (mode " << st.access.mode
-        << (st.access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
+    out << " (mode " << st.access.mode << (st.access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
   const SignedInUser& u = st.user;
   out << "\nSigned in as:   ";
   if (u.source.empty())
@@ -1345,21 +1316,18 @@ std::string status_text(const TokenStatus& st) {
   else
     out << (!u.name.empty() ? u.name + (u.email.empty() ? "" : " <" + u.email + ">")
                             : (u.email.empty() ? u.sub : u.email))
-        << " (id " << u.sub << "; from "
-        << (u.source == "id_token" ? "the verified id_token" : "userinfo") << ")";
+        << " (id " << u.sub << "; from " << (u.source == "id_token" ? "the verified id_token" : "userinfo") << ")";
   const auth::Token& t = st.token;
   out << "\nScopes:         " << (t.scope.empty() ? "(not recorded)" : t.scope);
   const std::string left = human_duration(duration_cast<seconds>(t.expires_at - st.now));
-  out << "\nAccess token:   "
-      << (st.access_valid ? "valid for " + left + " (until " : "expired " + left + " ago (at ")
+  out << "\nAccess token:   " << (st.access_valid ? "valid for " + left + " (until " : "expired " + left + " ago (at ")
       << local_time(t.expires_at) << ")\nRefresh token:  ";
   if (!st.has_refresh)
     out << "none" << (t.id_token.empty() ? " (a 2-legged token?)" : "");
   else if (!st.age_known)
     out << "present, age unknown (saved without its time); APS refresh tokens live 15 days";
   else if (st.refresh_usable)
-    out << "present, obtained "
-        << human_duration(duration_cast<seconds>(st.now - t.refresh_token_obtained_at))
+    out << "present, obtained " << human_duration(duration_cast<seconds>(st.now - t.refresh_token_obtained_at))
         << " ago; usable for " << human_duration(duration_cast<seconds>(st.refresh_ends - st.now))
         << " more (APS: 15 days)";
   else
@@ -1375,10 +1343,8 @@ std::string status_text(const TokenStatus& st) {
 int cmd_status(const Args& a, const CommandInfo& cmd) {
   const std::string token_file = token_file_of(a);
   const bool as_json = flag(a, "json");
-  nlohmann::ordered_json none = {{"profile", a.profile_name},
-                                 {"token_file", token_file},
-                                 {"signed_in", false},
-                                 {"usable", false}};
+  nlohmann::ordered_json none = {
+      {"profile", a.profile_name}, {"token_file", token_file}, {"signed_in", false}, {"usable", false}};
   std::string permission_problem;
   auth::Token token;
   bool stored = false;
@@ -1418,9 +1384,7 @@ int cmd_profile(const Args& a, const CommandInfo& cmd) {
         given[name] = it->second;
     }
     if (given.empty())
-      throw UsageError{
-          "`profile set` needs one of --client-id, --scopes, --callback-url, --base-url, --issuer",
-          &cmd};
+      throw UsageError{"`profile set` needs one of --client-id, --scopes, --callback-url, --base-url, --issuer", &cmd};
     save_profile_settings(a, given);
     return kExitOk;
   }
@@ -1439,12 +1403,9 @@ int cmd_profile(const Args& a, const CommandInfo& cmd) {
   for (const auto& [name, settings] : profiles) {
     const std::string file = profile_token_file(name);
     std::error_code ec;
-    const bool has_token =
-        std::filesystem::symlink_status(file, ec).type() != std::filesystem::file_type::not_found;
-    nlohmann::ordered_json p = {{"name", name},
-                                {"selected", name == a.profile_name},
-                                {"token_file", file},
-                                {"has_token", has_token}};
+    const bool has_token = std::filesystem::symlink_status(file, ec).type() != std::filesystem::file_type::not_found;
+    nlohmann::ordered_json p = {
+        {"name", name}, {"selected", name == a.profile_name}, {"token_file", file}, {"has_token", has_token}};
     out << (name == a.profile_name ? "* " : "  ") << name << "\n      token file: " << file
         << (has_token ? "" : " (none: not signed in)") << '\n';
     for (const auto& [setting, env_name] : kProfileSettings) {
@@ -1463,8 +1424,7 @@ int cmd_profile(const Args& a, const CommandInfo& cmd) {
 }
 
 int cmd_completion(const Args& a, const CommandInfo&) {
-  if (a.operand ==
-      "zsh")  // zsh runs the bash function through its bash-compatible completion layer
+  if (a.operand == "zsh")  // zsh runs the bash function through its bash-compatible completion layer
     std::cout << "# zsh completion for aps-auth, generated by `aps-auth completion zsh`.\n"
                  "autoload -U +X compinit && compinit\n"
                  "autoload -U +X bashcompinit && bashcompinit\n";
@@ -1476,12 +1436,10 @@ int cmd_revoke(const Args& a, const CommandInfo& cmd) {
   std::string token = required_secret(a, "token", cmd);
   std::string hint = option(a, "token-type-hint", nullptr, "access_token");
   if (hint != "access_token" && hint != "refresh_token")
-    throw UsageError{"--token-type-hint is access_token or refresh_token (got " + shown(hint) + ")",
-                     &cmd};
+    throw UsageError{"--token-type-hint is access_token or refresh_token (got " + shown(hint) + ")", &cmd};
   auth::Config config = make_config(a, cmd, true);
   auth::revoke(config, token,
-               hint == "refresh_token" ? auth::TokenTypeHint::refresh_token
-                                       : auth::TokenTypeHint::access_token);
+               hint == "refresh_token" ? auth::TokenTypeHint::refresh_token : auth::TokenTypeHint::access_token);
   std::cerr << "Revoked.\n";
   return kExitOk;
 }
@@ -1546,10 +1504,8 @@ void say(const std::string& words) {
 // only) and the whole 3-legged sign-in against it, told step by step.
 class Demo {
  public:
-  Demo(std::vector<std::string> scopes, bool real_browser)
-      : real_browser_(real_browser), mock_(mock_options()) {
-    say("started a mock APS server on " + mock_.base_url() +
-        " (this machine only; no account, no network)");
+  Demo(std::vector<std::string> scopes, bool real_browser) : real_browser_(real_browser), mock_(mock_options()) {
+    say("started a mock APS server on " + mock_.base_url() + " (this machine only; no account, no network)");
     config_.client_id = kClientId;  // no secret: a public (desktop) app, so PKCE carries the proof
     config_.scopes = std::move(scopes);
     config_.callback_url = "http://127.0.0.1:0/api/auth/callback";  // port 0: any free port
@@ -1583,9 +1539,7 @@ class Demo {
         "code_challenge): access token valid for " +
         std::to_string(token.expires_in.count()) + " s" +
         (token.refresh_token.empty() ? "" : ", with a refresh token") +
-        (token.id_token.empty()
-             ? ""
-             : ", and an id_token whose signature, issuer, audience and nonce were verified"));
+        (token.id_token.empty() ? "" : ", and an id_token whose signature, issuer, audience and nonce were verified"));
     return token;
   }
 
@@ -1618,8 +1572,7 @@ class Demo {
   // What the mock served.
   void tell_requests() const {
     const int authorizes = mock_.count("authorize"), tokens = mock_.count("token");
-    say("the mock served " + std::to_string(authorizes) + " authorize and " +
-        std::to_string(tokens) +
+    say("the mock served " + std::to_string(authorizes) + " authorize and " + std::to_string(tokens) +
         " token requests; the token JSON (the newest token) follows on stdout");
   }
 
@@ -1678,9 +1631,8 @@ class Demo {
       return;
     {
       std::lock_guard<std::mutex> lk(browser_mutex_);
-      browser_failure_ =
-          "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
-          (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
+      browser_failure_ = "the played browser stopped at " + r.final_url.substr(0, r.final_url.find('?')) +
+                         (r.status ? " (HTTP " + std::to_string(r.status) + ")" : " (" + r.body + ")");
     }
     end_wait_with_error(callback_, url, "demo_browser_failed");
   }
@@ -1696,7 +1648,7 @@ class Demo {
   std::mutex browser_mutex_;
   std::thread browser_;
   std::string browser_failure_;  // guarded by browser_mutex_
-  std::string callback_;  // the listener's redirect_uri, set before the browser thread starts
+  std::string callback_;         // the listener's redirect_uri, set before the browser thread starts
 };
 
 int cmd_demo(const Args& a, const CommandInfo& cmd) {
@@ -1728,14 +1680,16 @@ int main(int argc, char** argv) {
     for (int i = 0; i < wide_count; ++i) {
       const int n = ::WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, nullptr, 0, nullptr, nullptr);
       std::string arg(static_cast<std::size_t>(n > 0 ? n : 1), '\0');
-      if (n > 0) ::WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, &arg[0], n, nullptr, nullptr);
+      if (n > 0)
+        ::WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, &arg[0], n, nullptr, nullptr);
       arg.resize(std::char_traits<char>::length(arg.c_str()));
       utf8.push_back(arg);
     }
     ::LocalFree(wide);
   }
   std::vector<char*> utf8_argv;
-  for (auto& a : utf8) utf8_argv.push_back(&a[0]);
+  for (auto& a : utf8)
+    utf8_argv.push_back(&a[0]);
   utf8_argv.push_back(nullptr);
   if (!utf8.empty()) {
     argc = static_cast<int>(utf8.size());
@@ -1753,8 +1707,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   } catch (const NotSignedIn& e) {
     std::cerr << "aps-auth: no token in '" << e.path << "'; sign in first: "
-              << (e.login_hint.empty() ? "aps-auth login --token-file '" + e.path + "'" : e.login_hint)
-              << "\n";
+              << (e.login_hint.empty() ? "aps-auth login --token-file '" + e.path + "'" : e.login_hint) << "\n";
     return kExitFailure;
   } catch (const auth::Error& e) {
     std::cerr << "aps-auth: " << e.what() << '\n';

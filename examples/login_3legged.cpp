@@ -12,9 +12,7 @@
 int main() try {
   aps::auth::Config config = example::config_from_env();
   aps::auth::LoginOptions options;  // opens $BROWSER, else the system browser
-  options.show_url = [](const std::string& url) {
-    std::cerr << "Open this URL to sign in:\n" << url << "\n";
-  };
+  options.show_url = [](const std::string& url) { std::cerr << "Open this URL to sign in:\n" << url << "\n"; };
   aps::auth::Token token = aps::auth::login(config, options);
   std::cerr << "Signed in; the access token expires in " << token.expires_in.count() << " s.\n";
   std::cout << token.to_json() << "\n";  // keep token.refresh_token: it spares the next sign-in

@@ -103,17 +103,26 @@ inline void net_init() {
     WSADATA data;
     return ::WSAStartup(MAKEWORD(2, 2), &data) == 0;
   }();
-  if (!ok) throw std::runtime_error("aps_mock: WSAStartup failed");
+  if (!ok)
+    throw std::runtime_error("aps_mock: WSAStartup failed");
 }
-inline int last_error() { return ::WSAGetLastError(); }
-inline bool retryable(int e) { return e == WSAEWOULDBLOCK; }  // a non-blocking call to repeat later
-inline bool in_progress(int e) { return e == WSAEWOULDBLOCK || e == WSAEINPROGRESS; }
-inline void close_socket(socket_t s) { ::closesocket(s); }
+inline int last_error() {
+  return ::WSAGetLastError();
+}
+inline bool retryable(int e) {
+  return e == WSAEWOULDBLOCK;
+}  // a non-blocking call to repeat later
+inline bool in_progress(int e) {
+  return e == WSAEWOULDBLOCK || e == WSAEINPROGRESS;
+}
+inline void close_socket(socket_t s) {
+  ::closesocket(s);
+}
 // Not inherited by child processes (the CLI tests start some).
 inline socket_t stream_socket(int family, bool nonblocking) {
   net_init();
-  socket_t s = ::WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
-                            WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  socket_t s =
+      ::WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   u_long on = 1;
   if (s != bad_socket && nonblocking && ::ioctlsocket(s, FIONBIO, &on) != 0) {
     close_socket(s);
@@ -121,7 +130,9 @@ inline socket_t stream_socket(int family, bool nonblocking) {
   }
   return s;
 }
-inline socket_t accept_socket(socket_t listener) { return ::accept(listener, nullptr, nullptr); }
+inline socket_t accept_socket(socket_t listener) {
+  return ::accept(listener, nullptr, nullptr);
+}
 inline int poll_once(pollfd_t* fds, size_t n, int timeout_ms) {
   return ::WSAPoll(fds, static_cast<ULONG>(n), timeout_ms);
 }
@@ -131,7 +142,9 @@ inline long send_some(socket_t s, const char* data, size_t n) {
 inline long recv_some(socket_t s, char* data, size_t n) {
   return ::recv(s, data, static_cast<int>(std::min<size_t>(n, INT_MAX)), 0);
 }
-inline void shutdown_send(socket_t s) { ::shutdown(s, SD_SEND); }
+inline void shutdown_send(socket_t s) {
+  ::shutdown(s, SD_SEND);
+}
 // Windows lets a second socket bind a port taken with SO_REUSEADDR; exclusive use prevents that.
 const int listen_option = SO_EXCLUSIVEADDRUSE;
 #else
@@ -140,23 +153,39 @@ const socket_t bad_socket = -1;
 using pollfd_t = ::pollfd;
 
 inline void net_init() {}
-inline int last_error() { return errno; }
-inline bool retryable(int e) { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR; }
-inline bool in_progress(int e) { return e == EINPROGRESS; }
-inline void close_socket(socket_t s) { ::close(s); }
+inline int last_error() {
+  return errno;
+}
+inline bool retryable(int e) {
+  return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
+inline bool in_progress(int e) {
+  return e == EINPROGRESS;
+}
+inline void close_socket(socket_t s) {
+  ::close(s);
+}
 inline socket_t stream_socket(int family, bool nonblocking) {
   return ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
 }
-inline socket_t accept_socket(socket_t listener) { return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC); }
+inline socket_t accept_socket(socket_t listener) {
+  return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+}
 inline int poll_once(pollfd_t* fds, size_t n, int timeout_ms) {
   int r;
   while ((r = ::poll(fds, static_cast<nfds_t>(n), timeout_ms)) < 0 && errno == EINTR) {
   }
   return r;
 }
-inline long send_some(socket_t s, const char* data, size_t n) { return ::send(s, data, n, MSG_NOSIGNAL); }
-inline long recv_some(socket_t s, char* data, size_t n) { return ::recv(s, data, n, 0); }
-inline void shutdown_send(socket_t s) { ::shutdown(s, SHUT_WR); }
+inline long send_some(socket_t s, const char* data, size_t n) {
+  return ::send(s, data, n, MSG_NOSIGNAL);
+}
+inline long recv_some(socket_t s, char* data, size_t n) {
+  return ::recv(s, data, n, 0);
+}
+inline void shutdown_send(socket_t s) {
+  ::shutdown(s, SHUT_WR);
+}
 // A port in TIME_WAIT from an earlier run can be bound again.
 const int listen_option = SO_REUSEADDR;
 #endif
@@ -185,7 +214,8 @@ inline void reset_socket(socket_t s) {
 // A listening TCP socket on 127.0.0.1 and a free port; bad_socket on failure.
 inline socket_t listen_loopback(int& port) {
   socket_t s = stream_socket(AF_INET, false);
-  if (s == bad_socket) return s;
+  if (s == bad_socket)
+    return s;
   set_option(s, SOL_SOCKET, listen_option, 1);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -207,7 +237,8 @@ inline bool socket_pair(socket_t (&pair)[2]) {
   // the accepted connection is ours (another local program could connect first).
   int port = 0;
   socket_t listener = listen_loopback(port);
-  if (listener == bad_socket) return false;
+  if (listener == bad_socket)
+    return false;
   pair[0] = pair[1] = bad_socket;
   pair[1] = stream_socket(AF_INET, false);
   sockaddr_in to{}, mine{}, peer{};
@@ -223,12 +254,14 @@ inline bool socket_pair(socket_t (&pair)[2]) {
   close_socket(listener);
   if (!ok) {
     for (socket_t s : pair)
-      if (s != bad_socket) close_socket(s);
+      if (s != bad_socket)
+        close_socket(s);
   }
   return ok;
 #else
   int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return false;
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    return false;
   pair[0] = fds[0];
   pair[1] = fds[1];
   return true;
@@ -242,47 +275,67 @@ inline bool socket_pair(socket_t (&pair)[2]) {
 // ----------------------------------------------------------------------------------------------
 namespace detail {
 
-struct PkeyFree { void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); } };
-struct X509Free { void operator()(X509* p) const { X509_free(p); } };
-struct BioFree { void operator()(BIO* p) const { BIO_free_all(p); } };
-struct PctxFree { void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); } };
-struct MdFree { void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); } };
-struct BnFree { void operator()(BIGNUM* p) const { BN_free(p); } };
+struct PkeyFree {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+struct X509Free {
+  void operator()(X509* p) const { X509_free(p); }
+};
+struct BioFree {
+  void operator()(BIO* p) const { BIO_free_all(p); }
+};
+struct PctxFree {
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+};
+struct MdFree {
+  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
+};
+struct BnFree {
+  void operator()(BIGNUM* p) const { BN_free(p); }
+};
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 
-[[noreturn]] inline void fail(const std::string& what) { throw std::runtime_error("aps_mock: " + what); }
+[[noreturn]] inline void fail(const std::string& what) {
+  throw std::runtime_error("aps_mock: " + what);
+}
 
 inline std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (auto& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
 
 inline std::string base64(const std::string& in) {
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&out[0]),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&out[0]), reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
   out.resize(static_cast<size_t>(n));
   return out;
 }
 
 inline std::string base64url(const std::string& in) {
   std::string s = base64(in);
-  for (auto& c : s) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  while (!s.empty() && s.back() == '=') s.pop_back();
+  for (auto& c : s)
+    c = c == '+' ? '-' : c == '/' ? '_' : c;
+  while (!s.empty() && s.back() == '=')
+    s.pop_back();
   return s;
 }
 
 // Strict standard base64 decode (for Basic auth); nullopt on malformed input.
 inline std::optional<std::string> base64_decode(const std::string& in) {
-  if (in.empty() || in.size() % 4 != 0) return std::nullopt;
+  if (in.empty() || in.size() % 4 != 0)
+    return std::nullopt;
   for (char c : in)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/' && c != '=') return std::nullopt;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/' && c != '=')
+      return std::nullopt;
   std::string out(in.size() / 4 * 3 + 1, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(&out[0]),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  if (n < 0) return std::nullopt;
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(&out[0]), reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  if (n < 0)
+    return std::nullopt;
   size_t pad = in.size() >= 2 && in[in.size() - 2] == '=' ? 2 : in.back() == '=' ? 1 : 0;
   out.resize(static_cast<size_t>(n) - pad);  // EVP_DecodeBlock counts padding as zero bytes
   return out;
@@ -291,13 +344,15 @@ inline std::optional<std::string> base64_decode(const std::string& in) {
 inline std::string sha256(const std::string& in) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (EVP_Digest(in.data(), in.size(), md, &len, EVP_sha256(), nullptr) != 1) fail("SHA-256 failed");
+  if (EVP_Digest(in.data(), in.size(), md, &len, EVP_sha256(), nullptr) != 1)
+    fail("SHA-256 failed");
   return std::string(reinterpret_cast<char*>(md), len);
 }
 
 inline std::string random_token(size_t bytes) {
   std::string buf(bytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(&buf[0]), static_cast<int>(bytes)) != 1) fail("RAND_bytes failed");
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&buf[0]), static_cast<int>(bytes)) != 1)
+    fail("RAND_bytes failed");
   return base64url(buf);
 }
 
@@ -321,7 +376,8 @@ inline std::string pct_encode(const std::string& s) {
 // application/x-www-form-urlencoded decoding ('+' is a space); malformed escapes stay literal.
 inline std::string form_decode(const std::string& s) {
   auto hexval = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= '0' && c <= '9')
+      return c - '0';
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
   };
@@ -346,12 +402,15 @@ inline Form parse_form(const std::string& s) {
   size_t pos = 0;
   while (pos <= s.size()) {
     size_t amp = s.find('&', pos);
-    if (amp == std::string::npos) amp = s.size();
+    if (amp == std::string::npos)
+      amp = s.size();
     std::string part = s.substr(pos, amp - pos);
     if (!part.empty()) {
       size_t eq = part.find('=');
-      if (eq == std::string::npos) f.emplace(form_decode(part), "");
-      else f.emplace(form_decode(part.substr(0, eq)), form_decode(part.substr(eq + 1)));
+      if (eq == std::string::npos)
+        f.emplace(form_decode(part), "");
+      else
+        f.emplace(form_decode(part.substr(0, eq)), form_decode(part.substr(eq + 1)));
     }
     pos = amp + 1;
   }
@@ -362,19 +421,32 @@ inline std::string get(const Form& f, const std::string& k) {
   auto it = f.find(k);
   return it == f.end() ? std::string() : it->second;
 }
-inline bool has(const Form& f, const std::string& k) { return f.find(k) != f.end(); }
+inline bool has(const Form& f, const std::string& k) {
+  return f.find(k) != f.end();
+}
 
 // The mock's own escaper, like its own encoders: it never includes aps_auth.hpp (see the top).
 inline std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -384,10 +456,13 @@ inline std::vector<std::string> split_scopes(const std::string& s) {
   std::vector<std::string> v;
   size_t i = 0;
   while (i < s.size()) {
-    while (i < s.size() && s[i] == ' ') ++i;
+    while (i < s.size() && s[i] == ' ')
+      ++i;
     size_t j = s.find(' ', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) v.push_back(s.substr(i, j - i));
+    if (j == std::string::npos)
+      j = s.size();
+    if (j > i)
+      v.push_back(s.substr(i, j - i));
     i = j;
   }
   return v;
@@ -413,10 +488,12 @@ inline std::string bio_string(BIO* b) {
 inline PkeyPtr generate_key(int type, int bits_or_nid) {
   std::unique_ptr<EVP_PKEY_CTX, PctxFree> ctx(EVP_PKEY_CTX_new_id(type, nullptr));
   EVP_PKEY* k = nullptr;
-  if (!ctx || EVP_PKEY_keygen_init(ctx.get()) <= 0) fail("keygen init failed");
+  if (!ctx || EVP_PKEY_keygen_init(ctx.get()) <= 0)
+    fail("keygen init failed");
   int ok = type == EVP_PKEY_RSA ? EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), bits_or_nid)
                                 : EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), bits_or_nid);
-  if (ok <= 0 || EVP_PKEY_keygen(ctx.get(), &k) <= 0) fail("key generation failed");
+  if (ok <= 0 || EVP_PKEY_keygen(ctx.get(), &k) <= 0)
+    fail("key generation failed");
   return PkeyPtr(k);
 }
 
@@ -424,30 +501,38 @@ inline std::string key_pem(EVP_PKEY* k, bool private_part) {
   BioPtr b(BIO_new(BIO_s_mem()));
   int ok = private_part ? PEM_write_bio_PrivateKey(b.get(), k, nullptr, nullptr, 0, nullptr, nullptr)
                         : PEM_write_bio_PUBKEY(b.get(), k);
-  if (ok != 1) fail("PEM export failed");
+  if (ok != 1)
+    fail("PEM export failed");
   return bio_string(b.get());
 }
 
 inline std::string cert_pem(X509* x) {
   BioPtr b(BIO_new(BIO_s_mem()));
-  if (PEM_write_bio_X509(b.get(), x) != 1) fail("PEM export failed");
+  if (PEM_write_bio_X509(b.get(), x) != 1)
+    fail("PEM export failed");
   return bio_string(b.get());
 }
 
-inline SSL_CTX* as_ssl_ctx(SSL_CTX& ctx) { return &ctx; }
-inline SSL_CTX* as_ssl_ctx(void* ctx) { return static_cast<SSL_CTX*>(ctx); }
+inline SSL_CTX* as_ssl_ctx(SSL_CTX& ctx) {
+  return &ctx;
+}
+inline SSL_CTX* as_ssl_ctx(void* ctx) {
+  return static_cast<SSL_CTX*>(ctx);
+}
 
 inline X509Ptr load_cert(const std::string& pem) {
   BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   X509Ptr x(PEM_read_bio_X509(b.get(), nullptr, nullptr, nullptr));
-  if (!x) fail("cannot parse certificate PEM");
+  if (!x)
+    fail("cannot parse certificate PEM");
   return x;
 }
 
 inline PkeyPtr load_key(const std::string& pem) {
   BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   PkeyPtr k(PEM_read_bio_PrivateKey(b.get(), nullptr, nullptr, nullptr));
-  if (!k) fail("cannot parse private key PEM");
+  if (!k)
+    fail("cannot parse private key PEM");
   return k;
 }
 
@@ -455,7 +540,8 @@ inline void add_ext(X509* cert, X509* issuer, int nid, const std::string& value)
   X509V3_CTX ctx;
   X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
   X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-  if (!ext) fail("bad X509 extension: " + value);
+  if (!ext)
+    fail("bad X509 extension: " + value);
   X509_add_ext(cert, ext, -1);
   X509_EXTENSION_free(ext);
 }
@@ -477,12 +563,16 @@ inline X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP
   X509_set_issuer_name(x.get(), issuer ? X509_get_subject_name(issuer) : name);
   X509* iss = issuer ? issuer : x.get();
   add_ext(x.get(), iss, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-  add_ext(x.get(), iss, NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature,keyEncipherment");
+  add_ext(x.get(), iss, NID_key_usage,
+          ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature,keyEncipherment");
   add_ext(x.get(), iss, NID_subject_key_identifier, "hash");
   add_ext(x.get(), iss, NID_authority_key_identifier, "keyid:always");
-  if (!ca) add_ext(x.get(), iss, NID_ext_key_usage, "serverAuth");
-  if (!san.empty()) add_ext(x.get(), iss, NID_subject_alt_name, san);
-  if (X509_sign(x.get(), issuer_key, EVP_sha256()) <= 0) fail("X509_sign failed");
+  if (!ca)
+    add_ext(x.get(), iss, NID_ext_key_usage, "serverAuth");
+  if (!san.empty())
+    add_ext(x.get(), iss, NID_subject_alt_name, san);
+  if (X509_sign(x.get(), issuer_key, EVP_sha256()) <= 0)
+    fail("X509_sign failed");
   return x;
 }
 
@@ -520,7 +610,8 @@ inline nlohmann::json rsa_jwk(EVP_PKEY* key) {
 #else
   const BIGNUM *n = nullptr, *e = nullptr;
   RSA_get0_key(EVP_PKEY_get0_RSA(key), &n, &e, nullptr);
-  if (!n || !e) fail("not an RSA key");
+  if (!n || !e)
+    fail("not an RSA key");
 #endif
   return {{"kty", "RSA"}, {"n", base64url(bn_bytes(n))}, {"e", base64url(bn_bytes(e))}};
 }
@@ -532,8 +623,7 @@ inline std::shared_ptr<EVP_PKEY> shared_signing_key() {
 }
 
 inline std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace detail
@@ -552,8 +642,10 @@ struct Pki {
   // SAN exactly from the lists (CN = first name); both empty => no SAN at all (CN-only certificate).
   static Pki generate_for(const std::vector<std::string>& dns_names, const std::vector<std::string>& ips) {
     std::string san;
-    for (const auto& d : dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
-    for (const auto& i : ips) san += (san.empty() ? "IP:" : ",IP:") + i;
+    for (const auto& d : dns_names)
+      san += (san.empty() ? "DNS:" : ",DNS:") + d;
+    for (const auto& i : ips)
+      san += (san.empty() ? "IP:" : ",IP:") + i;
     std::string cn = !dns_names.empty() ? dns_names[0] : !ips.empty() ? ips[0] : "mock-aps";
     return make(cn, san);
   }
@@ -564,7 +656,8 @@ struct Pki {
     auto put = [&](const char* name, const std::string& text) {
       std::ofstream f(fs::path(dir) / name, std::ios::binary | std::ios::trunc);
       f << text;
-      if (!f) detail::fail(std::string("cannot write ") + name);
+      if (!f)
+        detail::fail(std::string("cannot write ") + name);
     };
     put("ca.pem", ca_cert_pem);
     put("server.pem", server_cert_pem);
@@ -619,19 +712,20 @@ struct Options {
   bool revoke_endpoint_name_legacy = false;
   bool iss_in_callback = false;
   // Extensions beyond the brief:
-  std::optional<Pki> pki;             // tls: serve this PKI instead of a fresh Pki::generate("localhost")
-  int code_lifetime_s = 300;          // APS: authorization codes live 5 minutes
+  std::optional<Pki> pki;               // tls: serve this PKI instead of a fresh Pki::generate("localhost")
+  int code_lifetime_s = 300;            // APS: authorization codes live 5 minutes
   int refresh_lifetime_s = 15 * 86400;  // APS: refresh tokens live 15 days
-  bool strict_state = false;          // reject a state outside APS's [A-Za-z0-9,._-] (invalid_request)
+  bool strict_state = false;            // reject a state outside APS's [A-Za-z0-9,._-] (invalid_request)
 };
 
 struct RecordedRequest {
   std::string method, path, query /*raw*/, body;
-  std::multimap<std::string, std::string> headers;  // names as sent
-  std::multimap<std::string, std::string> form;     // parsed body (form posts) or parsed query
+  std::multimap<std::string, std::string> headers;     // names as sent
+  std::multimap<std::string, std::string> form;        // parsed body (form posts) or parsed query
   std::string header(const std::string& name) const {  // case-insensitive, first value or ""
     for (const auto& h : headers)
-      if (detail::lower(h.first) == detail::lower(name)) return h.second;
+      if (detail::lower(h.first) == detail::lower(name))
+        return h.second;
     return "";
   }
   std::string param(const std::string& name) const { return detail::get(form, name); }
@@ -643,7 +737,8 @@ struct RecordedRequest {
 class Server {
  public:
   static constexpr const char* kUserId = "MOCKAPSUSER1";
-  static constexpr const char* kErrorInfo = "https://aps.autodesk.com/en/docs/oauth/v2/developers_guide/error_handling/";
+  static constexpr const char* kErrorInfo =
+      "https://aps.autodesk.com/en/docs/oauth/v2/developers_guide/error_handling/";
 
   explicit Server(Options opts = {})
       : opts_(normalized(std::move(opts))), tls_(opts_.tls), key_(detail::shared_signing_key()) {
@@ -673,27 +768,32 @@ class Server {
     } else {
       svr_ = std::make_unique<httplib::Server>();
     }
-    if (!svr_->is_valid()) detail::fail("httplib server is not valid (TLS setup failed?)");
+    if (!svr_->is_valid())
+      detail::fail("httplib server is not valid (TLS setup failed?)");
     // Hung requests and 8-thread tests must not starve each other: more workers than the default 8.
     svr_->new_task_queue = [] { return new httplib::ThreadPool(32); };
     // An idle keep-alive connection holds a worker until this timeout, which delays stop(); keep it short.
     svr_->set_keep_alive_timeout(1);
     routes();
     port_ = svr_->bind_to_any_port("127.0.0.1");
-    if (port_ <= 0) detail::fail("cannot bind 127.0.0.1");
+    if (port_ <= 0)
+      detail::fail("cannot bind 127.0.0.1");
     thread_ = std::thread([this] {
       svr_->listen_after_bind();
       listen_returned_ = true;
     });
     // httplib's stop() is a no-op until listen has started, so wait for it: the ctor promises a
     // running server (the socket already listens, so early connections just queue).
-    while (!svr_->is_running() && !listen_returned_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (!svr_->is_running() && !listen_returned_)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     if (listen_returned_) {
       thread_.join();
       detail::fail("server did not start");
     }
   }
-  ~Server() { stop(); }
+  ~Server() {
+    stop();
+  }
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
@@ -710,16 +810,23 @@ class Server {
     }
   }
 
-  int port() const { return port_; }
+  int port() const {
+    return port_;
+  }
   std::string base_url() const {
     return (tls_ ? "https://localhost:" : "http://127.0.0.1:") + std::to_string(port_);
   }
-  std::string issuer() const { return base_url(); }
-  const Pki& pki() const { return pki_; }
+  std::string issuer() const {
+    return base_url();
+  }
+  const Pki& pki() const {
+    return pki_;
+  }
 
   void inject(Fault f) {
     std::lock_guard<std::mutex> lk(mu_);
-    if (f.count > 0) faults_.push_back(std::move(f));
+    if (f.count > 0)
+      faults_.push_back(std::move(f));
   }
   int count(const std::string& key) const {
     std::lock_guard<std::mutex> lk(mu_);
@@ -789,19 +896,27 @@ class Server {
   }
 
   // ---- JWT helpers for id_token tests ----
-  std::string key_id() const { return kid_; }
-  std::string jwks_json() const { return nlohmann::json{{"keys", {jwk_}}}.dump(); }
-  std::string public_key_pem() const { return detail::key_pem(key_.get(), false); }
+  std::string key_id() const {
+    return kid_;
+  }
+  std::string jwks_json() const {
+    return nlohmann::json{{"keys", {jwk_}}}.dump();
+  }
+  std::string public_key_pem() const {
+    return detail::key_pem(key_.get(), false);
+  }
   // Signs with the server's key; adds "alg":"RS256" and "kid" when absent.
   std::string sign_rs256(const nlohmann::json& header, const nlohmann::json& claims) const {
     nlohmann::json h = header.is_object() ? header : nlohmann::json::object();
-    if (!h.contains("kid")) h["kid"] = kid_;
+    if (!h.contains("kid"))
+      h["kid"] = kid_;
     return sign_with_key_rs256(key_.get(), h, claims);
   }
   // Signs with any RSA key (e.g. a wrong one from generate_rsa_key()); adds "alg":"RS256" when absent.
   static std::string sign_with_key_rs256(EVP_PKEY* key, const nlohmann::json& header, const nlohmann::json& claims) {
     nlohmann::json h = header.is_object() ? header : nlohmann::json::object();
-    if (!h.contains("alg")) h["alg"] = "RS256";
+    if (!h.contains("alg"))
+      h["alg"] = "RS256";
     std::string input = detail::base64url(h.dump()) + "." + detail::base64url(claims.dump());
     return input + "." + detail::base64url(detail::rs256(key, input));
   }
@@ -809,7 +924,8 @@ class Server {
   static std::string sign_hs256(const std::string& secret_bytes, const nlohmann::json& header,
                                 const nlohmann::json& claims) {
     nlohmann::json h = header.is_object() ? header : nlohmann::json::object();
-    if (!h.contains("alg")) h["alg"] = "HS256";
+    if (!h.contains("alg"))
+      h["alg"] = "HS256";
     std::string input = detail::base64url(h.dump()) + "." + detail::base64url(claims.dump());
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -853,10 +969,13 @@ class Server {
     }
     return o;
   }
-  std::int64_t now_locked() const { return detail::unix_now() + clock_offset_; }
+  std::int64_t now_locked() const {
+    return detail::unix_now() + clock_offset_;
+  }
   const RegisteredClient* find_client(const Options& o, const std::string& id) const {
     for (const auto& c : o.clients)
-      if (c.id == id) return &c;
+      if (c.id == id)
+        return &c;
     return nullptr;
   }
   // Sleeps up to ms, returning early when the server stops.
@@ -868,7 +987,8 @@ class Server {
   // ---- routing ----
   httplib::Server::Handler wrap(const char* key, Handler h) {
     return [this, key, h](const Req& q, Res& r) {
-      if (prologue(key, q, r)) return;
+      if (prologue(key, q, r))
+        return;
       (this->*h)(q, r);
     };
   }
@@ -896,7 +1016,8 @@ class Server {
   static bool is_form(const Req& q) {
     std::string ct = detail::lower(q.get_header_value("Content-Type"));
     ct = ct.substr(0, ct.find(';'));
-    while (!ct.empty() && ct.back() == ' ') ct.pop_back();
+    while (!ct.empty() && ct.back() == ' ')
+      ct.pop_back();
     return ct == "application/x-www-form-urlencoded";
   }
   static std::string raw_query(const Req& q) {
@@ -914,21 +1035,26 @@ class Server {
       rec.path = q.path;
       rec.query = raw_query(q);
       rec.body = q.body;
-      for (const auto& h : q.headers) rec.headers.emplace(h.first, h.second);
+      for (const auto& h : q.headers)
+        rec.headers.emplace(h.first, h.second);
       rec.form = detail::parse_form(is_form(q) ? q.body : rec.query);
       counters_[key]++;
       if (std::string(key) == "token" && is_form(q) && detail::has(rec.form, "grant_type"))
         counters_["token." + detail::get(rec.form, "grant_type")]++;
       requests_.push_back(std::move(rec));
       for (auto it = faults_.begin(); it != faults_.end(); ++it) {
-        if (!it->path.empty() && it->path != q.path) continue;
+        if (!it->path.empty() && it->path != q.path)
+          continue;
         fault = *it;
-        if (--it->count <= 0) faults_.erase(it);
+        if (--it->count <= 0)
+          faults_.erase(it);
         break;
       }
     }
-    if (!fault) return false;
-    if (fault->delay_ms > 0) interruptible_sleep(fault->delay_ms);
+    if (!fault)
+      return false;
+    if (fault->delay_ms > 0)
+      interruptible_sleep(fault->delay_ms);
     if (fault->hang) {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [this] { return stopping_; });
@@ -936,10 +1062,13 @@ class Server {
       r.set_header("Connection", "close");
       return true;
     }
-    if (fault->status == 0) return false;
+    if (fault->status == 0)
+      return false;
     r.status = fault->status;
-    for (const auto& h : fault->headers) r.set_header(h.first.c_str(), h.second);
-    if (!fault->body.empty() || !fault->content_type.empty()) r.set_content(fault->body, fault->content_type.c_str());
+    for (const auto& h : fault->headers)
+      r.set_header(h.first.c_str(), h.second);
+    if (!fault->body.empty() || !fault->content_type.empty())
+      r.set_content(fault->body, fault->content_type.c_str());
     return true;
   }
 
@@ -955,14 +1084,17 @@ class Server {
   }
   static void oauth_error(Res& r, int status, const std::string& error, const std::string& desc) {
     nlohmann::json j{{"error", error}};
-    if (!desc.empty()) j["error_description"] = desc;
+    if (!desc.empty())
+      j["error_description"] = desc;
     send_json(r, status, j);
   }
   static std::string page(const std::string& title, const std::string& body_html, const std::string& body_attrs = "",
                           const std::string& script = "") {
     return "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-           "<title>" + detail::html_escape(title) + "</title><style>"
+           "<title>" +
+           detail::html_escape(title) +
+           "</title><style>"
            "body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;"
            "background:#eef1f5;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1f2933}"
            ".card{background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.12);padding:32px 36px;"
@@ -974,8 +1106,9 @@ class Server {
            "button{font:inherit;padding:9px 22px;border-radius:6px;border:1px solid #0696d7;cursor:pointer}"
            ".allow{background:#0696d7;color:#fff}.deny{background:#fff;color:#0696d7}"
            ".note{font-size:.85rem;color:#66788a}"
-           "</style></head><body" + body_attrs + ">\n<main class=\"card\">\n<div class=\"brand\">Mock APS</div>\n" +
-           body_html + "\n</main>\n" + script + "</body></html>\n";
+           "</style></head><body" +
+           body_attrs + ">\n<main class=\"card\">\n<div class=\"brand\">Mock APS</div>\n" + body_html + "\n</main>\n" +
+           script + "</body></html>\n";
   }
   static void html(Res& r, int status, const std::string& title, const std::string& body_html) {
     r.status = status;
@@ -992,8 +1125,10 @@ class Server {
   std::string callback_url(const Pending& p, std::vector<std::pair<std::string, std::string>> params,
                            bool with_iss) const {
     std::string url = p.redirect_uri + (p.redirect_uri.find('?') == std::string::npos ? "?" : "&");
-    if (!p.state.empty()) params.emplace_back("state", p.state);
-    if (with_iss) params.emplace_back("iss", issuer());
+    if (!p.state.empty())
+      params.emplace_back("state", p.state);
+    if (with_iss)
+      params.emplace_back("iss", issuer());
     for (size_t i = 0; i < params.size(); ++i)
       url += (i ? "&" : "") + params[i].first + "=" + detail::pct_encode(params[i].second);
     return url;
@@ -1001,7 +1136,8 @@ class Server {
   std::string new_code_locked(const std::string& client_id, const std::string& redirect_uri, const std::string& scope,
                               const std::string& challenge, const std::string& nonce) {
     std::string code = detail::random_token(24);
-    codes_[code] = CodeRec{client_id, redirect_uri, scope, challenge, nonce, now_locked() + opts_.code_lifetime_s, false};
+    codes_[code] =
+        CodeRec{client_id, redirect_uri, scope, challenge, nonce, now_locked() + opts_.code_lifetime_s, false};
     return code;
   }
   // Finishes an authorization: a code on approval, access_denied otherwise.
@@ -1037,24 +1173,35 @@ class Server {
                "</code>. It must match exactly (scheme, host, port and path).</p>");
       return;
     }
-    Pending p{client_id, redirect_uri, detail::get(f, "scope"), detail::get(f, "state"),
-              detail::get(f, "code_challenge"), detail::get(f, "nonce")};
+    Pending p{client_id,
+              redirect_uri,
+              detail::get(f, "scope"),
+              detail::get(f, "state"),
+              detail::get(f, "code_challenge"),
+              detail::get(f, "nonce")};
     auto err = [&](const std::string& e, const std::string& d) {
       redirect(r, callback_url(p, {{"error", e}, {"error_description", d}}, o.iss_in_callback));
     };
     for (const char* k : {"response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method"})
-      if (dup(k)) return err("invalid_request", std::string("parameter repeated: ") + k);
+      if (dup(k))
+        return err("invalid_request", std::string("parameter repeated: ") + k);
     std::string rt = detail::get(f, "response_type");
-    if (rt.empty()) return err("invalid_request", "response_type is required");
-    if (rt != "code") return err("unsupported_response_type", "only response_type=code is supported");
+    if (rt.empty())
+      return err("invalid_request", "response_type is required");
+    if (rt != "code")
+      return err("unsupported_response_type", "only response_type=code is supported");
     std::string mode = detail::get(f, "response_mode");
-    if (!mode.empty() && mode != "query") return err("invalid_request", "only response_mode=query is supported");
+    if (!mode.empty() && mode != "query")
+      return err("invalid_request", "only response_mode=query is supported");
     auto scopes = detail::split_scopes(p.scope);
-    if (scopes.empty()) return err("invalid_request", "scope is required");
-    if (scopes.size() > 50 || p.scope.size() > 2000) return err("invalid_scope", "too many scopes");
+    if (scopes.empty())
+      return err("invalid_request", "scope is required");
+    if (scopes.size() > 50 || p.scope.size() > 2000)
+      return err("invalid_scope", "too many scopes");
     std::string method = detail::get(f, "code_challenge_method");
     if (!p.challenge.empty()) {
-      if (method != "S256") return err("invalid_request", "code_challenge_method must be S256");
+      if (method != "S256")
+        return err("invalid_request", "code_challenge_method must be S256");
       if (p.challenge.size() < 43 || p.challenge.size() > 128 || !detail::is_unreserved_string(p.challenge))
         return err("invalid_request", "malformed code_challenge");
     } else if (!method.empty()) {
@@ -1067,7 +1214,8 @@ class Server {
         }))
       return err("invalid_request", "state may contain only letters, digits, comma, period, underscore, hyphen");
 
-    if (o.consent == Consent::auto_approve) return finish_authorize(p, !o.deny, r);
+    if (o.consent == Consent::auto_approve)
+      return finish_authorize(p, !o.deny, r);
     std::string id = detail::random_token(16);
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -1082,16 +1230,19 @@ class Server {
     auto form = [&](const char* decision, const char* label) {
       return std::string("<form id=\"") + decision + "\" method=\"post\" action=\"" + action + "\">" +
              "<input type=\"hidden\" name=\"request_id\" value=\"" + detail::html_escape(id) + "\">" +
-             "<input type=\"hidden\" name=\"decision\" value=\"" + decision + "\">" + "<button type=\"submit\" class=\"" +
-             decision + "\">" + label + "</button></form>";
+             "<input type=\"hidden\" name=\"decision\" value=\"" + decision + "\">" +
+             "<button type=\"submit\" class=\"" + decision + "\">" + label + "</button></form>";
     };
     std::string items;
-    for (const auto& s : detail::split_scopes(p.scope)) items += "<li><code>" + detail::html_escape(s) + "</code></li>";
+    for (const auto& s : detail::split_scopes(p.scope))
+      items += "<li><code>" + detail::html_escape(s) + "</code></li>";
     std::string body = "<h1>Allow access?</h1>\n<p><strong>" + detail::html_escape(p.client_id) +
                        "</strong> wants to access your Autodesk account (Mock User) with these permissions:</p>\n"
-                       "<ul class=\"scopes\">" + items + "</ul>\n" +
+                       "<ul class=\"scopes\">" +
+                       items + "</ul>\n" +
                        "<p class=\"note\">This is a local test server; nothing leaves this machine.</p>\n"
-                       "<div class=\"actions\">" + form("deny", "Deny") + form("allow", "Allow") + "</div>";
+                       "<div class=\"actions\">" +
+                       form("deny", "Deny") + form("allow", "Allow") + "</div>";
     const char* choice = o.deny ? "deny" : "allow";
     std::string script;
     if (o.consent == Consent::auto_submit_page)
@@ -1099,7 +1250,8 @@ class Server {
     r.status = 200;
     r.set_header("Cache-Control", "no-store");
     r.set_header("X-Frame-Options", "DENY");
-    r.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'");
+    r.set_header("Content-Security-Policy",
+                 "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'");
     r.set_content(page("Mock APS – Authorize", body, std::string(" data-mock-user-choice=\"") + choice + "\"", script),
                   "text/html; charset=utf-8");
   }
@@ -1132,14 +1284,17 @@ class Server {
     bool has_secret = false;
     if (!auth.empty()) {
       if (body_id || body_secret) {
-        aps_error(r, 400, "AUTH-008", "Client credentials must be sent either in the Authorization header or in the body, not both.");
+        aps_error(r, 400, "AUTH-008",
+                  "Client credentials must be sent either in the Authorization header or in the body, not both.");
         return std::nullopt;
       }
       std::optional<std::string> decoded;
-      if (auth.size() > 6 && detail::lower(auth.substr(0, 6)) == "basic ") decoded = detail::base64_decode(auth.substr(6));
+      if (auth.size() > 6 && detail::lower(auth.substr(0, 6)) == "basic ")
+        decoded = detail::base64_decode(auth.substr(6));
       size_t colon = decoded ? decoded->find(':') : std::string::npos;
       if (colon == std::string::npos) {
-        aps_error(r, 401, "AUTH-012", "The Authorization header is malformed; expected Basic base64(client_id:client_secret).");
+        aps_error(r, 401, "AUTH-012",
+                  "The Authorization header is malformed; expected Basic base64(client_id:client_secret).");
         return std::nullopt;
       }
       // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
@@ -1187,14 +1342,26 @@ class Server {
     nlohmann::json j{{"access_token", at}, {"token_type", "Bearer"}, {"expires_in", opts_.expires_in}};
     if (with_refresh) {
       std::string rt = detail::random_token(32);
-      refresh_[rt] = RefreshRec{client_id, refresh_scope.empty() ? scope : refresh_scope, user, grant,
-                                now + opts_.refresh_lifetime_s, ++seq_, false, false};
+      refresh_[rt] = RefreshRec{client_id,
+                                refresh_scope.empty() ? scope : refresh_scope,
+                                user,
+                                grant,
+                                now + opts_.refresh_lifetime_s,
+                                ++seq_,
+                                false,
+                                false};
       j["refresh_token"] = rt;
     }
     if (!user.empty() && detail::has_scope(scope, "openid")) {
-      nlohmann::json claims{{"iss", issuer()}, {"sub", user}, {"aud", client_id}, {"iat", now},
-                            {"exp", now + opts_.expires_in}, {"auth_time", now}, {"email", "mock.user@example.com"}};
-      if (!nonce.empty()) claims["nonce"] = nonce;
+      nlohmann::json claims{{"iss", issuer()},
+                            {"sub", user},
+                            {"aud", client_id},
+                            {"iat", now},
+                            {"exp", now + opts_.expires_in},
+                            {"auth_time", now},
+                            {"email", "mock.user@example.com"}};
+      if (!nonce.empty())
+        claims["nonce"] = nonce;
       j["id_token"] = sign_rs256({{"alg", "RS256"}, {"typ", "JWT"}, {"kid", kid_}}, claims);
     }
     return j;
@@ -1202,36 +1369,46 @@ class Server {
 
   void h_token(const Req& q, Res& r) {
     Options o = options();
-    if (o.token_delay_ms > 0) interruptible_sleep(o.token_delay_ms);
+    if (o.token_delay_ms > 0)
+      interruptible_sleep(o.token_delay_ms);
     if (!is_form(q)) {
       aps_error(r, 415, "AUTH-007", "Content-Type must be application/x-www-form-urlencoded");
       return;
     }
     auto f = detail::parse_form(q.body);
     for (const char* k : {"grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"})
-      if (f.count(k) > 1) return oauth_error(r, 400, "invalid_request", std::string("parameter repeated: ") + k);
+      if (f.count(k) > 1)
+        return oauth_error(r, 400, "invalid_request", std::string("parameter repeated: ") + k);
     auto client = authenticate(q, f, o, r);
-    if (!client) return;
+    if (!client)
+      return;
     std::string grant = detail::get(f, "grant_type");
-    if (grant == "authorization_code") return code_grant(f, *client, r);
-    if (grant == "refresh_token") return refresh_grant(f, *client, r);
-    if (grant == "client_credentials") return client_grant(f, *client, r);
+    if (grant == "authorization_code")
+      return code_grant(f, *client, r);
+    if (grant == "refresh_token")
+      return refresh_grant(f, *client, r);
+    if (grant == "client_credentials")
+      return client_grant(f, *client, r);
     oauth_error(r, 400, "unsupported_grant_type",
                 grant.empty() ? "grant_type is required" : "grant_type " + grant + " is not supported");
   }
 
   void code_grant(const detail::Form& f, const RegisteredClient& c, Res& r) {
     std::string code = detail::get(f, "code"), verifier = detail::get(f, "code_verifier");
-    if (code.empty()) return oauth_error(r, 400, "invalid_request", "code is required");
+    if (code.empty())
+      return oauth_error(r, 400, "invalid_request", "code is required");
     std::lock_guard<std::mutex> lk(mu_);
     auto it = codes_.find(code);
-    if (it == codes_.end()) return oauth_error(r, 400, "invalid_grant", "Invalid authorization code.");
+    if (it == codes_.end())
+      return oauth_error(r, 400, "invalid_grant", "Invalid authorization code.");
     CodeRec& rec = it->second;
     if (rec.client_id != c.id)
       return oauth_error(r, 400, "invalid_grant", "The authorization code was issued to another client.");
-    if (rec.used) return oauth_error(r, 400, "invalid_grant", "The authorization code was already used.");
+    if (rec.used)
+      return oauth_error(r, 400, "invalid_grant", "The authorization code was already used.");
     rec.used = true;  // single use: any attempt by its client burns it
-    if (rec.expires_at <= now_locked()) return oauth_error(r, 400, "invalid_grant", "The authorization code expired.");
+    if (rec.expires_at <= now_locked())
+      return oauth_error(r, 400, "invalid_grant", "The authorization code expired.");
     if (detail::get(f, "redirect_uri") != rec.redirect_uri)
       return oauth_error(r, 400, "invalid_grant", "redirect_uri does not match the one used at authorize.");
     if (!rec.challenge.empty()) {
@@ -1247,20 +1424,23 @@ class Server {
 
   void refresh_grant(const detail::Form& f, const RegisteredClient& c, Res& r) {
     std::string rt = detail::get(f, "refresh_token");
-    if (rt.empty()) return oauth_error(r, 400, "invalid_request", "refresh_token is required");
+    if (rt.empty())
+      return oauth_error(r, 400, "invalid_request", "refresh_token is required");
     std::lock_guard<std::mutex> lk(mu_);
     auto it = refresh_.find(rt);
     if (it == refresh_.end() || it->second.revoked || it->second.client_id != c.id)
       return oauth_error(r, 400, "invalid_grant", "Invalid refresh token.");
     if (it->second.used)
       return oauth_error(r, 400, "invalid_grant", "The refresh token was already used (refresh tokens rotate).");
-    if (it->second.expires_at <= now_locked()) return oauth_error(r, 400, "invalid_grant", "The refresh token expired.");
+    if (it->second.expires_at <= now_locked())
+      return oauth_error(r, 400, "invalid_grant", "The refresh token expired.");
     RefreshRec old = it->second;
     std::string scope = old.scope;
     if (detail::has(f, "scope")) {
       auto granted = detail::split_scopes(old.scope);
       auto asked = detail::split_scopes(detail::get(f, "scope"));
-      if (asked.empty()) return oauth_error(r, 400, "invalid_scope", "scope is empty");
+      if (asked.empty())
+        return oauth_error(r, 400, "invalid_scope", "scope is empty");
       for (const auto& s : asked)
         if (std::find(granted.begin(), granted.end(), s) == granted.end())
           return oauth_error(r, 400, "invalid_scope", "scope " + s + " was not originally granted");
@@ -1275,32 +1455,39 @@ class Server {
       return oauth_error(r, 400, "unauthorized_client", "Public clients cannot use client_credentials.");
     std::string scope = detail::get(f, "scope");
     auto scopes = detail::split_scopes(scope);
-    if (scopes.empty()) return aps_error(r, 400, "AUTH-008", "The required parameter(s) scope not present in the request");
-    if (scopes.size() > 50 || scope.size() > 2000) return aps_error(r, 400, "AUTH-004", "The requested scope is invalid");
+    if (scopes.empty())
+      return aps_error(r, 400, "AUTH-008", "The required parameter(s) scope not present in the request");
+    if (scopes.size() > 50 || scope.size() > 2000)
+      return aps_error(r, 400, "AUTH-004", "The requested scope is invalid");
     std::lock_guard<std::mutex> lk(mu_);
     send_json(r, 200, token_set_locked(c.id, scope, "", "", detail::random_token(12), false));
   }
 
   void h_revoke(const Req& q, Res& r) {
     Options o = options();
-    if (!is_form(q)) return aps_error(r, 415, "AUTH-007", "Content-Type must be application/x-www-form-urlencoded");
+    if (!is_form(q))
+      return aps_error(r, 415, "AUTH-007", "Content-Type must be application/x-www-form-urlencoded");
     auto f = detail::parse_form(q.body);
     std::string token = detail::get(f, "token"), hint = detail::get(f, "token_type_hint");
     if (token.empty() || hint.empty())
-      return aps_error(r, 400, "AUTH-008", "The required parameter(s) token, token_type_hint not present in the request");
+      return aps_error(r, 400, "AUTH-008",
+                       "The required parameter(s) token, token_type_hint not present in the request");
     if (hint != "access_token" && hint != "refresh_token")
       return oauth_error(r, 400, "unsupported_token_type", "token_type_hint must be access_token or refresh_token");
     auto client = authenticate(q, f, o, r);
-    if (!client) return;
+    if (!client)
+      return;
     {
       std::lock_guard<std::mutex> lk(mu_);
       auto a = access_.find(token);
-      if (a != access_.end() && a->second.client_id == client->id) a->second.revoked = true;
+      if (a != access_.end() && a->second.client_id == client->id)
+        a->second.revoked = true;
       auto rt = refresh_.find(token);
       if (rt != refresh_.end() && rt->second.client_id == client->id) {
         rt->second.revoked = true;
         for (auto& kv : access_)  // RFC 7009 §2.1: revoke the grant's access tokens too
-          if (kv.second.grant == rt->second.grant) kv.second.revoked = true;
+          if (kv.second.grant == rt->second.grant)
+            kv.second.revoked = true;
       }
     }
     r.status = 200;
@@ -1308,23 +1495,35 @@ class Server {
 
   void h_introspect(const Req& q, Res& r) {
     Options o = options();
-    if (!is_form(q)) return aps_error(r, 415, "AUTH-007", "Content-Type must be application/x-www-form-urlencoded");
+    if (!is_form(q))
+      return aps_error(r, 415, "AUTH-007", "Content-Type must be application/x-www-form-urlencoded");
     auto f = detail::parse_form(q.body);
     std::string token = detail::get(f, "token");
-    if (token.empty()) return aps_error(r, 400, "AUTH-008", "The required parameter(s) token not present in the request");
-    if (!authenticate(q, f, o, r)) return;
+    if (token.empty())
+      return aps_error(r, 400, "AUTH-008", "The required parameter(s) token not present in the request");
+    if (!authenticate(q, f, o, r))
+      return;
     nlohmann::json j{{"active", false}};
     std::lock_guard<std::mutex> lk(mu_);
     auto a = access_.find(token);
     if (a != access_.end() && !a->second.revoked && a->second.expires_at > now_locked()) {
-      j = {{"active", true}, {"scope", a->second.scope}, {"client_id", a->second.client_id},
-           {"exp", a->second.expires_at}, {"iat", a->second.iat}, {"token_type", "Bearer"}};
-      if (!a->second.user.empty()) j["userid"] = a->second.user;
+      j = {{"active", true},
+           {"scope", a->second.scope},
+           {"client_id", a->second.client_id},
+           {"exp", a->second.expires_at},
+           {"iat", a->second.iat},
+           {"token_type", "Bearer"}};
+      if (!a->second.user.empty())
+        j["userid"] = a->second.user;
     }
     auto rt = refresh_.find(token);
     if (rt != refresh_.end() && !rt->second.revoked && !rt->second.used && rt->second.expires_at > now_locked()) {
-      j = {{"active", true}, {"scope", rt->second.scope}, {"client_id", rt->second.client_id},
-           {"exp", rt->second.expires_at}, {"userid", rt->second.user}, {"token_type", "refresh_token"}};
+      j = {{"active", true},
+           {"scope", rt->second.scope},
+           {"client_id", rt->second.client_id},
+           {"exp", rt->second.expires_at},
+           {"userid", rt->second.user},
+           {"token_type", "refresh_token"}};
     }
     send_json(r, 200, j);
   }
@@ -1340,12 +1539,20 @@ class Server {
     }
     if (!ok) {
       r.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
-      return send_json(r, 401, {{"developerMessage", "The access token is missing, invalid, expired or 2-legged."},
-                                {"errorCode", "AUTH-006"}, {"more info", kErrorInfo}});
+      return send_json(r, 401,
+                       {{"developerMessage", "The access token is missing, invalid, expired or 2-legged."},
+                        {"errorCode", "AUTH-006"},
+                        {"more info", kErrorInfo}});
     }
-    send_json(r, 200, {{"sub", kUserId}, {"name", "Mock User"}, {"given_name", "Mock"}, {"family_name", "User"},
-                       {"preferred_username", "mockuser"}, {"email", "mock.user@example.com"},
-                       {"email_verified", true}, {"locale", "en-US"}});
+    send_json(r, 200,
+              {{"sub", kUserId},
+               {"name", "Mock User"},
+               {"given_name", "Mock"},
+               {"family_name", "User"},
+               {"preferred_username", "mockuser"},
+               {"email", "mock.user@example.com"},
+               {"email_verified", true},
+               {"locale", "en-US"}});
   }
 
   void h_keys(const Req&, Res& r) {
@@ -1356,29 +1563,29 @@ class Server {
   void h_discovery(const Req&, Res& r) {
     Options o = options();
     std::string v2 = base_url() + "/authentication/v2";
-    nlohmann::json j{
-        {"issuer", issuer()},
-        {"authorization_endpoint", v2 + "/authorize"},
-        {"token_endpoint", v2 + "/token"},
-        {o.revoke_endpoint_name_legacy ? "revoke_endpoint" : "revocation_endpoint", v2 + "/revoke"},
-        {"introspection_endpoint", v2 + "/introspect"},
-        {"userinfo_endpoint", base_url() + "/userinfo"},
-        {"jwks_uri", v2 + "/keys"},
-        {"end_session_endpoint", v2 + "/logout"},
-        {"scopes_supported",
-         {"user:read", "user:write", "user-profile:read", "viewables:read", "data:read", "data:write", "data:create",
-          "data:search", "bucket:create", "bucket:read", "bucket:update", "bucket:delete", "code:all", "account:read",
-          "account:write", "openid", "application:client:read", "application:client:write",
-          "application:client:rotate_secret"}},
-        {"response_types_supported", {"code"}},
-        {"response_modes_supported", {"query"}},
-        {"grant_types_supported", {"authorization_code", "refresh_token", "client_credentials"}},
-        {"subject_types_supported", {"public"}},
-        {"token_endpoint_auth_methods_supported", {"client_secret_basic", "client_secret_post", "none"}},
-        {"code_challenge_methods_supported", {"S256"}},
-        {"id_token_signing_alg_values_supported", {"RS256"}},
-        {"claims_supported", {"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "email"}}};
-    if (o.iss_in_callback) j["authorization_response_iss_parameter_supported"] = true;
+    nlohmann::json j{{"issuer", issuer()},
+                     {"authorization_endpoint", v2 + "/authorize"},
+                     {"token_endpoint", v2 + "/token"},
+                     {o.revoke_endpoint_name_legacy ? "revoke_endpoint" : "revocation_endpoint", v2 + "/revoke"},
+                     {"introspection_endpoint", v2 + "/introspect"},
+                     {"userinfo_endpoint", base_url() + "/userinfo"},
+                     {"jwks_uri", v2 + "/keys"},
+                     {"end_session_endpoint", v2 + "/logout"},
+                     {"scopes_supported",
+                      {"user:read", "user:write", "user-profile:read", "viewables:read", "data:read", "data:write",
+                       "data:create", "data:search", "bucket:create", "bucket:read", "bucket:update", "bucket:delete",
+                       "code:all", "account:read", "account:write", "openid", "application:client:read",
+                       "application:client:write", "application:client:rotate_secret"}},
+                     {"response_types_supported", {"code"}},
+                     {"response_modes_supported", {"query"}},
+                     {"grant_types_supported", {"authorization_code", "refresh_token", "client_credentials"}},
+                     {"subject_types_supported", {"public"}},
+                     {"token_endpoint_auth_methods_supported", {"client_secret_basic", "client_secret_post", "none"}},
+                     {"code_challenge_methods_supported", {"S256"}},
+                     {"id_token_signing_alg_values_supported", {"RS256"}},
+                     {"claims_supported", {"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "email"}}};
+    if (o.iss_in_callback)
+      j["authorization_response_iss_parameter_supported"] = true;
     r.status = 200;
     r.set_content(j.dump(), "application/json");
   }
@@ -1386,16 +1593,23 @@ class Server {
   void h_logout(const Req& q, Res& r) {
     auto f = detail::parse_form(raw_query(q));
     std::string to = detail::get(f, "post_logout_redirect_uri");
-    if (!to.empty()) return redirect(r, to);
+    if (!to.empty())
+      return redirect(r, to);
     html(r, 200, "Mock APS – Signed out", "<h1>You are signed out</h1><p>You can close this window.</p>");
   }
 
   void h_other(const Req& q, Res& r) {
-    static const std::set<std::string> known = {
-        "/authentication/v2/authorize", "/authentication/v2/token", "/authentication/v2/revoke",
-        "/authentication/v2/introspect", "/authentication/v2/keys", "/authentication/v2/logout",
-        "/userinfo", "/.well-known/openid-configuration", "/authentication/v2/authorize/decision"};
-    if (known.count(q.path)) return send_json(r, 405, {{"developerMessage", "Method not allowed: " + q.method}});
+    static const std::set<std::string> known = {"/authentication/v2/authorize",
+                                                "/authentication/v2/token",
+                                                "/authentication/v2/revoke",
+                                                "/authentication/v2/introspect",
+                                                "/authentication/v2/keys",
+                                                "/authentication/v2/logout",
+                                                "/userinfo",
+                                                "/.well-known/openid-configuration",
+                                                "/authentication/v2/authorize/decision"};
+    if (known.count(q.path))
+      return send_json(r, 405, {{"developerMessage", "Method not allowed: " + q.method}});
     send_json(r, 404, {{"developerMessage", "The requested resource does not exist: " + q.path}});
   }
 
@@ -1438,7 +1652,8 @@ enum class RawMode {
 class RawServer {
  public:
   explicit RawServer(RawMode mode, std::string payload = "") : mode_(mode), payload_(std::move(payload)) {
-    if (!sys::socket_pair(wake_)) detail::fail("cannot make the RawServer's wake-up socket pair");
+    if (!sys::socket_pair(wake_))
+      detail::fail("cannot make the RawServer's wake-up socket pair");
     listen_fd_ = sys::listen_loopback(port_);
     if (listen_fd_ == sys::bad_socket) {
       close_fds();
@@ -1455,16 +1670,19 @@ class RawServer {
   int connections() const { return connections_.load(); }
   void stop() {
     std::lock_guard<std::mutex> stop_lock(stop_mu_);
-    if (stopped_) return;
+    if (stopped_)
+      return;
     stopped_ = true;
     sys::send_some(wake_[1], "x", 1);  // never drained: every poll() sees it from now on
-    if (acceptor_.joinable()) acceptor_.join();
+    if (acceptor_.joinable())
+      acceptor_.join();
     std::vector<std::thread> workers;
     {
       std::lock_guard<std::mutex> lk(mu_);
       workers.swap(workers_);
     }
-    for (auto& t : workers) t.join();
+    for (auto& t : workers)
+      t.join();
     close_fds();
   }
 
@@ -1473,7 +1691,8 @@ class RawServer {
 
   void close_fds() {
     for (socket_t* fd : {&listen_fd_, &wake_[0], &wake_[1]}) {
-      if (*fd != sys::bad_socket) sys::close_socket(*fd);
+      if (*fd != sys::bad_socket)
+        sys::close_socket(*fd);
       *fd = sys::bad_socket;
     }
   }
@@ -1485,9 +1704,11 @@ class RawServer {
   }
   void accept_loop() {
     for (;;) {
-      if (!wait_readable(listen_fd_, -1)) return;  // only stop() ends an infinite wait
+      if (!wait_readable(listen_fd_, -1))
+        return;  // only stop() ends an infinite wait
       socket_t fd = sys::accept_socket(listen_fd_);
-      if (fd == sys::bad_socket) continue;
+      if (fd == sys::bad_socket)
+        continue;
       connections_++;
       std::lock_guard<std::mutex> lk(mu_);
       workers_.emplace_back([this, fd] { serve(fd); });
@@ -1499,24 +1720,29 @@ class RawServer {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     for (;;) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0 || !wait_readable(fd, static_cast<int>(left.count()))) return;
+      if (left.count() <= 0 || !wait_readable(fd, static_cast<int>(left.count())))
+        return;
       char chunk[4096];
       long n = sys::recv_some(fd, chunk, sizeof chunk);
-      if (n <= 0) return;
+      if (n <= 0)
+        return;
       buf.append(chunk, static_cast<size_t>(n));
       size_t end = buf.find("\r\n\r\n");
-      if (end == std::string::npos) continue;
+      if (end == std::string::npos)
+        continue;
       std::string head = detail::lower(buf.substr(0, end));
       size_t cl = head.find("\r\ncontent-length:");
       size_t body_len = cl == std::string::npos ? 0 : std::strtoul(head.c_str() + cl + 17, nullptr, 10);
-      if (buf.size() >= end + 4 + body_len) return;
+      if (buf.size() >= end + 4 + body_len)
+        return;
     }
   }
   void send_all(socket_t fd, const std::string& s) {
     size_t off = 0;
     while (off < s.size()) {
       long n = sys::send_some(fd, s.data() + off, s.size() - off);
-      if (n <= 0) return;
+      if (n <= 0)
+        return;
       off += static_cast<size_t>(n);
     }
   }
@@ -1546,9 +1772,11 @@ class RawServer {
         break;
       case RawMode::partial_then_close: {
         read_request(fd);
-        std::string json = R"({"access_token":"partial-token-that-never-ends","token_type":"Bearer","expires_in":3599})";
-        send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-                         std::to_string(json.size()) + "\r\nConnection: close\r\n\r\n" + json.substr(0, json.size() / 2));
+        std::string json =
+            R"({"access_token":"partial-token-that-never-ends","token_type":"Bearer","expires_in":3599})";
+        send_all(fd,
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json.size()) +
+                     "\r\nConnection: close\r\n\r\n" + json.substr(0, json.size() / 2));
         graceful_close(fd);
         return;
       }
@@ -1577,9 +1805,9 @@ class RawServer {
 // follow_like_browser: drive the authorize flow without a browser.
 // ----------------------------------------------------------------------------------------------
 struct BrowseResult {
-  int status = 0;          // 0 = transport error (body says which)
+  int status = 0;  // 0 = transport error (body says which)
   std::string body;
-  std::string final_url;   // the last URL fetched (the app's callback when the flow completed)
+  std::string final_url;  // the last URL fetched (the app's callback when the flow completed)
 };
 
 namespace detail {
@@ -1587,20 +1815,23 @@ namespace detail {
 struct Url {
   std::string scheme, host;  // host keeps IPv6 brackets
   int port = 0;
-  std::string target;        // path?query, verbatim
+  std::string target;  // path?query, verbatim
   std::string origin() const { return scheme + "://" + host + ":" + std::to_string(port); }
 };
 
 inline std::optional<Url> parse_url(const std::string& s) {
   Url u;
   size_t p = s.find("://");
-  if (p == std::string::npos) return std::nullopt;
+  if (p == std::string::npos)
+    return std::nullopt;
   u.scheme = lower(s.substr(0, p));
-  if (u.scheme != "http" && u.scheme != "https") return std::nullopt;
+  if (u.scheme != "http" && u.scheme != "https")
+    return std::nullopt;
   size_t start = p + 3, end = s.find_first_of("/?#", start);
   std::string authority = s.substr(start, end == std::string::npos ? std::string::npos : end - start);
   u.target = end == std::string::npos ? "/" : s.substr(end);
-  if (u.target[0] != '/') u.target = "/" + u.target;
+  if (u.target[0] != '/')
+    u.target = "/" + u.target;
   u.target = u.target.substr(0, u.target.find('#'));  // fragments never go on the wire
   size_t colon = authority.rfind(':');
   if (colon != std::string::npos && authority.find(']', colon) == std::string::npos) {
@@ -1610,14 +1841,18 @@ inline std::optional<Url> parse_url(const std::string& s) {
     u.host = authority;
     u.port = u.scheme == "https" ? 443 : 80;
   }
-  if (u.host.empty() || u.port <= 0 || u.port > 65535) return std::nullopt;
+  if (u.host.empty() || u.port <= 0 || u.port > 65535)
+    return std::nullopt;
   return u;
 }
 
 inline std::string resolve_url(const Url& base, const std::string& loc) {
-  if (loc.find("://") != std::string::npos) return loc;
-  if (loc.rfind("//", 0) == 0) return base.scheme + ":" + loc;
-  if (!loc.empty() && loc[0] == '/') return base.origin() + loc;
+  if (loc.find("://") != std::string::npos)
+    return loc;
+  if (loc.rfind("//", 0) == 0)
+    return base.scheme + ":" + loc;
+  if (!loc.empty() && loc[0] == '/')
+    return base.origin() + loc;
   std::string path = base.target.substr(0, base.target.find('?'));
   return base.origin() + path.substr(0, path.rfind('/') + 1) + loc;
 }
@@ -1636,22 +1871,27 @@ inline std::map<std::string, std::string> tag_attrs(const std::string& tag) {
   std::map<std::string, std::string> a;
   size_t i = tag.find_first_of(" \t\r\n");
   while (i != std::string::npos && i < tag.size()) {
-    while (i < tag.size() && std::isspace(static_cast<unsigned char>(tag[i]))) ++i;
+    while (i < tag.size() && std::isspace(static_cast<unsigned char>(tag[i])))
+      ++i;
     size_t n = i;
-    while (n < tag.size() && tag[n] != '=' && !std::isspace(static_cast<unsigned char>(tag[n])) && tag[n] != '/') ++n;
-    if (n == i) break;
+    while (n < tag.size() && tag[n] != '=' && !std::isspace(static_cast<unsigned char>(tag[n])) && tag[n] != '/')
+      ++n;
+    if (n == i)
+      break;
     std::string name = lower(tag.substr(i, n - i)), value;
     i = n;
     if (i < tag.size() && tag[i] == '=') {
       ++i;
       if (i < tag.size() && (tag[i] == '"' || tag[i] == '\'')) {
         size_t close = tag.find(tag[i], i + 1);
-        if (close == std::string::npos) close = tag.size();
+        if (close == std::string::npos)
+          close = tag.size();
         value = tag.substr(i + 1, close - i - 1);
         i = close + 1;
       } else {
         size_t e = tag.find_first_of(" \t\r\n", i);
-        if (e == std::string::npos) e = tag.size();
+        if (e == std::string::npos)
+          e = tag.size();
         value = tag.substr(i, e - i);
         i = e;
       }
@@ -1671,8 +1911,10 @@ inline std::vector<HtmlForm> parse_forms(const std::string& html) {
   std::string low = lower(html);
   for (size_t p = low.find("<form"); p != std::string::npos; p = low.find("<form", p + 1)) {
     size_t gt = low.find('>', p), end = low.find("</form", p);
-    if (gt == std::string::npos) break;
-    if (end == std::string::npos) end = low.size();
+    if (gt == std::string::npos)
+      break;
+    if (end == std::string::npos)
+      end = low.size();
     auto fa = tag_attrs(html.substr(p + 1, gt - p - 1));
     HtmlForm f{fa["action"], lower(fa["method"].empty() ? "get" : fa["method"]), {}};
     for (size_t i = low.find("<input", gt); i != std::string::npos && i < end; i = low.find("<input", i + 1)) {
@@ -1689,7 +1931,8 @@ inline std::vector<HtmlForm> parse_forms(const std::string& html) {
 
 inline std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields) {
   std::string s;
-  for (const auto& kv : fields) s += (s.empty() ? "" : "&") + pct_encode(kv.first) + "=" + pct_encode(kv.second);
+  for (const auto& kv : fields)
+    s += (s.empty() ? "" : "&") + pct_encode(kv.first) + "=" + pct_encode(kv.second);
   return s;
 }
 
@@ -1697,7 +1940,7 @@ inline std::string form_encode(const std::vector<std::pair<std::string, std::str
 // httplib's client is not used here: it percent-decodes Location headers, which loses information
 // (a state containing "%26" would come back as "&").
 struct HttpAnswer {
-  int status = 0;  // 0 = transport error
+  int status = 0;                                   // 0 = transport error
   std::multimap<std::string, std::string> headers;  // names lower-cased
   std::string body, error;
 };
@@ -1709,7 +1952,8 @@ class ClientConnection {
   explicit ClientConnection(clock::time_point deadline) : deadline_(deadline) {}
   ~ClientConnection() {
     ssl_.reset();
-    if (fd_ != sys::bad_socket) sys::close_socket(fd_);
+    if (fd_ != sys::bad_socket)
+      sys::close_socket(fd_);
   }
   ClientConnection(const ClientConnection&) = delete;
   ClientConnection& operator=(const ClientConnection&) = delete;
@@ -1725,7 +1969,8 @@ class ClientConnection {
       return "cannot resolve " + host;
     for (addrinfo* a = res; a && fd_ == sys::bad_socket; a = a->ai_next) {
       fd_ = sys::stream_socket(a->ai_family, true);
-      if (fd_ == sys::bad_socket) continue;
+      if (fd_ == sys::bad_socket)
+        continue;
       if (::connect(fd_, a->ai_addr, static_cast<socklen_t>(a->ai_addrlen)) != 0 &&
           (!sys::in_progress(sys::last_error()) || !wait(POLLOUT) || sys::socket_error(fd_) != 0)) {
         sys::close_socket(fd_);
@@ -1741,7 +1986,8 @@ class ClientConnection {
   // one, else as a DNS name (also sent as SNI). Returns "" or what failed.
   std::string start_tls(const std::string& host, const std::string& ca_pem) {
     ctx_.reset(SSL_CTX_new(TLS_client_method()));
-    if (!ctx_) return "SSL_CTX_new failed";
+    if (!ctx_)
+      return "SSL_CTX_new failed";
     SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
     if (ca_pem.empty()) {
       SSL_CTX_set_default_verify_paths(ctx_.get());
@@ -1754,7 +2000,8 @@ class ClientConnection {
       ERR_clear_error();  // the loop ends on a "no start line" error
     }
     ssl_.reset(SSL_new(ctx_.get()));
-    if (!ssl_) return "SSL_new failed";
+    if (!ssl_)
+      return "SSL_new failed";
     SSL_set_fd(ssl_.get(), static_cast<int>(fd_));  // OpenSSL's way on Windows too (a SOCKET fits)
     if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), host.c_str()) != 1) {
       ERR_clear_error();  // not an IP address
@@ -1763,7 +2010,8 @@ class ClientConnection {
     }
     for (;;) {
       int r = SSL_connect(ssl_.get());
-      if (r == 1) return "";
+      if (r == 1)
+        return "";
       if (!wait_for_tls(r)) {
         long v = SSL_get_verify_result(ssl_.get());
         return std::string("TLS handshake failed") +
@@ -1775,7 +2023,8 @@ class ClientConnection {
   bool write_all(std::string data) {
     for (size_t off = 0; off < data.size();) {
       long n = transfer(true, &data[off], data.size() - off);
-      if (n <= 0) return false;
+      if (n <= 0)
+        return false;
       off += static_cast<size_t>(n);
     }
     return true;
@@ -1806,13 +2055,17 @@ class ClientConnection {
       if (ssl_) {
         int len = static_cast<int>(std::min<size_t>(n, INT_MAX));
         int r = writing ? SSL_write(ssl_.get(), buf, len) : SSL_read(ssl_.get(), buf, len);
-        if (r > 0) return r;
-        if (!wait_for_tls(r)) return writing ? -1 : 0;
+        if (r > 0)
+          return r;
+        if (!wait_for_tls(r))
+          return writing ? -1 : 0;
         continue;
       }
       long r = writing ? sys::send_some(fd_, buf, n) : sys::recv_some(fd_, buf, n);
-      if (r >= 0) return r;
-      if (!sys::retryable(sys::last_error()) || !wait(writing ? POLLOUT : POLLIN)) return -1;
+      if (r >= 0)
+        return r;
+      if (!sys::retryable(sys::last_error()) || !wait(writing ? POLLOUT : POLLIN))
+        return -1;
     }
   }
 
@@ -1838,8 +2091,10 @@ inline std::string read_head(ClientConnection& c, std::string& raw, size_t& head
   char buf[8192];
   while ((head_end = raw.find("\r\n\r\n")) == std::string::npos) {
     long n = c.read_some(buf, sizeof buf);
-    if (n < 0) return "read failed or timed out";
-    if (n == 0) return "incomplete answer";
+    if (n < 0)
+      return "read failed or timed out";
+    if (n == 0)
+      return "incomplete answer";
     raw.append(buf, static_cast<size_t>(n));
   }
   return "";
@@ -1847,7 +2102,8 @@ inline std::string read_head(ClientConnection& c, std::string& raw, size_t& head
 
 // The status line and the header fields; false when the head is not HTTP.
 inline bool parse_head(const std::string& head, HttpAnswer& out) {
-  if (head.compare(0, 5, "HTTP/") != 0 || head.find(' ') == std::string::npos) return false;
+  if (head.compare(0, 5, "HTTP/") != 0 || head.find(' ') == std::string::npos)
+    return false;
   out.status = std::atoi(head.c_str() + head.find(' ') + 1);
   for (size_t p = head.find("\r\n"); p != std::string::npos;) {
     size_t e = head.find("\r\n", p + 2), colon = head.find(':', p + 2);
@@ -1866,9 +2122,11 @@ inline std::string dechunk(const std::string& content) {
   std::string plain;
   for (size_t p = 0;;) {
     size_t eol = content.find("\r\n", p);
-    if (eol == std::string::npos) break;
+    if (eol == std::string::npos)
+      break;
     size_t len = std::strtoul(content.c_str() + p, nullptr, 16);
-    if (len == 0 || eol + 2 + len > content.size()) break;
+    if (len == 0 || eol + 2 + len > content.size())
+      break;
     plain += content.substr(eol + 2, len);
     p = eol + 2 + len + 2;
   }
@@ -1881,19 +2139,25 @@ inline std::string read_body(ClientConnection& c, const HttpAnswer& head, std::s
   auto te = head.headers.find("transfer-encoding");
   auto cl = head.headers.find("content-length");
   const bool chunked = te != head.headers.end() && lower(te->second) == "chunked";
-  const size_t length = cl != head.headers.end() && !chunked ? std::strtoul(cl->second.c_str(), nullptr, 10)
-                                                             : std::string::npos;
+  const size_t length =
+      cl != head.headers.end() && !chunked ? std::strtoul(cl->second.c_str(), nullptr, 10) : std::string::npos;
   char buf[8192];
   for (;;) {
-    if (length != std::string::npos && body.size() >= length) break;
-    if (chunked && body.size() >= 5 && body.compare(body.size() - 5, 5, "0\r\n\r\n") == 0) break;
+    if (length != std::string::npos && body.size() >= length)
+      break;
+    if (chunked && body.size() >= 5 && body.compare(body.size() - 5, 5, "0\r\n\r\n") == 0)
+      break;
     long n = c.read_some(buf, sizeof buf);
-    if (n < 0) return "read failed or timed out";
-    if (n == 0) break;
+    if (n < 0)
+      return "read failed or timed out";
+    if (n == 0)
+      break;
     body.append(buf, static_cast<size_t>(n));
   }
-  if (chunked) body = dechunk(body);
-  if (length != std::string::npos && body.size() > length) body.resize(length);
+  if (chunked)
+    body = dechunk(body);
+  if (length != std::string::npos && body.size() > length)
+    body.resize(length);
   return "";
 }
 
@@ -1907,16 +2171,22 @@ inline HttpAnswer http_request(const Url& u, const std::string& method, const st
   const std::string host = u.host.size() > 1 && u.host[0] == '[' ? u.host.substr(1, u.host.size() - 2) : u.host;
   ClientConnection c(deadline);
   std::string error = c.connect(host, u.port);
-  if (error.empty() && u.scheme == "https") error = c.start_tls(host, ca_pem);
-  if (!error.empty()) return failed(error);
-  if (!c.write_all(request_text(u, method, body))) return failed("write failed");
+  if (error.empty() && u.scheme == "https")
+    error = c.start_tls(host, ca_pem);
+  if (!error.empty())
+    return failed(error);
+  if (!c.write_all(request_text(u, method, body)))
+    return failed("write failed");
   std::string raw;
   size_t head_end = 0;
-  if (!(error = read_head(c, raw, head_end)).empty()) return failed(error);
+  if (!(error = read_head(c, raw, head_end)).empty())
+    return failed(error);
   HttpAnswer out;
-  if (!parse_head(raw.substr(0, head_end), out)) return failed("not HTTP");
+  if (!parse_head(raw.substr(0, head_end), out))
+    return failed("not HTTP");
   out.body = raw.substr(head_end + 4);
-  if (!(error = read_body(c, out, out.body)).empty()) return failed(error);
+  if (!(error = read_body(c, out, out.body)).empty())
+    return failed(error);
   return out;
 }
 
@@ -1930,21 +2200,25 @@ inline BrowseResult follow_like_browser(const std::string& url, const std::strin
                                         int timeout_ms = 10000) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   auto start = detail::parse_url(url);
-  if (!start) return {0, "bad URL", url};
+  if (!start)
+    return {0, "bad URL", url};
   const std::string mock_origin = start->origin();
   std::string cur = url, method = "GET", body;
   for (int hop = 0; hop < 20; ++hop) {
     auto here = detail::parse_url(cur);
-    if (!here) return {0, "bad URL", cur};
+    if (!here)
+      return {0, "bad URL", cur};
     auto a = detail::http_request(*here, method, body, ca_pem, deadline);
-    if (a.status == 0) return {0, a.error, cur};
+    if (a.status == 0)
+      return {0, a.error, cur};
     auto loc = a.headers.find("location");
     if (a.status >= 300 && a.status < 400 && loc != a.headers.end()) {
       cur = detail::resolve_url(*here, loc->second);
       method = "GET";  // 302/303 after a POST become GET, as in browsers
       body.clear();
       auto next = detail::parse_url(cur);
-      if (!next || next->origin() == mock_origin) continue;
+      if (!next || next->origin() == mock_origin)
+        continue;
       auto app = detail::http_request(*next, "GET", "", ca_pem, deadline);  // the app's callback
       return {app.status, app.status ? app.body : app.error, cur};
     }
@@ -1955,8 +2229,10 @@ inline BrowseResult follow_like_browser(const std::string& url, const std::strin
     auto forms = detail::parse_forms(a.body);
     for (const auto& f : forms)
       for (const auto& kv : f.fields)
-        if (kv.first == "decision" && kv.second == choice) pick = &f;
-    if (a.status != 200 || !consent || !pick) return {a.status, a.body, cur};
+        if (kv.first == "decision" && kv.second == choice)
+          pick = &f;
+    if (a.status != 200 || !consent || !pick)
+      return {a.status, a.body, cur};
     std::string action = detail::resolve_url(*here, pick->action.empty() ? cur : pick->action);
     std::string encoded = detail::form_encode(pick->fields);
     method = pick->method == "post" ? "POST" : "GET";

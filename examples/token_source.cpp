@@ -13,15 +13,12 @@
 #include <memory>
 
 int main() try {
-  const std::string path =
-      example::env("APS_TOKEN_FILE", aps::auth::FileTokenStore::default_path());
-  aps::auth::TokenSource source(example::config_from_env(),
-                                std::make_shared<aps::auth::FileTokenStore>(path));
+  const std::string path = example::env("APS_TOKEN_FILE", aps::auth::FileTokenStore::default_path());
+  aps::auth::TokenSource source(example::config_from_env(), std::make_shared<aps::auth::FileTokenStore>(path));
   for (int call = 1; call <= 3; ++call) {
     // As an API client would, before each request: cheap while the token is valid.
     std::string access_token = source.access_token();
-    std::cerr << "request " << call << ": Authorization: Bearer <" << access_token.size()
-              << " characters>\n";
+    std::cerr << "request " << call << ": Authorization: Bearer <" << access_token.size() << " characters>\n";
   }
   std::cout << source.access_token() << "\n";
 } catch (const aps::auth::Error& e) {

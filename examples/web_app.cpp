@@ -71,22 +71,18 @@ std::string html_escape(std::string_view s) {
 
 // Every page: no script, no external resource, not cached, never framed, and no Referer (a callback
 // URL carries a code).
-void send_page(httplib::Response& res, int status, const std::string& title,
-               const std::string& body) {
+void send_page(httplib::Response& res, int status, const std::string& title, const std::string& body) {
   res.status = status;
   res.set_header("Cache-Control", "no-store");
-  res.set_header(
-      "Content-Security-Policy",
-      "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
+  res.set_header("Content-Security-Policy",
+                 "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
   res.set_header("X-Content-Type-Options", "nosniff");
   res.set_header("Referrer-Policy", "no-referrer");
-  res.set_content(
-      "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" +
-          html_escape(title) +
-          " - APS web app</title><style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
-          "code{background:#eee;padding:0 .3em}</style></head><body><h1>" +
-          html_escape(title) + "</h1>" + body + "</body></html>",
-      "text/html; charset=utf-8");
+  res.set_content("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + html_escape(title) +
+                      " - APS web app</title><style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
+                      "code{background:#eee;padding:0 .3em}</style></head><body><h1>" +
+                      html_escape(title) + "</h1>" + body + "</body></html>",
+                  "text/html; charset=utf-8");
 }
 
 void redirect(httplib::Response& res, const std::string& to) {
@@ -96,7 +92,7 @@ void redirect(httplib::Response& res, const std::string& to) {
 }
 
 struct Session {
-  std::string pending;  // AuthorizationRequest::to_json() of the sign-in in progress
+  std::string pending;                        // AuthorizationRequest::to_json() of the sign-in in progress
   std::shared_ptr<auth::TokenSource> tokens;  // once signed in: a valid access token on demand
 };
 
@@ -160,16 +156,12 @@ class WebApp {
   WebApp(auth::Config config, bool secure) : config_(std::move(config)), secure_(secure) {}
 
   void routes(httplib::Server& server) {
-    server.Get("/",
-               [this](const httplib::Request& req, httplib::Response& res) { home(req, res); });
-    server.Get("/login",
-               [this](const httplib::Request& req, httplib::Response& res) { login(req, res); });
+    server.Get("/", [this](const httplib::Request& req, httplib::Response& res) { home(req, res); });
+    server.Get("/login", [this](const httplib::Request& req, httplib::Response& res) { login(req, res); });
     server.Get("/api/auth/callback",
                [this](const httplib::Request& req, httplib::Response& res) { callback(req, res); });
-    server.Get("/me",
-               [this](const httplib::Request& req, httplib::Response& res) { me(req, res); });
-    server.Post("/logout",
-                [this](const httplib::Request& req, httplib::Response& res) { logout(req, res); });
+    server.Get("/me", [this](const httplib::Request& req, httplib::Response& res) { me(req, res); });
+    server.Post("/logout", [this](const httplib::Request& req, httplib::Response& res) { logout(req, res); });
   }
 
  private:
@@ -178,8 +170,7 @@ class WebApp {
 
   void set_cookie(httplib::Response& res, const std::string& id) const {
     res.set_header("Set-Cookie", cookie_name() + "=" + id + "; Path=/; HttpOnly; SameSite=Lax" +
-                                     (secure_ ? "; Secure" : "") +
-                                     (id.empty() ? "; Max-Age=0" : ""));
+                                     (secure_ ? "; Secure" : "") + (id.empty() ? "; Max-Age=0" : ""));
   }
 
   std::string session_id(const httplib::Request& req) const {
@@ -187,8 +178,7 @@ class WebApp {
     const std::string prefix = cookie_name() + "=";
     for (std::size_t pos = 0; pos < cookies.size();) {
       std::size_t end = cookies.find(';', pos);
-      std::string part =
-          cookies.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+      std::string part = cookies.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
       part.erase(0, part.find_first_not_of(' '));
       if (part.compare(0, prefix.size(), prefix) == 0)
         return part.substr(prefix.size());
@@ -229,10 +219,9 @@ class WebApp {
     std::shared_ptr<Session> s = id.empty() ? nullptr : sessions_.find(id);
     std::string pending = s ? sessions_.take_pending(*s) : "";
     if (pending.empty())
-      return send_page(
-          res, 400, "No sign-in in progress",
-          "<p>This browser has no sign-in in progress: it finished already, or never started here."
-          "</p><p><a href=\"/login\">Sign in again</a></p>");
+      return send_page(res, 400, "No sign-in in progress",
+                       "<p>This browser has no sign-in in progress: it finished already, or never started here."
+                       "</p><p><a href=\"/login\">Sign in again</a></p>");
     const auth::AuthorizationRequest request = auth::AuthorizationRequest::from_json(pending);
     std::string code;
     try {
@@ -241,10 +230,9 @@ class WebApp {
       // Not this browser's sign-in (another session's, or forged): its own one goes on.
       if (e.kind() == auth::ErrorKind::state_mismatch) {
         sessions_.restore_pending(*s, std::move(pending));
-        return send_page(
-            res, 400, "Not your sign-in",
-            "<p>This sign-in response does not belong to the sign-in started in this "
-            "browser, so it was refused.</p><p><a href=\"/login\">Start a sign-in</a></p>");
+        return send_page(res, 400, "Not your sign-in",
+                         "<p>This sign-in response does not belong to the sign-in started in this "
+                         "browser, so it was refused.</p><p><a href=\"/login\">Start a sign-in</a></p>");
       }
       return failed(res, e);
     }
@@ -262,9 +250,8 @@ class WebApp {
 
   void failed(httplib::Response& res, const auth::Error& e) {
     const bool denied = e.kind() == auth::ErrorKind::access_denied;
-    send_page(
-        res, denied ? 403 : 400, denied ? "Access not granted" : "Sign-in failed",
-        "<p><code>" + html_escape(e.what()) + "</code></p><p><a href=\"/login\">Try again</a></p>");
+    send_page(res, denied ? 403 : 400, denied ? "Access not granted" : "Sign-in failed",
+              "<p><code>" + html_escape(e.what()) + "</code></p><p><a href=\"/login\">Try again</a></p>");
   }
 
   void me(const httplib::Request& req, httplib::Response& res) {
@@ -278,9 +265,8 @@ class WebApp {
       // A fingerprint tells sessions apart without showing the token: base64url(SHA-256), as in
       // PKCE S256.
       send_page(res, 200, "Signed in",
-                "<p>Signed in as <b id=\"name\">" + html_escape(user.name) +
-                    "</b> (<span id=\"email\">" + html_escape(user.email) +
-                    "</span>).</p><p>This session's token: <code id=\"token\">" +
+                "<p>Signed in as <b id=\"name\">" + html_escape(user.name) + "</b> (<span id=\"email\">" +
+                    html_escape(user.email) + "</span>).</p><p>This session's token: <code id=\"token\">" +
                     auth::pkce_challenge(access_token).substr(0, 16) +
                     "</code> (a fingerprint; the token stays on the server).</p>"
                     "<form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign "
@@ -308,8 +294,7 @@ class WebApp {
     if (!id.empty())
       sessions_.erase(id);
     set_cookie(res, "");
-    send_page(res, 200, "Signed out",
-              "<p>You are signed out.</p><p><a href=\"/login\">Sign in again</a></p>");
+    send_page(res, 200, "Signed out", "<p>You are signed out.</p><p><a href=\"/login\">Sign in again</a></p>");
   }
 
   auth::Config config_;
@@ -342,8 +327,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--public-url")
       o.public_url = value();
     else
-      throw std::runtime_error("unknown argument " + a +
-                               " (--demo, --host H, --port N, --public-url URL)");
+      throw std::runtime_error("unknown argument " + a + " (--demo, --host H, --port N, --public-url URL)");
   }
   return o;
 }
@@ -353,15 +337,12 @@ Options parse(int argc, char** argv) {
 int main(int argc, char** argv) try {
   const Options options = parse(argc, argv);
   httplib::Server server;
-  const int port = options.port == 0
-                       ? server.bind_to_any_port(options.host)
-                       : (server.bind_to_port(options.host, options.port) ? options.port : -1);
+  const int port = options.port == 0 ? server.bind_to_any_port(options.host)
+                                     : (server.bind_to_port(options.host, options.port) ? options.port : -1);
   if (port <= 0)
-    throw std::runtime_error("cannot listen on " + options.host + ":" +
-                             std::to_string(options.port));
-  const std::string public_url = options.public_url.empty()
-                                     ? "http://" + options.host + ":" + std::to_string(port)
-                                     : options.public_url;
+    throw std::runtime_error("cannot listen on " + options.host + ":" + std::to_string(options.port));
+  const std::string public_url =
+      options.public_url.empty() ? "http://" + options.host + ":" + std::to_string(port) : options.public_url;
 
   auth::Config config = example::config_from_env();
   config.callback_url = public_url + "/api/auth/callback";

@@ -28,9 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string alone = "max-age=" + std::string(text);
   if (!text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos) {
     const std::chrono::seconds n = d::jwks_max_age(alone);
-    const std::string digits(text.substr(text.find_first_not_of('0') == std::string_view::npos
-                                              ? text.size() - 1
-                                              : text.find_first_not_of('0')));
+    const std::string digits(text.substr(
+        text.find_first_not_of('0') == std::string_view::npos ? text.size() - 1 : text.find_first_not_of('0')));
     if (digits.size() <= 5 && std::stoll(digits) <= 86400)
       require(n.count() == std::stoll(digits), "max-age=N not taken", alone);
     else

@@ -35,15 +35,19 @@ constexpr const char* kState = "St4te_fuzz-Q9xZ2mK7vP1w";  // 22 base64url chars
 // An independent decoder (not the library's): %XX once, '+' as space; nullopt on a broken escape.
 std::optional<std::string> decode(std::string_view in) {
   auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
     return -1;
   };
   std::string out;
   for (std::size_t i = 0; i < in.size(); ++i) {
     if (in[i] == '%') {
-      if (in.size() - i < 3 || hex(in[i + 1]) < 0 || hex(in[i + 2]) < 0) return std::nullopt;
+      if (in.size() - i < 3 || hex(in[i + 1]) < 0 || hex(in[i + 2]) < 0)
+        return std::nullopt;
       out += static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2]));
       i += 2;
     } else {
@@ -55,14 +59,18 @@ std::optional<std::string> decode(std::string_view in) {
 
 // True when the head is a GET of `path` whose query is well formed and has exactly one state == want.
 bool state_matches(std::string_view head, std::string_view path, const std::string& want) {
-  if (want.empty()) return false;
+  if (want.empty())
+    return false;
   std::string_view line = head.substr(0, head.find("\r\n"));
   std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-  if (sp1 == std::string_view::npos || sp2 <= sp1) return false;
-  if (line.substr(0, sp1) != "GET") return false;
+  if (sp1 == std::string_view::npos || sp2 <= sp1)
+    return false;
+  if (line.substr(0, sp1) != "GET")
+    return false;
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::size_t q = target.find('?');
-  if (target.substr(0, q) != path || q == std::string_view::npos) return false;
+  if (target.substr(0, q) != path || q == std::string_view::npos)
+    return false;
   std::string_view query = target.substr(q + 1);
   int states = 0;
   bool equal = false;
@@ -73,13 +81,15 @@ bool state_matches(std::string_view head, std::string_view path, const std::stri
       std::size_t eq = part.find('=');
       auto name = decode(part.substr(0, eq));
       auto value = decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
-      if (!name || !value) return false;
+      if (!name || !value)
+        return false;
       if (*name == "state") {
         ++states;
         equal = *value == want;
       }
     }
-    if (amp == std::string_view::npos) break;
+    if (amp == std::string_view::npos)
+      break;
     query.remove_prefix(amp + 1);
   }
   return states == 1 && equal;
@@ -91,7 +101,8 @@ bool only_template_tags(const std::string& html) {
                                                 "body",          "main", "div",  "h1",   "p",     "code"};
   for (std::size_t p = html.find('<'); p != std::string::npos; p = html.find('<', p + 1)) {
     std::size_t s = p + 1;
-    if (s < html.size() && html[s] == '/') ++s;
+    if (s < html.size() && html[s] == '/')
+      ++s;
     bool ok = false;
     for (const auto& t : tags) {
       if (html.compare(s, t.size(), t) == 0 && s + t.size() < html.size() &&
@@ -100,7 +111,8 @@ bool only_template_tags(const std::string& html) {
         break;
       }
     }
-    if (!ok) return false;
+    if (!ok)
+      return false;
   }
   return true;
 }
@@ -110,7 +122,8 @@ void check_web_server_view(std::string_view head, std::string_view path, const a
                            const aps::auth::detail::CallbackOutcome& listener) {
   std::string_view line = head.substr(0, head.find("\r\n"));
   std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-  if (sp1 == std::string_view::npos || sp2 <= sp1) return;
+  if (sp1 == std::string_view::npos || sp2 <= sp1)
+    return;
   const std::string target(line.substr(sp1 + 1, sp2 - sp1 - 1));
   std::string code;
   std::optional<aps::auth::Error> error;
@@ -138,11 +151,13 @@ void check_web_server_view(std::string_view head, std::string_view path, const a
     require(matched, "check_callback returned a code although the state did not match exactly", target);
   }
   const bool same_view = line.substr(0, sp1) == "GET" && target_path == path && target.find('#') == std::string::npos;
-  if (!same_view || listener.status == 421) return;  // 421: a Host not the callback's, which a web server checks itself
-  if (!listener.code.empty()) require(!error && code == listener.code, "the listener and check_callback disagree on the code", target);
+  if (!same_view || listener.status == 421)
+    return;  // 421: a Host not the callback's, which a web server checks itself
+  if (!listener.code.empty())
+    require(!error && code == listener.code, "the listener and check_callback disagree on the code", target);
   if (listener.failure)
-    require(error && error->kind() == listener.failure->kind(), "the listener and check_callback disagree on the failure",
-            target);
+    require(error && error->kind() == listener.failure->kind(),
+            "the listener and check_callback disagree on the failure", target);
   if (listener.code.empty() && !listener.failure)  // ignored by the listener: not ours, or malformed
     require(error && (error->kind() == ErrorKind::state_mismatch || error->kind() == ErrorKind::bad_response),
             "check_callback accepted what the listener ignored", target);
@@ -151,14 +166,16 @@ void check_web_server_view(std::string_view head, std::string_view path, const a
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
+  if (size < 1)
+    return 0;
   const std::uint8_t flags = data[0];
   std::string_view head = fuzz_util::as_text(data + 1, size - 1);
 
   aps::auth::AuthorizationRequest request;
   request.state = (flags & 2) ? "" : kState;
   request.require_iss = (flags & 1) != 0;
-  if (flags & 4) request.issuer = "https://developer.api.autodesk.com";
+  if (flags & 4)
+    request.issuer = "https://developer.api.autodesk.com";
   const std::string_view path = (flags & 8) ? "/" : "/cb";
 
   std::optional<aps::auth::detail::CallbackOutcome> out;
@@ -185,8 +202,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(fuzz_util::contains(out->html, "signed in"), "success without the success page");
   }
   if (out->failure) {
-    require(matched, "a failure ends the wait although the state did not match (anyone could cancel a sign-in)",
-            head);
+    require(matched, "a failure ends the wait although the state did not match (anyone could cancel a sign-in)", head);
     require(fuzz_util::contains(head, "127.0.0.1:8080"), "a failure for a request without the callback's Host", head);
     fuzz_util::check_error(*out->failure);
     auto k = out->failure->kind();
@@ -195,7 +211,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 k == ErrorKind::bad_response,
             "unexpected failure kind", aps::auth::to_string(k));
   }
-  if (s == 200) require(matched, "status 200 for a request whose state did not match", head);
+  if (s == 200)
+    require(matched, "status 200 for a request whose state did not match", head);
   check_web_server_view(head, path, request, *out);
   return 0;
 }

@@ -21,19 +21,23 @@ namespace d = aps::auth::detail;
 using fuzz_util::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
+  if (size < 1)
+    return 0;
   std::optional<d::json> j = fuzz_util::json_object(fuzz_util::as_text(data + 1, size - 1));
-  if (!j) return 0;
+  if (!j)
+    return 0;
   const std::string issuer =
       (data[0] & 1) ? d::string_field(*j, "issuer") : std::string("https://developer.api.autodesk.com");
 
   aps::auth::Endpoints e;
-  if (!fuzz_util::only_error([&] { e = d::parse_discovery(*j, issuer); })) return 0;
+  if (!fuzz_util::only_error([&] { e = d::parse_discovery(*j, issuer); }))
+    return 0;
 
   require(d::trim_slash(e.issuer) == d::trim_slash(issuer), "discovery accepted another issuer", e.issuer);
   require(!e.authorize.empty() && !e.token.empty(), "discovery returned no authorize/token endpoint");
   for (const std::string* url : {&e.authorize, &e.token, &e.revoke, &e.introspect, &e.jwks, &e.logout, &e.userinfo}) {
-    if (url->empty()) continue;
+    if (url->empty())
+      continue;
     bool ok = fuzz_util::only_error([&] { (void)d::require_url(*url, "endpoint"); });
     require(ok, "discovery returned an endpoint the library refuses to call", *url);
   }

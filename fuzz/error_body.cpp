@@ -37,12 +37,14 @@ aps::auth::Error run(const d::HttpCall& call, const d::HttpAnswer& a) {
     d::throw_http_error(call, a);
   } catch (const aps::auth::Error& e) {
     fuzz_util::check_error(e);
-    if (std::getenv("APS_FUZZ_VERBOSE")) std::fprintf(stderr, "%s\n", e.what());
+    if (std::getenv("APS_FUZZ_VERBOSE"))
+      std::fprintf(stderr, "%s\n", e.what());
     ErrorKind k = e.kind();
     require(k == ErrorKind::http || k == ErrorKind::oauth || k == ErrorKind::access_denied, "unexpected kind",
             aps::auth::to_string(k));
     require(e.status() == a.status, "details().status is not the answer's status");
-    if (auto ra = d::parse_retry_after(a.retry_after)) require(e.details().retry_after == *ra, "Retry-After lost");
+    if (auto ra = d::parse_retry_after(a.retry_after))
+      require(e.details().retry_after == *ra, "Retry-After lost");
     return e;
   } catch (const std::exception& e) {
     fuzz_util::fail("throw_http_error threw something other than aps::auth::Error", e.what());
@@ -52,8 +54,7 @@ aps::auth::Error run(const d::HttpCall& call, const d::HttpAnswer& a) {
 
 std::vector<std::string> texts(const aps::auth::Error& e) {
   const auto& dd = e.details();
-  return {e.what(), dd.error, dd.error_description, dd.error_code, dd.developer_message, dd.user_message,
-          dd.more_info};
+  return {e.what(), dd.error, dd.error_description, dd.error_code, dd.developer_message, dd.user_message, dd.more_info};
 }
 
 void raw(FuzzedDataProvider& fdp) {
@@ -72,7 +73,8 @@ void raw(FuzzedDataProvider& fdp) {
   // or '.' in a secret can be rebuilt by the "***" mask or the "..." of a cut text: neither is a real case.
   if (secret.size() >= 4 && fuzz_util::printable(secret) && secret.find_first_of("*.") == std::string::npos &&
       contains(a.body, secret) && !contains(a.content_type, secret) && !contains(a.location, secret)) {
-    for (const std::string& t : texts(e)) require(!contains(t, secret), "the secret reached the error", t);
+    for (const std::string& t : texts(e))
+      require(!contains(t, secret), "the secret reached the error", t);
   }
 }
 
@@ -89,23 +91,27 @@ void structured(FuzzedDataProvider& fdp) {
     secret += i % 2 ? "0123456789"[fdp.ConsumeIntegral<std::uint8_t>() % 10]
                     : "QXZJKVW"[fdp.ConsumeIntegral<std::uint8_t>() % 7];
   call.secrets.push_back(secret);
-  static const char* const fields[] = {"error",       "error_description", "errorCode",
-                                       "developerMessage", "userMessage",  "more info"};
+  static const char* const fields[] = {"error",       "error_description", "errorCode", "developerMessage",
+                                       "userMessage", "more info"};
   d::json body = d::json::object();
   for (const char* f : fields) {
-    if (!fdp.ConsumeBool()) continue;
+    if (!fdp.ConsumeBool())
+      continue;
     std::string filler;
     std::size_t len = fdp.ConsumeIntegralInRange<std::size_t>(0, 1300);
     std::uint8_t seed = fdp.ConsumeIntegral<std::uint8_t>();
-    for (std::size_t i = 0; i < len; ++i) filler += " .,;:!-()/|#"[(seed + i * 5) % 12];
+    for (std::size_t i = 0; i < len; ++i)
+      filler += " .,;:!-()/|#"[(seed + i * 5) % 12];
     std::vector<std::size_t> at;
     for (int c = fdp.ConsumeIntegralInRange<int>(0, 3); c > 0; --c)
       at.push_back(fdp.ConsumeIntegralInRange<std::size_t>(0, filler.size()));
     std::sort(at.rbegin(), at.rend());
-    for (std::size_t p : at) filler.insert(p, secret);
+    for (std::size_t p : at)
+      filler.insert(p, secret);
     body[f] = filler;
   }
-  if (fdp.ConsumeBool()) body["error"] = fdp.PickValueInArray({"invalid_grant", "access_denied", "invalid_client"});
+  if (fdp.ConsumeBool())
+    body["error"] = fdp.PickValueInArray({"invalid_grant", "access_denied", "invalid_client"});
   a.body = body.dump();
   aps::auth::Error e = run(call, a);
   for (const std::string& t : texts(e))
@@ -116,7 +122,8 @@ void structured(FuzzedDataProvider& fdp) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
+  if (size < 1)
+    return 0;
   FuzzedDataProvider fdp(data + 1, size - 1);
   if (data[0] % 2)
     structured(fdp);

@@ -18,12 +18,15 @@ namespace fuzz_util {
 // An invariant of the library: a violation is a crash libFuzzer records (with the input).
 [[noreturn]] inline void fail(const char* what, std::string_view detail = {}) {
   std::fprintf(stderr, "INVARIANT VIOLATED: %s\n", what);
-  if (!detail.empty()) std::fprintf(stderr, "  detail: %.*s\n", static_cast<int>(detail.size() > 2000 ? 2000 : detail.size()), detail.data());
+  if (!detail.empty())
+    std::fprintf(stderr, "  detail: %.*s\n", static_cast<int>(detail.size() > 2000 ? 2000 : detail.size()),
+                 detail.data());
   std::abort();
 }
 
 inline void require(bool ok, const char* what, std::string_view detail = {}) {
-  if (!ok) fail(what, detail);
+  if (!ok)
+    fail(what, detail);
 }
 
 inline bool contains(std::string_view haystack, std::string_view needle) {
@@ -31,14 +34,17 @@ inline bool contains(std::string_view haystack, std::string_view needle) {
 }
 
 inline bool contains_nocase(std::string_view haystack, std::string_view needle) {
-  if (needle.empty()) return true;
-  if (haystack.size() < needle.size()) return false;
+  if (needle.empty())
+    return true;
+  if (haystack.size() < needle.size())
+    return false;
   for (std::size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
     std::size_t k = 0;
     while (k < needle.size() && std::tolower(static_cast<unsigned char>(haystack[i + k])) ==
                                     std::tolower(static_cast<unsigned char>(needle[k])))
       ++k;
-    if (k == needle.size()) return true;
+    if (k == needle.size())
+      return true;
   }
   return false;
 }
@@ -47,7 +53,8 @@ inline bool contains_nocase(std::string_view haystack, std::string_view needle) 
 inline bool printable(std::string_view s) {
   for (char c : s) {
     auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) return false;
+    if (u < 0x20 || u == 0x7f)
+      return false;
   }
   return true;
 }
@@ -92,7 +99,8 @@ bool only_error(F&& f, aps::auth::Error* caught = nullptr) {
     return true;
   } catch (const aps::auth::Error& e) {
     check_error(e);
-    if (caught) *caught = e;
+    if (caught)
+      *caught = e;
     return false;
   } catch (const std::exception& e) {
     fail("an exception other than aps::auth::Error escaped", e.what());

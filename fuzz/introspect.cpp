@@ -17,14 +17,16 @@ using fuzz_util::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::optional<d::json> j = fuzz_util::json_object(fuzz_util::as_text(data, size));
-  if (!j) return 0;
+  if (!j)
+    return 0;
   auto active = j->find("active");
   const bool well_formed = active != j->end() && active->is_boolean();
 
   aps::auth::Introspection r;
   bool ok = fuzz_util::only_error([&] { r = d::parse_introspection(*j); });
   require(ok == well_formed, ok ? "accepted an answer without a boolean 'active'" : "refused a well-formed answer");
-  if (!ok) return 0;
+  if (!ok)
+    return 0;
   require(r.active == active->get<bool>(), "active not the document's");
   require(r.scope == d::string_field(*j, "scope") && r.client_id == d::string_field(*j, "client_id") &&
               r.userid == d::string_field(*j, "userid"),

@@ -46,7 +46,8 @@ const char* const kNonce = "n-0S6_WzA2Mj";
 
 std::string bn_b64(const char* name) {
   BIGNUM* bn = nullptr;
-  if (EVP_PKEY_get_bn_param(g_private, name, &bn) != 1) fuzz_util::fail("EVP_PKEY_get_bn_param");
+  if (EVP_PKEY_get_bn_param(g_private, name, &bn) != 1)
+    fuzz_util::fail("EVP_PKEY_get_bn_param");
   std::string bytes(static_cast<std::size_t>(BN_num_bytes(bn)), '\0');
   BN_bn2bin(bn, reinterpret_cast<unsigned char*>(&bytes[0]));
   BN_free(bn);
@@ -78,7 +79,9 @@ d::IdTokenExpectation expectation(bool with_nonce) {
   return want;
 }
 
-d::Pkey find_key(const std::string& kid) { return kid == "k1" ? g_public : nullptr; }
+d::Pkey find_key(const std::string& kid) {
+  return kid == "k1" ? g_public : nullptr;
+}
 
 // Runs check_id_token; true when it accepted the token.
 bool check(std::string_view token, const d::IdTokenExpectation& want, aps::auth::IdTokenClaims* out = nullptr) {
@@ -87,15 +90,18 @@ bool check(std::string_view token, const d::IdTokenExpectation& want, aps::auth:
   if (ok) {
     (void)std::chrono::duration_cast<std::chrono::seconds>(c.issued_at.time_since_epoch()).count();
     (void)std::chrono::duration_cast<std::chrono::seconds>(c.expires_at.time_since_epoch()).count();
-    if (out) *out = c;
+    if (out)
+      *out = c;
   }
   return ok;
 }
 
 std::optional<std::int64_t> integer(const d::json& c, const char* name) {
   auto it = c.find(name);
-  if (it == c.end() || !it->is_number_integer()) return std::nullopt;
-  if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) return INT64_MAX;
+  if (it == c.end() || !it->is_number_integer())
+    return std::nullopt;
+  if (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+    return INT64_MAX;
   return it->get<std::int64_t>();
 }
 
@@ -110,15 +116,18 @@ void require_claims_hold(const d::json& header, const d::json& claims, bool with
   } else {
     require(aud->is_array(), "accepted an aud that is neither string nor array");
     bool found = false;
-    for (const auto& a : *aud) found = found || (a.is_string() && a == kAudience);
+    for (const auto& a : *aud)
+      found = found || (a.is_string() && a == kAudience);
     require(found, "accepted an aud array without our client");
-    if (aud->size() > 1) require(d::string_field(claims, "azp") == kAudience, "several audiences, azp not ours");
+    if (aud->size() > 1)
+      require(d::string_field(claims, "azp") == kAudience, "several audiences, azp not ours");
   }
   auto exp = integer(claims, "exp"), iat = integer(claims, "iat");
   require(exp && iat, "accepted a token without integer exp/iat");
   require(*exp > kNow - 60, "accepted an expired token");
   require(*iat <= kNow + 60, "accepted a token issued in the future");
-  if (with_nonce) require(d::string_field(claims, "nonce") == kNonce, "accepted a wrong nonce");
+  if (with_nonce)
+    require(d::string_field(claims, "nonce") == kNonce, "accepted a wrong nonce");
 }
 
 void signed_mode(FuzzedDataProvider& fdp) {
@@ -133,7 +142,8 @@ void signed_mode(FuzzedDataProvider& fdp) {
   aps::auth::IdTokenClaims out;
   static const bool verbose = std::getenv("APS_FUZZ_VERBOSE") != nullptr;
   if (check(token, want, &out)) {
-    if (verbose) std::fprintf(stderr, "accepted: sub=%s\n", out.subject.c_str());
+    if (verbose)
+      std::fprintf(stderr, "accepted: sub=%s\n", out.subject.c_str());
     auto h = d::parse_json_object(header), c = d::parse_json_object(claims);
     require(h && c, "accepted a token whose header or claims are not JSON objects");
     require_claims_hold(*h, *c, with_nonce);
@@ -164,33 +174,43 @@ void raw_mode(std::string_view token) {
 
 void jwks_mode(std::string_view body) {
   auto j = d::parse_json_object(body);
-  if (!j) return;
+  if (!j)
+    return;
   std::vector<std::pair<std::string, d::Pkey>> keys;
-  if (!fuzz_util::only_error([&] { keys = d::parse_jwks(*j); })) return;
-  for (const auto& k : keys) require(k.second != nullptr, "parse_jwks returned a null key");
+  if (!fuzz_util::only_error([&] { keys = d::parse_jwks(*j); }))
+    return;
+  for (const auto& k : keys)
+    require(k.second != nullptr, "parse_jwks returned a null key");
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   g_private = EVP_RSA_gen(1024);  // small: signing runs once per input
-  if (!g_private) fuzz_util::fail("EVP_RSA_gen");
+  if (!g_private)
+    fuzz_util::fail("EVP_RSA_gen");
   g_public = d::rsa_key_from_jwk(bn_b64(OSSL_PKEY_PARAM_RSA_N), bn_b64(OSSL_PKEY_PARAM_RSA_E));
-  if (!g_public) fuzz_util::fail("rsa_key_from_jwk refused the harness's own key");
+  if (!g_public)
+    fuzz_util::fail("rsa_key_from_jwk refused the harness's own key");
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
+  if (size < 1)
+    return 0;
   std::string_view rest = fuzz_util::as_text(data + 1, size - 1);
   switch (data[0] % 3) {
-    case 0: raw_mode(rest); break;
+    case 0:
+      raw_mode(rest);
+      break;
     case 1: {
       FuzzedDataProvider fdp(data + 1, size - 1);
       signed_mode(fdp);
       break;
     }
-    default: jwks_mode(rest); break;
+    default:
+      jwks_mode(rest);
+      break;
   }
   return 0;
 }

@@ -41,13 +41,15 @@ std::vector<std::string> upper_fields(std::string_view line) {
   std::string cur;
   for (char c : line) {
     if (c == ' ' || c == '\t') {
-      if (!cur.empty()) fields.push_back(cur);
+      if (!cur.empty())
+        fields.push_back(cur);
       cur.clear();
     } else {
       cur += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     }
   }
-  if (!cur.empty()) fields.push_back(cur);
+  if (!cur.empty())
+    fields.push_back(cur);
   return fields;
 }
 
@@ -61,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const std::exception& ex) {
     fuzz_util::fail("parse_proc_net_tcp_line threw", ex.what());
   }
-  if (!e) return 0;
+  if (!e)
+    return 0;
   require(e->address_size == 4 || e->address_size == 16, "address size not 4 or 16");
   require(e->local_port >= 0 && e->local_port <= 0xFFFF && e->remote_port >= 0 && e->remote_port <= 0xFFFF,
           "port out of range");
@@ -72,9 +75,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   require(endpoint_text(e->local, e->address_size, e->local_port) == f[1], "local endpoint not the line's", line);
   require(endpoint_text(e->remote, e->address_size, e->remote_port) == f[2], "remote endpoint not the line's", line);
   unsigned long long state = 0;
-  for (char c : f[3]) state = state * 16 + static_cast<unsigned>(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : c - 'A' + 10);
+  for (char c : f[3])
+    state = state * 16 + static_cast<unsigned>(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : c - 'A' + 10);
   require(state == static_cast<unsigned long long>(e->state), "state not the line's", line);
-  require(std::to_string(e->uid) == f[7].substr(f[7].find_first_not_of('0') == std::string::npos ? f[7].size() - 1 : f[7].find_first_not_of('0')),
-          "uid not the line's", line);
+  require(
+      std::to_string(e->uid) ==
+          f[7].substr(f[7].find_first_not_of('0') == std::string::npos ? f[7].size() - 1 : f[7].find_first_not_of('0')),
+      "uid not the line's", line);
   return 0;
 }

@@ -32,7 +32,8 @@ void check_encodings(std::string_view x) {
     char c = u[i];
     if (c == '%') {
       require(i + 2 < u.size() && std::isxdigit(static_cast<unsigned char>(u[i + 1])) &&
-                  std::isxdigit(static_cast<unsigned char>(u[i + 2])) && !std::islower(static_cast<unsigned char>(u[i + 1])) &&
+                  std::isxdigit(static_cast<unsigned char>(u[i + 2])) &&
+                  !std::islower(static_cast<unsigned char>(u[i + 1])) &&
                   !std::islower(static_cast<unsigned char>(u[i + 2])),
               "url_encode emitted a bad escape", u);
       i += 2;
@@ -53,7 +54,8 @@ void check_encodings(std::string_view x) {
   // base64, both alphabets.
   for (bool url : {false, true}) {
     std::string b = d::base64(x, url);
-    if (url) require(b.find_first_of("+/=") == std::string::npos, "base64url emitted + / or =", b);
+    if (url)
+      require(b.find_first_of("+/=") == std::string::npos, "base64url emitted + / or =", b);
     auto dec = d::base64_decode(b);
     require(dec && *dec == x, "base64_decode(base64(x)) != x");
   }
@@ -137,14 +139,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (std::size_t i = 0; i < n; ++i)
       secret += "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[(data[i % size] + i * 7) % 62];
     std::string text;
-    for (std::size_t i = 3; i < size; ++i) text += filler_chars[data[i] % (sizeof filler_chars - 1)];
+    for (std::size_t i = 3; i < size; ++i)
+      text += filler_chars[data[i] % (sizeof filler_chars - 1)];
     // Insertion points in the filler, back to front, so that no copy splits another.
     const std::size_t filler_size = text.size();
     std::vector<std::size_t> at;
     for (std::size_t c = 0; c < 1u + data[1] % 3u; ++c)
       at.push_back((static_cast<std::size_t>(data[2]) * 7 + c * 131) % (filler_size + 1));
     std::sort(at.rbegin(), at.rend());
-    for (std::size_t pos : at) text.insert(pos, secret);
+    for (std::size_t pos : at)
+      text.insert(pos, secret);
     for (std::size_t max_len : {std::size_t(40), std::size_t(300), std::size_t(1000)}) {
       std::string s = d::sanitize(text, {secret}, max_len);
       for (char c : s)

@@ -35,11 +35,13 @@ void cleanup() {
 
 void write_file(const std::uint8_t* data, std::size_t size, mode_t mode) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) fuzz_util::fail("cannot write the temporary token file");
+  if (fd < 0)
+    fuzz_util::fail("cannot write the temporary token file");
   std::size_t off = 0;
   while (off < size) {
     ssize_t n = ::write(fd, data + off, size - off);
-    if (n <= 0) fuzz_util::fail("cannot write the temporary token file");
+    if (n <= 0)
+      fuzz_util::fail("cannot write the temporary token file");
     off += static_cast<std::size_t>(n);
   }
   ::fchmod(fd, mode);
@@ -50,13 +52,16 @@ void write_file(const std::uint8_t* data, std::size_t size, mode_t mode) {
 bool load(FileTokenStore::OpenPermissions perms, Token& t, bool* warned = nullptr) {
   FileTokenStore store(path, perms, [&](const std::string& msg) {
     require(fuzz_util::printable(msg), "warning with control characters", msg);
-    if (warned) *warned = true;
+    if (warned)
+      *warned = true;
   });
   aps::auth::Error err(ErrorKind::usage, "");
   bool loaded = false;
   bool ok = fuzz_util::only_error([&] { loaded = store.load(t); }, &err);
-  if (!ok) require(err.kind() == ErrorKind::io, "load threw an error that is not io", err.what());
-  if (ok) require(loaded, "load said there is no token although the file exists");
+  if (!ok)
+    require(err.kind() == ErrorKind::io, "load threw an error that is not io", err.what());
+  if (ok)
+    require(loaded, "load said there is no token although the file exists");
   return ok && loaded;
 }
 
@@ -64,7 +69,8 @@ bool load(FileTokenStore::OpenPermissions perms, Token& t, bool* warned = nullpt
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   char tmpl[] = "/tmp/aps_auth_fuzz_token_file.XXXXXX";
-  if (!::mkdtemp(tmpl)) fuzz_util::fail("mkdtemp failed");
+  if (!::mkdtemp(tmpl))
+    fuzz_util::fail("mkdtemp failed");
   dir = tmpl;
   path = dir + "/token.json";
   std::atexit(cleanup);

@@ -44,7 +44,8 @@ void require_same(const Token& a, const Token& b, const std::string& text) {
 
 void round_trip(const Token& t) {
   std::string text;
-  if (!fuzz_util::only_error([&] { text = t.to_json(); })) return;
+  if (!fuzz_util::only_error([&] { text = t.to_json(); }))
+    return;
   require(d::parse_json_object(text).has_value(), "to_json output is not a JSON object", text);
   Token back;
   bool ok = fuzz_util::only_error([&] { back = Token::from_json(text); });
@@ -108,7 +109,8 @@ void fuzz_fields(FuzzedDataProvider& fdp) {
   t.expires_in = std::chrono::seconds(fdp.ConsumeIntegralInRange<std::int64_t>(0, 366LL * 24 * 3600));
   t.expires_at = std::chrono::system_clock::time_point(
       std::chrono::seconds(fdp.ConsumeIntegralInRange<std::int64_t>(0, 4000000000LL)));
-  if (t.token_type.empty()) t.token_type = "Bearer";  // from_json's default for a missing/empty type
+  if (t.token_type.empty())
+    t.token_type = "Bearer";  // from_json's default for a missing/empty type
   round_trip(t);
 }
 

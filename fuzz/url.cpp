@@ -27,7 +27,8 @@ void check_url(const d::Url& u, std::string_view in) {
   require(u.port >= 0 && u.port <= 65535, "port out of range", in);
   require(!u.path.empty() && u.path.front() == '/', "path does not start with '/'", in);
   if (!u.ipv6())
-    for (char c : u.host) require(!std::isupper(static_cast<unsigned char>(c)), "host not lower case", in);
+    for (char c : u.host)
+      require(!std::isupper(static_cast<unsigned char>(c)), "host not lower case", in);
   for (char c : u.path + u.query)
     require(static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f,
             "whitespace or control character in path/query", in);
@@ -72,11 +73,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   aps::auth::Endpoints e;
   bool ok = fuzz_util::only_error([&] { e = aps::auth::Endpoints::from_base_url(in); });
   if (ok) {
-    const std::pair<const std::string*, const char*> endpoints[] = {
-        {&e.authorize, "/authentication/v2/authorize"}, {&e.token, "/authentication/v2/token"},
-        {&e.revoke, "/authentication/v2/revoke"},       {&e.introspect, "/authentication/v2/introspect"},
-        {&e.jwks, "/authentication/v2/keys"},           {&e.logout, "/authentication/v2/logout"},
-        {&e.userinfo, "/userinfo"}};
+    const std::pair<const std::string*, const char*> endpoints[] = {{&e.authorize, "/authentication/v2/authorize"},
+                                                                    {&e.token, "/authentication/v2/token"},
+                                                                    {&e.revoke, "/authentication/v2/revoke"},
+                                                                    {&e.introspect, "/authentication/v2/introspect"},
+                                                                    {&e.jwks, "/authentication/v2/keys"},
+                                                                    {&e.logout, "/authentication/v2/logout"},
+                                                                    {&e.userinfo, "/userinfo"}};
     for (const auto& entry : endpoints) {
       const std::string* url = entry.first;
       const char* path = entry.second;

@@ -17,7 +17,8 @@ using fuzz_util::require;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::optional<d::json> j = fuzz_util::json_object(fuzz_util::as_text(data, size));
-  if (!j) return 0;
+  if (!j)
+    return 0;
   aps::auth::UserInfo u;
   bool ok = fuzz_util::only_error([&] { u = d::parse_userinfo(*j); });
   require(ok, "parse_userinfo refused a JSON object");

@@ -32,14 +32,16 @@
 namespace {
 
 int usage() {
-  std::fputs("usage: aps_auth_test_helper browse [ARG...] URL | save-loop PATH FIRST.json SECOND.json DELAY_US | "
-             "bind-shared HOST PORT\n",
-             stderr);
+  std::fputs(
+      "usage: aps_auth_test_helper browse [ARG...] URL | save-loop PATH FIRST.json SECOND.json DELAY_US | "
+      "bind-shared HOST PORT\n",
+      stderr);
   return 2;
 }
 
 int browse(const std::vector<std::string>& args) {
-  if (args.empty()) return usage();
+  if (args.empty())
+    return usage();
   const std::string record = support::env_or("APS_TEST_BROWSER_ARGS");
   if (!record.empty()) {
     std::ofstream out(record, std::ios::binary | std::ios::trunc);
@@ -53,13 +55,15 @@ int browse(const std::vector<std::string>& args) {
   if (const std::string ca = support::env_or("APS_TEST_CA_FILE"); !ca.empty())
     ca_pem = support::read_file(ca).value_or("");
   aps_mock::BrowseResult r = aps_mock::follow_like_browser(args.back(), ca_pem, 20000);
-  if (r.status == 200) return 0;
+  if (r.status == 200)
+    return 0;
   std::fprintf(stderr, "browse: status %d at %s: %s\n", r.status, r.final_url.c_str(), r.body.c_str());
   return 1;
 }
 
 int save_loop(const std::vector<std::string>& args) {
-  if (args.size() != 4) return usage();
+  if (args.size() != 4)
+    return usage();
   const aps::auth::Token first = aps::auth::Token::from_json(support::read_file(args[1]).value_or(""));
   const aps::auth::Token second = aps::auth::Token::from_json(support::read_file(args[2]).value_or(""));
   const auto delay = std::chrono::microseconds(std::atol(args[3].c_str()));
@@ -76,7 +80,8 @@ int save_loop(const std::vector<std::string>& args) {
 }
 
 int bind_shared(const std::vector<std::string>& args) {
-  if (args.size() != 2) return usage();
+  if (args.size() != 2)
+    return usage();
   const int err = support::try_bind_shared(args[0], std::atoi(args[1].c_str()));
   if (err == 0) {
     std::puts("bound");
@@ -89,11 +94,15 @@ int bind_shared(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
+  if (argc < 2)
+    return usage();
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
-  if (command == "browse") return browse(args);
-  if (command == "save-loop") return save_loop(args);
-  if (command == "bind-shared") return bind_shared(args);
+  if (command == "browse")
+    return browse(args);
+  if (command == "save-loop")
+    return save_loop(args);
+  if (command == "bind-shared")
+    return bind_shared(args);
   return usage();
 }

@@ -14,6 +14,8 @@ std::string a_pkce_challenge() {
   return aps::auth::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
 }
 
-std::string a_version() { return aps::auth::version(); }
+std::string a_version() {
+  return aps::auth::version();
+}
 
 }  // namespace link_test

@@ -20,6 +20,8 @@ std::string b_pkce_challenge() {
   return aps::auth::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
 }
 
-std::string b_version() { return aps::auth::version(); }
+std::string b_version() {
+  return aps::auth::version();
+}
 
 }  // namespace link_test

@@ -38,9 +38,8 @@ int main() {
   expect_equal("pkce_challenge (link_a.cpp)", link_test::a_pkce_challenge(), challenge);
   expect_equal("pkce_challenge (link_b.cpp)", link_test::b_pkce_challenge(), challenge);
 
-  const std::string macros = std::to_string(APS_AUTH_VERSION_MAJOR) + "." +
-                             std::to_string(APS_AUTH_VERSION_MINOR) + "." +
-                             std::to_string(APS_AUTH_VERSION_PATCH);
+  const std::string macros = std::to_string(APS_AUTH_VERSION_MAJOR) + "." + std::to_string(APS_AUTH_VERSION_MINOR) +
+                             "." + std::to_string(APS_AUTH_VERSION_PATCH);
   const std::string version = link_test::a_version();
   // version() may carry a suffix ("1.2.3-dev"); it must start with the macros.
   expect_equal("version() prefix (link_a.cpp)", version.substr(0, macros.size()), macros);

@@ -45,7 +45,9 @@ constexpr auto kSignInBudget = 25s;  // per sign-in: Chromium start + two pages,
 const char* const kCallbackPath = "/api/auth/callback";
 const char* const kPayload = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
 
-std::string read_file(const std::string& p) { return support::read_file(p).value_or(""); }
+std::string read_file(const std::string& p) {
+  return support::read_file(p).value_or("");
+}
 
 // Single-quotes an argument for aps::auth::open_browser's $BROWSER splitting (no shell is involved).
 std::string quoted(const std::string& s) {
@@ -102,7 +104,8 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
   options.consent = aps_mock::Consent::page;
   options.clients = {aps_mock::RegisteredClient{"aps-auth-browser-test", app.registered_secret, {callback}}};
   aps_mock::Server mock(options);
-  for (const auto& f : app.faults) mock.inject(f);
+  for (const auto& f : app.faults)
+    mock.inject(f);
 
   support::TempDir profile_dir("aps-auth-browser-");
   const std::string profile = profile_dir.path();
@@ -114,19 +117,20 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
 
   const std::string browser = quoted(t.node) + " " + quoted(t.driver) + " --out " + quoted(t.out_dir) + " --name " +
                               name + " --profile " + quoted(profile) + " --chromium " + quoted(t.chromium) +
-                              " --click " + quoted(button) + " --final-prefix " + quoted(callback) +
-                              " --timeout 22 %s";
+                              " --click " + quoted(button) + " --final-prefix " + quoted(callback) + " --timeout 22 %s";
 
   // The CLI's environment: this one without APS_* settings (but the test's own APS_AUTH_*), plus ours.
   support::EnvMap env;
   for (const auto& [k, v] : support::platform::current_environment())
-    if (!((k.rfind("APS_", 0) == 0 && k.rfind("APS_AUTH_", 0) != 0) || k == "BROWSER")) env[k] = v;
+    if (!((k.rfind("APS_", 0) == 0 && k.rfind("APS_AUTH_", 0) != 0) || k == "BROWSER"))
+      env[k] = v;
   env["BROWSER"] = browser;
-  if (!app.given_secret.empty()) env["APS_CLIENT_SECRET"] = app.given_secret;
+  if (!app.given_secret.empty())
+    env["APS_CLIENT_SECRET"] = app.given_secret;
   env["XDG_STATE_HOME"] = profile + "/state";  // login saves the token in the profile's file: keep it in here
-  const std::vector<std::string> args = {t.cli,          "login",         "--client-id",    "aps-auth-browser-test",
-                                         "--base-url",   mock.base_url(), "--callback-url", callback,
-                                         "--scopes",     app.scopes,      "--timeout",      "22"};
+  const std::vector<std::string> args = {t.cli,        "login",         "--client-id",    "aps-auth-browser-test",
+                                         "--base-url", mock.base_url(), "--callback-url", callback,
+                                         "--scopes",   app.scopes,      "--timeout",      "22"};
   support::ProcessOptions output;
   output.stdout_file = base + ".cli.stdout";
   output.stderr_file = base + ".cli.stderr";
@@ -143,12 +147,15 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
     ~Cleanup() {
       cli.kill();
       for (int i = 0; i < 60; ++i) {  // the driver closes Chromium itself; give it 3 s to finish
-        if (processes_mentioning(profile).empty()) break;
+        if (processes_mentioning(profile).empty())
+          break;
         std::this_thread::sleep_for(50ms);
       }
       r.strays = processes_mentioning(profile);
-      for (long p : r.strays) support::platform::kill_process(p);
-      for (int i = 0; i < 60 && !processes_mentioning(profile).empty(); ++i) std::this_thread::sleep_for(50ms);
+      for (long p : r.strays)
+        support::platform::kill_process(p);
+      for (int i = 0; i < 60 && !processes_mentioning(profile).empty(); ++i)
+        std::this_thread::sleep_for(50ms);
     }
   };
   {
@@ -165,7 +172,8 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
       if (!have_page && support::is_file(base + ".json")) {
         have_page = true;
         r.page = nlohmann::json::parse(read_file(base + ".json"), nullptr, false);
-        if (!r.page->is_object() || !r.page->value("ok", false)) break;  // the browser failed: stop the CLI now
+        if (!r.page->is_object() || !r.page->value("ok", false))
+          break;  // the browser failed: stop the CLI now
       }
       std::this_thread::sleep_for(25ms);
     }
@@ -174,7 +182,8 @@ SignIn sign_in(const Tools& t, const std::string& name, aps_mock::Options option
   r.out = read_file(output.stdout_file);
   r.err = read_file(output.stderr_file);
   r.chromium_log = read_file(base + ".chromium.log");
-  if (r.chromium_log.size() > 2000) r.chromium_log = "..." + r.chromium_log.substr(r.chromium_log.size() - 2000);
+  if (r.chromium_log.size() > 2000)
+    r.chromium_log = "..." + r.chromium_log.substr(r.chromium_log.size() - 2000);
   r.png = base + ".png";
   r.consent_png = base + ".consent.png";
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -226,7 +235,8 @@ void check_common(const SignIn& r, const std::string& consent_title) {
 }  // namespace
 
 TEST_CASE("browser: Allow on the consent page -> success page, token JSON, exit 0") {
-  if (!support::browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here())
+    return;
   Tools t = find_tools();
   SignIn r = sign_in(t, "success", aps_mock::Options{}, "#allow button");
   check_common(r, "Mock APS – Authorize");
@@ -249,7 +259,8 @@ TEST_CASE("browser: Allow on the consent page -> success page, token JSON, exit 
 }
 
 TEST_CASE("browser: Deny with <script> in error_description -> shown as text, nothing runs, exit 1") {
-  if (!support::browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here())
+    return;
   Tools t = find_tools();
   aps_mock::Options o;
   o.deny = true;  // the consent page tells a scripted user to press Deny; we press it for real
@@ -280,7 +291,8 @@ TEST_CASE("browser: Deny with <script> in error_description -> shown as text, no
 }
 
 TEST_CASE("browser: Allow with openid -> the page names the user from the verified id_token, exit 0") {
-  if (!support::browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here())
+    return;
   Tools t = find_tools();
   App app;
   app.scopes = "data:read openid";
@@ -314,15 +326,18 @@ void check_failure_page(const SignIn& r, const std::string& words, const std::st
   const std::string code = url.substr(at + 5, url.find('&', at) - at - 5);
   REQUIRE(code.size() >= 8);
   CHECK(!contains(str(fin, "textContent"), code));
-  if (!secret.empty()) CHECK(!contains(str(fin, "textContent"), secret));
+  if (!secret.empty())
+    CHECK(!contains(str(fin, "textContent"), secret));
   INFO("CLI stdout:\n" << r.out << "\nCLI stderr:\n" << r.err);
   CHECK(r.exit_code == 1);
   CHECK(r.out.empty());
-  if (!secret.empty()) CHECK(!contains(r.err, secret));
+  if (!secret.empty())
+    CHECK(!contains(r.err, secret));
 }
 
 TEST_CASE("browser: the code exchange fails (wrong client secret) -> the failure page says so, exit 1") {
-  if (!support::browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here())
+    return;
   Tools t = find_tools();
   App app;
   app.registered_secret = "browser-right-secret-0123";
@@ -333,11 +348,12 @@ TEST_CASE("browser: the code exchange fails (wrong client secret) -> the failure
 }
 
 TEST_CASE("browser: the token endpoint answers 500 -> the failure page says the service refused, exit 1") {
-  if (!support::browser_tests_run_here()) return;
+  if (!support::browser_tests_run_here())
+    return;
   Tools t = find_tools();
   App app;
-  app.faults = {support::fault(support::kTokenPath, 500,
-                               R"({"developerMessage":"Internal failure.","errorCode":"AUTH-500"})")};
+  app.faults = {
+      support::fault(support::kTokenPath, 500, R"({"developerMessage":"Internal failure.","errorCode":"AUTH-500"})")};
   SignIn r = sign_in(t, "exchange-failed", aps_mock::Options{}, "#allow button", app);
   check_failure_page(r, "refused to finish the sign-in", "");
   CHECK(contains(str((*r.page)["final"], "text"), "HTTP 500"));

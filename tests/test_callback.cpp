@@ -56,7 +56,7 @@ TEST_SUITE("callback") {
     CHECK(kind_of(mine, "code=c") == auth::ErrorKind::state_mismatch);
     CHECK(kind_of(mine, "code=c&state=") == auth::ErrorKind::state_mismatch);
     CHECK(kind_of(mine, "code=c&state=" + mine.state.substr(1)) == auth::ErrorKind::state_mismatch);
-    CHECK(kind_of(mine, "/api/auth/callback") == auth::ErrorKind::state_mismatch);  // no query at all
+    CHECK(kind_of(mine, "/api/auth/callback") == auth::ErrorKind::state_mismatch);               // no query at all
     CHECK(kind_of(mine, "/cb#?code=c&state=" + mine.state) == auth::ErrorKind::state_mismatch);  // in the fragment
     // An attacker's error= or wrong iss without the right state is not the sign-in's business either.
     CHECK(kind_of(mine, "error=access_denied&state=" + theirs.state) == auth::ErrorKind::state_mismatch);
@@ -125,8 +125,9 @@ TEST_SUITE("callback") {
     }
   }
 
-  TEST_CASE("a replayed callback: the code is single use at the server, so an application that forgot to drop the "
-            "request still cannot sign in twice") {
+  TEST_CASE(
+      "a replayed callback: the code is single use at the server, so an application that forgot to drop the "
+      "request still cannot sign in twice") {
     support::MockEnv env(/*tls=*/false);
     auth::Config config = env.config(/*confidential=*/true);
     const auth::AuthorizationRequest r = auth::authorization_request(config);
@@ -135,7 +136,8 @@ TEST_SUITE("callback") {
     const std::string callback = "/api/auth/callback?code=" + code + "&state=" + r.state;
     const auth::Token first = auth::exchange_code(config, r, auth::check_callback(r, callback));
     CHECK(env.server.is_active_access_token(first.access_token));
-    auth::Error replay = require_error([&] { (void)auth::exchange_code(config, r, auth::check_callback(r, callback)); });
+    auth::Error replay =
+        require_error([&] { (void)auth::exchange_code(config, r, auth::check_callback(r, callback)); });
     CHECK(replay.kind() == auth::ErrorKind::oauth);
     CHECK(replay.details().error == "invalid_grant");
     CHECK_FALSE(contains(replay.what(), code));

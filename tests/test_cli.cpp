@@ -72,7 +72,6 @@ struct Fixture : support::Mock {
     return callback;
   }
 
-
   // The environment of a run: a minimal one (support::base_env) with a private HOME, a $BROWSER that
   // cannot start (so nothing real ever opens) and the mock's address; nothing else is inherited (no
   // proxy, no SSL_CERT_FILE, no APS_*).
@@ -89,8 +88,7 @@ struct Fixture : support::Mock {
     return e;
   }
 
-  Run run(const std::vector<std::string>& args, const EnvMap& environment,
-          const support::StderrWatcher& on_stderr = {},
+  Run run(const std::vector<std::string>& args, const EnvMap& environment, const support::StderrWatcher& on_stderr = {},
           std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     Run r = support::run_cli(args, environment, timeout, on_stderr);
     check_stderr_clean(r, environment);
@@ -115,10 +113,9 @@ struct Fixture : support::Mock {
     for (const auto& secret : s) {
       if (secret.size() < 8)
         continue;
-      CHECK_MESSAGE(!contains(r.err, secret), "a secret, code or token ("
-                                                  << secret.substr(0, 4)
-                                                  << "...) appeared on stderr of\n"
-                                                  << r.describe());
+      CHECK_MESSAGE(!contains(r.err, secret), "a secret, code or token (" << secret.substr(0, 4)
+                                                                          << "...) appeared on stderr of\n"
+                                                                          << r.describe());
     }
   }
 };
@@ -162,8 +159,7 @@ void check_state_and_pkce(const Fixture& f) {
   REQUIRE(exchanges.size() == 1);
   const std::string verifier = exchanges[0].param("code_verifier");
   CHECK(verifier.size() >= 43);
-  CHECK(aps_mock::detail::base64url(aps_mock::detail::sha256(verifier)) ==
-        a.param("code_challenge"));
+  CHECK(aps_mock::detail::base64url(aps_mock::detail::sha256(verifier)) == a.param("code_challenge"));
   CHECK(exchanges[0].param("redirect_uri") == f.callback);
 }
 
@@ -200,15 +196,15 @@ TEST_SUITE("cli") {
         INFO(r.describe());
         CHECK(r.exit_code == 0);
         CHECK(contains(r.out, "usage: aps-auth"));
-        for (const char* cmd : {"login", "token", "refresh", "revoke", "introspect", "userinfo",
-                                "demo", "access-token", "logout"})
+        for (const char* cmd :
+             {"login", "token", "refresh", "revoke", "introspect", "userinfo", "demo", "access-token", "logout"})
           CHECK(contains(r.out, cmd));
         CHECK(r.err.empty());
       }
     }
     SUBCASE("COMMAND --help prints that command's usage, exit 0") {
-      for (const char* cmd : {"login", "token", "refresh", "revoke", "introspect", "userinfo",
-                              "demo", "access-token", "logout"}) {
+      for (const char* cmd :
+           {"login", "token", "refresh", "revoke", "introspect", "userinfo", "demo", "access-token", "logout"}) {
         Run r = f.run({cmd, "--help"});
         INFO(r.describe());
         CHECK(r.exit_code == 0);
@@ -237,8 +233,7 @@ TEST_SUITE("cli") {
           {{"login", "--timeout", "soon"}, "--timeout"},
           {{"login", "--timeout", "-5"}, "--timeout"},
           {{"revoke"}, "missing --token"},
-          {{"revoke", "--token", "abcdefgh1234", "--token-type-hint", "id_token"},
-           "--token-type-hint"},
+          {{"revoke", "--token", "abcdefgh1234", "--token-type-hint", "id_token"}, "--token-type-hint"},
           {{"introspect"}, "missing --token"},
           {{"userinfo"}, "missing --token"},
           {{"status", "--profile", "../elsewhere"}, "--profile needs a name"},
@@ -409,8 +404,7 @@ TEST_SUITE("cli") {
         CHECK(contains(r.err, "Waiting up to 20 s"));
         CHECK(!contains(r.err, "\x1b["));  // not a terminal: plain lines, no counting line
         CHECK(contains(r.err, f.callback));
-        CHECK(
-            !contains(r.err, "/authentication/v2/authorize?"));  // a browser opened: no URL needed
+        CHECK(!contains(r.err, "/authentication/v2/authorize?"));  // a browser opened: no URL needed
         auto t = f.requests_to(support::kTokenPath);
         REQUIRE(t.size() == 1);
         CHECK(t[0].header("Authorization").rfind("Basic ", 0) == 0);
@@ -443,7 +437,7 @@ TEST_SUITE("cli") {
     aps_mock::Options o = f.server.options();
     o.consent = aps_mock::Consent::page;  // the test presses "Allow" like a user would
     f.server.set_options(o);
-    auto e = f.env(false);               // and a public client
+    auto e = f.env(false);                       // and a public client
     e["BROWSER"] = support::stand_in_browser();  // must not be used with --no-browser
     const std::string callback = f.register_callback();
     const int port = std::stoi(callback.substr(callback.rfind(':') + 1));
@@ -461,12 +455,11 @@ TEST_SUITE("cli") {
       followed = true;
       // First a callback with a state of another sign-in (a forged one): refused with a page, and the
       // CLI goes on waiting; then the real one.
-      forged = support::raw_http::request("127.0.0.1", port, "/api/auth/callback?code=forged-code&state=" +
-                                                                 std::string(22, 'A'));
+      forged = support::raw_http::request("127.0.0.1", port,
+                                          "/api/auth/callback?code=forged-code&state=" + std::string(22, 'A'));
       browsed = aps_mock::follow_like_browser(err.substr(at, end - at), f.server.pki().ca_cert_pem);
     };
-    Run r =
-        f.run({"login", "--no-browser", "--callback-url", callback, "--timeout", "20"}, e, follow);
+    Run r = f.run({"login", "--no-browser", "--callback-url", callback, "--timeout", "20"}, e, follow);
     INFO(r.describe());
     REQUIRE(followed);
     CHECK(forged.status == 400);
@@ -483,8 +476,7 @@ TEST_SUITE("cli") {
     require_cli();
     Fixture f;
     auto e = f.env();
-    e["BROWSER"] =
-        "true";  // "opens" the browser, which never comes back (as with an unregistered callback)
+    e["BROWSER"] = "true";  // "opens" the browser, which never comes back (as with an unregistered callback)
     Run r = f.run({"login", "--timeout", "2", "--callback-url",
                    "http://127.0.0.1:" + std::to_string(support::free_port()) + "/api/auth/callback"},
                   e);
@@ -505,9 +497,7 @@ TEST_SUITE("cli") {
     auto e = browser_env(f);
     const std::string opened = f.dir.file("browser-args.json");
     e["APS_TEST_BROWSER_ARGS"] = opened;
-    Run r = f.run({"login", "--timeout", "20", "--callback-url",
-                   "http://127.0.0.1:" + port + "/api/auth/callback"},
-                  e);
+    Run r = f.run({"login", "--timeout", "20", "--callback-url", "http://127.0.0.1:" + port + "/api/auth/callback"}, e);
     INFO(r.describe());
     CHECK(r.exit_code == 1);
     CHECK(contains(r.err, "[aps_auth.io]"));
@@ -559,8 +549,9 @@ TEST_SUITE("cli") {
       CHECK_FALSE(support::exists(marker));
     }
 #else
-    MESSAGE("skipped: Windows only (cmd.exe runs .cmd and .bat scripts; POSIX starts $BROWSER without a shell, "
-            "which the test above checks)");
+    MESSAGE(
+        "skipped: Windows only (cmd.exe runs .cmd and .bat scripts; POSIX starts $BROWSER without a shell, "
+        "which the test above checks)");
 #endif
   }
 
@@ -647,8 +638,7 @@ TEST_SUITE("cli") {
       }
       {  // a public client sends its client_id in the body
         json pub = f.server.issue_tokens(kPublic, "data:read");
-        Run r =
-            f.run({"introspect", "--token", pub["access_token"].get<std::string>()}, f.env(false));
+        Run r = f.run({"introspect", "--token", pub["access_token"].get<std::string>()}, f.env(false));
         INFO(r.describe());
         REQUIRE(r.exit_code == 0);
         CHECK(parse_object(r)["active"] == true);
@@ -738,8 +728,9 @@ TEST_SUITE("cli") {
 
   TEST_CASE("cli: status tells who, which scopes, until when; exit 0 only with a usable token; no token shown") {
 #ifdef _WIN32
-    MESSAGE("skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
-            "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
+    MESSAGE(
+        "skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
+        "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
     return;
 #endif
     require_cli();
@@ -774,8 +765,9 @@ TEST_SUITE("cli") {
       CHECK(status.exit_code == 0);
       CHECK(status.out.empty());  // for people: stderr only
       // The mock's id_token has no name claim: its email names the user.
-      CHECK(contains(status.err, "Signed in as:   mock.user@example.com (id MOCKAPSUSER1; from the verified "
-                                 "id_token)"));
+      CHECK(contains(status.err,
+                     "Signed in as:   mock.user@example.com (id MOCKAPSUSER1; from the verified "
+                     "id_token)"));
       CHECK(contains(status.err, "Scopes:         data:read openid"));
       CHECK(contains(status.err, "Access token:   valid for 59 min"));
       CHECK(contains(status.err, "Refresh token:  present, obtained "));
@@ -872,8 +864,9 @@ TEST_SUITE("cli") {
 
   TEST_CASE("cli: two profiles: login --save-profile, status, access-token, profile list, logout") {
 #ifdef _WIN32
-    MESSAGE("skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
-            "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
+    MESSAGE(
+        "skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
+        "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
     return;
 #endif
     require_cli();
@@ -888,10 +881,10 @@ TEST_SUITE("cli") {
     const std::string prod_file = f.dir.file("state/aps-auth/prod.json");
 
     // Sign in to each profile once with flags, saving them; the secret only in the environment.
-    Run test_login = f.run({"login", "--profile", "test", "--client-id", kPublic, "--base-url", f.server.base_url(),
-                            "--callback-url", callback, "--scopes", "data:read openid", "--timeout", "20",
-                            "--save-profile"},
-                           e);
+    Run test_login =
+        f.run({"login", "--profile", "test", "--client-id", kPublic, "--base-url", f.server.base_url(),
+               "--callback-url", callback, "--scopes", "data:read openid", "--timeout", "20", "--save-profile"},
+              e);
     INFO(test_login.describe());
     REQUIRE(test_login.exit_code == 0);
     auto prod_env = e;
@@ -988,8 +981,9 @@ TEST_SUITE("cli") {
     CHECK(contains(refresh.err, test_file));
   }
 
-  TEST_CASE("cli: completion bash: sourced in bash, completes every command of the usage, each one's options, "
-            "operands and file names") {
+  TEST_CASE(
+      "cli: completion bash: sourced in bash, completes every command of the usage, each one's options, "
+      "operands and file names") {
     require_cli();
     Fixture f;
     const std::string bash = support::find_program({"bash"});
@@ -1070,8 +1064,9 @@ TEST_SUITE("cli") {
       MESSAGE("zsh not installed: the zsh script is checked as text only (it wraps the bash one)");
   }
 
-  TEST_CASE("cli: login on a terminal: one counting line, Ctrl-C cancels (listener closed, nothing saved, exit "
-            "130)") {
+  TEST_CASE(
+      "cli: login on a terminal: one counting line, Ctrl-C cancels (listener closed, nothing saved, exit "
+      "130)") {
     require_cli();
     const std::string python = support::find_program({"python3"});
     if (python.empty()) {
@@ -1115,7 +1110,7 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
     INFO(r.describe());
     CHECK(contains(r.out, "\r\x1b[2KWaiting for the sign-in in your browser\u2026 "));
     CHECK(support::count_of(r.out, " left \u00b7 Ctrl-C to cancel") >= 3);  // one line, redrawn in place
-    CHECK(!contains(r.out, "Waiting up to"));  // the plain line is for logs
+    CHECK(!contains(r.out, "Waiting up to"));                               // the plain line is for logs
     CHECK(contains(r.out, "Cancelled: nothing was saved."));
     CHECK(contains(r.out, "\nexit=130\n"));
     CHECK(!fs::exists(f.dir.file("state/aps-auth/token.json")));
@@ -1154,7 +1149,7 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
     CHECK(f.server.count("token.client_credentials") == 1);
 
     Run pub = f.run({"access-token"}, f.env(false));
-    CHECK(pub.exit_code == 1);  // neither a token (in the default profile's file) nor a secret
+    CHECK(pub.exit_code == 1);               // neither a token (in the default profile's file) nor a secret
     CHECK(contains(pub.err, "token.json"));  // the default profile's file, named
   }
 
@@ -1206,8 +1201,8 @@ sys.stdout.write("\nexit=%d\n" % (os.WEXITSTATUS(status) if os.WIFEXITED(status)
     CHECK(j.contains("id_token"));
     CHECK(j.contains("expires_at"));
     // The narration: each step, on stderr.
-    for (const char* step : {"mock APS server", "listening", "authorize?", "state", "PKCE", "code",
-                             "refresh", "rotated", "userinfo"})
+    for (const char* step :
+         {"mock APS server", "listening", "authorize?", "state", "PKCE", "code", "refresh", "rotated", "userinfo"})
       CHECK_MESSAGE(contains(r.err, step), "the demo did not tell about: " << step);
     for (const char* k : {"access_token", "refresh_token", "id_token"})
       CHECK_MESSAGE(!contains(r.err, j[k].get<std::string>()), k << " appeared on stderr");

@@ -45,32 +45,51 @@ thread_local bool g_tracking = false;
 thread_local std::size_t g_largest = 0;
 
 void* counted_alloc(std::size_t n) {
-  if (g_tracking && n > g_largest) g_largest = n;
+  if (g_tracking && n > g_largest)
+    g_largest = n;
   return std::malloc(n == 0 ? 1 : n);
 }
 }  // namespace
 
 void* operator new(std::size_t n) {
-  if (void* p = counted_alloc(n)) return p;
+  if (void* p = counted_alloc(n))
+    return p;
   throw std::bad_alloc();
 }
 void* operator new[](std::size_t n) {
-  if (void* p = counted_alloc(n)) return p;
+  if (void* p = counted_alloc(n))
+    return p;
   throw std::bad_alloc();
 }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_alloc(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_alloc(n);
+}
 // GCC (>= 11) cannot see that these new and delete are a pair over malloc/free once it inlines them.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #pragma GCC diagnostic pop
 #endif
@@ -128,10 +147,10 @@ auth::Config raw_config(int port) {
 const std::string kToken = R"({"access_token":"at-from-fault","token_type":"Bearer","expires_in":3599})";
 
 // Whether Config has a member of a name that would switch TLS verification off (it must have none).
-#define FAULTS_HAS_MEMBER(name)                                                      \
-  template <class T, class = void>                                                   \
-  struct has_##name : std::false_type {};                                            \
-  template <class T>                                                                 \
+#define FAULTS_HAS_MEMBER(name)           \
+  template <class T, class = void>        \
+  struct has_##name : std::false_type {}; \
+  template <class T>                      \
   struct has_##name<T, std::void_t<decltype(&T::name)>> : std::true_type {};
 FAULTS_HAS_MEMBER(insecure)
 FAULTS_HAS_MEMBER(verify)
@@ -444,7 +463,7 @@ TEST_SUITE("faults") {
     auth::TokenSourceOptions so;
     so.refresh_lead = 0s;
     auth::TokenSource source(m.config(), store, so);
-    const std::string first = source.access_token();  // refresh 1 opens the kept-alive connection
+    const std::string first = source.access_token();   // refresh 1 opens the kept-alive connection
     std::this_thread::sleep_for(1600ms);               // the mock closes idle connections after 1 s
     const std::string second = source.access_token();  // refresh 2: must not use the dead connection
     CHECK(first != second);
@@ -554,8 +573,8 @@ TEST_SUITE("faults") {
     config.ca_file.clear();
     support::TempDir dir;
     support::IsolatedTrust trust(dir);
-    support::ScopedEnv e1("NODE_TLS_REJECT_UNAUTHORIZED", "0"), e2("PYTHONHTTPSVERIFY", "0"),
-        e3("CURL_CA_BUNDLE", ""), e4("APS_INSECURE", "1"), e5("APS_TLS_VERIFY", "0"), e6("APS_AUTH_INSECURE", "1");
+    support::ScopedEnv e1("NODE_TLS_REJECT_UNAUTHORIZED", "0"), e2("PYTHONHTTPSVERIFY", "0"), e3("CURL_CA_BUNDLE", ""),
+        e4("APS_INSECURE", "1"), e5("APS_TLS_VERIFY", "0"), e6("APS_AUTH_INSECURE", "1");
     auto e = require_error([&] { (void)auth::client_credentials(config); });
     CHECK(e.kind() == auth::ErrorKind::tls);
     CHECK(m.tokens() == 0);
@@ -564,8 +583,8 @@ TEST_SUITE("faults") {
     const std::string cli = support::require_cli();
     support::EnvMap env = support::base_env(dir.path());
     std::vector<std::vector<std::string>> helps = {{cli, "--help"}};
-    for (const char* c : {"login", "token", "refresh", "access-token", "revoke", "logout", "introspect", "userinfo",
-                          "demo"})
+    for (const char* c :
+         {"login", "token", "refresh", "access-token", "revoke", "logout", "introspect", "userinfo", "demo"})
       helps.push_back({cli, c, "--help"});
     for (const auto& args : helps) {
       support::RunResult r = support::run(args, env, 20s);

@@ -26,7 +26,7 @@ struct Fixture {
 
   Fixture() {
     config.retry.max_attempts = 1;
-    claims = {{"iss", mock.issuer()}, {"aud", "mock-client"},        {"sub", "USER1"},    {"email", "u@example.com"},
+    claims = {{"iss", mock.issuer()}, {"aud", "mock-client"},     {"sub", "USER1"},  {"email", "u@example.com"},
               {"iat", unix_now()},    {"exp", unix_now() + 3600}, {"nonce", "n-123"}};
   }
   std::string signed_token(const json& c) const { return mock.sign_rs256({{"alg", "RS256"}, {"typ", "JWT"}}, c); }
@@ -137,8 +137,8 @@ TEST_SUITE("id_token") {
 
   TEST_CASE("HS256 signed with the server's public key is rejected (algorithm confusion)") {
     Fixture f;
-    std::string token = aps_mock::Server::sign_hs256(f.mock.public_key_pem(),
-                                                     {{"alg", "HS256"}, {"kid", f.mock.key_id()}}, f.claims);
+    std::string token =
+        aps_mock::Server::sign_hs256(f.mock.public_key_pem(), {{"alg", "HS256"}, {"kid", f.mock.key_id()}}, f.claims);
     CHECK(contains(f.rejection(token), "alg"));
   }
 
@@ -185,7 +185,8 @@ TEST_SUITE("id_token") {
     const auto& reqs = mock.requests();
     bool nonce_sent = false;
     for (const auto& r : reqs)
-      if (r.path == "/authentication/v2/authorize" && r.param("nonce") == claims.nonce) nonce_sent = true;
+      if (r.path == "/authentication/v2/authorize" && r.param("nonce") == claims.nonce)
+        nonce_sent = true;
     CHECK(nonce_sent);
   }
 }

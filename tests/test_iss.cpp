@@ -55,10 +55,12 @@ auth::Token login(aps_mock::Server& mock, const auth::Config& config, aps_mock::
   lo.timeout = 15s;
   try {
     auth::Token t = auth::login(config, lo);
-    if (browsed) *browsed = browser.result();
+    if (browsed)
+      *browsed = browser.result();
     return t;
   } catch (...) {
-    if (browsed) *browsed = browser.result();
+    if (browsed)
+      *browsed = browser.result();
     throw;
   }
 }
@@ -141,24 +143,22 @@ TEST_SUITE("iss") {
       std::string iss;  // "-": no iss parameter
       bool ok;
     };
-    for (const Case& k : {Case{"right", false, "https://issuer.example", true},
-                          Case{"right, trailing slash", true, "https://issuer.example/", true},
-                          Case{"absent, not promised", false, "-", true},
-                          Case{"absent, promised", true, "-", false},
-                          Case{"empty, promised", true, "", false},
-                          Case{"another issuer", false, "https://evil.example", false},
-                          Case{"a prefix of the issuer", false, "https://issuer.exampl", false},
-                          Case{"the issuer with a path", false, "https://issuer.example/x", false}}) {
+    for (const Case& k :
+         {Case{"right", false, "https://issuer.example", true},
+          Case{"right, trailing slash", true, "https://issuer.example/", true},
+          Case{"absent, not promised", false, "-", true}, Case{"absent, promised", true, "-", false},
+          Case{"empty, promised", true, "", false}, Case{"another issuer", false, "https://evil.example", false},
+          Case{"a prefix of the issuer", false, "https://issuer.exampl", false},
+          Case{"the issuer with a path", false, "https://issuer.example/x", false}}) {
       CAPTURE(std::string(k.name));
       auth::LoopbackListener listener(c.callback_url);
       auth::AuthorizationRequest r = auth::authorization_request(c, {}, listener.redirect_uri());
       r.require_iss = k.require;
       std::string target = "/cb?code=the-code&state=" + r.state;
-      if (k.iss != "-") target += "&iss=" + auth::detail::url_encode(k.iss);
+      if (k.iss != "-")
+        target += "&iss=" + auth::detail::url_encode(k.iss);
       raw_http::Response answer;
-      std::thread client([&] {
-        answer = raw_http::request("127.0.0.1", listener.port(), target);
-      });
+      std::thread client([&] { answer = raw_http::request("127.0.0.1", listener.port(), target); });
       std::string code;
       auto e = catch_error([&] { code = listener.wait(r, 5s); });
       client.join();

@@ -49,8 +49,10 @@ struct Flow {
     request = auth::authorization_request(config, {}, listener.redirect_uri());
   }
   ~Flow() {
-    if (result.valid() && result.wait_for(0s) != std::future_status::ready) listener.cancel();
-    if (result.valid()) result.wait();
+    if (result.valid() && result.wait_for(0s) != std::future_status::ready)
+      listener.cancel();
+    if (result.valid())
+      result.wait();
   }
   Flow(const Flow&) = delete;
   Flow& operator=(const Flow&) = delete;
@@ -89,7 +91,8 @@ void check_safe_page(const raw_http::Response& r, bool echoed_text = false) {
   CHECK_FALSE(contains(r.body, "<img"));
   CHECK_FALSE(contains(r.body, "<link"));
   CHECK_FALSE(contains(r.body, "<iframe"));
-  if (echoed_text) return;
+  if (echoed_text)
+    return;
   CHECK_FALSE(contains(r.body, "http:"));
   CHECK_FALSE(contains(r.body, "https:"));
   CHECK_FALSE(contains(r.body, "//"));  // no protocol-relative URL either
@@ -102,13 +105,15 @@ void check_safe_page(const raw_http::Response& r, bool echoed_text = false) {
 // What binding host:port again with every port-sharing option gives: "in use", or the system's error text.
 std::string bind_again(const std::string& host, int port) {
   const int err = support::try_bind_shared(host, port);
-  if (err == 0) return "bound";
+  if (err == 0)
+    return "bound";
   return platform::is_address_in_use(err) ? "in use" : platform::socket_error_text(err);
 }
 
 std::string text(const std::multiset<std::string>& s) {
   std::string out;
-  for (const auto& x : s) out += (out.empty() ? "" : ",") + x;
+  for (const auto& x : s)
+    out += (out.empty() ? "" : ",") + x;
   return out;
 }
 
@@ -135,7 +140,8 @@ TEST_SUITE("listener") {
 
       // What the library reports: exactly these addresses, all on the same port.
       std::vector<std::string> want;
-      for (const auto& a : c.addresses) want.push_back(a + ":" + std::to_string(port));
+      for (const auto& a : c.addresses)
+        want.push_back(a + ":" + std::to_string(port));
       CHECK(listener.bound_addresses() == want);
 
       // What the kernel says: the listening sockets on this port are these loopback addresses, nothing else
@@ -165,8 +171,10 @@ TEST_SUITE("listener") {
         CHECK(bind_again(a, port) == "in use");
       }
       // Nor can anyone shadow it with a wildcard bind on the same port.
-      if (c.addresses.front() == "127.0.0.1") CHECK(bind_again("0.0.0.0", port) == "in use");
-      if (c.addresses.back() == "[::1]") CHECK(bind_again("::", port) == "in use");
+      if (c.addresses.front() == "127.0.0.1")
+        CHECK(bind_again("0.0.0.0", port) == "in use");
+      if (c.addresses.back() == "[::1]")
+        CHECK(bind_again("::", port) == "in use");
 
       // The port answers on loopback only: on this machine's other addresses nothing accepts the connection
       // (refused; or, behind a dropping firewall, timed out).
@@ -202,10 +210,9 @@ TEST_SUITE("listener") {
   }
 
   TEST_CASE("a callback host other than loopback is a usage error") {
-    for (const char* bad :
-         {"http://example.com:8080/cb", "http://0.0.0.0:0/cb", "http://[::]:0/cb", "http://192.168.1.10:0/cb",
-          "http://10.0.0.1/cb", "http://localhost.example.com:0/cb", "https://localhost:0/cb", "localhost:0/cb",
-          "not a url", ""}) {
+    for (const char* bad : {"http://example.com:8080/cb", "http://0.0.0.0:0/cb", "http://[::]:0/cb",
+                            "http://192.168.1.10:0/cb", "http://10.0.0.1/cb", "http://localhost.example.com:0/cb",
+                            "https://localhost:0/cb", "localhost:0/cb", "not a url", ""}) {
       CAPTURE(bad);
       auto e = require_error([&] { auth::LoopbackListener l(bad); });
       CHECK(e.kind() == auth::ErrorKind::usage);
@@ -317,8 +324,8 @@ TEST_SUITE("listener") {
     CHECK(support::param(support::query_of(f.request.url), "redirect_uri") == url);
     f.start();
     // Only the exact path is the callback.
-    for (const char* other : {"/api/auth/callback/", "/api/auth", "/API/auth/callback", "/api/auth/callbackx",
-                              "/", "/api/auth/callback%2F"}) {
+    for (const char* other : {"/api/auth/callback/", "/api/auth", "/API/auth/callback", "/api/auth/callbackx", "/",
+                              "/api/auth/callback%2F"}) {
       CAPTURE(other);
       CHECK(f.get(std::string(other) + "?" + f.good_query()).status == 404);
     }
@@ -334,7 +341,8 @@ TEST_SUITE("listener") {
       Flow first;
       port = first.listener.port();
       first.start();
-      for (int i = 0; i < 3; ++i) CHECK(first.get("/favicon.ico").status == 404);  // closed by the listener
+      for (int i = 0; i < 3; ++i)
+        CHECK(first.get("/favicon.ico").status == 404);  // closed by the listener
       CHECK(first.callback(first.good_query()).status == 200);
       CHECK(first.result.get() == "the-code-123");
     }
@@ -408,10 +416,12 @@ TEST_SUITE("listener") {
         {"error=access_denied without state", "error=access_denied&error_description=User%20denied"},
         {"error=access_denied with a wrong state", "error=access_denied&state=" + auth::random_urlsafe(16)},
         {"error=server_error without state", "error=server_error"},
-        {"state with one character changed", "code=c1&state=" + s.substr(0, s.size() - 1) + (s.back() == 'A' ? "B" : "A")},
+        {"state with one character changed",
+         "code=c1&state=" + s.substr(0, s.size() - 1) + (s.back() == 'A' ? "B" : "A")},
         {"a prefix of the state", "code=c1&state=" + s.substr(0, s.size() - 1)},
         {"the state plus one character", "code=c1&state=" + s + "A"},
-        {"the state encoded twice (decoded only once)", "code=c1&state=" + auth::detail::url_encode(auth::detail::url_encode(s + "%"))},
+        {"the state encoded twice (decoded only once)",
+         "code=c1&state=" + auth::detail::url_encode(auth::detail::url_encode(s + "%"))},
         {"the state in another parameter", "code=c1&State=" + s},
     };
     for (const Bad& b : bad) {
@@ -435,7 +445,7 @@ TEST_SUITE("listener") {
     f.start();
     const std::string st = "state=" + f.request.state;
     for (const std::string& q : {"code=a&code=b&" + st, st + "&" + st + "&code=a", "code=a&" + st + "&state=other",
-                                "error=x&error=y&" + st, st + "&code=a&%zz=1", st + "&code=%G1"}) {
+                                 "error=x&error=y&" + st, st + "&code=a&%zz=1", st + "&code=%G1"}) {
       CAPTURE(q);
       auto r = f.callback(q);
       CHECK(r.status == 400);
@@ -450,13 +460,14 @@ TEST_SUITE("listener") {
     Flow f;
     f.start();
     const int port = f.listener.port();
-    CHECK(raw_http::request("127.0.0.1", port, std::string(kPath) + "?" + f.good_query("posted"), "POST", "x=1")
-              .status == 405);
+    CHECK(
+        raw_http::request("127.0.0.1", port, std::string(kPath) + "?" + f.good_query("posted"), "POST", "x=1").status ==
+        405);
     CHECK(raw_http::exchange("127.0.0.1", port, "GARBAGE\r\n\r\n").status == 400);
     CHECK(raw_http::exchange("127.0.0.1", port, "\r\n\r\n").status == 400);
     // a request head larger than the limit
-    auto big = raw_http::exchange("127.0.0.1", port,
-                                  "GET " + std::string(kPath) + "?" + std::string(APS_AUTH_MAX_CALLBACK_BYTES + 100, 'a'));
+    auto big = raw_http::exchange(
+        "127.0.0.1", port, "GET " + std::string(kPath) + "?" + std::string(APS_AUTH_MAX_CALLBACK_BYTES + 100, 'a'));
     CHECK(big.status == 431);
     // a client that connects and closes at once
     { Socket s = support::connect_to("127.0.0.1", port); }
@@ -641,7 +652,8 @@ TEST_SUITE("listener") {
     const int port = f.listener.port();
     // Silent connections, and one that sends half a request head and stalls (slowloris).
     std::vector<Socket> silent;
-    for (int i = 0; i < 5; ++i) silent.push_back(support::connect_to("127.0.0.1", port));
+    for (int i = 0; i < 5; ++i)
+      silent.push_back(support::connect_to("127.0.0.1", port));
     Socket partial = support::connect_to("127.0.0.1", port);
     REQUIRE(partial.send_all("GET " + std::string(kPath) + "?" + f.good_query("slow") + " HTTP/1.1\r\nHost: x"));
     std::this_thread::sleep_for(100ms);
@@ -650,7 +662,8 @@ TEST_SUITE("listener") {
     CHECK(r.status == 200);
     CHECK(support::seconds_since(t0) < 3.0);  // far below the 10 s after which a silent client is dropped
     CHECK(f.result.get() == "real");
-    for (auto& s : silent) CHECK(s.valid());
+    for (auto& s : silent)
+      CHECK(s.valid());
   }
 
   TEST_CASE("a client connected before wait() started does not block it either") {
@@ -701,8 +714,8 @@ TEST_SUITE("listener") {
   TEST_CASE("every page the listener serves has the same safe headers") {
     Flow f;
     f.start();
-    for (const std::string& target :
-         {std::string("/favicon.ico"), std::string(kPath) + "?code=a&state=wrong", std::string(kPath) + "?code=a&code=b"}) {
+    for (const std::string& target : {std::string("/favicon.ico"), std::string(kPath) + "?code=a&state=wrong",
+                                      std::string(kPath) + "?code=a&code=b"}) {
       CAPTURE(target);
       auto r = f.get(target);
       check_safe_page(r);

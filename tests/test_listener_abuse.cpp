@@ -33,7 +33,7 @@ namespace {
 
 const char* const kCallback = "http://127.0.0.1:0/cb";
 const char* const kCode = "the-real-code_0123456789";
-constexpr auto kDeadline = 20s;          // the wait's one overall deadline
+constexpr auto kDeadline = 20s;  // the wait's one overall deadline
 
 // The attackers: threads that share a stop flag and report when their abuse is in place.
 struct Attack {
@@ -50,14 +50,16 @@ struct Attack {
   void join() {
     stop = true;
     for (auto& t : threads)
-      if (t.joinable()) t.join();
+      if (t.joinable())
+        t.join();
     threads.clear();
   }
   ~Attack() { join(); }
   // Sleeps up to `d` in small steps; false when told to stop.
   bool nap(std::chrono::milliseconds d) {
     for (auto until = Clock::now() + d; Clock::now() < until;) {
-      if (stop) return false;
+      if (stop)
+        return false;
       std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(10ms, d));
     }
     return !stop;
@@ -65,7 +67,9 @@ struct Attack {
 };
 
 // A socket that does not block the attacker for long (the listener may stop reading at any time).
-Socket attacker_socket(int port) { return support::connect_to("127.0.0.1", port, nullptr, 2000); }
+Socket attacker_socket(int port) {
+  return support::connect_to("127.0.0.1", port, nullptr, 2000);
+}
 
 std::string junk(std::mt19937& rng, std::size_t max_len) {
   std::uniform_int_distribution<std::size_t> len(1, max_len);
@@ -73,7 +77,8 @@ std::string junk(std::mt19937& rng, std::size_t max_len) {
   std::string s(len(rng), '\0');
   for (char& c : s) {
     c = static_cast<char>(byte(rng));
-    if (c == '\r') c = '\n';  // never a complete request head: these connections stay open
+    if (c == '\r')
+      c = '\n';  // never a complete request head: these connections stay open
   }
   return s;
 }
@@ -111,9 +116,9 @@ Outcome sign_in_under_attack(const std::function<void(int port, const std::strin
     std::this_thread::sleep_for(300ms);  // let the listener chew on the abuse first
     sent = Clock::now();
     // The browser waits as long as the listener's own deadline: how fast it got its page is reported, not judged.
-    raw_http::Response r = raw_http::request("127.0.0.1", port,
-                                             std::string("/cb?code=") + kCode + "&state=" + request.state, "GET", "",
-                                             static_cast<int>(std::chrono::milliseconds(kDeadline).count()));
+    raw_http::Response r =
+        raw_http::request("127.0.0.1", port, std::string("/cb?code=") + kCode + "&state=" + request.state, "GET", "",
+                          static_cast<int>(std::chrono::milliseconds(kDeadline).count()));
     answered = Clock::now();
     out.browser_status = r.status;
   });
@@ -127,8 +132,10 @@ Outcome sign_in_under_attack(const std::function<void(int port, const std::strin
   browser.join();
   attack.join();
   out.notes = attack.notes;
-  if (out.code) out.latency_s = std::chrono::duration<double>(returned - sent).count();
-  if (out.browser_status) out.page_latency_s = std::chrono::duration<double>(answered - sent).count();
+  if (out.code)
+    out.latency_s = std::chrono::duration<double>(returned - sent).count();
+  if (out.browser_status)
+    out.page_latency_s = std::chrono::duration<double>(answered - sent).count();
   return out;
 }
 
@@ -136,14 +143,16 @@ Outcome sign_in_under_attack(const std::function<void(int port, const std::strin
 // reported: a timing budget would fail on a loaded machine, not on a broken listener).
 void check_real_callback_won(const Outcome& o, const std::string& scenario) {
   CHECK_MESSAGE(o.attack_in_place, scenario << ": the abuse was not in place before the real callback");
-  if (o.error) FAIL_CHECK(scenario << ": wait() threw " << o.error->what());
+  if (o.error)
+    FAIL_CHECK(scenario << ": wait() threw " << o.error->what());
   REQUIRE(o.code.has_value());
   CHECK(*o.code == kCode);
   CHECK(o.browser_status == 200);
   CHECK(o.latency_s >= 0);
   MESSAGE(scenario << ": real callback -> wait() returned in " << o.latency_s * 1000 << " ms, success page in "
                    << o.page_latency_s * 1000 << " ms");
-  for (const auto& n : o.notes) MESSAGE(scenario << ": " << n);
+  for (const auto& n : o.notes)
+    MESSAGE(scenario << ": " << n);
 }
 
 // Runs the scenario and checks the descriptor count is back where it was.
@@ -183,14 +192,17 @@ void junk_connections(int port, Attack& attack, int count, int threads) {
                       " could not connect: " + platform::socket_error_text(err));
           continue;
         }
-        if (i % 3 != 0) s.send_without_blocking(junk(rng, 512));
-        if (i % 3 == 2) s.shutdown_write();
+        if (i % 3 != 0)
+          s.send_without_blocking(junk(rng, 512));
+        if (i % 3 == 2)
+          s.shutdown_write();
         socks.push_back(std::move(s));
         ++attack.in_place;
       }
       while (attack.nap(50ms))
         for (std::size_t i = 0; i < socks.size(); ++i)
-          if (i % 3 == 1) socks[i].send_without_blocking(junk(rng, 16));
+          if (i % 3 == 1)
+            socks[i].send_without_blocking(junk(rng, 16));
     });
   }
 }
@@ -207,11 +219,13 @@ void connection_churn(int port, Attack& attack, int threads, std::size_t keep) {
       bool counted = false;
       while (!attack.stop) {
         Socket s = attacker_socket(port);
-        if (!s.valid()) continue;
+        if (!s.valid())
+          continue;
         s.send_without_blocking(junk(rng, 64));
         socks.push_back(std::move(s));
         ++opened;
-        if (socks.size() > keep) socks.erase(socks.begin());
+        if (socks.size() > keep)
+          socks.erase(socks.begin());
         if (!counted && opened >= keep) {
           counted = true;
           ++attack.in_place;
@@ -227,15 +241,14 @@ void slowloris(int port, Attack& attack, int clients) {
   for (int c = 0; c < clients; ++c) {
     attack.threads.emplace_back([&attack, port, c] {
       Socket s = attacker_socket(port);
-      const std::string head = "GET /cb?code=evil&state=not-the-state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-" +
-                               std::to_string(c) + ": ";
+      const std::string head =
+          "GET /cb?code=evil&state=not-the-state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-" + std::to_string(c) + ": ";
       std::size_t sent = 0;
       bool counted = false;
       while (attack.nap(100ms)) {
         char b = sent < head.size() ? head[sent] : 'a';
         if (!s.send_without_blocking(std::string(1, b))) {
-          attack.note("slowloris " + std::to_string(c) + " was disconnected after " + std::to_string(sent) +
-                      " bytes");
+          attack.note("slowloris " + std::to_string(c) + " was disconnected after " + std::to_string(sent) + " bytes");
           break;
         }
         ++sent;
@@ -244,7 +257,8 @@ void slowloris(int port, Attack& attack, int clients) {
           ++attack.in_place;
         }
       }
-      if (!counted) ++attack.in_place;
+      if (!counted)
+        ++attack.in_place;
     });
   }
 }
@@ -263,7 +277,8 @@ void huge_request(int port, Attack& attack, bool huge_line, const std::string& s
     attack.note(std::string(huge_line ? "1 MB request line" : "1 MB of headers") + ": " +
                 (all_sent ? "all sent" : "cut off by the listener") + ", answer " +
                 (r.status ? "HTTP " + std::to_string(r.status) : std::string("none (connection reset)")));
-    if (r.status != 0 && r.status != 431) attack.note("UNEXPECTED status for a huge request");
+    if (r.status != 0 && r.status != 431)
+      attack.note("UNEXPECTED status for a huge request");
     ++attack.in_place;
     while (attack.nap(50ms)) {
     }
@@ -290,20 +305,20 @@ void probes(int port, Attack& attack, std::vector<Probe> list, std::vector<int>*
 std::vector<Probe> bad_encoding_probes(const std::string& state) {
   const std::string cut = state.substr(0, state.size() - 1);
   return {
-      {"/cb?code=%FF%FE%FD&state=%C3%28", 400},                   // invalid UTF-8, wrong state
-      {"/cb?code=%C0%AF&state=%ED%A0%80", 400},                   // overlong form, lone surrogate
-      {"/cb?code=\xff\xfe&state=\xc3\x28", 400},                  // raw invalid UTF-8 bytes
-      {"/cb?code=a&state=%", 400},                                // broken escapes
+      {"/cb?code=%FF%FE%FD&state=%C3%28", 400},   // invalid UTF-8, wrong state
+      {"/cb?code=%C0%AF&state=%ED%A0%80", 400},   // overlong form, lone surrogate
+      {"/cb?code=\xff\xfe&state=\xc3\x28", 400},  // raw invalid UTF-8 bytes
+      {"/cb?code=a&state=%", 400},                // broken escapes
       {"/cb?code=a&state=%4", 400},
       {"/cb?code=a&state=%zz", 400},
       {"/cb?code=a&state=%%%", 400},
-      {"/cb?code=%G1&state=" + state, 400},                       // right state, broken escape elsewhere
-      {"/cb?code=a&state=" + state + "%", 400},                   // right state, then a broken escape
-      {"/cb?code=a&state=" + state + "%00", 400},                 // right state + NUL
-      {"/cb?code=a&state=" + cut + "%C3", 400},                   // almost the state
-      {"/cb?code=a&state=" + state + "%E2%82", 400},              // right state + truncated UTF-8
-      {"/c%ZZb?code=a&state=" + state, 404},                      // broken escape in the path
-      {"/cb%3Fcode=a%26state=" + state, 404},                     // the query escaped into the path
+      {"/cb?code=%G1&state=" + state, 400},           // right state, broken escape elsewhere
+      {"/cb?code=a&state=" + state + "%", 400},       // right state, then a broken escape
+      {"/cb?code=a&state=" + state + "%00", 400},     // right state + NUL
+      {"/cb?code=a&state=" + cut + "%C3", 400},       // almost the state
+      {"/cb?code=a&state=" + state + "%E2%82", 400},  // right state + truncated UTF-8
+      {"/c%ZZb?code=a&state=" + state, 404},          // broken escape in the path
+      {"/cb%3Fcode=a%26state=" + state, 404},         // the query escaped into the path
   };
 }
 
@@ -332,89 +347,100 @@ void check_probe_statuses(const std::vector<Probe>& list, const std::vector<int>
 
 TEST_SUITE("listener") {
   TEST_CASE("abuse: 100 concurrent junk connections (random bytes, half-closed, silent, never closed)") {
-    run_scenario("100 junk connections", [](int port, const std::string&, Attack& a) { junk_connections(port, a, 100, 4); },
-                 100);
+    run_scenario(
+        "100 junk connections", [](int port, const std::string&, Attack& a) { junk_connections(port, a, 100, 4); },
+        100);
   }
 
   TEST_CASE("abuse: slowloris clients dribbling one byte every 100 ms") {
     SUBCASE("one client") {
-      run_scenario("slowloris x1", [](int port, const std::string&, Attack& a) { slowloris(port, a, 1); }, 1);
+      run_scenario(
+          "slowloris x1", [](int port, const std::string&, Attack& a) { slowloris(port, a, 1); }, 1);
     }
     SUBCASE("twenty clients") {
-      run_scenario("slowloris x20", [](int port, const std::string&, Attack& a) { slowloris(port, a, 20); }, 20);
+      run_scenario(
+          "slowloris x20", [](int port, const std::string&, Attack& a) { slowloris(port, a, 20); }, 20);
     }
   }
 
-  TEST_CASE("abuse: 1 MB request line and 1 MB of headers (cut at APS_AUTH_MAX_CALLBACK_BYTES, never ending the wait)") {
+  TEST_CASE(
+      "abuse: 1 MB request line and 1 MB of headers (cut at APS_AUTH_MAX_CALLBACK_BYTES, never ending the wait)") {
     SUBCASE("1 MB request line carrying the right state") {
-      run_scenario("1 MB request line",
-                   [](int port, const std::string& state, Attack& a) { huge_request(port, a, true, state); }, 1);
+      run_scenario(
+          "1 MB request line",
+          [](int port, const std::string& state, Attack& a) { huge_request(port, a, true, state); }, 1);
     }
     SUBCASE("1 MB of headers after a right-state request line") {
-      run_scenario("1 MB headers",
-                   [](int port, const std::string& state, Attack& a) { huge_request(port, a, false, state); }, 1);
+      run_scenario(
+          "1 MB headers", [](int port, const std::string& state, Attack& a) { huge_request(port, a, false, state); },
+          1);
     }
     SUBCASE("three of each at once") {
-      run_scenario("6 huge requests",
-                   [](int port, const std::string& state, Attack& a) {
-                     for (int i = 0; i < 3; ++i) {
-                       huge_request(port, a, true, state);
-                       huge_request(port, a, false, state);
-                     }
-                   },
-                   6);
+      run_scenario(
+          "6 huge requests",
+          [](int port, const std::string& state, Attack& a) {
+            for (int i = 0; i < 3; ++i) {
+              huge_request(port, a, true, state);
+              huge_request(port, a, false, state);
+            }
+          },
+          6);
     }
   }
 
   TEST_CASE("abuse: invalid UTF-8 and broken percent-escapes in the query get 400 and do not end the wait") {
     std::vector<Probe> list;
     std::vector<int> statuses;
-    run_scenario("bad encodings",
-                 [&](int port, const std::string& state, Attack& a) {
-                   list = bad_encoding_probes(state);
-                   probes(port, a, list, &statuses);
-                 },
-                 1);
+    run_scenario(
+        "bad encodings",
+        [&](int port, const std::string& state, Attack& a) {
+          list = bad_encoding_probes(state);
+          probes(port, a, list, &statuses);
+        },
+        1);
     check_probe_statuses(list, statuses);
   }
 
   TEST_CASE("abuse: duplicate code/state (and error/iss) parameters get 400 and do not end the wait") {
     std::vector<Probe> list;
     std::vector<int> statuses;
-    run_scenario("duplicates",
-                 [&](int port, const std::string& state, Attack& a) {
-                   list = duplicate_probes(state);
-                   probes(port, a, list, &statuses);
-                 },
-                 1);
+    run_scenario(
+        "duplicates",
+        [&](int port, const std::string& state, Attack& a) {
+          list = duplicate_probes(state);
+          probes(port, a, list, &statuses);
+        },
+        1);
     check_probe_statuses(list, statuses);
   }
 
   TEST_CASE("abuse: a flood of 300 open connections, beyond the listener's cap of 128") {
-    run_scenario("300 junk connections", [](int port, const std::string&, Attack& a) { junk_connections(port, a, 300, 6); },
-                 300);
+    run_scenario(
+        "300 junk connections", [](int port, const std::string&, Attack& a) { junk_connections(port, a, 300, 6); },
+        300);
   }
 
   TEST_CASE("abuse: a continuous flood of new connections while the real callback arrives") {
-    run_scenario("connection churn", [](int port, const std::string&, Attack& a) { connection_churn(port, a, 4, 100); },
-                 4);
+    run_scenario(
+        "connection churn", [](int port, const std::string&, Attack& a) { connection_churn(port, a, 4, 100); }, 4);
   }
 
   TEST_CASE("abuse: everything at once") {
     std::vector<Probe> bad, dup;
     std::vector<int> bad_statuses, dup_statuses;
-    run_scenario("everything at once",
-                 [&](int port, const std::string& state, Attack& a) {
-                   junk_connections(port, a, 100, 4);
-                   slowloris(port, a, 5);
-                   huge_request(port, a, true, state);
-                   huge_request(port, a, false, state);
-                   bad = bad_encoding_probes(state);
-                   dup = duplicate_probes(state);
-                   probes(port, a, bad, &bad_statuses);
-                   probes(port, a, dup, &dup_statuses);
-                 },
-                 100 + 5 + 2 + 2);
+    run_scenario(
+        "everything at once",
+        [&](int port, const std::string& state, Attack& a) {
+          junk_connections(port, a, 100, 4);
+          slowloris(port, a, 5);
+          huge_request(port, a, true, state);
+          huge_request(port, a, false, state);
+          bad = bad_encoding_probes(state);
+          dup = duplicate_probes(state);
+          probes(port, a, bad, &bad_statuses);
+          probes(port, a, dup, &dup_statuses);
+        },
+        100 + 5 + 2 + 2);
     check_probe_statuses(bad, bad_statuses);
     check_probe_statuses(dup, dup_statuses);
   }

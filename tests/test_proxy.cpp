@@ -65,7 +65,8 @@ class Tinyproxy {
             const std::string& password = "")
       : log_(dir.file("tinyproxy.log")) {
     const std::string exe = tinyproxy_path();
-    if (exe.empty()) throw std::runtime_error("tinyproxy is not installed: run scripts/install-deps --test");
+    if (exe.empty())
+      throw std::runtime_error("tinyproxy is not installed: run scripts/install-deps --test");
     support::ProcessOptions output;
     output.stdout_file = output.stderr_file = log_;
     output.append = true;
@@ -73,14 +74,17 @@ class Tinyproxy {
       port_ = support::free_port();  // tinyproxy has no "Port 0"
       std::string conf = "Port " + std::to_string(port_) +
                          "\nListen 127.0.0.1\nTimeout 10\nLogLevel Connect\nMaxClients 50\nAllow 127.0.0.1\n"
-                         "ConnectPort " + std::to_string(connect_port) + "\n";
-      if (!user.empty()) conf += "BasicAuth " + user + " " + password + "\n";
+                         "ConnectPort " +
+                         std::to_string(connect_port) + "\n";
+      if (!user.empty())
+        conf += "BasicAuth " + user + " " + password + "\n";
       const std::string conf_path = dir.write("tinyproxy.conf", conf);
       auto p = std::make_unique<support::Process>(std::vector<std::string>{exe, "-d", "-c", conf_path},
                                                   support::EnvMap{}, output);
       // Wait until it accepts (or gave up, e.g. the port was taken meanwhile: then try another port).
       for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
-        if (!p->running()) break;
+        if (!p->running())
+          break;
         if (support::accepts(port_)) {
           process_ = std::move(p);
           break;
@@ -88,10 +92,12 @@ class Tinyproxy {
         std::this_thread::sleep_for(20ms);
       }
     }
-    if (!process_) throw std::runtime_error("tinyproxy did not start; its log:\n" + log());
+    if (!process_)
+      throw std::runtime_error("tinyproxy did not start; its log:\n" + log());
   }
   ~Tinyproxy() {
-    if (process_) process_->stop(3s);
+    if (process_)
+      process_->stop(3s);
   }
   Tinyproxy(const Tinyproxy&) = delete;
   Tinyproxy& operator=(const Tinyproxy&) = delete;
@@ -114,17 +120,17 @@ class Tinyproxy {
 
 // Every proxy variable unset for the lifetime of the object, then restored.
 struct NoProxyEnv {
-  ScopedEnv a{"HTTPS_PROXY", nullptr}, b{"https_proxy", nullptr}, c{"HTTP_PROXY", nullptr},
-      d{"http_proxy", nullptr}, e{"NO_PROXY", nullptr}, f{"no_proxy", nullptr}, g{"ALL_PROXY", nullptr},
-      h{"all_proxy", nullptr};
+  ScopedEnv a{"HTTPS_PROXY", nullptr}, b{"https_proxy", nullptr}, c{"HTTP_PROXY", nullptr}, d{"http_proxy", nullptr},
+      e{"NO_PROXY", nullptr}, f{"no_proxy", nullptr}, g{"ALL_PROXY", nullptr}, h{"all_proxy", nullptr};
 };
 
 // The name the mock is reached by: the machine's host name, which resolves to 127.0.0.1 but is not spelled as
 // loopback (the library never sends a loopback host through a proxy).
 std::string mock_host() {
   static const std::optional<std::string> name = support::platform::loopback_host_name();
-  REQUIRE_MESSAGE(name.has_value(), "the proxy tests need this machine's host name to resolve to 127.0.0.1 only "
-                                    "(a line '127.0.0.1 <hostname>' in /etc/hosts)");
+  REQUIRE_MESSAGE(name.has_value(),
+                  "the proxy tests need this machine's host name to resolve to 127.0.0.1 only "
+                  "(a line '127.0.0.1 <hostname>' in /etc/hosts)");
   return *name;
 }
 
@@ -157,7 +163,9 @@ struct Mock : support::Mock {
   }
 };
 
-std::string credentials() { return std::string(kUser) + ":" + kPassword; }
+std::string credentials() {
+  return std::string(kUser) + ":" + kPassword;
+}
 
 // The world of most proxy tests: no proxy variable of the host's, the mock (HTTPS unless told), and tinyproxy in
 // front of it, wanting the test's credentials.
@@ -166,8 +174,7 @@ struct Proxied {
   Mock m;
   Tinyproxy proxy;
 
-  explicit Proxied(bool tls = true)
-      : m((require_tinyproxy(), tls)), proxy(m.dir, m.server.port(), kUser, kPassword) {}
+  explicit Proxied(bool tls = true) : m((require_tinyproxy(), tls)), proxy(m.dir, m.server.port(), kUser, kPassword) {}
 };
 
 // The same over plain HTTP.
@@ -180,9 +187,10 @@ struct ProxiedHttp : Proxied {
 TEST_SUITE("proxy") {
   TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") {
     if (kNoTinyproxyHere) {
-      MESSAGE("skipped on Windows: every case of this file but \"a proxy that is down\" (doctest lists them as "
-              "skipped): they need tinyproxy, a Linux program that a Windows test under Wine can start but cannot "
-              "hand its configuration's path to nor see end");
+      MESSAGE(
+          "skipped on Windows: every case of this file but \"a proxy that is down\" (doctest lists them as "
+          "skipped): they need tinyproxy, a Linux program that a Windows test under Wine can start but cannot "
+          "hand its configuration's path to nor see end");
       return;
     }
     require_tinyproxy();
@@ -190,7 +198,8 @@ TEST_SUITE("proxy") {
 
   TEST_CASE_FIXTURE(Proxied,
                     "HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the "
-                    "credentials" * doctest::skip(kNoTinyproxyHere)) {
+                    "credentials" *
+                        doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     const auth::Config config = m.config();
 
@@ -214,8 +223,8 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests(m.connect_line()) >= 3);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY"
-                    * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied,
+                    "lower-case https_proxy works, and wins over HTTPS_PROXY" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
     ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Token t = auth::client_credentials(m.config());
@@ -224,16 +233,20 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy"
-                    * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied,
+                    "NO_PROXY / no_proxy naming the host bypasses the proxy" * doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     std::unique_ptr<ScopedEnv> no_proxy;
-    SUBCASE("NO_PROXY=<host>") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", m.host.c_str()); }
+    SUBCASE("NO_PROXY=<host>") {
+      no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", m.host.c_str());
+    }
     SUBCASE("no_proxy=example.com, <host>:port") {
       const std::string list = "example.com, " + m.host + ":" + std::to_string(m.server.port());
       no_proxy = std::make_unique<ScopedEnv>("no_proxy", list.c_str());
     }
-    SUBCASE("NO_PROXY=*") { no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", "*"); }
+    SUBCASE("NO_PROXY=*") {
+      no_proxy = std::make_unique<ScopedEnv>("NO_PROXY", "*");
+    }
     auth::Token t = auth::client_credentials(m.config());
     CHECK_FALSE(t.access_token.empty());
     CHECK(m.server.count("token") == 1);
@@ -242,7 +255,8 @@ TEST_SUITE("proxy") {
 
   TEST_CASE_FIXTURE(Proxied,
                     "NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the "
-                    "proxy" * doctest::skip(kNoTinyproxyHere)) {
+                    "proxy" *
+                        doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     ScopedEnv no_proxy("NO_PROXY", "example.com,.example.org,0.0.1");
     CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
@@ -251,11 +265,15 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent"
-                    * doctest::skip(kNoTinyproxyHere)) {
+                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent" *
+                        doctest::skip(kNoTinyproxyHere)) {
     std::string url;
-    SUBCASE("a wrong password") { url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2"); }
-    SUBCASE("no credentials at all") { url = proxy.url(); }
+    SUBCASE("a wrong password") {
+      url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2");
+    }
+    SUBCASE("no credentials at all") {
+      url = proxy.url();
+    }
     CAPTURE(url);
     ScopedEnv env("HTTPS_PROXY", url.c_str());
     const std::string rt = m.server.issue_tokens(kClient, "data:read")["refresh_token"].get<std::string>();
@@ -272,8 +290,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
   }
 
-  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent"
-                    * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent" *
+            doctest::skip(kNoTinyproxyHere)) {
     require_tinyproxy();
     NoProxyEnv clean;
     Mock m;
@@ -289,8 +307,8 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls"
-                    * doctest::skip(kNoTinyproxyHere)) {
+                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls" *
+                        doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
@@ -314,8 +332,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment"
-                    * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment" * doctest::skip(kNoTinyproxyHere)) {
     auth::Config config = m.config();
     config.proxy = "direct";
     SUBCASE("HTTPS_PROXY names a working proxy: not used") {
@@ -330,8 +347,8 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included"
-                    * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included" *
+                                 doctest::skip(kNoTinyproxyHere)) {
     ScopedEnv no_proxy("NO_PROXY", "*");
     ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Config config = m.config();
@@ -347,9 +364,10 @@ TEST_SUITE("proxy") {
     }
   }
 
-  TEST_CASE_FIXTURE(ProxiedHttp, "loopback endpoints (localhost, 127.0.0.0/8, ::1) never go through a proxy "
-                                 "(security row 7: the Basic-encoded secret would cross to the proxy in clear)" *
-                                     doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(ProxiedHttp,
+                    "loopback endpoints (localhost, 127.0.0.0/8, ::1) never go through a proxy "
+                    "(security row 7: the Basic-encoded secret would cross to the proxy in clear)" *
+                        doctest::skip(kNoTinyproxyHere)) {
     const std::string port = std::to_string(m.server.port());
     for (const char* variable : {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"}) {
       ScopedEnv env(variable, proxy.url(credentials()).c_str());
@@ -369,8 +387,8 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 16);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too"
-                    * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied,
+                    "the CLI honours HTTPS_PROXY (and its credentials) too" * doctest::skip(kNoTinyproxyHere)) {
     const std::string cli = support::require_cli();
     support::EnvMap env = support::base_env(m.dir.path());
     env["HTTPS_PROXY"] = proxy.url(credentials());

@@ -62,7 +62,9 @@ aps_mock::Options mock_options(int expires_in, int token_delay_ms = 0) {
   return o;
 }
 
-auth::Token issued(aps_mock::Server& mock) { return auth::Token::from_json(mock.issue_tokens(kClient, kScope).dump()); }
+auth::Token issued(aps_mock::Server& mock) {
+  return auth::Token::from_json(mock.issue_tokens(kClient, kScope).dump());
+}
 
 auth::Token expired(auth::Token t) {
   t.expires_at = SysClock::now() - 10s;
@@ -112,11 +114,13 @@ class HookedRedisStore : public auth::RedisTokenStore {
   }
   bool load(auth::Token& token) override {
     bool found = RedisTokenStore::load(token);
-    if (locked_ && after_locked_load) std::exchange(after_locked_load, nullptr)();
+    if (locked_ && after_locked_load)
+      std::exchange(after_locked_load, nullptr)();
     return found;
   }
   void save(const auth::Token& token) override {
-    if (before_save) std::exchange(before_save, nullptr)();
+    if (before_save)
+      std::exchange(before_save, nullptr)();
     RedisTokenStore::save(token);
   }
 
@@ -151,8 +155,9 @@ TEST_SUITE("redis") {
     CHECK(require_error([] { auth::RedisTokenStore s("redis://h", ""); }).kind() == auth::ErrorKind::usage);
   }
 
-  TEST_CASE("the default lock lifetime is lock_ttl_for(Config{}), and lock_ttl_for covers two refreshes' worst "
-            "case") {
+  TEST_CASE(
+      "the default lock lifetime is lock_ttl_for(Config{}), and lock_ttl_for covers two refreshes' worst "
+      "case") {
     CHECK(auth::RedisTokenStoreOptions{}.lock_ttl == auth::RedisTokenStore::lock_ttl_for(auth::Config{}));
     auth::Config c;
     c.connect_timeout = 1s;
@@ -198,9 +203,11 @@ TEST_SUITE("redis") {
 
   // ---- 2. the store on a real redis-server --------------------------------------------------------------------
 
-  TEST_CASE("load/save/clear: nothing before the first save, the JSON round trip, a generation raised by each "
-            "write, clear keeps the generation") {
-    if (!support::redis_runs_here()) return;
+  TEST_CASE(
+      "load/save/clear: nothing before the first save, the JSON round trip, a generation raised by each "
+      "write, clear keeps the generation") {
+    if (!support::redis_runs_here())
+      return;
     support::RedisServer redis;
     auth::RedisTokenStore store(redis.url(), kKey);
     auth::Token t;
@@ -225,9 +232,11 @@ TEST_SUITE("redis") {
     CHECK(client->command({"HEXISTS", kKey, "token"}).integer == 0);
   }
 
-  TEST_CASE("a database other than 0, and a password: the right one works, a wrong one is a clear error without "
-            "it") {
-    if (!support::redis_runs_here()) return;
+  TEST_CASE(
+      "a database other than 0, and a password: the right one works, a wrong one is a clear error without "
+      "it") {
+    if (!support::redis_runs_here())
+      return;
     support::RedisServer redis("the-right-pw");
     auth::RedisTokenStore store(redis.url(5), kKey);
     store.save(valid_token("a", "r"));
@@ -248,7 +257,8 @@ TEST_SUITE("redis") {
   }
 
   TEST_CASE("the lock: SET NX PX with a random owner and the lifetime; released by its owner only") {
-    if (!support::redis_runs_here()) return;
+    if (!support::redis_runs_here())
+      return;
     support::RedisServer redis;
     auto client = redis.client();
     const std::string lock_key = std::string(kKey) + ":lock";
@@ -271,7 +281,8 @@ TEST_SUITE("redis") {
     // A holder whose lock expired and was taken by another: its release leaves the other's lock alone.
     auth::RedisTokenStore slow("redis://127.0.0.1:" + std::to_string(redis.port()), kKey, short_lock(300ms));
     auto stale = slow.lock();
-    while (client->command({"EXISTS", lock_key}).integer == 1) std::this_thread::sleep_for(20ms);
+    while (client->command({"EXISTS", lock_key}).integer == 1)
+      std::this_thread::sleep_for(20ms);
     auth::RedisTokenStore other(redis.url(), kKey, short_lock(60s));
     auto current = other.lock();
     const std::string current_owner = client->command({"GET", lock_key}).text;
@@ -279,9 +290,11 @@ TEST_SUITE("redis") {
     CHECK(client->command({"GET", lock_key}).text == current_owner);
   }
 
-  TEST_CASE("two stores on different keys do not block each other; on one key the second waits, then says who "
-            "held it") {
-    if (!support::redis_runs_here()) return;
+  TEST_CASE(
+      "two stores on different keys do not block each other; on one key the second waits, then says who "
+      "held it") {
+    if (!support::redis_runs_here())
+      return;
     support::RedisServer redis;
     auth::RedisTokenStore one(redis.url(), "app-one", short_lock(60s));
     auth::RedisTokenStore two(redis.url(), "app-two", short_lock(60s, 300ms));
@@ -296,9 +309,11 @@ TEST_SUITE("redis") {
     CHECK_FALSE(catch_error([&] { (void)one_again.lock(); }).has_value());
   }
 
-  TEST_CASE("generation check-and-set: a holder whose lock expired cannot overwrite a newer token; when nobody "
-            "saved since, its save goes through") {
-    if (!support::redis_runs_here()) return;
+  TEST_CASE(
+      "generation check-and-set: a holder whose lock expired cannot overwrite a newer token; when nobody "
+      "saved since, its save goes through") {
+    if (!support::redis_runs_here())
+      return;
     support::RedisServer redis;
     auto client = redis.client();
     const std::string lock_key = std::string(kKey) + ":lock";
@@ -309,7 +324,8 @@ TEST_SUITE("redis") {
       auth::RedisTokenStore slow(redis.url(), kKey, short_lock(300ms));
       auto stale = slow.lock();
       auth::Token t = stored(slow);
-      while (client->command({"EXISTS", lock_key}).integer == 1) std::this_thread::sleep_for(20ms);
+      while (client->command({"EXISTS", lock_key}).integer == 1)
+        std::this_thread::sleep_for(20ms);
       {
         auth::RedisTokenStore fast(redis.url(), kKey, short_lock(60s));
         auto held = fast.lock();
@@ -335,7 +351,8 @@ TEST_SUITE("redis") {
       auth::RedisTokenStore slow(redis.url(), kKey, short_lock(300ms));
       auto stale = slow.lock();
       (void)stored(slow);
-      while (client->command({"EXISTS", lock_key}).integer == 1) std::this_thread::sleep_for(20ms);
+      while (client->command({"EXISTS", lock_key}).integer == 1)
+        std::this_thread::sleep_for(20ms);
       slow.save(valid_token("a-late", "r-late"));
       CHECK(stored(setup).refresh_token == "r-late");
     }
@@ -348,9 +365,11 @@ TEST_SUITE("redis") {
 
   // ---- 3. TokenSource on the store ----------------------------------------------------------------------------
 
-  TEST_CASE("Redis restarted mid-run: calls fail clearly and refresh nothing, then recover; Redis down between "
-            "refresh and save: the new token is kept in memory and saved at the next refresh") {
-    if (!support::redis_runs_here()) return;
+  TEST_CASE(
+      "Redis restarted mid-run: calls fail clearly and refresh nothing, then recover; Redis down between "
+      "refresh and save: the new token is kept in memory and saved at the next refresh") {
+    if (!support::redis_runs_here())
+      return;
     support::RedisServer redis("restart-pw");
     aps_mock::Server mock(mock_options(/*expires_in=*/2));
     const auth::Config config = mock_config(mock);
@@ -396,10 +415,12 @@ TEST_SUITE("redis") {
 
   // ---- 4. the CLI ---------------------------------------------------------------------------------------------
 
-  TEST_CASE("cli: --token-store (APS_TOKEN_STORE) with --token-key: login saves there, access-token and refresh "
-            "use it from other machines, logout revokes and deletes; a password on the command line is refused; "
-            "Redis down fails before the sign-in") {
-    if (!support::redis_runs_here()) return;
+  TEST_CASE(
+      "cli: --token-store (APS_TOKEN_STORE) with --token-key: login saves there, access-token and refresh "
+      "use it from other machines, logout revokes and deletes; a password on the command line is refused; "
+      "Redis down fails before the sign-in") {
+    if (!support::redis_runs_here())
+      return;
     const std::string cli = support::require_cli();
     support::RedisServer redis;
     aps_mock::Server mock(mock_options(/*expires_in=*/3599));
@@ -426,7 +447,8 @@ TEST_SUITE("redis") {
     auto follow = [&](const std::string& err) {
       const std::size_t at = err.find(mock.base_url() + "/authentication/v2/authorize?");
       const std::size_t end = at == std::string::npos ? at : err.find_first_of(" \r\n", at);
-      if (followed || end == std::string::npos) return;
+      if (followed || end == std::string::npos)
+        return;
       followed = true;
       aps_mock::follow_like_browser(err.substr(at, end - at));
     };
@@ -479,9 +501,9 @@ TEST_SUITE("redis") {
     CHECK(pw.exit_code == 2);
     CHECK(contains(pw.err, "APS_TOKEN_STORE"));
     CHECK_FALSE(contains(pw.err, "hunter2-pw"));
-    support::RunResult both = support::run_cli(
-        {"access-token", "--token-store", redis.url(), "--token-file", machine_a.file("t.json")}, env_of(machine_a),
-        30s);
+    support::RunResult both =
+        support::run_cli({"access-token", "--token-store", redis.url(), "--token-file", machine_a.file("t.json")},
+                         env_of(machine_a), 30s);
     CHECK(both.exit_code == 2);
     CHECK(contains(both.err, "not both"));
 
@@ -500,9 +522,11 @@ TEST_SUITE("redis") {
 
 #ifndef _WIN32
   // POSIX only: fork().
-  TEST_CASE("4 processes standing for 4 machines, each a TokenSource on one Redis key, across 20 expiries: one "
-            "refresh per expiry, never invalid_grant, the stored refresh token the live one") {
-    if (!support::redis_runs_here() || !support::fork_with_mock_runs_here()) return;
+  TEST_CASE(
+      "4 processes standing for 4 machines, each a TokenSource on one Redis key, across 20 expiries: one "
+      "refresh per expiry, never invalid_grant, the stored refresh token the live one") {
+    if (!support::redis_runs_here() || !support::fork_with_mock_runs_here())
+      return;
     constexpr int kProcesses = 4;
     constexpr int kExpiries = 20;
     support::RedisServer redis;
@@ -513,7 +537,8 @@ TEST_SUITE("redis") {
     const std::string stop_key = std::string(kKey) + ":test-stop";
 
     std::vector<std::unique_ptr<support::TempDir>> homes;
-    for (int i = 0; i < kProcesses; ++i) homes.push_back(std::make_unique<support::TempDir>("aps_auth_machine_"));
+    for (int i = 0; i < kProcesses; ++i)
+      homes.push_back(std::make_unique<support::TempDir>("aps_auth_machine_"));
     std::vector<std::unique_ptr<support::Process>> machines;
     const auto t0 = SteadyClock::now();
     for (int i = 0; i < kProcesses; ++i) {
@@ -529,7 +554,8 @@ TEST_SUITE("redis") {
         while (control.command({"GET", stop_key}).nil()) {
           try {
             std::string at = source.access_token();
-            if (at != last) report += "token " + at + "\n";
+            if (at != last)
+              report += "token " + at + "\n";
             last = at;
           } catch (const auth::Error& e) {
             report += std::string("error ") + e.what() + " [" + e.details().error + "]\n";
@@ -547,16 +573,19 @@ TEST_SUITE("redis") {
     int checked = 0, not_live = 0;
     for (int seen_refreshes = 0; seen_refreshes < kExpiries && support::seconds_since(t0) < 180;) {
       std::this_thread::sleep_for(10ms);
-      if (mock.count("token.refresh_token") == seen_refreshes) continue;
+      if (mock.count("token.refresh_token") == seen_refreshes)
+        continue;
       seen_refreshes = mock.count("token.refresh_token");
       bool live = false;
-      for (auto until = SteadyClock::now() + 5s; !live && SteadyClock::now() < until; std::this_thread::sleep_for(5ms)) {
+      for (auto until = SteadyClock::now() + 5s; !live && SteadyClock::now() < until;
+           std::this_thread::sleep_for(5ms)) {
         auth::Token now;
         live = watcher.load(now) && now.refresh_token == mock.current_refresh_token_for(kClient) &&
                mock.is_valid_refresh_token(now.refresh_token);
       }
       ++checked;
-      if (!live) ++not_live;
+      if (!live)
+        ++not_live;
     }
     redis.client()->command({"SET", stop_key, "1"});
     CHECK(checked > 0);
@@ -570,7 +599,8 @@ TEST_SUITE("redis") {
       CHECK_FALSE(contains(r.out, "error "));
       CHECK_FALSE(contains(r.out, "EXCEPTION"));
       for (const std::string& line : support::split_lines(r.out))
-        if (line.rfind("token ", 0) == 0) seen.insert(line.substr(6));
+        if (line.rfind("token ", 0) == 0)
+          seen.insert(line.substr(6));
     }
     const double seconds = support::seconds_since(t0);
     const int refreshes = mock.count("token.refresh_token");
@@ -582,16 +612,17 @@ TEST_SUITE("redis") {
     CHECK(static_cast<int>(seen.size()) == refreshes);
     std::set<std::string> sent;
     for (const auto& req : mock.requests())
-      if (req.path == support::kTokenPath) sent.insert(req.form.count("refresh_token") ? req.form.find("refresh_token")->second : "");
+      if (req.path == support::kTokenPath)
+        sent.insert(req.form.count("refresh_token") ? req.form.find("refresh_token")->second : "");
     CHECK(static_cast<int>(sent.size()) == refreshes);  // each refresh token was sent once
     auth::RedisTokenStore check(redis.url(), kKey);
     const auth::Token last = stored(check);
     check_is_the_live_refresh_token(mock, last.refresh_token);
     CHECK(seen.count(last.access_token) == 1);
-    MESSAGE(kProcesses << " processes (separate HOME/XDG dirs) on one Redis key: " << refreshes
-                       << " expiries, " << refreshes << " refreshes counted by the mock, " << seen.size()
-                       << " access tokens handed out, 0 errors, the stored refresh token live after each of "
-                       << checked << " refreshes watched; " << seconds << " s");
+    MESSAGE(kProcesses << " processes (separate HOME/XDG dirs) on one Redis key: " << refreshes << " expiries, "
+                       << refreshes << " refreshes counted by the mock, " << seen.size()
+                       << " access tokens handed out, 0 errors, the stored refresh token live after each of " << checked
+                       << " refreshes watched; " << seconds << " s");
   }
 
   // The refresh of the process `body` forks, stopped at one moment by a hook that reports "h" and then sleeps.
@@ -627,9 +658,11 @@ TEST_SUITE("redis") {
   };
 
   // POSIX only: fork() and SIGKILL.
-  TEST_CASE_FIXTURE(KilledHolder, "a lock holder SIGKILLed mid-refresh (before it reached APS): another process "
-                                  "takes over once the lock's lifetime has passed") {
-    if (!support::redis_runs_here() || !support::fork_with_mock_runs_here()) return;
+  TEST_CASE_FIXTURE(KilledHolder,
+                    "a lock holder SIGKILLed mid-refresh (before it reached APS): another process "
+                    "takes over once the lock's lifetime has passed") {
+    if (!support::redis_runs_here() || !support::fork_with_mock_runs_here())
+      return;
     kill_holder_at(/*after_rotation=*/false);
     CHECK(mock.count("token.refresh_token") == 0);
     const auto t0 = SteadyClock::now();
@@ -645,9 +678,11 @@ TEST_SUITE("redis") {
   }
 
   // POSIX only: fork() and SIGKILL.
-  TEST_CASE_FIXTURE(KilledHolder, "the one loss no lock prevents: the holder SIGKILLed after APS rotated, before "
-                                  "saving: the next process gets invalid_grant (sign in again)") {
-    if (!support::redis_runs_here() || !support::fork_with_mock_runs_here()) return;
+  TEST_CASE_FIXTURE(KilledHolder,
+                    "the one loss no lock prevents: the holder SIGKILLed after APS rotated, before "
+                    "saving: the next process gets invalid_grant (sign in again)") {
+    if (!support::redis_runs_here() || !support::fork_with_mock_runs_here())
+      return;
     kill_holder_at(/*after_rotation=*/true);
     CHECK(mock.count("token.refresh_token") == 1);
     CHECK_FALSE(mock.is_valid_refresh_token(before.refresh_token));  // spent by the dead holder

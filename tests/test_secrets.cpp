@@ -94,8 +94,10 @@ struct Fixture {
       c.allowed_on_stdout = printed_tokens(c.run.out);
       CHECK_FALSE(c.allowed_on_stdout.empty());
     }
-    if (bare_token_output && c.run.exit_code == 0) c.allowed_on_stdout = {trim(c.run.out)};
-    if (expect_exit != 0) CHECK(contains(c.run.err, "aps-auth: "));
+    if (bare_token_output && c.run.exit_code == 0)
+      c.allowed_on_stdout = {trim(c.run.out)};
+    if (expect_exit != 0)
+      CHECK(contains(c.run.err, "aps-auth: "));
     runs.push_back(c);
     return c.run;
   }
@@ -111,7 +113,8 @@ struct Fixture {
     s.insert(kSecret);
     s.insert(auth::detail::base64(std::string(kClient) + ":" + kSecret, false));  // the Basic header's form
     for (const auto& c : runs)
-      for (const auto& t : printed_tokens(c.run.out)) s.insert(t);
+      for (const auto& t : printed_tokens(c.run.out))
+        s.insert(t);
     s.erase("");
     return s;
   }
@@ -125,7 +128,8 @@ struct Fixture {
       for (const auto& s : all) {
         CAPTURE(s);
         CHECK_FALSE(contains(c.run.err, s));
-        if (!c.allowed_on_stdout.count(s)) CHECK_FALSE(contains(c.run.out, s));
+        if (!c.allowed_on_stdout.count(s))
+          CHECK_FALSE(contains(c.run.out, s));
       }
     }
   }
@@ -138,7 +142,8 @@ struct Fixture {
 // An error body that echoes back what the client sent (some servers and proxies do).
 std::string echo_body(const std::vector<std::string>& sent) {
   std::string all;
-  for (const auto& s : sent) all += s + " ";
+  for (const auto& s : sent)
+    all += s + " ";
   json j{{"error", "invalid_request"},
          {"error_description", "rejected: " + all},
          {"developerMessage", "you sent " + all},
@@ -232,9 +237,12 @@ TEST_SUITE("secrets") {
     // Untrusted TLS: no CA for the mock.
     auto untrusted = f.env();
     untrusted.erase("APS_CA_FILE");
-    for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-             {"token"}, {"refresh", "--refresh-token", rt2}, {"introspect", "--token", access},
-             {"userinfo", "--token", access}, {"revoke", "--token", access}, {"access-token"}}) {
+    for (std::vector<std::string> args : std::vector<std::vector<std::string>>{{"token"},
+                                                                               {"refresh", "--refresh-token", rt2},
+                                                                               {"introspect", "--token", access},
+                                                                               {"userinfo", "--token", access},
+                                                                               {"revoke", "--token", access},
+                                                                               {"access-token"}}) {
       RunResult r = f.run(args, untrusted, 1);
       CHECK(contains(r.err, "[aps_auth.tls]"));
     }
@@ -288,33 +296,43 @@ TEST_SUITE("secrets") {
       std::function<void(const auth::Config&)> call;
     };
     const std::vector<Call> calls = {
-        {"exchange_code", kTokenPath, {code, req.code_verifier, kSecret},
+        {"exchange_code",
+         kTokenPath,
+         {code, req.code_verifier, kSecret},
          [&](const auth::Config& c) { (void)auth::exchange_code(c, req, code); }},
         {"refresh", kTokenPath, {rt, kSecret}, [&](const auth::Config& c) { (void)auth::refresh(c, rt); }},
-        {"client_credentials", kTokenPath, {kSecret},
+        {"client_credentials",
+         kTokenPath,
+         {kSecret},
          [&](const auth::Config& c) { (void)auth::client_credentials(c); }},
-        {"revoke", "/authentication/v2/revoke", {access, kSecret},
+        {"revoke",
+         "/authentication/v2/revoke",
+         {access, kSecret},
          [&](const auth::Config& c) { auth::revoke(c, access, auth::TokenTypeHint::access_token); }},
-        {"introspect", "/authentication/v2/introspect", {access, kSecret},
+        {"introspect",
+         "/authentication/v2/introspect",
+         {access, kSecret},
          [&](const auth::Config& c) { (void)auth::introspect(c, access); }},
         {"userinfo", "/userinfo", {access}, [&](const auth::Config& c) { (void)auth::userinfo(c, access); }},
     };
-    const std::vector<std::string> all = {code, req.code_verifier, kSecret, rt, access,
-                                          auth::detail::base64(std::string(kClient) + ":" + kSecret, false)};
+    const std::vector<std::string> all = {code,    req.code_verifier,
+                                          kSecret, rt,
+                                          access,  auth::detail::base64(std::string(kClient) + ":" + kSecret, false)};
     auto check_clean = [&](const auth::Error& e) {
       const auto& d = e.details();
       for (const auto& s : all) {
         CAPTURE(s);
         CHECK_FALSE(contains(e.what(), s));
-        for (const std::string* field : {&d.error, &d.error_description, &d.error_code, &d.developer_message,
-                                         &d.user_message, &d.more_info})
+        for (const std::string* field :
+             {&d.error, &d.error_description, &d.error_code, &d.developer_message, &d.user_message, &d.more_info})
           CHECK_FALSE(contains(*field, s));
       }
     };
     for (const Call& c : calls) {
       CAPTURE(std::string(c.name));
       for (int status : {400, 401, 500, 200}) {
-        if (status == 200 && std::string(c.name) == "revoke") continue;  // revoke reads no body on success
+        if (status == 200 && std::string(c.name) == "revoke")
+          continue;  // revoke reads no body on success
         CAPTURE(status);
         // 200: a body that is no answer at all (not a JSON object), still echoing.
         mock.inject(support::fault(c.path, status,

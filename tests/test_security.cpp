@@ -40,7 +40,8 @@ using support::contains, support::require_error, support::TempDir;
 // Waits (up to 20 s: a guard, not a timing assertion) for a file a detached child writes, and returns it.
 std::string wait_for_file(const std::string& path) {
   for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
-    if (std::optional<std::string> text = support::read_file(path)) return *text;
+    if (std::optional<std::string> text = support::read_file(path))
+      return *text;
     std::this_thread::sleep_for(20ms);
   }
   FAIL("no file " << path << " after 20 s");
@@ -65,127 +66,131 @@ auth::Token a_token() {
 #ifndef _WIN32
 // POSIX only: the second user of these cases is uid 65534, made with chown(), which needs root.
 constexpr uid_t kNobody = 65534;
-bool running_as_root() { return ::geteuid() == 0; }
+bool running_as_root() {
+  return ::geteuid() == 0;
+}
 #endif
 
 }  // namespace
 
-TEST_SUITE("security: token and lock files") {
-  TEST_CASE("row 1: a symbolic link planted at the lock or token path is refused; nothing is created where it points") {
+TEST_SUITE("security: token and lock files"){TEST_CASE(
+    "row 1: a symbolic link planted at the lock or token path is refused; nothing is created where it points"){
     TempDir dir;
-    const std::string path = dir.file("tok.json");
-    const std::string elsewhere = dir.file("victim-private/planted");
-    std::filesystem::create_directory(dir.file("victim-private"));
-    std::error_code ec;
-    std::filesystem::create_symlink(elsewhere, path + ".lock", ec);
-    if (ec) {  // Windows: creating one needs Developer Mode or an administrator; Wine cannot
-      MESSAGE("skipped: this system cannot create symbolic links (" << ec.message() << ")");
-      return;
-    }
+const std::string path = dir.file("tok.json");
+const std::string elsewhere = dir.file("victim-private/planted");
+std::filesystem::create_directory(dir.file("victim-private"));
+std::error_code ec;
+std::filesystem::create_symlink(elsewhere, path + ".lock", ec);
+if (ec) {  // Windows: creating one needs Developer Mode or an administrator; Wine cannot
+  MESSAGE("skipped: this system cannot create symbolic links (" << ec.message() << ")");
+  return;
+}
 
-    auth::FileTokenStore store(path);
-    auth::Error e = require_error([&] { (void)store.lock(); });
-    CHECK(e.kind() == auth::ErrorKind::io);
-    CHECK(contains(e.what(), path + ".lock"));
-    CHECK(contains(e.what(), "symbolic link"));
-    CHECK_FALSE(support::exists(elsewhere));
+auth::FileTokenStore store(path);
+auth::Error e = require_error([&] { (void)store.lock(); });
+CHECK(e.kind() == auth::ErrorKind::io);
+CHECK(contains(e.what(), path + ".lock"));
+CHECK(contains(e.what(), "symbolic link"));
+CHECK_FALSE(support::exists(elsewhere));
 
-    // The token file itself: a link to a file of ours is not read through.
-    const std::string real = dir.write("real.json", a_token().to_json(), 0600);
-    std::filesystem::create_symlink(real, path);
-    auth::Token t;
-    e = require_error([&] { (void)store.load(t); });
-    CHECK(e.kind() == auth::ErrorKind::io);
-    CHECK(contains(e.what(), path));
-    CHECK(contains(e.what(), "symbolic link"));
-  }
+// The token file itself: a link to a file of ours is not read through.
+const std::string real = dir.write("real.json", a_token().to_json(), 0600);
+std::filesystem::create_symlink(real, path);
+auth::Token t;
+e = require_error([&] { (void)store.load(t); });
+CHECK(e.kind() == auth::ErrorKind::io);
+CHECK(contains(e.what(), path));
+CHECK(contains(e.what(), "symbolic link"));
+}
 
-  TEST_CASE("row 2: a lock held by another process: lock() gives up after lock_timeout() saying the lock is held") {
-    TempDir dir;
-    const std::string path = dir.file("tok.json");
-    auth::FileTokenStore holder(path), waiter(path);
-    CHECK(waiter.lock_timeout() == 30s);  // the documented default
-    std::unique_ptr<auth::StoreLock> held = holder.lock();
-    REQUIRE(held);
-    // Another open of the lock file: another process's lock, as far as the OS is concerned.
-    waiter.set_lock_timeout(300ms);
-    auth::Error e = require_error([&] { (void)waiter.lock(); });
-    CHECK(e.kind() == auth::ErrorKind::timeout);
-    CHECK(contains(e.what(), path + ".lock"));
-    CHECK(contains(e.what(), "held by another process"));
-    CHECK(contains(e.what(), "300 ms"));
-    held.reset();
-    CHECK(waiter.lock() != nullptr);  // released: taken at once
-  }
+TEST_CASE("row 2: a lock held by another process: lock() gives up after lock_timeout() saying the lock is held") {
+  TempDir dir;
+  const std::string path = dir.file("tok.json");
+  auth::FileTokenStore holder(path), waiter(path);
+  CHECK(waiter.lock_timeout() == 30s);  // the documented default
+  std::unique_ptr<auth::StoreLock> held = holder.lock();
+  REQUIRE(held);
+  // Another open of the lock file: another process's lock, as far as the OS is concerned.
+  waiter.set_lock_timeout(300ms);
+  auth::Error e = require_error([&] { (void)waiter.lock(); });
+  CHECK(e.kind() == auth::ErrorKind::timeout);
+  CHECK(contains(e.what(), path + ".lock"));
+  CHECK(contains(e.what(), "held by another process"));
+  CHECK(contains(e.what(), "300 ms"));
+  held.reset();
+  CHECK(waiter.lock() != nullptr);  // released: taken at once
+}
 
 #ifndef _WIN32
-  // POSIX only: FIFOs.
-  TEST_CASE("row 3: a FIFO at the token path is an immediate io error, not a hang") {
-    TempDir dir;
-    const std::string path = dir.file("tok.json");
-    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
-    auth::FileTokenStore store(path);
-    std::future<std::optional<auth::Error>> loading = std::async(std::launch::async, [&] {
-      return support::catch_error([&] {
-        auth::Token t;
-        (void)store.load(t);
-      });
+// POSIX only: FIFOs.
+TEST_CASE("row 3: a FIFO at the token path is an immediate io error, not a hang") {
+  TempDir dir;
+  const std::string path = dir.file("tok.json");
+  REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+  auth::FileTokenStore store(path);
+  std::future<std::optional<auth::Error>> loading = std::async(std::launch::async, [&] {
+    return support::catch_error([&] {
+      auth::Token t;
+      (void)store.load(t);
     });
-    // Not a timing assertion: a guard so that a hanging open (the defect) ends the test instead of hanging it.
-    if (loading.wait_for(20s) != std::future_status::ready) {
-      const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open return
-      if (fd >= 0) ::close(fd);
-      FAIL("FileTokenStore::load() blocked on a FIFO at the token path");
-    }
-    std::optional<auth::Error> e = loading.get();
-    REQUIRE(e.has_value());
-    CHECK(e->kind() == auth::ErrorKind::io);
-    CHECK(contains(e->what(), path));
-    CHECK(contains(e->what(), "FIFO"));
-
-    // The lock path too.
-    REQUIRE(::mkfifo((path + ".lock").c_str(), 0600) == 0);
-    auth::Error le = require_error([&] { (void)store.lock(); });
-    CHECK(le.kind() == auth::ErrorKind::io);
-    CHECK(contains(le.what(), "FIFO"));
+  });
+  // Not a timing assertion: a guard so that a hanging open (the defect) ends the test instead of hanging it.
+  if (loading.wait_for(20s) != std::future_status::ready) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open return
+    if (fd >= 0)
+      ::close(fd);
+    FAIL("FileTokenStore::load() blocked on a FIFO at the token path");
   }
+  std::optional<auth::Error> e = loading.get();
+  REQUIRE(e.has_value());
+  CHECK(e->kind() == auth::ErrorKind::io);
+  CHECK(contains(e->what(), path));
+  CHECK(contains(e->what(), "FIFO"));
 
-  // POSIX only: chown() to a second user, as root.
-  TEST_CASE("row 2: a token file or lock file owned by another user is refused (as root)") {
-    if (!running_as_root()) {
-      MESSAGE("skipped: needs root to give a file to uid 65534");
-      return;
-    }
-    TempDir dir;
-    const std::string path = dir.file("tok.json");
-    auth::FileTokenStore store(path);
-    store.save(a_token());
-    {
-      std::unique_ptr<auth::StoreLock> l = store.lock();  // creates the lock file
-    }
-    REQUIRE(::chown(path.c_str(), kNobody, kNobody) == 0);
-    auth::Token t;
-    auth::Error e = require_error([&] { (void)store.load(t); });
-    CHECK(e.kind() == auth::ErrorKind::io);
-    CHECK(contains(e.what(), path));
-    CHECK(contains(e.what(), "another user (uid 65534"));
+  // The lock path too.
+  REQUIRE(::mkfifo((path + ".lock").c_str(), 0600) == 0);
+  auth::Error le = require_error([&] { (void)store.lock(); });
+  CHECK(le.kind() == auth::ErrorKind::io);
+  CHECK(contains(le.what(), "FIFO"));
+}
 
-    REQUIRE(::chown((path + ".lock").c_str(), kNobody, kNobody) == 0);
-    auth::Error le = require_error([&] { (void)store.lock(); });
-    CHECK(le.kind() == auth::ErrorKind::io);
-    CHECK(contains(le.what(), path + ".lock"));
-    CHECK(contains(le.what(), "another user"));
+// POSIX only: chown() to a second user, as root.
+TEST_CASE("row 2: a token file or lock file owned by another user is refused (as root)") {
+  if (!running_as_root()) {
+    MESSAGE("skipped: needs root to give a file to uid 65534");
+    return;
   }
+  TempDir dir;
+  const std::string path = dir.file("tok.json");
+  auth::FileTokenStore store(path);
+  store.save(a_token());
+  {
+    std::unique_ptr<auth::StoreLock> l = store.lock();  // creates the lock file
+  }
+  REQUIRE(::chown(path.c_str(), kNobody, kNobody) == 0);
+  auth::Token t;
+  auth::Error e = require_error([&] { (void)store.load(t); });
+  CHECK(e.kind() == auth::ErrorKind::io);
+  CHECK(contains(e.what(), path));
+  CHECK(contains(e.what(), "another user (uid 65534"));
+
+  REQUIRE(::chown((path + ".lock").c_str(), kNobody, kNobody) == 0);
+  auth::Error le = require_error([&] { (void)store.lock(); });
+  CHECK(le.kind() == auth::ErrorKind::io);
+  CHECK(contains(le.what(), path + ".lock"));
+  CHECK(contains(le.what(), "another user"));
+}
 #else
-  TEST_CASE("row 3 and row 2 (owner): FIFOs and a second user") {
-    MESSAGE("skipped on Windows: a FIFO at a path and chown() to a second user are POSIX mechanisms");
-  }
+TEST_CASE("row 3 and row 2 (owner): FIFOs and a second user") {
+  MESSAGE("skipped on Windows: a FIFO at a path and chown() to a second user are POSIX mechanisms");
+}
 #endif
 }
 
 TEST_SUITE("security: token answers") {
-  TEST_CASE("row 8: tokens outside RFC 6750's b64token characters or a token_type other than Bearer: bad_response, "
-            "nothing saved") {
+  TEST_CASE(
+      "row 8: tokens outside RFC 6750's b64token characters or a token_type other than Bearer: bad_response, "
+      "nothing saved") {
     support::MockEnv env(false);
     const auth::Config config = env.config();
     const struct {
@@ -209,8 +214,8 @@ TEST_SUITE("security: token answers") {
     }
 
     // Accepted: RFC 6750's characters, trailing '=', and Bearer in any case.
-    env.server.inject(support::fault(
-        support::kTokenPath, 200, R"({"access_token":"aZ09-._~+/==","token_type":"bearer","expires_in":3599})"));
+    env.server.inject(support::fault(support::kTokenPath, 200,
+                                     R"({"access_token":"aZ09-._~+/==","token_type":"bearer","expires_in":3599})"));
     auth::Token t = auth::client_credentials(config);
     CHECK(t.access_token == "aZ09-._~+/==");
     // The mock (like APS) says Bearer.
@@ -289,8 +294,9 @@ TEST_SUITE("security: the loopback listener") {
   }
 #else
   TEST_CASE("row 6: the peer check") {
-    MESSAGE("skipped here: the test needs a second local user (setuid to 65534 as root, Linux); on Windows the "
-            "check (GetExtendedTcpTable, the owning process's user SID) is built but no test runs it");
+    MESSAGE(
+        "skipped here: the test needs a second local user (setuid to 65534 as root, Linux); on Windows the "
+        "check (GetExtendedTcpTable, the owning process's user SID) is built but no test runs it");
   }
 #endif
 
@@ -382,8 +388,8 @@ TEST_SUITE("security: the browser's environment") {
                                             env, 60s);
     INFO(r.describe());
     const std::string seen = wait_for_file(dump);
-    for (const std::string& hidden : {secret, token, std::string("APS_CLIENT_SECRET="), std::string("APS_TOKEN="),
-                                      std::string("A_COPY_OF_IT=")})
+    for (const std::string& hidden :
+         {secret, token, std::string("APS_CLIENT_SECRET="), std::string("APS_TOKEN="), std::string("A_COPY_OF_IT=")})
       CHECK_MESSAGE(!contains(seen, hidden), hidden << " reached the browser");
     CHECK(contains(seen, "HARMLESS_SETTING=kept-4711"));
   }
@@ -397,7 +403,8 @@ TEST_SUITE("security: the browser's environment") {
 #endif
 
 TEST_SUITE("security: secrets on the command line") {
-  TEST_CASE("row 4: a secret given on argv is blanked at once (/proc/PID/cmdline) with a warning naming the safer form") {
+  TEST_CASE(
+      "row 4: a secret given on argv is blanked at once (/proc/PID/cmdline) with a warning naming the safer form") {
     const std::string cli = support::require_cli();
     TempDir dir;
     // A server that accepts and never answers: the CLI stays in its call while its command line is read.
@@ -408,7 +415,8 @@ TEST_SUITE("security: secrets on the command line") {
     support::RunResult r = support::run_cli(
         {"introspect", "--client-id", "argv-test", "--base-url", base, "--client-secret=" + secret, "--token", token},
         support::base_env(dir.path()), 60s, [&](const std::string& err) {
-          if (with_marker || support::count_of(err, "warning:") < 2) return;
+          if (with_marker || support::count_of(err, "warning:") < 2)
+            return;
           with_marker = support::platform::processes_mentioning(base);
           with_secret = support::platform::processes_mentioning(secret);
           with_token = support::platform::processes_mentioning(token);
@@ -442,7 +450,8 @@ TEST_SUITE("security: secrets on the command line") {
     auto cli = [&](std::vector<std::string> args, const support::EnvMap& e, std::optional<std::string> in = {}) {
       std::vector<std::string> argv{support::require_cli()};
       argv.insert(argv.end(), args.begin(), args.end());
-      for (const char* common : {"--client-id", "secret-forms", "--base-url"}) argv.push_back(common);
+      for (const char* common : {"--client-id", "secret-forms", "--base-url"})
+        argv.push_back(common);
       argv.push_back(mock.base_url());
       return support::run(argv, e, 60s, {}, in);
     };
@@ -461,7 +470,8 @@ TEST_SUITE("security: secrets on the command line") {
     CHECK_MESSAGE(r.exit_code == 0, r.describe());
     CHECK_FALSE(contains(r.err, "warning"));  // "-" is no secret on argv
     std::vector<std::string> seen;
-    for (const auto& req : mock.requests_to(support::kIntrospectPath)) seen.push_back(req.param("token"));
+    for (const auto& req : mock.requests_to(support::kIntrospectPath))
+      seen.push_back(req.param("token"));
     CHECK(seen == std::vector<std::string>{"tok-from-file-0001", "tok-from-stdin-0002", "tok-from-env-0003"});
     // A refresh token from APS_REFRESH_TOKEN reaches the token endpoint (the mock refuses the unknown one).
     support::EnvMap with_rt = with_secret;
@@ -469,7 +479,8 @@ TEST_SUITE("security: secrets on the command line") {
     r = cli({"refresh"}, with_rt);
     CHECK(r.exit_code == 1);
     bool sent = false;
-    for (const auto& req : mock.requests_to(support::kTokenPath)) sent = sent || req.param("refresh_token") == "rt-from-env-0004";
+    for (const auto& req : mock.requests_to(support::kTokenPath))
+      sent = sent || req.param("refresh_token") == "rt-from-env-0004";
     CHECK(sent);
   }
 }
@@ -483,9 +494,12 @@ std::string percent_encoded(const std::string& in, bool form) {
   std::string out;
   for (char ch : in) {
     const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') out += ch;
-    else if (form && c == ' ') out += '+';
-    else out += std::string("%") + hex[c >> 4] + hex[c & 15];
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')
+      out += ch;
+    else if (form && c == ' ')
+      out += '+';
+    else
+      out += std::string("%") + hex[c >> 4] + hex[c & 15];
   }
   return out;
 }
@@ -495,8 +509,10 @@ const char* const kJwksPath = "/authentication/v2/keys";
 struct IdTokens {
   support::Mock env{aps_mock::Options{}};
   auth::Config config = env.config("oidc-client", "oidc-secret");
-  nlohmann::json claims = {{"iss", env.server.issuer()},  {"aud", "oidc-client"},
-                           {"sub", "USER1"},              {"iat", support::unix_now()},
+  nlohmann::json claims = {{"iss", env.server.issuer()},
+                           {"aud", "oidc-client"},
+                           {"sub", "USER1"},
+                           {"iat", support::unix_now()},
                            {"exp", support::unix_now() + 3600}};
   IdTokens() { config.retry.max_attempts = 1; }
   std::string token(const nlohmann::json& c, nlohmann::json header = {{"alg", "RS256"}, {"typ", "JWT"}}) const {

@@ -49,7 +49,8 @@ std::optional<auth::Error> call_everything(Env& env, const auth::Config& config)
 void check_everything_works(Env& env, const auth::Config& config) {
   auto e = call_everything(env, config);
   CHECK_FALSE(e.has_value());
-  if (e) MESSAGE(e->what());
+  if (e)
+    MESSAGE(e->what());
 }
 
 void check_tls_error(const std::optional<auth::Error>& e) {
@@ -140,9 +141,13 @@ TEST_SUITE("tls") {
     check_tls_error(catch_error([&] { (void)auth::client_credentials(config); }));
   }
 
-  TEST_CASE("APS_CA_FILE is honoured when Config::ca_file is empty") { check_trusted_through("APS_CA_FILE"); }
+  TEST_CASE("APS_CA_FILE is honoured when Config::ca_file is empty") {
+    check_trusted_through("APS_CA_FILE");
+  }
 
-  TEST_CASE("SSL_CERT_FILE (OpenSSL's default trust store) is honoured") { check_trusted_through("SSL_CERT_FILE"); }
+  TEST_CASE("SSL_CERT_FILE (OpenSSL's default trust store) is honoured") {
+    check_trusted_through("SSL_CERT_FILE");
+  }
 
   TEST_CASE("ca_file adds to the default store: a bundle with an unrelated CA does not trust the mock") {
     Env env(true);

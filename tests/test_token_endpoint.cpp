@@ -24,7 +24,7 @@ namespace auth = aps::auth;
 using namespace std::chrono_literals;
 using Env = support::MockEnv;
 using support::catch_error, support::require_error, support::contains, support::fault, support::kIntrospectPath,
-      support::kRevokePath, support::kTokenPath, support::kUserinfoPath, support::kDiscoveryPath;
+    support::kRevokePath, support::kTokenPath, support::kUserinfoPath, support::kDiscoveryPath;
 
 namespace {
 
@@ -32,8 +32,12 @@ namespace {
 // one (true).
 bool http_then_https() {
   bool tls = false;
-  SUBCASE("over HTTP") { tls = false; }
-  SUBCASE("over HTTPS") { tls = true; }
+  SUBCASE("over HTTP") {
+    tls = false;
+  }
+  SUBCASE("over HTTPS") {
+    tls = true;
+  }
   return tls;
 }
 
@@ -41,8 +45,12 @@ bool http_then_https() {
 // one (false).
 bool confidential_then_public() {
   bool confidential = true;
-  SUBCASE("confidential client") { confidential = true; }
-  SUBCASE("public client") { confidential = false; }
+  SUBCASE("confidential client") {
+    confidential = true;
+  }
+  SUBCASE("public client") {
+    confidential = false;
+  }
   return confidential;
 }
 
@@ -169,9 +177,10 @@ TEST_SUITE("token endpoint: code exchange") {
       check_no_secret(e, {code2, other.code_verifier, Env::kConfidentialSecret});
     }
     SUBCASE("another redirect_uri than at authorize") {
-      auth::AuthorizationRequest moved = auth::authorization_request(config, {}, "http://127.0.0.1:8080/api/auth/callback");
-      std::string code3 = env.server.issue_code(config.client_id, request.redirect_uri, "data:read",
-                                                 moved.code_challenge);
+      auth::AuthorizationRequest moved =
+          auth::authorization_request(config, {}, "http://127.0.0.1:8080/api/auth/callback");
+      std::string code3 =
+          env.server.issue_code(config.client_id, request.redirect_uri, "data:read", moved.code_challenge);
       auto e = require_error([&] { (void)auth::exchange_code(config, moved, code3); });
       CHECK(e.details().error == "invalid_grant");
     }
@@ -231,7 +240,7 @@ TEST_SUITE("token endpoint: login") {
     };
 
     auth::Token t = auth::login(config, options);
-    
+
     CHECK_FALSE(t.access_token.empty());
     CHECK_FALSE(t.refresh_token.empty());
     CHECK_FALSE(t.id_token.empty());
@@ -443,8 +452,8 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     CHECK(auth::logout_url(config) == env.base_url() + "/authentication/v2/logout");
     const std::string back = env.base_url() + "/signed-out?from=app&x=a b";
     std::string url = auth::logout_url(config, back);
-    CHECK(url == env.base_url() + "/authentication/v2/logout?post_logout_redirect_uri=" +
-                     auth::detail::url_encode(back));
+    CHECK(url ==
+          env.base_url() + "/authentication/v2/logout?post_logout_redirect_uri=" + auth::detail::url_encode(back));
     auto page = aps_mock::follow_like_browser(url, env.server.pki().ca_cert_pem, 5000);
     CHECK(page.final_url == back);  // the mock redirected to exactly the URI we gave
   }
@@ -452,8 +461,12 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
   TEST_CASE("discover: endpoints from the OIDC document, usable as they are") {
     const bool tls = http_then_https();
     bool legacy = false;
-    SUBCASE("revocation_endpoint") { legacy = false; }
-    SUBCASE("legacy revoke_endpoint") { legacy = true; }
+    SUBCASE("revocation_endpoint") {
+      legacy = false;
+    }
+    SUBCASE("legacy revoke_endpoint") {
+      legacy = true;
+    }
     CAPTURE(legacy);
     Env env(tls, [legacy](aps_mock::Options& o) {
       o.revoke_endpoint_name_legacy = legacy;
@@ -482,23 +495,23 @@ TEST_SUITE("token endpoint: revoke, introspect, userinfo, logout, discovery") {
     const std::string base = env.base_url();
     SUBCASE("another issuer (mix-up)") {
       env.server.inject(fault(kDiscoveryPath, 200,
-                               R"({"issuer":"https://evil.example","authorization_endpoint":")" + base +
-                                   R"(/a","token_endpoint":")" + base + R"(/t"})"));
+                              R"({"issuer":"https://evil.example","authorization_endpoint":")" + base +
+                                  R"(/a","token_endpoint":")" + base + R"(/t"})"));
       auto e = require_error([&] { (void)auth::discover(config, env.server.issuer()); });
       CHECK(e.kind() == auth::ErrorKind::bad_response);
       CHECK(contains(e.what(), "evil.example"));
     }
     SUBCASE("no token endpoint") {
-      env.server.inject(fault(kDiscoveryPath, 200,
-                               R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base + R"(/a"})"));
+      env.server.inject(
+          fault(kDiscoveryPath, 200, R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base + R"(/a"})"));
       auto e = require_error([&] { (void)auth::discover(config, env.server.issuer()); });
       CHECK(e.kind() == auth::ErrorKind::bad_response);
       CHECK(contains(e.what(), "token_endpoint"));
     }
     SUBCASE("a plain-http token endpoint on a remote host") {
       env.server.inject(fault(kDiscoveryPath, 200,
-                               R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base +
-                                   R"(/a","token_endpoint":"http://evil.example/token"})"));
+                              R"({"issuer":")" + base + R"(","authorization_endpoint":")" + base +
+                                  R"(/a","token_endpoint":"http://evil.example/token"})"));
       auto e = require_error([&] { (void)auth::discover(config, env.server.issuer()); });
       CHECK(e.kind() == auth::ErrorKind::usage);
     }
@@ -528,16 +541,19 @@ TEST_SUITE("token endpoint: error shapes") {
     const std::string rt = "rt-" + auth::random_urlsafe(24);
     const std::string at = "at-" + auth::random_urlsafe(30);
     return {
-        {"exchange_code", kTokenPath,
+        {"exchange_code",
+         kTokenPath,
          [request, code](const auth::Config& c) { (void)auth::exchange_code(c, *request, code); },
-         {code, request->code_verifier}, true},
-        {"refresh", kTokenPath, [rt](const auth::Config& c) { (void)auth::refresh(c, rt); }, {rt}, true},
-        {"client_credentials", kTokenPath, [](const auth::Config& c) { (void)auth::client_credentials(c); },
-         {}, true},
-        {"revoke", kRevokePath,
-         [rt](const auth::Config& c) { auth::revoke(c, rt, auth::TokenTypeHint::refresh_token); }, {rt}, false},
-        {"introspect", kIntrospectPath, [at](const auth::Config& c) { (void)auth::introspect(c, at); }, {at},
+         {code, request->code_verifier},
          true},
+        {"refresh", kTokenPath, [rt](const auth::Config& c) { (void)auth::refresh(c, rt); }, {rt}, true},
+        {"client_credentials", kTokenPath, [](const auth::Config& c) { (void)auth::client_credentials(c); }, {}, true},
+        {"revoke",
+         kRevokePath,
+         [rt](const auth::Config& c) { auth::revoke(c, rt, auth::TokenTypeHint::refresh_token); },
+         {rt},
+         false},
+        {"introspect", kIntrospectPath, [at](const auth::Config& c) { (void)auth::introspect(c, at); }, {at}, true},
         {"userinfo", kUserinfoPath, [at](const auth::Config& c) { (void)auth::userinfo(c, at); }, {at}, true},
     };
   }
@@ -554,7 +570,8 @@ TEST_SUITE("token endpoint: error shapes") {
 
   std::string with_secrets(std::string body, const std::vector<std::string>& secrets) {
     std::string all;
-    for (const auto& s : secrets) all += s + " ";
+    for (const auto& s : secrets)
+      all += s + " ";
     for (std::size_t p = body.find("{SECRETS}"); p != std::string::npos; p = body.find("{SECRETS}", p + all.size()))
       body.replace(p, 9, all);
     return body;
@@ -563,10 +580,13 @@ TEST_SUITE("token endpoint: error shapes") {
   TEST_CASE("every error shape APS answers with, from every endpoint, typed and without secrets in what()") {
     const bool tls = http_then_https();
     const std::vector<Shape> shapes = {
-        {"APS style with \"more info\" (403 AUTH-001)", 403,
+        {"APS style with \"more info\" (403 AUTH-001)",
+         403,
          R"({"developerMessage":"The client_id specified does not have access to the api product {SECRETS}",)"
          R"("userMessage":"Ask your admin {SECRETS}","errorCode":"AUTH-001","more info":"https://aps.example/errors"})",
-         "application/json", {}, auth::ErrorKind::http,
+         "application/json",
+         {},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 403);
            CHECK(e.details().error_code == "AUTH-001");
@@ -578,18 +598,24 @@ TEST_SUITE("token endpoint: error shapes") {
            CHECK(contains(e.what(), "HTTP 403"));
            CHECK(contains(e.what(), "not enabled for this API"));
          }},
-        {"APS style with moreInfo (400 AUTH-008)", 400,
+        {"APS style with moreInfo (400 AUTH-008)",
+         400,
          R"({"developerMessage":"The required parameter(s) scope not present in the request","errorCode":"AUTH-008",)"
          R"("moreInfo":"https://aps.example/more"})",
-         "application/json", {}, auth::ErrorKind::http,
+         "application/json",
+         {},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 400);
            CHECK(e.details().error_code == "AUTH-008");
            CHECK(e.details().more_info == "https://aps.example/more");
            CHECK(contains(e.what(), "AUTH-008"));
          }},
-        {"RFC 6749 style (400 invalid_grant)", 400,
-         R"({"error":"invalid_grant","error_description":"The grant {SECRETS} is invalid"})", "application/json", {},
+        {"RFC 6749 style (400 invalid_grant)",
+         400,
+         R"({"error":"invalid_grant","error_description":"The grant {SECRETS} is invalid"})",
+         "application/json",
+         {},
          auth::ErrorKind::oauth,
          [](const auth::Error& e) {
            CHECK(e.status() == 400);
@@ -598,50 +624,75 @@ TEST_SUITE("token endpoint: error shapes") {
            CHECK(contains(e.what(), "invalid_grant"));
            CHECK(contains(e.what(), "sign in again"));
          }},
-        {"401 invalid_client", 401, R"({"error":"invalid_client","error_description":"Client authentication failed"})",
-         "application/json", {{"WWW-Authenticate", "Basic realm=\"x\""}}, auth::ErrorKind::oauth,
+        {"401 invalid_client",
+         401,
+         R"({"error":"invalid_client","error_description":"Client authentication failed"})",
+         "application/json",
+         {{"WWW-Authenticate", "Basic realm=\"x\""}},
+         auth::ErrorKind::oauth,
          [](const auth::Error& e) {
            CHECK(e.status() == 401);
            CHECK(e.details().error == "invalid_client");
            CHECK(contains(e.what(), "check the client id and secret"));
          }},
-        {"401 APS AUTH-003 (secret mismatch)", 401,
+        {"401 APS AUTH-003 (secret mismatch)",
+         401,
          R"({"developerMessage":"The client_id specified does not have access to the api product","errorCode":"AUTH-003","more info":"x"})",
-         "application/json", {}, auth::ErrorKind::http,
+         "application/json",
+         {},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.details().error_code == "AUTH-003");
            CHECK(contains(e.what(), "check the client id and secret"));
          }},
-        {"415 AUTH-007 (wrong Content-Type)", 415,
+        {"415 AUTH-007 (wrong Content-Type)",
+         415,
          R"({"developerMessage":"Content-Type must be application/x-www-form-urlencoded","errorCode":"AUTH-007"})",
-         "application/json", {}, auth::ErrorKind::http,
+         "application/json",
+         {},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 415);
            CHECK(e.details().error_code == "AUTH-007");
          }},
-        {"429 with Retry-After", 429, R"({"developerMessage":"Quota limit exceeded."})", "application/json",
-         {{"Retry-After", "7"}}, auth::ErrorKind::http,
+        {"429 with Retry-After",
+         429,
+         R"({"developerMessage":"Quota limit exceeded."})",
+         "application/json",
+         {{"Retry-After", "7"}},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 429);
            CHECK(e.details().retry_after == 7s);
            CHECK(e.details().developer_message == "Quota limit exceeded.");
            CHECK(contains(e.what(), "rate limited"));
          }},
-        {"500", 500, R"({"developerMessage":"Internal Server Error {SECRETS}"})", "application/json", {},
+        {"500",
+         500,
+         R"({"developerMessage":"Internal Server Error {SECRETS}"})",
+         "application/json",
+         {},
          auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 500);
            CHECK(contains(e.details().developer_message, "Internal Server Error"));
          }},
-        {"503 with Retry-After", 503, R"({"developerMessage":"Service Unavailable"})", "application/json",
-         {{"Retry-After", "3"}}, auth::ErrorKind::http,
+        {"503 with Retry-After",
+         503,
+         R"({"developerMessage":"Service Unavailable"})",
+         "application/json",
+         {{"Retry-After", "3"}},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 503);
            CHECK(e.details().retry_after == 3s);
          }},
-        {"an HTML error page from a proxy (502)", 502,
+        {"an HTML error page from a proxy (502)",
+         502,
          "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1>{SECRETS}</body></html>",
-         "text/html", {}, auth::ErrorKind::http,
+         "text/html",
+         {},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 502);
            CHECK(contains(e.what(), "HTTP 502"));
@@ -649,8 +700,12 @@ TEST_SUITE("token endpoint: error shapes") {
            CHECK(contains(e.what(), "text/html"));
            CHECK_FALSE(contains(e.what(), "<html>"));
          }},
-        {"a redirect (not followed)", 302, "", "text/plain",
-         {{"Location", "https://evil.example/steal?{SECRETS}"}}, auth::ErrorKind::http,
+        {"a redirect (not followed)",
+         302,
+         "",
+         "text/plain",
+         {{"Location", "https://evil.example/steal?{SECRETS}"}},
+         auth::ErrorKind::http,
          [](const auth::Error& e) {
            CHECK(e.status() == 302);
            CHECK(contains(e.what(), "redirect, not followed"));
@@ -667,10 +722,12 @@ TEST_SUITE("token endpoint: error shapes") {
         // What the call sends (and so what a server could echo): its own secrets, and the client secret with
         // every call but userinfo.
         std::vector<std::string> secrets = ep.secrets;
-        if (endpoint_name != "userinfo") secrets.push_back(Env::kConfidentialSecret);
+        if (endpoint_name != "userinfo")
+          secrets.push_back(Env::kConfidentialSecret);
         env.server.reset_stats();
         auto f = fault(ep.path, shape.status, with_secrets(shape.body, secrets), 1, shape.content_type, shape.headers);
-        for (auto& h : f.headers) h.second = with_secrets(h.second, secrets);
+        for (auto& h : f.headers)
+          h.second = with_secrets(h.second, secrets);
         env.server.inject(f);
         auto e = require_error([&] { ep.call(config); });
         CHECK(e.kind() == shape.kind);
@@ -699,7 +756,8 @@ TEST_SUITE("token endpoint: error shapes") {
     };
     for (const Body& b : bodies) {
       for (const Endpoint& ep : endpoints(config)) {
-        if (!ep.reads_body_on_success) continue;
+        if (!ep.reads_body_on_success)
+          continue;
         const std::string body_name = b.name, endpoint_name = ep.name;
         CAPTURE(body_name);
         CAPTURE(endpoint_name);
@@ -712,8 +770,9 @@ TEST_SUITE("token endpoint: error shapes") {
       }
     }
     SUBCASE("a token answer without access_token, or with a bad expires_in") {
-      for (const char* body : {R"({"token_type":"Bearer","expires_in":3599})",
-                               R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_in":-1})"}) {
+      for (const char* body :
+           {R"({"token_type":"Bearer","expires_in":3599})", R"({"access_token":"a","expires_in":"soon"})",
+            R"({"access_token":"a","expires_in":-1})"}) {
         CAPTURE(body);
         env.server.inject(fault(kTokenPath, 200, body));
         auto e = require_error([&] { (void)auth::client_credentials(config); });
@@ -765,8 +824,8 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     Env env(http_then_https());
     auth::Config config = env.config(true);
     config.retry.max_attempts = 3;
-    env.server.inject(fault(kTokenPath, 503, R"({"developerMessage":"busy"})", 2, "application/json",
-                            {{"Retry-After", "0"}}));
+    env.server.inject(
+        fault(kTokenPath, 503, R"({"developerMessage":"busy"})", 2, "application/json", {{"Retry-After", "0"}}));
     auth::Token t = auth::client_credentials(config);
     CHECK_FALSE(t.access_token.empty());
     CHECK(env.server.count("token") == 3);
@@ -774,8 +833,8 @@ TEST_SUITE("token endpoint: transport failures and retries") {
     SUBCASE("a refresh is re-sent on 429 (the server did not act on it)") {
       Grant g = issue_grant(env, config.client_id, "data:read");
       env.server.reset_stats();
-      env.server.inject(fault(kTokenPath, 429, R"({"developerMessage":"Quota limit exceeded."})", 1,
-                              "application/json", {{"Retry-After", "0"}}));
+      env.server.inject(fault(kTokenPath, 429, R"({"developerMessage":"Quota limit exceeded."})", 1, "application/json",
+                              {{"Retry-After", "0"}}));
       auth::Token r = auth::refresh(config, g.refresh_token);
       CHECK_FALSE(r.access_token.empty());
       CHECK(env.server.count("token") == 2);

@@ -52,7 +52,7 @@ namespace auth = aps::auth;
 namespace platform = support::platform;
 using namespace std::chrono_literals;
 using support::catch_error, support::require_error, support::contains, support::file_mode, support::list_dir,
-      support::mode_text, support::TempDir;
+    support::mode_text, support::TempDir;
 using SysClock = std::chrono::system_clock;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -124,13 +124,15 @@ class HookedFileStore : public auth::TokenStore {
 
   bool load(auth::Token& token) override {
     bool found = inner_.load(token);
-    if (locked_ && after_locked_load) std::exchange(after_locked_load, nullptr)();
+    if (locked_ && after_locked_load)
+      std::exchange(after_locked_load, nullptr)();
     return found;
   }
   void save(const auth::Token& token) override { inner_.save(token); }
   void clear() override { inner_.clear(); }
   std::unique_ptr<auth::StoreLock> lock() override {
-    if (before_lock) std::exchange(before_lock, nullptr)();
+    if (before_lock)
+      std::exchange(before_lock, nullptr)();
     auto l = std::make_unique<Lock>();
     l->inner = inner_.lock();
     l->locked = &locked_;
@@ -205,14 +207,16 @@ auth::Token save_loop_token(char which) {
   t.refresh_token = std::string("refresh-") + which;
   t.expires_in = 3600s;
   t.expires_at = SysClock::time_point(std::chrono::seconds(which == 'A' ? 2000000000 : 2000003600));
-  if (which == 'B') t.scope = "data:read data:write";
+  if (which == 'B')
+    t.scope = "data:read data:write";
   return t;
 }
 
 // What the token file holds after a killed save loop: "A", "B", "missing", "another token" or "invalid: ...".
 std::string held_by(const std::string& path, const auth::Token& a, const auth::Token& b) {
   auto text = support::read_file(path);
-  if (!text) return "missing";
+  if (!text)
+    return "missing";
   try {
     auth::Token t = auth::Token::from_json(*text);
     auto same = [&](const auth::Token& x) {
@@ -235,7 +239,7 @@ TEST_SUITE("token_source") {
   void threads_across_expiry(std::chrono::seconds lead) {
     constexpr int kThreads = 8;
     constexpr int kCalls = 10000;
-    const auto window = 400ms;        // the calls of each thread are spread over this
+    const auto window = 400ms;         // the calls of each thread are spread over this
     const auto refresh_after = 150ms;  // the refresh point, after the start of the calls
     aps_mock::Server mock(mock_options(/*token_delay_ms=*/50));
     const auth::Token old = issued(mock);
@@ -265,13 +269,15 @@ TEST_SUITE("token_source") {
         try {
           for (int k = 0; k < kCalls; ++k) {
             auto target = steady0 + step * k;
-            if (SteadyClock::now() < target) std::this_thread::sleep_until(target);
+            if (SteadyClock::now() < target)
+              std::this_thread::sleep_until(target);
             Call c;
             c.start = SysClock::now();
             std::string t = source.access_token();
             c.end = SysClock::now();
             c.old = t == old.access_token;
-            if (!c.old) others[static_cast<std::size_t>(i)].insert(t);
+            if (!c.old)
+              others[static_cast<std::size_t>(i)].insert(t);
             mine.push_back(c);
           }
         } catch (const std::exception& e) {
@@ -288,7 +294,8 @@ TEST_SUITE("token_source") {
     stored.expires_at = refresh_point + lead;  // lead 0: the refresh point is the real expiry
     store->save(stored);
     start_line.open(steady0);
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+      t.join();
 
     for (int i = 0; i < kThreads; ++i) {
       INFO("thread " << i);
@@ -300,7 +307,8 @@ TEST_SUITE("token_source") {
     CHECK(mock.count("token") == 1);
     CHECK(hooks == 1);
     std::set<std::string> all_new;
-    for (auto& s : others) all_new.insert(s.begin(), s.end());
+    for (auto& s : others)
+      all_new.insert(s.begin(), s.end());
     REQUIRE(all_new.size() == 1);
     const std::string fresh = *all_new.begin();
     CHECK(mock.is_active_access_token(fresh));
@@ -315,20 +323,25 @@ TEST_SUITE("token_source") {
     SysClock::time_point first_new_end = SysClock::time_point::max();
     for (auto& v : calls)
       for (auto& c : v)
-        if (!c.old) first_new_end = std::min(first_new_end, c.end);
+        if (!c.old)
+          first_new_end = std::min(first_new_end, c.end);
     int old_after_refresh_point = 0, old_after_a_new = 0, threads_across = 0, flips = 0;
     long before = 0, after = 0;
     for (auto& v : calls) {
       bool seen_old = false, seen_new = false;
       for (std::size_t k = 0; k < v.size(); ++k) {
         const Call& c = v[k];
-        if (c.old && c.start >= refresh_point) ++old_after_refresh_point;
-        if (c.old && c.start > first_new_end) ++old_after_a_new;
-        if (k > 0 && v[k - 1].old != c.old) ++flips;
+        if (c.old && c.start >= refresh_point)
+          ++old_after_refresh_point;
+        if (c.old && c.start > first_new_end)
+          ++old_after_a_new;
+        if (k > 0 && v[k - 1].old != c.old)
+          ++flips;
         (c.start < refresh_point ? before : after)++;
         (c.old ? seen_old : seen_new) = true;
       }
-      if (seen_old && seen_new) ++threads_across;
+      if (seen_old && seen_new)
+        ++threads_across;
     }
     CHECK(old_after_refresh_point == 0);
     CHECK(old_after_a_new == 0);
@@ -369,10 +382,13 @@ TEST_SUITE("token_source") {
         try {
           for (int k = 0; k < kCalls; ++k) {
             auto target = steady0 + step * k;
-            if (SteadyClock::now() < target) std::this_thread::sleep_until(target);
-            if (SteadyClock::now() > stop) break;
+            if (SteadyClock::now() < target)
+              std::this_thread::sleep_until(target);
+            if (SteadyClock::now() > stop)
+              break;
             std::string t = source.access_token();
-            if (mine.empty() || mine.back() != t) mine.push_back(t);  // the sequence of distinct tokens
+            if (mine.empty() || mine.back() != t)
+              mine.push_back(t);  // the sequence of distinct tokens
           }
         } catch (const std::exception& e) {
           errors[static_cast<std::size_t>(i)] = e.what();
@@ -380,7 +396,8 @@ TEST_SUITE("token_source") {
       });
     start_line.wait_all_arrived();
     start_line.open(SteadyClock::now() + 10ms);
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+      t.join();
     CHECK(mock.count("token.client_credentials") == 2);
     CHECK(mock.count("token") == 2);
     std::set<std::string> all;
@@ -396,8 +413,9 @@ TEST_SUITE("token_source") {
 
   // ---- 2. processes -----------------------------------------------------------------------------------------
 
-  TEST_CASE_FIXTURE(TwoProcesses, "the CLI twice in parallel on an expired token file: one refresh, the same token, "
-                                   "the newest refresh token saved") {
+  TEST_CASE_FIXTURE(TwoProcesses,
+                    "the CLI twice in parallel on an expired token file: one refresh, the same token, "
+                    "the newest refresh token saved") {
     const std::string cli = support::require_cli();
     const std::vector<std::string> argv = {cli,           "access-token", "--token-file", path,
                                            "--client-id", kClient,        "--base-url",   mock.base_url()};
@@ -410,17 +428,21 @@ TEST_SUITE("token_source") {
     check(first, second, t0, "two CLI processes");
   }
 
-  TEST_CASE_FIXTURE(TwoProcesses, "two forked processes, each a TokenSource over the same expired token file: one "
-                                   "refresh, the same token, the newest refresh token saved") {
+  TEST_CASE_FIXTURE(TwoProcesses,
+                    "two forked processes, each a TokenSource over the same expired token file: one "
+                    "refresh, the same token, the newest refresh token saved") {
 #ifdef _WIN32
-    MESSAGE("skipped on Windows: no fork(); two processes racing on one token file are the case above (the CLI "
-            "twice, started with CreateProcess)");
+    MESSAGE(
+        "skipped on Windows: no fork(); two processes racing on one token file are the case above (the CLI "
+        "twice, started with CreateProcess)");
 #else
-    if (!support::fork_with_mock_runs_here()) return;
+    if (!support::fork_with_mock_runs_here())
+      return;
     platform::Pipe go;
     auto body = [&](int out) -> int {
       char c = 0;
-      if (!platform::read_byte(go.read_fd(), c)) return 3;  // both children start together
+      if (!platform::read_byte(go.read_fd(), c))
+        return 3;  // both children start together
       auth::TokenSource source(config, std::make_shared<auth::FileTokenStore>(path));
       platform::write_all(out, source.access_token());
       return 0;
@@ -465,7 +487,8 @@ TEST_SUITE("token_source") {
     // fsyncs) takes longer than that (ext4 here: ~10 ms; tmpfs: ~0.1 ms), so that kills land both in the first
     // save and after it.
     auto m0 = SteadyClock::now();
-    for (int i = 0; i < 5; ++i) auth::FileTokenStore(path).save(a);
+    for (int i = 0; i < 5; ++i)
+      auth::FileTokenStore(path).save(a);
     const auto save_time = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - m0) / 5;
     const auto window = std::max<std::chrono::microseconds>(5ms, save_time * 3 / 2);
 
@@ -497,16 +520,19 @@ TEST_SUITE("token_source") {
       support::RunResult f = support::Process(child).finish(60s);
       if (!started || f.signal != SIGKILL) {
         ++not_killed;
-        if (first_bad.empty()) first_bad = "child " + std::to_string(i) + " ended by itself: " + f.out;
+        if (first_bad.empty())
+          first_bad = "child " + std::to_string(i) + " ended by itself: " + f.out;
       }
       const std::string held = held_by(path, a, b);
       if (held == "A" || held == "B") {
         ++(held == "A" ? held_a : held_b);
-        if ((held == "A") != holds_a) ++changed;
+        if ((held == "A") != holds_a)
+          ++changed;
         holds_a = held == "A";
       } else {
         ++bad;
-        if (first_bad.empty()) first_bad = "after kill " + std::to_string(i) + ": " + held;
+        if (first_bad.empty())
+          first_bad = "after kill " + std::to_string(i) + ": " + held;
       }
     }
     double seconds = support::seconds_since(t0);
@@ -514,8 +540,8 @@ TEST_SUITE("token_source") {
     CHECK(bad == 0);
     CHECK(not_killed == 0);
     CHECK(held_a + held_b == kKills);
-    CHECK(changed > 0);                // some kills came after a completed save...
-    CHECK(changed < kKills);           // ...and some during the first one
+    CHECK(changed > 0);       // some kills came after a completed save...
+    CHECK(changed < kKills);  // ...and some during the first one
     // The file is still a normal 0600 token file that loads (the permission check included).
     CHECK(file_mode(path) == 0600);
     auth::Token t;
@@ -526,13 +552,14 @@ TEST_SUITE("token_source") {
     CHECK(stale.size() <= static_cast<std::size_t>(kKills));
     CHECK(list_dir(dir.path()).size() == stale.size() + 1);  // token.json and those, nothing else
     MESSAGE(kKills << " SIGKILLs in " << seconds << " s (a save takes " << save_time.count() << " us, kills within "
-                   << window.count() << " us): file held A " << held_a << "x, B " << held_b << "x, changed "
-                   << changed << "x; " << stale.size() << " stale temp files left by killed saves");
+                   << window.count() << " us): file held A " << held_a << "x, B " << held_b << "x, changed " << changed
+                   << "x; " << stale.size() << " stale temp files left by killed saves");
 #endif
   }
 
-  TEST_CASE("TerminateProcess at random moments of a save loop, 40 times: the file always holds A or B (the "
-            "Windows counterpart of the SIGKILL case)") {
+  TEST_CASE(
+      "TerminateProcess at random moments of a save loop, 40 times: the file always holds A or B (the "
+      "Windows counterpart of the SIGKILL case)") {
 #ifndef _WIN32
     MESSAGE("Windows only: the SIGKILL case above is this one on POSIX");
 #else
@@ -544,7 +571,8 @@ TEST_SUITE("token_source") {
     const auth::Token a = save_loop_token('A'), b = save_loop_token('B');
     const std::string a_file = dir.write("a.json", a.to_json()), b_file = dir.write("b.json", b.to_json());
     auto m0 = SteadyClock::now();
-    for (int i = 0; i < 5; ++i) auth::FileTokenStore(path).save(a);
+    for (int i = 0; i < 5; ++i)
+      auth::FileTokenStore(path).save(a);
     const auto save_time = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - m0) / 5;
     const auto window = std::max<std::chrono::microseconds>(5ms, save_time * 3 / 2);
     std::random_device rd;
@@ -570,7 +598,8 @@ TEST_SUITE("token_source") {
       INFO("after kill " << i);
       REQUIRE((held == "A" || held == "B"));
       ++(held == "A" ? held_a : held_b);
-      if ((held == "A") != holds_a) ++changed;
+      if ((held == "A") != holds_a)
+        ++changed;
       holds_a = held == "A";
     }
     CHECK(not_killed == 0);
@@ -585,8 +614,9 @@ TEST_SUITE("token_source") {
 
   // ---- 4. permissions: POSIX permission bits; on Windows access lists ---------------------------------------
 
-  TEST_CASE("under umask 000 the file is created 0600, its directories 0700, the lock file 0600 (Windows: each "
-            "with an access list for the user alone)") {
+  TEST_CASE(
+      "under umask 000 the file is created 0600, its directories 0700, the lock file 0600 (Windows: each "
+      "with an access list for the user alone)") {
     TempDir dir;
     const std::string path = dir.file("state/aps-auth/token.json");
     const auth::Token t = valid_token("access", "refresh");
@@ -614,8 +644,9 @@ TEST_SUITE("token_source") {
     CHECK(list_dir(dir.file("state/aps-auth"), "token.json.tmp-").empty());
   }
 
-  TEST_CASE("an existing token file readable by others is refused by default, only warned about with "
-            "OpenPermissions::warn") {
+  TEST_CASE(
+      "an existing token file readable by others is refused by default, only warned about with "
+      "OpenPermissions::warn") {
     TempDir dir;
     const std::string path = dir.file("token.json");
     const auth::Token t = valid_token("secret-access-token-value", "secret-refresh-token-value");
@@ -675,8 +706,9 @@ TEST_SUITE("token_source") {
 
   // ---- 5. invalid_grant after another process rotated -------------------------------------------------------
 
-  TEST_CASE_FIXTURE(ExpiredTokenFile, "invalid_grant after another writer rotated is recovered from the file, no "
-                                       "sign-in") {
+  TEST_CASE_FIXTURE(ExpiredTokenFile,
+                    "invalid_grant after another writer rotated is recovered from the file, no "
+                    "sign-in") {
     auto store = std::make_shared<HookedFileStore>(path);
     std::vector<auth::Token> hooked;
     auth::TokenSourceOptions options;
@@ -730,10 +762,12 @@ TEST_SUITE("token_source") {
   // POSIX only: fork(), permission bits, and (as root) setuid().
   TEST_CASE("a failing save (read-only directory) loses nothing and says so") {
 #ifdef _WIN32
-    MESSAGE("skipped on Windows: a directory the user cannot write needs a deny entry in its access list, which "
-            "Wine does not enforce; the failing save itself is the next case's, which runs everywhere");
+    MESSAGE(
+        "skipped on Windows: a directory the user cannot write needs a deny entry in its access list, which "
+        "Wine does not enforce; the failing save itself is the next case's, which runs everywhere");
 #else
-    if (!support::fork_with_mock_runs_here()) return;
+    if (!support::fork_with_mock_runs_here())
+      return;
     aps_mock::Server mock(mock_options());
     TempDir dir;
     const std::string sub = dir.file("ro");
@@ -752,7 +786,8 @@ TEST_SUITE("token_source") {
     const uid_t nobody = 65534;
     if (root) {
       REQUIRE(::chmod(dir.path().c_str(), 0711) == 0);  // nobody may traverse the scratch directory
-      for (const std::string& p : {sub, path, path + ".lock"}) REQUIRE(::chown(p.c_str(), nobody, nobody) == 0);
+      for (const std::string& p : {sub, path, path + ".lock"})
+        REQUIRE(::chown(p.c_str(), nobody, nobody) == 0);
     }
     REQUIRE(::chmod(sub.c_str(), 0500) == 0);
 
@@ -780,13 +815,15 @@ TEST_SUITE("token_source") {
     ::chmod(sub.c_str(), 0700);
     // Back to root, whose FileTokenStore (load_file below) refuses a token file of another user.
     if (root)
-      for (const std::string& p : {sub, path, path + ".lock"}) REQUIRE(::chown(p.c_str(), 0, 0) == 0);
+      for (const std::string& p : {sub, path, path + ".lock"})
+        REQUIRE(::chown(p.c_str(), 0, 0) == 0);
     INFO("child: exit " << f.exit_code << " output: " << f.out);
     REQUIRE(f.exit_code == 0);
     std::vector<std::string> lines;
     for (std::size_t p = 0, n; p < f.out.size(); p = n + 1) {
       n = f.out.find('\n', p);
-      if (n == std::string::npos) n = f.out.size();
+      if (n == std::string::npos)
+        n = f.out.size();
       lines.push_back(f.out.substr(p, n - p));
     }
     REQUIRE(lines.size() >= 5);
@@ -799,16 +836,17 @@ TEST_SUITE("token_source") {
     const std::string kept_access = lines[2], kept_refresh = lines[3];
     CHECK(kept_access != before.access_token);
     CHECK(mock.is_active_access_token(kept_access));
-    check_is_the_live_refresh_token(mock, kept_refresh);  // the rotated refresh token is the one kept
-    CHECK(lines[4] == kept_access);                        // handed out from memory afterwards
-    CHECK(mock.count("token.refresh_token") == 1);         // token() and access_token() refreshed nothing more
+    check_is_the_live_refresh_token(mock, kept_refresh);           // the rotated refresh token is the one kept
+    CHECK(lines[4] == kept_access);                                // handed out from memory afterwards
+    CHECK(mock.count("token.refresh_token") == 1);                 // token() and access_token() refreshed nothing more
     CHECK(load_file(path).refresh_token == before.refresh_token);  // the file was not touched
     CHECK(list_dir(sub, "token.json.tmp-").empty());
 #endif
   }
 
-  TEST_CASE("a failing save (temp file name too long, fails for root too) loses nothing, and the "
-            "kept token is the one used for the next refresh") {
+  TEST_CASE(
+      "a failing save (temp file name too long, fails for root too) loses nothing, and the "
+      "kept token is the one used for the next refresh") {
     aps_mock::Server mock(mock_options(0, /*expires_in=*/2));  // the new tokens need a refresh after ~1 s
     TempDir dir;
     // NAME_MAX is 255: "<name>.lock" fits, "<name>.tmp-XXXXXXXX" does not.
@@ -870,7 +908,8 @@ TEST_SUITE("token_source") {
     };
     auth::TokenSource source(mock_config(mock), store, options);
     std::string first = source.access_token();
-    for (int i = 0; i < 100; ++i) CHECK(source.access_token() == first);
+    for (int i = 0; i < 100; ++i)
+      CHECK(source.access_token() == first);
     REQUIRE(hooked.size() == 1);
     CHECK(hooked[0].access_token == first);
     CHECK(stored_at_hook[0] == first);  // saved before the hook and before the hand-out
@@ -879,7 +918,8 @@ TEST_SUITE("token_source") {
     std::this_thread::sleep_until(hooked[0].expires_at - 1s + 50ms);
     std::string second = source.access_token();
     CHECK(second != first);
-    for (int i = 0; i < 100; ++i) CHECK(source.access_token() == second);
+    for (int i = 0; i < 100; ++i)
+      CHECK(source.access_token() == second);
     REQUIRE(hooked.size() == 2);
     CHECK(hooked[1].access_token == second);
     CHECK(stored_at_hook[1] == second);
@@ -897,7 +937,8 @@ TEST_SUITE("token_source") {
     auth::TokenSource source(mock_config(mock), store, options);
     std::string first = source.access_token();
     CHECK(mock.is_active_access_token(first));
-    for (int i = 0; i < 100; ++i) CHECK(source.access_token() == first);
+    for (int i = 0; i < 100; ++i)
+      CHECK(source.access_token() == first);
     CHECK(mock.count("token.client_credentials") == 1);
     auth::Token t = source.token();
     CHECK(t.refresh_token.empty());
@@ -961,11 +1002,13 @@ TEST_SUITE("token_source") {
             store.save(w);
           } else {
             auth::Token r;
-            if (store.load(r) && r.access_token.substr(7) != r.refresh_token.substr(8)) ++torn;
+            if (store.load(r) && r.access_token.substr(7) != r.refresh_token.substr(8))
+              ++torn;
           }
         }
       });
-    for (auto& th : threads) th.join();
+    for (auto& th : threads)
+      th.join();
     CHECK(torn == 0);
   }
 
@@ -990,8 +1033,9 @@ TEST_SUITE("token_source") {
     CHECK_THROWS_AS(auth::FileTokenStore(""), auth::Error);
   }
 
-  TEST_CASE("refresh_token_obtained_at: set when a refresh token is issued, kept when it does not rotate, unknown "
-            "in an older file") {
+  TEST_CASE(
+      "refresh_token_obtained_at: set when a refresh token is issued, kept when it does not rotate, unknown "
+      "in an older file") {
     aps_mock::Server mock(mock_options());
     const auth::Token first = issued(mock);  // a token endpoint answer: issued now
     CHECK(first.refresh_token_obtained_at > SysClock::now() - 60s);
@@ -1031,8 +1075,9 @@ TEST_SUITE("token_source") {
     }
   }
 
-  TEST_CASE("FileTokenStore::default_path: $XDG_STATE_HOME, else ~/.local/state (macOS: ~/Library/Application "
-            "Support; Windows: %LOCALAPPDATA%)") {
+  TEST_CASE(
+      "FileTokenStore::default_path: $XDG_STATE_HOME, else ~/.local/state (macOS: ~/Library/Application "
+      "Support; Windows: %LOCALAPPDATA%)") {
 #ifdef _WIN32
     {
       support::ScopedEnv local("LOCALAPPDATA", "C:\\Users\\Someone\\AppData\\Local");

@@ -98,7 +98,8 @@ TEST_SUITE("encoding") {
     }
     SUBCASE("round trip of every byte") {
       std::string all;
-      for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
+      for (int c = 0; c < 256; ++c)
+        all += static_cast<char>(c);
       CHECK(detail::percent_decode(detail::url_encode(all), false) == std::optional<std::string>(all));
       CHECK(detail::percent_decode(detail::form_encode(all), true) == std::optional<std::string>(all));
     }
@@ -327,11 +328,28 @@ TEST_SUITE("URLs") {
   }
 
   TEST_CASE("parse_url rejects what is not an absolute http(s) URL") {
-    for (const char* bad :
-         {"", "localhost:8080/cb", "/relative", "://host", "ftp://host/", "file:///etc/passwd", "http://",
-          "http:///path", "http://:80/", "http://host:99999/", "http://host:123456/", "http://host:8o/",
-          "http://host:-1/", "http://[::1/", "http://[::1]x/", "http://[]/", "http://[zz::1]/", "http://ho st/",
-          "http://host/pa th", "http://host/\x7f", "http://ho%73t/", "http://host\\evil/"}) {
+    for (const char* bad : {"",
+                            "localhost:8080/cb",
+                            "/relative",
+                            "://host",
+                            "ftp://host/",
+                            "file:///etc/passwd",
+                            "http://",
+                            "http:///path",
+                            "http://:80/",
+                            "http://host:99999/",
+                            "http://host:123456/",
+                            "http://host:8o/",
+                            "http://host:-1/",
+                            "http://[::1/",
+                            "http://[::1]x/",
+                            "http://[]/",
+                            "http://[zz::1]/",
+                            "http://ho st/",
+                            "http://host/pa th",
+                            "http://host/\x7f",
+                            "http://ho%73t/",
+                            "http://host\\evil/"}) {
       CAPTURE(bad);
       CHECK_FALSE(detail::parse_url(bad).has_value());
     }
@@ -353,12 +371,12 @@ TEST_SUITE("URLs") {
 TEST_SUITE("endpoints") {
   TEST_CASE("the defaults are APS production") {
     support::check_aps_layout(auth::Endpoints{}, "https://developer.api.autodesk.com",
-                     "https://api.userprofile.autodesk.com/userinfo");
+                              "https://api.userprofile.autodesk.com/userinfo");
   }
 
   TEST_CASE("Endpoints::from_base_url lays out the APS paths under another base") {
     support::check_aps_layout(auth::Endpoints::from_base_url("http://127.0.0.1:9000/"), "http://127.0.0.1:9000",
-                     "http://127.0.0.1:9000/userinfo");
+                              "http://127.0.0.1:9000/userinfo");
 
     SUBCASE("a proxy prefix is kept") {
       auth::Endpoints p = auth::Endpoints::from_base_url("https://gw.example.com/aps");
@@ -446,15 +464,18 @@ TEST_SUITE("token") {
   }
 
   TEST_CASE("Token::from_json rejects what is not a token") {
-    for (const char* bad : {"", "[]", "not json", R"({"token_type":"Bearer"})", R"({"access_token":"a","expires_in":-5})",
-                            R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_at":"x"})"}) {
+    for (const char* bad :
+         {"", "[]", "not json", R"({"token_type":"Bearer"})", R"({"access_token":"a","expires_in":-5})",
+          R"({"access_token":"a","expires_in":"soon"})", R"({"access_token":"a","expires_at":"x"})"}) {
       CAPTURE(bad);
       auto e = require_error([&] { (void)auth::Token::from_json(bad); });
       CHECK(e.kind() == auth::ErrorKind::bad_response);
     }
   }
 
-  TEST_CASE("an empty Token is expired") { CHECK(auth::Token{}.expired()); }
+  TEST_CASE("an empty Token is expired") {
+    CHECK(auth::Token{}.expired());
+  }
 }
 
 TEST_SUITE("errors") {
@@ -505,6 +526,6 @@ TEST_SUITE("errors") {
 }
 
 TEST_CASE("version() matches the version macros") {
-  CHECK(auth::version() == std::to_string(APS_AUTH_VERSION_MAJOR) + "." + std::to_string(APS_AUTH_VERSION_MINOR) +
-                               "." + std::to_string(APS_AUTH_VERSION_PATCH));
+  CHECK(auth::version() == std::to_string(APS_AUTH_VERSION_MAJOR) + "." + std::to_string(APS_AUTH_VERSION_MINOR) + "." +
+                               std::to_string(APS_AUTH_VERSION_PATCH));
 }

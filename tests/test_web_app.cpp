@@ -47,8 +47,10 @@ std::string str(const nlohmann::json& j, const char* key) {
 
 // The built example: $APS_AUTH_WEB_APP (set by ctest), else <build>/example_web_app.
 std::string web_app_program() {
-  std::string p = support::find_program({support::env_or("APS_AUTH_WEB_APP"), support::binary_dir() + "/example_web_app"});
-  if (p.empty()) FAIL("example_web_app not found: build it (APS_AUTH_BUILD_EXAMPLES=ON) or set APS_AUTH_WEB_APP");
+  std::string p =
+      support::find_program({support::env_or("APS_AUTH_WEB_APP"), support::binary_dir() + "/example_web_app"});
+  if (p.empty())
+    FAIL("example_web_app not found: build it (APS_AUTH_BUILD_EXAMPLES=ON) or set APS_AUTH_WEB_APP");
   return p;
 }
 
@@ -78,10 +80,12 @@ struct RunningApp {
 // A GET or POST to the app, with a Cookie header when `cookie` is not empty.
 support::raw_http::Response http(int port, const std::string& method, const std::string& target,
                                  const std::string& cookie = "") {
-  std::string head = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
-                     "\r\nConnection: close\r\n";
-  if (!cookie.empty()) head += "Cookie: " + cookie + "\r\n";
-  if (method == "POST") head += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n";
+  std::string head =
+      method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\nConnection: close\r\n";
+  if (!cookie.empty())
+    head += "Cookie: " + cookie + "\r\n";
+  if (method == "POST")
+    head += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\n";
   return support::raw_http::exchange("127.0.0.1", port, head + "\r\n");
 }
 
@@ -92,14 +96,18 @@ std::string fingerprint_in(const std::string& text) {
   return at == std::string::npos ? "" : text.substr(at + marker.size(), 16);
 }
 
-std::string fingerprint_of(const std::string& access_token) { return auth::pkce_challenge(access_token).substr(0, 16); }
+std::string fingerprint_of(const std::string& access_token) {
+  return auth::pkce_challenge(access_token).substr(0, 16);
+}
 
 }  // namespace
 
 TEST_SUITE("web_app") {
-  TEST_CASE("web app: two users at once in two browsers, each their own token; another session's state and a "
-            "replayed callback refused; logout revokes") {
-    if (!support::browser_tests_run_here()) return;
+  TEST_CASE(
+      "web app: two users at once in two browsers, each their own token; another session's state and a "
+      "replayed callback refused; logout revokes") {
+    if (!support::browser_tests_run_here())
+      return;
     const support::BrowserTools tools = support::find_browser_tools();
     const std::string program = web_app_program();
     const int port = support::free_port();
@@ -133,10 +141,12 @@ TEST_SUITE("web_app") {
     std::vector<std::unique_ptr<support::Process>> browsers;
     for (const auto& user : users) {
       profiles.push_back(std::make_unique<support::TempDir>("aps-auth-web-browser-"));
-      const std::vector<std::string> argv = {tools.node, tools.driver, "--out", tools.out_dir, "--name", "web-" + user,
-                                             "--profile", profiles.back()->path(), "--chromium", tools.chromium,
-                                             "--click", "#allow button", "--detour", planted, "--final-prefix", origin + "/me", "--then", planted, "--then",
-                                             origin + "/me", "--timeout", "45", origin + "/login"};
+      const std::vector<std::string> argv = {tools.node,   tools.driver,   "--out",          tools.out_dir,
+                                             "--name",     "web-" + user,  "--profile",      profiles.back()->path(),
+                                             "--chromium", tools.chromium, "--click",        "#allow button",
+                                             "--detour",   planted,        "--final-prefix", origin + "/me",
+                                             "--then",     planted,        "--then",         origin + "/me",
+                                             "--timeout",  "45",           origin + "/login"};
       support::ProcessOptions o;
       o.own_group = true;
       browsers.push_back(std::make_unique<support::Process>(argv, support::platform::current_environment(), o));
@@ -175,7 +185,8 @@ TEST_SUITE("web_app") {
       // The session cookie: HttpOnly, SameSite=Lax (not Secure: this is plain HTTP), and one only.
       std::string cookie;
       for (const auto& c : j["cookies"]) {
-        if (str(c, "name") != "aps_session") continue;
+        if (str(c, "name") != "aps_session")
+          continue;
         CHECK(cookie.empty());
         cookie = "aps_session=" + str(c, "value");
         CHECK(c["httpOnly"] == true);
@@ -203,7 +214,8 @@ TEST_SUITE("web_app") {
     for (const auto& r : mock.requests())
       if (r.path == support::kUserinfoPath && r.header("Authorization").rfind("Bearer ", 0) == 0)
         used.insert(r.header("Authorization").substr(7));
-    for (const auto& t : used) used_fingerprints.insert(fingerprint_of(t));
+    for (const auto& t : used)
+      used_fingerprints.insert(fingerprint_of(t));
     CHECK(used.size() == 2);
     CHECK(used_fingerprints == std::set<std::string>(fingerprints.begin(), fingerprints.end()));
 
@@ -223,7 +235,8 @@ TEST_SUITE("web_app") {
     // Bob signs out: his token is revoked at the mock, his session is gone; Alice is still signed in.
     std::string bob_token;
     for (const auto& t : used)
-      if (fingerprint_of(t) == fingerprints[1]) bob_token = t;
+      if (fingerprint_of(t) == fingerprints[1])
+        bob_token = t;
     REQUIRE(mock.is_active_access_token(bob_token));
     support::raw_http::Response out = http(port, "POST", "/logout", cookies[1]);
     CHECK(out.status == 200);

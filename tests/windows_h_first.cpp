@@ -17,10 +17,16 @@
 #endif
 #endif
 
-std::string windows_h_first_challenge() { return aps::auth::pkce_challenge("verifier"); }
+std::string windows_h_first_challenge() {
+  return aps::auth::pkce_challenge("verifier");
+}
 
 #ifdef NOMINMAX
-int windows_h_first_min_max(int a, int b) { return std::min(a, b) + std::max(a, b); }
+int windows_h_first_min_max(int a, int b) {
+  return std::min(a, b) + std::max(a, b);
+}
 #else
-int windows_h_first_min_max(int a, int b) { return min(a, b) + max(a, b); }  // the user's macros still work
+int windows_h_first_min_max(int a, int b) {
+  return min(a, b) + max(a, b);
+}  // the user's macros still work
 #endif

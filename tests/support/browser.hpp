@@ -30,16 +30,20 @@ inline BrowserTools find_browser_tools() {
   const std::string chromium = env_or("APS_AUTH_CHROMIUM", ""), node = env_or("APS_AUTH_NODE", "");
   if (!chromium.empty() && !platform::is_executable(chromium))
     FAIL("APS_AUTH_CHROMIUM=" << chromium << " is not an executable file");
-  t.chromium = find_program({chromium, "chromium", "chromium-browser", "/usr/bin/chromium", "google-chrome",
-                             "google-chrome-stable"});
+  t.chromium = find_program(
+      {chromium, "chromium", "chromium-browser", "/usr/bin/chromium", "google-chrome", "google-chrome-stable"});
   if (t.chromium.empty())
-    FAIL("Chromium not found: install Debian's chromium package (apt-get install chromium), or set "
-         "APS_AUTH_CHROMIUM to a Chromium/Chrome binary");
-  if (!node.empty() && !platform::is_executable(node)) FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
+    FAIL(
+        "Chromium not found: install Debian's chromium package (apt-get install chromium), or set "
+        "APS_AUTH_CHROMIUM to a Chromium/Chrome binary");
+  if (!node.empty() && !platform::is_executable(node))
+    FAIL("APS_AUTH_NODE=" << node << " is not an executable file");
   t.node = find_program({node, "node", "nodejs"});
-  if (t.node.empty()) FAIL("Node.js not found: install Debian's nodejs package (apt-get install nodejs)");
+  if (t.node.empty())
+    FAIL("Node.js not found: install Debian's nodejs package (apt-get install nodejs)");
   t.driver = source_dir() + "/tests/browser/headless_browser.mjs";
-  if (!is_file(t.driver)) FAIL("missing " << t.driver << " (set APS_AUTH_SOURCE_DIR)");
+  if (!is_file(t.driver))
+    FAIL("missing " << t.driver << " (set APS_AUTH_SOURCE_DIR)");
   t.out_dir = binary_dir() + "/screenshots";
   std::error_code ec;
   std::filesystem::create_directories(t.out_dir, ec);
@@ -49,7 +53,8 @@ inline BrowserTools find_browser_tools() {
 // Width and height of a PNG file (0, 0 when it is not one).
 inline std::pair<unsigned, unsigned> png_size(const std::string& path) {
   std::string b = read_file(path).value_or("");
-  if (b.size() < 24 || b.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || b.compare(12, 4, "IHDR") != 0) return {0, 0};
+  if (b.size() < 24 || b.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || b.compare(12, 4, "IHDR") != 0)
+    return {0, 0};
   auto be32 = [&](std::size_t i) {
     return (static_cast<unsigned>(static_cast<unsigned char>(b[i])) << 24) |
            (static_cast<unsigned>(static_cast<unsigned char>(b[i + 1])) << 16) |
@@ -64,14 +69,14 @@ inline std::pair<unsigned, unsigned> png_size(const std::string& path) {
 // stand-in browser. Says so by name on Windows.
 inline bool browser_tests_run_here() {
 #ifdef _WIN32
-  MESSAGE("skipped on Windows: no Windows Chromium here (under Wine it would be the Linux one, tested by the Linux "
-          "stages); the CLI starting $BROWSER with CreateProcessW is tested by test_cli");
+  MESSAGE(
+      "skipped on Windows: no Windows Chromium here (under Wine it would be the Linux one, tested by the Linux "
+      "stages); the CLI starting $BROWSER with CreateProcessW is tested by test_cli");
   return false;
 #else
   return true;
 #endif
 }
-
 
 }  // namespace support
 

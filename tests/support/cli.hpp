@@ -50,9 +50,11 @@ inline RunResult run_cli(const std::vector<std::string>& args, const EnvMap& env
 inline std::set<std::string> printed_tokens(const std::string& out) {
   std::set<std::string> t;
   nlohmann::json j = nlohmann::json::parse(out, nullptr, false);
-  if (!j.is_object()) return t;
+  if (!j.is_object())
+    return t;
   for (const char* k : {"access_token", "refresh_token", "id_token"})
-    if (j.contains(k) && j[k].is_string()) t.insert(j[k].get<std::string>());
+    if (j.contains(k) && j[k].is_string())
+      t.insert(j[k].get<std::string>());
   return t;
 }
 

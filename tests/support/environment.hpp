@@ -43,17 +43,22 @@ class ScopedEnv {
 // The source tree: $APS_AUTH_SOURCE_DIR (ctest and meson set it), else found from this file's own path.
 inline std::string source_dir() {
   std::string dir = env_or("APS_AUTH_SOURCE_DIR");
-  if (!dir.empty()) return dir;
+  if (!dir.empty())
+    return dir;
   std::string here = __FILE__;  // <source>/tests/support/environment.hpp, absolute or relative
   std::string root = here.substr(0, here.rfind("tests/support/"));
   return root.empty() ? "." : root;
 }
 
 // The build tree: $APS_AUTH_BINARY_DIR, else the working directory.
-inline std::string binary_dir() { return env_or("APS_AUTH_BINARY_DIR", "."); }
+inline std::string binary_dir() {
+  return env_or("APS_AUTH_BINARY_DIR", ".");
+}
 
 // The built aps-auth: $APS_AUTH_CLI ("" when not set).
-inline std::string cli_path() { return env_or("APS_AUTH_CLI"); }
+inline std::string cli_path() {
+  return env_or("APS_AUTH_CLI");
+}
 
 // A minimal environment for a child: PATH, HOME (and XDG_STATE_HOME under it), and TMPDIR and the sanitizers'
 // options of this process; on Windows also SystemRoot, TEMP and TMP of this process, and USERPROFILE and
@@ -64,10 +69,12 @@ inline EnvMap base_env(const std::string& home) {
   e["HOME"] = home;
   e["XDG_STATE_HOME"] = home + "/state";
   for (const char* name : {"TMPDIR", "ASAN_OPTIONS", "TSAN_OPTIONS"})
-    if (!env_or(name).empty()) e[name] = env_or(name);
+    if (!env_or(name).empty())
+      e[name] = env_or(name);
 #ifdef _WIN32
   for (const char* name : {"SystemRoot", "TEMP", "TMP"})
-    if (!env_or(name).empty()) e[name] = env_or(name);
+    if (!env_or(name).empty())
+      e[name] = env_or(name);
   e["USERPROFILE"] = home;
   e["LOCALAPPDATA"] = home + "\\AppData\\Local";
 #endif

@@ -21,12 +21,15 @@ inline void remove_tree(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::file_status st = fs::symlink_status(path, ec);
-  if (ec || !fs::exists(st)) return;
+  if (ec || !fs::exists(st))
+    return;
   if (fs::is_directory(st)) {
     fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
     std::vector<fs::path> children;
-    for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) children.push_back(it->path());
-    for (const auto& child : children) remove_tree(child);
+    for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec))
+      children.push_back(it->path());
+    for (const auto& child : children)
+      remove_tree(child);
   }
   fs::remove(path, ec);
 }
@@ -34,7 +37,8 @@ inline void remove_tree(const std::filesystem::path& path) {
 // The whole content of a file; nullopt when it cannot be opened.
 inline std::optional<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
+  if (!in)
+    return std::nullopt;
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
@@ -53,7 +57,8 @@ inline void write_file(const std::string& path, const std::string& text, int mod
 inline int file_mode(const std::string& path) {
   std::error_code ec;
   const auto st = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(st)) return -1;
+  if (ec || !std::filesystem::exists(st))
+    return -1;
   return static_cast<int>(st.permissions() & std::filesystem::perms::mask);
 }
 
@@ -80,7 +85,8 @@ inline std::vector<std::string> list_dir(const std::string& dir, const std::stri
   std::error_code ec;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     std::string name = it->path().filename().string();
-    if (name.compare(0, prefix.size(), prefix) == 0) out.push_back(name);
+    if (name.compare(0, prefix.size(), prefix) == 0)
+      out.push_back(name);
   }
   return out;
 }

@@ -39,18 +39,23 @@ aps::auth::Error require_error(F&& f) {
 inline std::multimap<std::string, std::string> query_of(const std::string& url) {
   std::multimap<std::string, std::string> out;
   auto u = aps::auth::detail::parse_url(url);
-  if (!u) return out;
+  if (!u)
+    return out;
   auto params = aps::auth::detail::parse_query(u->query);
-  if (!params) return out;
-  for (auto& [k, v] : *params) out.emplace(k, v);
+  if (!params)
+    return out;
+  for (auto& [k, v] : *params)
+    out.emplace(k, v);
   return out;
 }
 
 // The single value of a query parameter; "<missing>" / "<duplicate>" otherwise.
 inline std::string param(const std::multimap<std::string, std::string>& q, const std::string& name) {
   auto n = q.count(name);
-  if (n == 0) return "<missing>";
-  if (n > 1) return "<duplicate>";
+  if (n == 0)
+    return "<missing>";
+  if (n > 1)
+    return "<duplicate>";
   return q.find(name)->second;
 }
 

@@ -74,7 +74,8 @@ struct Mock {
   std::string ca_file;  // HTTPS: the mock's CA certificate (PEM); "" over HTTP
 
   explicit Mock(const aps_mock::Options& options) : server(options) {
-    if (options.tls) ca_file = dir.write("ca.pem", server.pki().ca_cert_pem);
+    if (options.tls)
+      ca_file = dir.write("ca.pem", server.pki().ca_cert_pem);
   }
 
   std::string base_url() const { return server.base_url(); }
@@ -88,7 +89,8 @@ struct Mock {
   std::vector<aps_mock::RecordedRequest> requests_to(const std::string& path) const {
     std::vector<aps_mock::RecordedRequest> out;
     for (auto& r : server.requests())
-      if (r.path == path) out.push_back(r);
+      if (r.path == path)
+        out.push_back(r);
     return out;
   }
 };
@@ -136,7 +138,8 @@ struct MockEnv : Mock {
   static aps_mock::Options options(bool tls, const std::function<void(aps_mock::Options&)>& tweak) {
     aps_mock::Options o;
     o.clients = {{kConfidentialId, kConfidentialSecret, {kRedirect}}, {kPublicId, "", {kRedirect}}};
-    if (tweak) tweak(o);
+    if (tweak)
+      tweak(o);
     o.tls = tls;
     return o;
   }
@@ -144,8 +147,8 @@ struct MockEnv : Mock {
   // A Config for the mock as the confidential or the public client: its endpoints, its CA, no proxy, a single
   // attempt and short timeouts.
   aps::auth::Config config(bool confidential = true) const {
-    aps::auth::Config c = Mock::config(confidential ? kConfidentialId : kPublicId,
-                                       confidential ? kConfidentialSecret : "");
+    aps::auth::Config c =
+        Mock::config(confidential ? kConfidentialId : kPublicId, confidential ? kConfidentialSecret : "");
     c.callback_url = kRedirect;
     c.scopes = {"data:read", "data:write"};
     c.connect_timeout = std::chrono::seconds(3);
@@ -180,7 +183,8 @@ class ScriptedBrowser {
   // Adds the URI to every client's registered redirect URIs.
   void register_redirect_uri(const std::string& uri) {
     aps_mock::Options o = server_.options();
-    for (auto& c : o.clients) c.redirect_uris.push_back(uri);
+    for (auto& c : o.clients)
+      c.redirect_uris.push_back(uri);
     server_.set_options(o);
   }
 
@@ -191,7 +195,8 @@ class ScriptedBrowser {
   }
 
   void join() {
-    if (thread_.joinable()) thread_.join();
+    if (thread_.joinable())
+      thread_.join();
   }
 
  private:
@@ -224,9 +229,11 @@ inline std::set<std::string> secrets_received_by(const aps_mock::Server& server)
   std::set<std::string> s;
   for (const auto& r : server.requests()) {
     for (const char* k : {"code", "code_verifier", "refresh_token", "token", "client_secret"})
-      for (auto it = r.form.lower_bound(k); it != r.form.upper_bound(k); ++it) s.insert(it->second);
+      for (auto it = r.form.lower_bound(k); it != r.form.upper_bound(k); ++it)
+        s.insert(it->second);
     const std::string authz = r.header("Authorization");
-    if (authz.find(' ') != std::string::npos) s.insert(authz.substr(authz.find(' ') + 1));
+    if (authz.find(' ') != std::string::npos)
+      s.insert(authz.substr(authz.find(' ') + 1));
   }
   s.erase("");
   return s;

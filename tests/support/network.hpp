@@ -44,14 +44,16 @@ class Socket {
   bool send_all(const std::string& data) const {
     for (std::size_t off = 0; off < data.size();) {
       long n = platform::send_some(s_, data.data() + off, data.size() - off);
-      if (n <= 0) return false;
+      if (n <= 0)
+        return false;
       off += static_cast<std::size_t>(n);
     }
     return true;
   }
   // Sends what fits without blocking (the peer may have stopped reading); false once the peer is gone.
   bool send_without_blocking(const std::string& data) const {
-    if (!valid()) return false;
+    if (!valid())
+      return false;
     return platform::send_some(s_, data.data(), data.size(), true) >= 0 ||
            platform::would_block(platform::last_socket_error());
   }
@@ -68,20 +70,24 @@ inline Socket connect_to(const std::string& host, int port, int* err = nullptr, 
   sockaddr_storage ss;
   platform::socklen_type len = 0;
   if (!platform::make_address(host, port, ss, len)) {
-    if (err) *err = EINVAL;
+    if (err)
+      *err = EINVAL;
     return Socket();
   }
   Socket s(platform::tcp_socket(ss.ss_family));
   if (!s.valid()) {
-    if (err) *err = platform::last_socket_error();
+    if (err)
+      *err = platform::last_socket_error();
     return s;
   }
   platform::set_io_timeouts(s.native(), timeout_ms);
   if (!platform::connect_to(s.native(), ss, len)) {
-    if (err) *err = platform::last_socket_error();
+    if (err)
+      *err = platform::last_socket_error();
     return Socket();
   }
-  if (err) *err = 0;
+  if (err)
+    *err = 0;
   return s;
 }
 
@@ -89,10 +95,13 @@ inline Socket connect_to(const std::string& host, int port, int* err = nullptr, 
 inline Socket listen_on(const std::string& host, int port = 0, int backlog = 4) {
   sockaddr_storage ss;
   platform::socklen_type len = 0;
-  if (!platform::make_address(host, port, ss, len)) throw std::runtime_error("not a numeric address: " + host);
+  if (!platform::make_address(host, port, ss, len))
+    throw std::runtime_error("not a numeric address: " + host);
   Socket s(platform::tcp_socket(ss.ss_family));
-  if (!s.valid()) throw std::runtime_error("socket: " + platform::socket_error_text(platform::last_socket_error()));
-  if (ss.ss_family == AF_INET6) platform::set_v6only(s.native());
+  if (!s.valid())
+    throw std::runtime_error("socket: " + platform::socket_error_text(platform::last_socket_error()));
+  if (ss.ss_family == AF_INET6)
+    platform::set_v6only(s.native());
   if (!platform::bind_to(s.native(), ss, len) || !platform::listen_on(s.native(), backlog))
     throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " +
                              platform::socket_error_text(platform::last_socket_error()));
@@ -104,11 +113,14 @@ inline Socket listen_on(const std::string& host, int port = 0, int backlog = 4) 
 inline int try_bind_shared(const std::string& host, int port) {
   sockaddr_storage ss;
   platform::socklen_type len = 0;
-  if (!platform::make_address(host, port, ss, len)) return EINVAL;
+  if (!platform::make_address(host, port, ss, len))
+    return EINVAL;
   Socket s(platform::tcp_socket(ss.ss_family));
-  if (!s.valid()) return platform::last_socket_error();
+  if (!s.valid())
+    return platform::last_socket_error();
   platform::set_port_sharing(s.native());
-  if (ss.ss_family == AF_INET6) platform::set_v6only(s.native());
+  if (ss.ss_family == AF_INET6)
+    platform::set_v6only(s.native());
   return platform::bind_to(s.native(), ss, len) ? 0 : platform::last_socket_error();
 }
 
@@ -118,19 +130,23 @@ inline int free_port() {
   platform::socklen_type len = 0;
   platform::make_address("127.0.0.1", 0, ss, len);
   Socket s(platform::tcp_socket(AF_INET));
-  if (!s.valid() || !platform::bind_to(s.native(), ss, len)) return 0;
+  if (!s.valid() || !platform::bind_to(s.native(), ss, len))
+    return 0;
   return s.local_port();
 }
 
 // True when something accepts TCP connections on 127.0.0.1:port.
-inline bool accepts(int port) { return connect_to("127.0.0.1", port).valid(); }
+inline bool accepts(int port) {
+  return connect_to("127.0.0.1", port).valid();
+}
 
 // A listener with a backlog of 0 that never accepts, its one queue slot taken by a connection of its own: the
 // kernel then drops every further SYN, so a client's connect() hangs until its connect timeout fires.
 class FullBacklog {
  public:
   FullBacklog() : listener_(listen_on("127.0.0.1", 0, 0)), filler_(connect_to("127.0.0.1", listener_.local_port())) {
-    if (!filler_.valid()) throw std::runtime_error("FullBacklog: cannot fill the backlog");
+    if (!filler_.valid())
+      throw std::runtime_error("FullBacklog: cannot fill the backlog");
   }
   int port() const { return listener_.local_port(); }
 
@@ -160,13 +176,16 @@ inline Response read_response(const Socket& s, int timeout_ms = 5000) {
   for (;;) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
-    if (left <= 0 || !platform::wait_readable(s.native(), static_cast<int>(left))) break;
+    if (left <= 0 || !platform::wait_readable(s.native(), static_cast<int>(left)))
+      break;
     const long n = platform::receive_some(s.native(), buf, sizeof buf);
-    if (n <= 0) break;
+    if (n <= 0)
+      break;
     r.raw.append(buf, static_cast<std::size_t>(n));
   }
   std::size_t head_end = r.raw.find("\r\n\r\n");
-  if (head_end == std::string::npos || r.raw.compare(0, 5, "HTTP/") != 0) return r;
+  if (head_end == std::string::npos || r.raw.compare(0, 5, "HTTP/") != 0)
+    return r;
   std::size_t sp = r.raw.find(' ');
   r.status = std::atoi(r.raw.c_str() + sp + 1);
   std::size_t pos = r.raw.find("\r\n") + 2;
@@ -176,7 +195,8 @@ inline Response read_response(const Socket& s, int timeout_ms = 5000) {
     std::size_t colon = line.find(':');
     if (colon != std::string::npos) {
       std::string name = line.substr(0, colon);
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      for (char& c : name)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       std::size_t v = line.find_first_not_of(' ', colon + 1);
       r.headers[name] = v == std::string::npos ? std::string() : line.substr(v);
     }
@@ -189,19 +209,19 @@ inline Response read_response(const Socket& s, int timeout_ms = 5000) {
 // Sends `bytes` as they are and reads the answer.
 inline Response exchange(const std::string& host, int port, const std::string& bytes, int timeout_ms = 5000) {
   Socket s = connect_to(host, port, nullptr, timeout_ms);
-  if (!s.valid() || !s.send_all(bytes)) return Response();
+  if (!s.valid() || !s.send_all(bytes))
+    return Response();
   return read_response(s, timeout_ms);
 }
 
 // GET (or another method) of `target` with a browser-like request head.
-inline Response request(const std::string& host, int port, const std::string& target,
-                        const std::string& method = "GET", const std::string& body = "", int timeout_ms = 5000) {
+inline Response request(const std::string& host, int port, const std::string& target, const std::string& method = "GET",
+                        const std::string& body = "", int timeout_ms = 5000) {
   std::string host_header = host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host;
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + host_header + ":" + std::to_string(port) +
                     "\r\nUser-Agent: aps_auth-tests\r\nAccept: text/html\r\nConnection: close\r\n";
   if (!body.empty() || method == "POST")
-    req += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " + std::to_string(body.size()) +
-           "\r\n";
+    req += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   req += "\r\n" + body;
   return exchange(host, port, req, timeout_ms);
 }

@@ -78,7 +78,8 @@ using Clock = std::chrono::steady_clock;
 // ---- Windows: UTF-8 <-> UTF-16 (every string of the support layer is UTF-8) --------------------------------
 
 inline std::wstring widen(const std::string& s) {
-  if (s.empty()) return std::wstring();
+  if (s.empty())
+    return std::wstring();
   int n = ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), nullptr, 0);
   std::wstring w(static_cast<std::size_t>(n), L'\0');
   ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), &w[0], n);
@@ -86,7 +87,8 @@ inline std::wstring widen(const std::string& s) {
 }
 
 inline std::string narrow(const std::wstring& w) {
-  if (w.empty()) return std::string();
+  if (w.empty())
+    return std::string();
   int n = ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), nullptr, 0, nullptr, nullptr);
   std::string s(static_cast<std::size_t>(n), '\0');
   ::WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), &s[0], n, nullptr, nullptr);
@@ -95,11 +97,13 @@ inline std::string narrow(const std::wstring& w) {
 
 inline std::string last_error_text(DWORD code = ::GetLastError()) {
   wchar_t* text = nullptr;
-  ::FormatMessageW(FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
-                   nullptr, code, 0, reinterpret_cast<wchar_t*>(&text), 0, nullptr);
+  ::FormatMessageW(FORMAT_MESSAGE_ALLOCATE_BUFFER | FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, nullptr,
+                   code, 0, reinterpret_cast<wchar_t*>(&text), 0, nullptr);
   std::string out = text ? narrow(text) : "error " + std::to_string(code);
-  if (text) ::LocalFree(text);
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  if (text)
+    ::LocalFree(text);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
+    out.pop_back();
   return out;
 }
 #endif
@@ -109,11 +113,13 @@ inline std::string last_error_text(DWORD code = ::GetLastError()) {
 inline std::optional<std::string> get_env(const std::string& name) {
 #ifdef _WIN32
   const wchar_t* v = ::_wgetenv(widen(name).c_str());
-  if (!v) return std::nullopt;
+  if (!v)
+    return std::nullopt;
   return narrow(v);
 #else
   const char* v = std::getenv(name.c_str());
-  if (!v) return std::nullopt;
+  if (!v)
+    return std::nullopt;
   return std::string(v);
 #endif
 }
@@ -146,14 +152,17 @@ inline EnvMap current_environment() {
   for (const wchar_t* p = block; p && *p; p += std::wcslen(p) + 1) {
     std::string kv = narrow(p);
     std::size_t eq = kv.find('=', 1);  // "=C:=C:\\dir" entries start with '='
-    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+    if (eq != std::string::npos)
+      out[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
-  if (block) ::FreeEnvironmentStringsW(block);
+  if (block)
+    ::FreeEnvironmentStringsW(block);
 #else
   for (char** e = environ; e && *e; ++e) {
     std::string kv = *e;
     std::size_t eq = kv.find('=');
-    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+    if (eq != std::string::npos)
+      out[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
 #endif
   return out;
@@ -175,13 +184,15 @@ constexpr char kDirSeparator = '/';
 // The string SID ("S-1-5-21-...") of the user this process runs as.
 inline std::string current_user_sid() {
   HANDLE token = nullptr;
-  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &token)) return "";
+  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &token))
+    return "";
   std::vector<unsigned char> buf(512);
   DWORD needed = 0;
   const BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
   ::CloseHandle(token);
   wchar_t* text = nullptr;
-  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text)) return "";
+  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text))
+    return "";
   std::string sid = narrow(text);
   ::LocalFree(text);
   return sid;
@@ -219,21 +230,25 @@ inline std::string make_temp_dir(const std::string& prefix) {
 #ifdef _WIN32
   wchar_t base[MAX_PATH + 1];
   DWORD n = ::GetTempPathW(MAX_PATH + 1, base);
-  if (n == 0 || n > MAX_PATH) throw std::runtime_error("GetTempPathW failed: " + last_error_text());
+  if (n == 0 || n > MAX_PATH)
+    throw std::runtime_error("GetTempPathW failed: " + last_error_text());
   SecurityAttributes owner_only(owner_only_sddl(true));  // what mkdtemp's 0700 is on POSIX
   std::random_device rd;
   for (int attempt = 0; attempt < 100; ++attempt) {
     char suffix[16];
     std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
     std::wstring path = std::wstring(base, n) + widen(prefix + suffix);
-    if (::CreateDirectoryW(path.c_str(), owner_only.attributes())) return narrow(path);
-    if (::GetLastError() != ERROR_ALREADY_EXISTS) break;
+    if (::CreateDirectoryW(path.c_str(), owner_only.attributes()))
+      return narrow(path);
+    if (::GetLastError() != ERROR_ALREADY_EXISTS)
+      break;
   }
   throw std::runtime_error("cannot create a temporary directory: " + last_error_text());
 #else
   const char* base = std::getenv("TMPDIR");
   std::string tmpl = std::string(base && *base ? base : "/tmp") + "/" + prefix + "XXXXXX";
-  if (!::mkdtemp(&tmpl[0])) throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
+  if (!::mkdtemp(&tmpl[0]))
+    throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
   return tmpl;
 #endif
 }
@@ -245,31 +260,37 @@ inline std::string make_temp_dir(const std::string& prefix) {
 inline void write_new_file(const std::string& path, const std::string& text, int mode) {
 #ifdef _WIN32
   auto grant = [](int bits, const char* sid) {
-    if (!(bits & 6)) return std::string();
+    if (!(bits & 6))
+      return std::string();
     return std::string("(A;;") + ((bits & 2) ? "FRFW" : "FR") + ";;;" + sid + ")";
   };
   SecurityAttributes access(owner_only_sddl(false) + grant(mode >> 3, "BU") + grant(mode, "WD"));
   HANDLE h = ::CreateFileW(widen(path).c_str(), GENERIC_WRITE, 0, access.attributes(), CREATE_NEW,
                            (mode & 0200) ? FILE_ATTRIBUTE_NORMAL : FILE_ATTRIBUTE_READONLY, nullptr);
-  if (h == INVALID_HANDLE_VALUE) throw std::runtime_error("cannot create " + path + ": " + last_error_text());
+  if (h == INVALID_HANDLE_VALUE)
+    throw std::runtime_error("cannot create " + path + ": " + last_error_text());
   DWORD written = 0;
   const bool ok = text.empty() || (::WriteFile(h, text.data(), static_cast<DWORD>(text.size()), &written, nullptr) &&
                                    written == text.size());
   ::CloseHandle(h);
-  if (!ok) throw std::runtime_error("cannot write " + path + ": " + last_error_text());
+  if (!ok)
+    throw std::runtime_error("cannot write " + path + ": " + last_error_text());
 #else
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + std::strerror(errno));
+  if (fd < 0)
+    throw std::runtime_error("cannot create " + path + ": " + std::strerror(errno));
   bool ok = ::fchmod(fd, static_cast<mode_t>(mode)) == 0;
   for (std::size_t off = 0; ok && off < text.size();) {
     ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR)
+      continue;
     ok = n > 0;
     off += ok ? static_cast<std::size_t>(n) : 0;
   }
   const int err = errno;
   ok = ::close(fd) == 0 && ok;
-  if (!ok) throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
+  if (!ok)
+    throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
 #endif
 }
 
@@ -290,7 +311,8 @@ inline std::vector<std::string> program_suffixes() {
   std::vector<std::string> out = {""};
   std::stringstream list(get_env("PATHEXT").value_or(".COM;.EXE;.BAT;.CMD"));
   for (std::string s; std::getline(list, s, ';');)
-    if (!s.empty()) out.push_back(s);
+    if (!s.empty())
+      out.push_back(s);
   return out;
 #else
   return {""};
@@ -303,10 +325,14 @@ class ScopedUmask {
  public:
 #ifdef _WIN32
   explicit ScopedUmask(int mask) : old_(::_umask(mask)) {}
-  ~ScopedUmask() { ::_umask(old_); }
+  ~ScopedUmask() {
+    ::_umask(old_);
+  }
 #else
   explicit ScopedUmask(int mask) : old_(::umask(static_cast<mode_t>(mask))) {}
-  ~ScopedUmask() { ::umask(old_); }
+  ~ScopedUmask() {
+    ::umask(old_);
+  }
 #endif
   ScopedUmask(const ScopedUmask&) = delete;
   ScopedUmask& operator=(const ScopedUmask&) = delete;
@@ -332,7 +358,6 @@ class ScopedUmask {
 #endif
 };
 
-
 // Who other than its owner may read or write a file or directory: "" when nobody (POSIX: no group or other
 // permission bit; Windows: every entry of its access list that allows reading or writing names the current
 // user, SYSTEM or the Administrators), else what lets others in ("mode 0644"; "allowed: S-1-1-0"). The tests'
@@ -350,10 +375,12 @@ inline std::optional<std::string> access_by_others(const std::string& path) {
                                        GENERIC_WRITE | GENERIC_ALL | WRITE_DAC | WRITE_OWNER;
   for (DWORD i = 0; dacl && i < dacl->AceCount; ++i) {
     ACE_HEADER* ace = nullptr;
-    if (!::GetAce(dacl, i, reinterpret_cast<void**>(&ace)) || ace->AceType != ACCESS_ALLOWED_ACE_TYPE) continue;
+    if (!::GetAce(dacl, i, reinterpret_cast<void**>(&ace)) || ace->AceType != ACCESS_ALLOWED_ACE_TYPE)
+      continue;
     auto* allowed = reinterpret_cast<ACCESS_ALLOWED_ACE*>(ace);
     wchar_t* text = nullptr;
-    if (!(allowed->Mask & kReadOrWrite) || !::ConvertSidToStringSidW(&allowed->SidStart, &text)) continue;
+    if (!(allowed->Mask & kReadOrWrite) || !::ConvertSidToStringSidW(&allowed->SidStart, &text))
+      continue;
     const std::string sid = narrow(text);
     ::LocalFree(text);
     if (sid != user && sid != "S-1-5-18" && sid != "S-1-5-32-544")
@@ -363,8 +390,10 @@ inline std::optional<std::string> access_by_others(const std::string& path) {
   return others;
 #else
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  if ((st.st_mode & 077) == 0) return std::string();
+  if (::stat(path.c_str(), &st) != 0)
+    return std::nullopt;
+  if ((st.st_mode & 077) == 0)
+    return std::string();
   char text[16];
   std::snprintf(text, sizeof text, "mode %04o", static_cast<unsigned>(st.st_mode & 07777));
   return std::string(text);
@@ -410,7 +439,8 @@ inline bool make_pipe(int fds[2]) {
 #ifdef __linux__
   return ::pipe2(fds, O_CLOEXEC) == 0;
 #else
-  if (::pipe(fds) != 0) return false;
+  if (::pipe(fds) != 0)
+    return false;
   ::fcntl(fds[0], F_SETFD, FD_CLOEXEC);
   ::fcntl(fds[1], F_SETFD, FD_CLOEXEC);
   return true;
@@ -418,7 +448,8 @@ inline bool make_pipe(int fds[2]) {
 }
 
 inline void close_fd(int& fd) {
-  if (fd >= 0) ::close(fd);
+  if (fd >= 0)
+    ::close(fd);
   fd = -1;
 }
 #endif
@@ -426,7 +457,8 @@ inline void close_fd(int& fd) {
 #ifdef _WIN32
 // One argument quoted so that CommandLineToArgvW (and the C runtime) give it back unchanged.
 inline std::wstring quote_argument(const std::wstring& arg) {
-  if (!arg.empty() && arg.find_first_of(L" \t\n\v\"") == std::wstring::npos) return arg;
+  if (!arg.empty() && arg.find_first_of(L" \t\n\v\"") == std::wstring::npos)
+    return arg;
   std::wstring out = L"\"";
   for (std::size_t i = 0;; ++i) {
     std::size_t backslashes = 0;
@@ -452,14 +484,16 @@ inline std::wstring quote_argument(const std::wstring& arg) {
 
 inline std::wstring command_line(const std::vector<std::string>& argv) {
   std::wstring out;
-  for (const auto& a : argv) out += (out.empty() ? L"" : L" ") + quote_argument(widen(a));
+  for (const auto& a : argv)
+    out += (out.empty() ? L"" : L" ") + quote_argument(widen(a));
   return out;
 }
 
 // "NAME=value\0...\0\0", sorted by name without regard to case, as CreateProcessW wants it.
 inline std::vector<wchar_t> environment_block(const EnvMap& env) {
   std::vector<std::pair<std::wstring, std::wstring>> vars;
-  for (const auto& kv : env) vars.emplace_back(widen(kv.first), widen(kv.second));
+  for (const auto& kv : env)
+    vars.emplace_back(widen(kv.first), widen(kv.second));
   std::sort(vars.begin(), vars.end(), [](const auto& a, const auto& b) {
     return ::CompareStringOrdinal(a.first.c_str(), -1, b.first.c_str(), -1, TRUE) == CSTR_LESS_THAN;
   });
@@ -470,21 +504,23 @@ inline std::vector<wchar_t> environment_block(const EnvMap& env) {
     block.insert(block.end(), v.second.begin(), v.second.end());
     block.push_back(L'\0');
   }
-  if (block.empty()) block.push_back(L'\0');
+  if (block.empty())
+    block.push_back(L'\0');
   block.push_back(L'\0');
   return block;
 }
 
 inline void close_handle(HANDLE& h) {
-  if (h && h != INVALID_HANDLE_VALUE) ::CloseHandle(h);
+  if (h && h != INVALID_HANDLE_VALUE)
+    ::CloseHandle(h);
   h = nullptr;
 }
 
 inline HANDLE open_output_file(const std::string& path, bool append) {
   SECURITY_ATTRIBUTES sa{sizeof sa, nullptr, TRUE};
-  HANDLE h = ::CreateFileW(widen(path).c_str(), append ? FILE_APPEND_DATA : GENERIC_WRITE,
-                           FILE_SHARE_READ | FILE_SHARE_WRITE, &sa, append ? OPEN_ALWAYS : CREATE_ALWAYS,
-                           FILE_ATTRIBUTE_NORMAL, nullptr);
+  HANDLE h =
+      ::CreateFileW(widen(path).c_str(), append ? FILE_APPEND_DATA : GENERIC_WRITE, FILE_SHARE_READ | FILE_SHARE_WRITE,
+                    &sa, append ? OPEN_ALWAYS : CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, nullptr);
   return h == INVALID_HANDLE_VALUE ? nullptr : h;
 }
 
@@ -492,7 +528,8 @@ inline HANDLE open_output_file(const std::string& path, bool append) {
 inline bool make_pipe(HANDLE& ours, HANDLE& theirs, bool theirs_reads) {
   SECURITY_ATTRIBUTES sa{sizeof sa, nullptr, TRUE};
   HANDLE r = nullptr, w = nullptr;
-  if (!::CreatePipe(&r, &w, &sa, 0)) return false;
+  if (!::CreatePipe(&r, &w, &sa, 0))
+    return false;
   ours = theirs_reads ? w : r;
   theirs = theirs_reads ? r : w;
   ::SetHandleInformation(ours, HANDLE_FLAG_INHERIT, 0);
@@ -506,7 +543,8 @@ inline bool make_pipe(HANDLE& ours, HANDLE& theirs, bool theirs_reads) {
 inline std::string open_child_handles(const SpawnRequest& req, ChildProcess& child, HANDLE (&theirs)[3]) {
   SECURITY_ATTRIBUTES sa{sizeof sa, nullptr, TRUE};
   if (req.stdin_pipe) {
-    if (!make_pipe(child.in, theirs[0], true)) return "CreatePipe: " + last_error_text();
+    if (!make_pipe(child.in, theirs[0], true))
+      return "CreatePipe: " + last_error_text();
   } else {
     theirs[0] = ::CreateFileW(L"NUL", GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, &sa, OPEN_EXISTING, 0, nullptr);
     if (theirs[0] == INVALID_HANDLE_VALUE) {
@@ -515,14 +553,16 @@ inline std::string open_child_handles(const SpawnRequest& req, ChildProcess& chi
     }
   }
   if (req.stdout_path.empty()) {
-    if (!make_pipe(child.out, theirs[1], false)) return "CreatePipe: " + last_error_text();
+    if (!make_pipe(child.out, theirs[1], false))
+      return "CreatePipe: " + last_error_text();
   } else if (!(theirs[1] = open_output_file(req.stdout_path, req.append))) {
     return "open " + req.stdout_path + ": " + last_error_text();
   }
   if (!req.stderr_path.empty() && req.stderr_path == req.stdout_path) {
     theirs[2] = theirs[1];
   } else if (req.stderr_path.empty()) {
-    if (!make_pipe(child.err, theirs[2], false)) return "CreatePipe: " + last_error_text();
+    if (!make_pipe(child.err, theirs[2], false))
+      return "CreatePipe: " + last_error_text();
   } else if (!(theirs[2] = open_output_file(req.stderr_path, req.append))) {
     return "open " + req.stderr_path + ": " + last_error_text();
   }
@@ -533,7 +573,8 @@ inline std::string open_child_handles(const SpawnRequest& req, ChildProcess& chi
 // job of its own when asked (terminate() then ends everything it started); "" or what went wrong.
 inline std::string create_process(const SpawnRequest& req, HANDLE (&theirs)[3], ChildProcess& child) {
   std::vector<HANDLE> inherit = {theirs[0], theirs[1]};
-  if (theirs[2] != theirs[1]) inherit.push_back(theirs[2]);
+  if (theirs[2] != theirs[1])
+    inherit.push_back(theirs[2]);
   SIZE_T size = 0;
   ::InitializeProcThreadAttributeList(nullptr, 1, 0, &size);
   std::vector<unsigned char> list_buf(size);
@@ -551,17 +592,20 @@ inline std::string create_process(const SpawnRequest& req, HANDLE (&theirs)[3], 
   si.lpAttributeList = list;
   std::wstring cmd = command_line(req.argv);
   std::vector<wchar_t> env_block;
-  if (req.env) env_block = environment_block(*req.env);
+  if (req.env)
+    env_block = environment_block(*req.env);
   PROCESS_INFORMATION pi{};
-  BOOL ok = ::CreateProcessW(widen(req.argv[0]).c_str(), &cmd[0], nullptr, nullptr, TRUE,
-                             CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT |
-                                 CREATE_NO_WINDOW,
-                             req.env ? env_block.data() : nullptr, nullptr, &si.StartupInfo, &pi);
+  BOOL ok =
+      ::CreateProcessW(widen(req.argv[0]).c_str(), &cmd[0], nullptr, nullptr, TRUE,
+                       CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | EXTENDED_STARTUPINFO_PRESENT | CREATE_NO_WINDOW,
+                       req.env ? env_block.data() : nullptr, nullptr, &si.StartupInfo, &pi);
   ::DeleteProcThreadAttributeList(list);
-  if (!ok) return "CreateProcessW " + req.argv[0] + ": " + last_error_text();
+  if (!ok)
+    return "CreateProcessW " + req.argv[0] + ": " + last_error_text();
   if (req.own_group) {
     child.job = ::CreateJobObjectW(nullptr, nullptr);
-    if (child.job) ::AssignProcessToJobObject(child.job, pi.hProcess);
+    if (child.job)
+      ::AssignProcessToJobObject(child.job, pi.hProcess);
   }
   ::ResumeThread(pi.hThread);
   ::CloseHandle(pi.hThread);
@@ -593,13 +637,16 @@ inline void connect_std_streams(const SpawnRequest& req, posix_spawn_file_action
 
 // Starts the child; "" or what went wrong.
 inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
-  if (req.argv.empty()) return "nothing to run";
+  if (req.argv.empty())
+    return "nothing to run";
 #ifdef _WIN32
   HANDLE theirs[3] = {nullptr, nullptr, nullptr};
   std::string error = open_child_handles(req, child, theirs);
-  if (error.empty()) error = create_process(req, theirs, child);
+  if (error.empty())
+    error = create_process(req, theirs, child);
   close_handle(theirs[0]);
-  if (theirs[2] != theirs[1]) close_handle(theirs[2]);
+  if (theirs[2] != theirs[1])
+    close_handle(theirs[2]);
   close_handle(theirs[1]);
   if (!error.empty()) {
     close_handle(child.in);
@@ -632,11 +679,14 @@ inline std::string spawn(const SpawnRequest& req, ChildProcess& child) {
   }
   std::vector<std::string> env_strings;
   if (req.env)
-    for (const auto& kv : *req.env) env_strings.push_back(kv.first + "=" + kv.second);
+    for (const auto& kv : *req.env)
+      env_strings.push_back(kv.first + "=" + kv.second);
   std::vector<char*> c_argv, c_env;
-  for (const auto& a : req.argv) c_argv.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : req.argv)
+    c_argv.push_back(const_cast<char*>(a.c_str()));
   c_argv.push_back(nullptr);
-  for (auto& e : env_strings) c_env.push_back(&e[0]);
+  for (auto& e : env_strings)
+    c_env.push_back(&e[0]);
   c_env.push_back(nullptr);
   int rc = ::posix_spawn(&child.pid, c_argv[0], &actions, &attr, c_argv.data(), req.env ? c_env.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -665,7 +715,8 @@ inline void write_stdin_and_close(ChildProcess& child, const std::string& text) 
   while (child.in && off < text.size()) {
     DWORD n = 0;
     DWORD chunk = static_cast<DWORD>(std::min<std::size_t>(text.size() - off, 1 << 20));
-    if (!::WriteFile(child.in, text.data() + off, chunk, &n, nullptr) || n == 0) break;
+    if (!::WriteFile(child.in, text.data() + off, chunk, &n, nullptr) || n == 0)
+      break;
     off += n;
   }
   close_handle(child.in);
@@ -677,8 +728,10 @@ inline void write_stdin_and_close(ChildProcess& child, const std::string& text) 
   std::size_t off = 0;
   while (child.in >= 0 && off < text.size()) {
     ssize_t n = ::write(child.in, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
     off += static_cast<std::size_t>(n);
   }
   close_fd(child.in);
@@ -695,13 +748,15 @@ inline bool drain(ChildProcess& child, Clock::time_point until,
     bool got_any = false;
     for (int i = 0; i < 2; ++i) {
       HANDLE& h = *pipes[i];
-      if (!h) continue;
+      if (!h)
+        continue;
       DWORD available = 0;
       if (!::PeekNamedPipe(h, nullptr, 0, nullptr, &available, nullptr)) {
         close_handle(h);  // ERROR_BROKEN_PIPE: the child's end is closed
         continue;
       }
-      if (available == 0) continue;
+      if (available == 0)
+        continue;
       char buf[8192];
       DWORD n = 0;
       if (!::ReadFile(h, buf, std::min<DWORD>(available, sizeof buf), &n, nullptr) || n == 0) {
@@ -711,15 +766,18 @@ inline bool drain(ChildProcess& child, Clock::time_point until,
       got_any = true;
       sink(i == 0 ? Stream::out : Stream::err, buf, n);
     }
-    if (Clock::now() >= until) return !(child.out || child.err);
-    if (!got_any) ::Sleep(5);
+    if (Clock::now() >= until)
+      return !(child.out || child.err);
+    if (!got_any)
+      ::Sleep(5);
   }
   return true;
 #else
   int* fds[2] = {&child.out, &child.err};
   while (child.out >= 0 || child.err >= 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
-    if (left <= 0) return false;
+    if (left <= 0)
+      return false;
     pollfd p[2];
     nfds_t n = 0;
     int which[2] = {0, 0};
@@ -729,9 +787,11 @@ inline bool drain(ChildProcess& child, Clock::time_point until,
         which[n++] = i;
       }
     int ready = ::poll(p, n, static_cast<int>(std::min<long long>(left, 1000)));
-    if (ready < 0 && errno != EINTR) return false;
+    if (ready < 0 && errno != EINTR)
+      return false;
     for (nfds_t k = 0; k < n && ready > 0; ++k) {
-      if (!p[k].revents) continue;
+      if (!p[k].revents)
+        continue;
       char buf[8192];
       ssize_t got = ::read(p[k].fd, buf, sizeof buf);
       if (got > 0)
@@ -753,8 +813,10 @@ inline void terminate(ChildProcess& child) {
   else if (child.process)
     ::TerminateProcess(child.process, 1);
 #else
-  if (child.pid <= 0) return;
-  if (child.own_group) ::kill(-child.pid, SIGKILL);
+  if (child.pid <= 0)
+    return;
+  if (child.own_group)
+    ::kill(-child.pid, SIGKILL);
   ::kill(child.pid, SIGKILL);
 #endif
 }
@@ -764,7 +826,8 @@ inline void request_stop(ChildProcess& child) {
 #ifdef _WIN32
   terminate(child);
 #else
-  if (child.pid > 0) ::kill(child.pid, SIGTERM);
+  if (child.pid > 0)
+    ::kill(child.pid, SIGTERM);
 #endif
 }
 
@@ -773,8 +836,10 @@ inline void request_stop(ChildProcess& child) {
 inline std::optional<ExitStatus> reap(ChildProcess& child, bool block) {
   ExitStatus s;
 #ifdef _WIN32
-  if (!child.process) return std::nullopt;
-  if (::WaitForSingleObject(child.process, block ? INFINITE : 0) != WAIT_OBJECT_0) return std::nullopt;
+  if (!child.process)
+    return std::nullopt;
+  if (::WaitForSingleObject(child.process, block ? INFINITE : 0) != WAIT_OBJECT_0)
+    return std::nullopt;
   DWORD code = 0;
   ::GetExitCodeProcess(child.process, &code);
   s.code = child.killed ? -1 : static_cast<int>(code);
@@ -783,14 +848,18 @@ inline std::optional<ExitStatus> reap(ChildProcess& child, bool block) {
   close_handle(child.out);
   close_handle(child.err);
 #else
-  if (child.pid <= 0) return std::nullopt;
+  if (child.pid <= 0)
+    return std::nullopt;
   int status = 0;
   pid_t r;
   while ((r = ::waitpid(child.pid, &status, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {
   }
-  if (r == 0) return std::nullopt;
-  if (r == child.pid && WIFEXITED(status)) s.code = WEXITSTATUS(status);
-  if (r == child.pid && WIFSIGNALED(status)) s.signal = WTERMSIG(status);
+  if (r == 0)
+    return std::nullopt;
+  if (r == child.pid && WIFEXITED(status))
+    s.code = WEXITSTATUS(status);
+  if (r == child.pid && WIFSIGNALED(status))
+    s.signal = WTERMSIG(status);
   child.pid = -1;
   close_fd(child.out);
   close_fd(child.err);
@@ -842,7 +911,8 @@ inline std::string socket_error_text(int code) {
 }
 
 inline void close_socket(socket_t s) {
-  if (s == kNoSocket) return;
+  if (s == kNoSocket)
+    return;
 #ifdef _WIN32
   ::closesocket(s);
 #else
@@ -859,7 +929,8 @@ inline socket_t tcp_socket(int family) {
   return ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 #else
   int s = ::socket(family, SOCK_STREAM, 0);
-  if (s >= 0) ::fcntl(s, F_SETFD, FD_CLOEXEC);
+  if (s >= 0)
+    ::fcntl(s, F_SETFD, FD_CLOEXEC);
   return s;
 #endif
 }
@@ -899,7 +970,9 @@ inline bool wait_readable(socket_t s, int timeout_ms) {
 }
 
 // IPv6 sockets for IPv6 only (no IPv4-mapped addresses).
-inline void set_v6only(socket_t s) { set_flag(s, IPPROTO_IPV6, IPV6_V6ONLY); }
+inline void set_v6only(socket_t s) {
+  set_flag(s, IPPROTO_IPV6, IPV6_V6ONLY);
+}
 
 // Every option that lets a second socket bind a port in use: SO_REUSEADDR and SO_REUSEPORT (POSIX);
 // SO_REUSEADDR, which on Windows lets a socket take over a bound port.
@@ -912,7 +985,8 @@ inline void set_port_sharing(socket_t s) {
 
 // Fills a sockaddr for a numeric IPv4 or IPv6 address ("127.0.0.1", "::1", "[::1]").
 inline bool make_address(std::string host, int port, sockaddr_storage& ss, socklen_type& len) {
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   ss = sockaddr_storage{};
   auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
   auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
@@ -949,7 +1023,9 @@ inline bool bind_to(socket_t s, const sockaddr_storage& ss, socklen_type len) {
   return ::bind(s, reinterpret_cast<const sockaddr*>(&ss), len) == 0;
 }
 
-inline bool listen_on(socket_t s, int backlog) { return ::listen(s, backlog) == 0; }
+inline bool listen_on(socket_t s, int backlog) {
+  return ::listen(s, backlog) == 0;
+}
 
 inline bool connect_to(socket_t s, const sockaddr_storage& ss, socklen_type len) {
   return ::connect(s, reinterpret_cast<const sockaddr*>(&ss), len) == 0;
@@ -959,7 +1035,8 @@ inline bool connect_to(socket_t s, const sockaddr_storage& ss, socklen_type len)
 inline int local_port(socket_t s) {
   sockaddr_storage ss{};
   socklen_type len = sizeof ss;
-  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (::getsockname(s, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return 0;
   return port_of(ss);
 }
 
@@ -967,9 +1044,11 @@ inline int local_port(socket_t s) {
 inline long send_some(socket_t s, const char* data, std::size_t size, bool dont_wait = false) {
 #ifdef _WIN32
   u_long on = 1, off = 0;
-  if (dont_wait) ::ioctlsocket(s, FIONBIO, &on);
+  if (dont_wait)
+    ::ioctlsocket(s, FIONBIO, &on);
   int n = ::send(s, data, static_cast<int>(std::min<std::size_t>(size, 1 << 30)), 0);
-  if (dont_wait) ::ioctlsocket(s, FIONBIO, &off);
+  if (dont_wait)
+    ::ioctlsocket(s, FIONBIO, &off);
   return n;
 #else
   int flags = dont_wait ? MSG_DONTWAIT : 0;
@@ -1011,12 +1090,15 @@ inline void shutdown_write(socket_t s) {
 inline std::vector<std::string> non_loopback_addresses() {
   std::vector<std::string> out;
   auto keep = [&out](const sockaddr* a) {
-    if (!a || (a->sa_family != AF_INET && a->sa_family != AF_INET6)) return;
+    if (!a || (a->sa_family != AF_INET && a->sa_family != AF_INET6))
+      return;
     sockaddr_storage ss{};
     std::memcpy(&ss, a, a->sa_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
-    if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr)) return;
+    if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_LINKLOCAL(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr))
+      return;
     std::string text = address_text(ss);
-    if (text.rfind("127.", 0) == 0 || text == "::1") return;
+    if (text.rfind("127.", 0) == 0 || text == "::1")
+      return;
     out.push_back(text);
   };
 #ifdef _WIN32
@@ -1032,11 +1114,14 @@ inline std::vector<std::string> non_loopback_addresses() {
       return out;
   }
   for (auto* adapter = list; adapter; adapter = adapter->Next)
-    for (auto* u = adapter->FirstUnicastAddress; u; u = u->Next) keep(u->Address.lpSockaddr);
+    for (auto* u = adapter->FirstUnicastAddress; u; u = u->Next)
+      keep(u->Address.lpSockaddr);
 #else
   ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return out;
-  for (ifaddrs* i = list; i; i = i->ifa_next) keep(i->ifa_addr);
+  if (::getifaddrs(&list) != 0)
+    return out;
+  for (ifaddrs* i = list; i; i = i->ifa_next)
+    keep(i->ifa_addr);
   ::freeifaddrs(list);
 #endif
   return out;
@@ -1047,19 +1132,23 @@ inline std::vector<std::string> non_loopback_addresses() {
 // never proxies localhost, 127.0.0.0/8 or ::1). nullopt otherwise.
 inline std::optional<std::string> loopback_host_name() {
   char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return std::nullopt;
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0')
+    return std::nullopt;
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (::getaddrinfo(name, nullptr, &hints, &found) != 0) return std::nullopt;
+  if (::getaddrinfo(name, nullptr, &hints, &found) != 0)
+    return std::nullopt;
   bool all_loopback = found != nullptr;
   for (addrinfo* ai = found; ai; ai = ai->ai_next) {
     sockaddr_storage ss{};
     std::memcpy(&ss, ai->ai_addr, std::min<std::size_t>(ai->ai_addrlen, sizeof ss));
-    if (ai->ai_family != AF_INET || address_text(ss) != "127.0.0.1") all_loopback = false;
+    if (ai->ai_family != AF_INET || address_text(ss) != "127.0.0.1")
+      all_loopback = false;
   }
   ::freeaddrinfo(found);
-  if (!all_loopback) return std::nullopt;
+  if (!all_loopback)
+    return std::nullopt;
   return std::string(name);
 }
 
@@ -1080,7 +1169,8 @@ inline std::optional<std::multiset<std::string>> listening_addresses(int port) {
     if (family == AF_INET) {
       const auto* table = reinterpret_cast<const MIB_TCPTABLE_OWNER_PID*>(buf.data());
       for (DWORD i = 0; i < table->dwNumEntries; ++i) {
-        if (ntohs(static_cast<u_short>(table->table[i].dwLocalPort)) != port) continue;
+        if (ntohs(static_cast<u_short>(table->table[i].dwLocalPort)) != port)
+          continue;
         auto* a = reinterpret_cast<sockaddr_in*>(&ss);
         a->sin_family = AF_INET;
         a->sin_addr.s_addr = table->table[i].dwLocalAddr;
@@ -1089,7 +1179,8 @@ inline std::optional<std::multiset<std::string>> listening_addresses(int port) {
     } else {
       const auto* table = reinterpret_cast<const MIB_TCP6TABLE_OWNER_PID*>(buf.data());
       for (DWORD i = 0; i < table->dwNumEntries; ++i) {
-        if (ntohs(static_cast<u_short>(table->table[i].dwLocalPort)) != port) continue;
+        if (ntohs(static_cast<u_short>(table->table[i].dwLocalPort)) != port)
+          continue;
         auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
         a->sin6_family = AF_INET6;
         std::memcpy(&a->sin6_addr, table->table[i].ucLocalAddr, 16);
@@ -1110,7 +1201,8 @@ inline std::optional<std::multiset<std::string>> listening_addresses(int port) {
       std::string slot, local, remote, st;
       fields >> slot >> local >> remote >> st;
       std::size_t colon = local.find(':');
-      if (st != "0A" || colon == std::string::npos || local.substr(colon + 1) != port_hex) continue;  // 0A: LISTEN
+      if (st != "0A" || colon == std::string::npos || local.substr(colon + 1) != port_hex)
+        continue;  // 0A: LISTEN
       // The address: 32-bit words in hexadecimal, each in the kernel's (host) byte order.
       const std::string hex = local.substr(0, colon);
       sockaddr_storage ss{};
@@ -1144,19 +1236,26 @@ inline std::optional<std::vector<OwnListeningSocket>> own_listening_sockets(int 
 #ifdef __linux__
   std::vector<OwnListeningSocket> out;
   DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return out;
+  if (!d)
+    return out;
   while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
+    if (e->d_name[0] == '.')
+      continue;
     int fd = std::atoi(e->d_name);
-    if (fd == ::dirfd(d)) continue;
+    if (fd == ::dirfd(d))
+      continue;
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) continue;
-    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) continue;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+      continue;
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+      continue;
     int listening = 0;
     socklen_t olen = sizeof listening;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 || !listening) continue;
-    if (port_of(ss) != port) continue;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 || !listening)
+      continue;
+    if (port_of(ss) != port)
+      continue;
     OwnListeningSocket l;
     l.address = address_text(ss);
     olen = sizeof l.reuseaddr;
@@ -1182,9 +1281,11 @@ inline int open_descriptor_count() {
 #elif defined(__linux__)
   int n = 0;
   DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return -1;
+  if (!d)
+    return -1;
   while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
+    if (e->d_name[0] != '.')
+      ++n;
   ::closedir(d);
   return n - 1;  // the directory's own descriptor
 #else
@@ -1196,11 +1297,11 @@ inline int open_descriptor_count() {
 // The command line of another process (PEB via NtQueryInformationProcess, class 60: ProcessCommandLineInformation).
 inline std::string command_line_of(DWORD pid) {
   using Query = LONG(WINAPI*)(HANDLE, int, PVOID, ULONG, PULONG);
-  static const auto query =
-      reinterpret_cast<Query>(reinterpret_cast<void*>(::GetProcAddress(::GetModuleHandleW(L"ntdll.dll"),
-                                                                       "NtQueryInformationProcess")));
+  static const auto query = reinterpret_cast<Query>(
+      reinterpret_cast<void*>(::GetProcAddress(::GetModuleHandleW(L"ntdll.dll"), "NtQueryInformationProcess")));
   HANDLE h = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
-  if (!h || !query) return "";
+  if (!h || !query)
+    return "";
   std::vector<unsigned char> buf(65536);
   ULONG len = 0;
   std::string out;
@@ -1210,7 +1311,8 @@ inline std::string command_line_of(DWORD pid) {
       PWSTR buffer;
     };
     const auto* u = reinterpret_cast<const Unicode*>(buf.data());
-    if (u->buffer) out = narrow(std::wstring(u->buffer, u->length / sizeof(wchar_t)));
+    if (u->buffer)
+      out = narrow(std::wstring(u->buffer, u->length / sizeof(wchar_t)));
   }
   ::CloseHandle(h);
   return out;
@@ -1223,7 +1325,8 @@ inline std::optional<std::vector<long>> processes_mentioning(const std::string& 
   std::vector<long> out;
 #ifdef _WIN32
   HANDLE snap = ::CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
-  if (snap == INVALID_HANDLE_VALUE) return out;
+  if (snap == INVALID_HANDLE_VALUE)
+    return out;
   PROCESSENTRY32W e{};
   e.dwSize = sizeof e;
   for (BOOL more = ::Process32FirstW(snap, &e); more; more = ::Process32NextW(snap, &e))
@@ -1234,15 +1337,18 @@ inline std::optional<std::vector<long>> processes_mentioning(const std::string& 
   return out;
 #elif defined(__linux__)
   DIR* d = ::opendir("/proc");
-  if (!d) return out;
+  if (!d)
+    return out;
   while (dirent* e = ::readdir(d)) {
     char* end = nullptr;
     long pid = std::strtol(e->d_name, &end, 10);
-    if (!end || *end || pid <= 0 || pid == ::getpid()) continue;
+    if (!end || *end || pid <= 0 || pid == ::getpid())
+      continue;
     std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-    if (cmdline.find(marker) != std::string::npos) out.push_back(pid);
+    if (cmdline.find(marker) != std::string::npos)
+      out.push_back(pid);
   }
   ::closedir(d);
   return out;
@@ -1315,13 +1421,17 @@ constexpr const char* kForkedChildCannotResolveWhy =
 inline void write_all(int fd, const char* data, std::size_t size) {
   while (size > 0) {
     ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return;
     data += n;
     size -= static_cast<std::size_t>(n);
   }
 }
-inline void write_all(int fd, const std::string& s) { write_all(fd, s.data(), s.size()); }
+inline void write_all(int fd, const std::string& s) {
+  write_all(fd, s.data(), s.size());
+}
 
 // One byte from fd; false at its end.
 inline bool read_byte(int fd, char& c) {
@@ -1335,7 +1445,8 @@ inline bool read_byte(int fd, char& c) {
 class Pipe {
  public:
   Pipe() {
-    if (!make_pipe(fds_)) throw std::runtime_error("pipe failed: " + std::string(std::strerror(errno)));
+    if (!make_pipe(fds_))
+      throw std::runtime_error("pipe failed: " + std::string(std::strerror(errno)));
   }
   ~Pipe() {
     close_read();
@@ -1358,9 +1469,11 @@ class Pipe {
 template <class Body>
 ChildProcess fork_child(Body&& body) {
   int p[2];
-  if (!make_pipe(p)) throw std::runtime_error("pipe failed: " + std::string(std::strerror(errno)));
+  if (!make_pipe(p))
+    throw std::runtime_error("pipe failed: " + std::string(std::strerror(errno)));
   pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
+  if (pid < 0)
+    throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
   if (pid == 0) {
     ::close(p[0]);
     int code = 1;

@@ -44,16 +44,19 @@ using StderrWatcher = std::function<void(const std::string& err_so_far)>;
 // for in $PATH.
 inline std::string find_program(const std::vector<std::string>& names) {
   for (const auto& n : names) {
-    if (n.empty()) continue;
+    if (n.empty())
+      continue;
     if (n.find('/') != std::string::npos || n.find('\\') != std::string::npos) {
-      if (platform::is_executable(n)) return n;
+      if (platform::is_executable(n))
+        return n;
       continue;
     }
     std::stringstream path(env_or("PATH", "/usr/local/bin:/usr/bin:/bin"));
     for (std::string dir; std::getline(path, dir, platform::kPathListSeparator);)
       for (const auto& suffix : platform::program_suffixes()) {
         std::string candidate = (dir.empty() ? "." : dir) + platform::kDirSeparator + n + suffix;
-        if (platform::is_executable(candidate)) return candidate;
+        if (platform::is_executable(candidate))
+          return candidate;
       }
   }
   return "";
@@ -82,22 +85,23 @@ class Process {
     req.append = options.append;
     req.own_group = options.own_group;
     std::string error = platform::spawn(req, child_);
-    if (!error.empty()) throw std::runtime_error(error);
+    if (!error.empty())
+      throw std::runtime_error(error);
     if (options.stdin_text) {
       const std::string text = *options.stdin_text;
       stdin_writer_ = std::thread([this, text] { platform::write_stdin_and_close(child_, text); });
     }
   }
   // Adopts a child started otherwise (platform::fork_child).
-  explicit Process(const platform::ChildProcess& child)
-      : started_(std::chrono::steady_clock::now()), child_(child) {}
+  explicit Process(const platform::ChildProcess& child) : started_(std::chrono::steady_clock::now()), child_(child) {}
   ~Process() { kill(); }
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
   // The exit status once the process has ended; nullopt while it runs.
   std::optional<ExitStatus> poll() {
-    if (!status_) status_ = platform::reap(child_, false);
+    if (!status_)
+      status_ = platform::reap(child_, false);
     return status_;
   }
   bool running() { return !poll(); }
@@ -105,7 +109,8 @@ class Process {
   // Waits up to `timeout` for the process to end.
   std::optional<ExitStatus> wait_for(std::chrono::milliseconds timeout) {
     for (auto until = std::chrono::steady_clock::now() + timeout; !poll();) {
-      if (std::chrono::steady_clock::now() >= until) break;
+      if (std::chrono::steady_clock::now() >= until)
+        break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return status_;
@@ -118,7 +123,8 @@ class Process {
     r.argv = argv_;
     auto sink = [&](platform::Stream s, const char* data, std::size_t n) {
       (s == platform::Stream::out ? r.out : r.err).append(data, n);
-      if (s == platform::Stream::err && on_stderr) on_stderr(r.err);
+      if (s == platform::Stream::err && on_stderr)
+        on_stderr(r.err);
     };
     if (!platform::drain(child_, started_ + timeout, sink)) {
       r.timed_out = true;
@@ -126,7 +132,8 @@ class Process {
       platform::drain(child_, std::chrono::steady_clock::now() + std::chrono::seconds(2), sink);
     }
     join_stdin_writer();
-    if (!status_) status_ = platform::reap(child_, true);
+    if (!status_)
+      status_ = platform::reap(child_, true);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (status_ && !r.timed_out) {
       r.exit_code = status_->code;
@@ -137,9 +144,11 @@ class Process {
 
   // Asks it to stop; kills it when it has not after `grace`.
   void stop(std::chrono::milliseconds grace) {
-    if (!running()) return;
+    if (!running())
+      return;
     platform::request_stop(child_);
-    if (!wait_for(grace)) kill();
+    if (!wait_for(grace))
+      kill();
   }
 
   // Kills it (with its group, when it has one) and reaps it.
@@ -154,7 +163,8 @@ class Process {
 
  private:
   void join_stdin_writer() {
-    if (stdin_writer_.joinable()) stdin_writer_.join();
+    if (stdin_writer_.joinable())
+      stdin_writer_.join();
   }
 
   std::vector<std::string> argv_;

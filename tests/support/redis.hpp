@@ -58,14 +58,17 @@ class RedisClient {
     timeval tv{2, 0};
     c_ = redisConnectWithTimeout("127.0.0.1", port, tv);
     if (!c_ || c_->err) {
-      if (c_) redisFree(c_);  // the destructor does not run when the constructor throws
+      if (c_)
+        redisFree(c_);  // the destructor does not run when the constructor throws
       throw std::runtime_error("cannot connect to Redis on port " + std::to_string(port));
     }
     redisSetTimeout(c_, tv);
-    if (!password.empty()) command({"AUTH", password});
+    if (!password.empty())
+      command({"AUTH", password});
   }
   ~RedisClient() {
-    if (c_) redisFree(c_);
+    if (c_)
+      redisFree(c_);
   }
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
@@ -78,7 +81,8 @@ class RedisClient {
       lens.push_back(a.size());
     }
     auto* r = static_cast<redisReply*>(redisCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lens.data()));
-    if (!r) throw std::runtime_error("Redis connection failed: " + std::string(c_->errstr));
+    if (!r)
+      throw std::runtime_error("Redis connection failed: " + std::string(c_->errstr));
     RedisReply out = flatten(r);
     freeReplyObject(r);
     return out;
@@ -88,9 +92,11 @@ class RedisClient {
   static RedisReply flatten(const redisReply* r) {
     RedisReply out;
     out.type = r->type;
-    if (r->str) out.text.assign(r->str, r->len);
+    if (r->str)
+      out.text.assign(r->str, r->len);
     out.integer = r->integer;
-    for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(flatten(r->element[i]));
+    for (std::size_t i = 0; i < r->elements; ++i)
+      out.elements.push_back(flatten(r->element[i]));
     return out;
   }
   redisContext* c_ = nullptr;
@@ -100,7 +106,8 @@ class RedisClient {
 class RedisServer {
  public:
   explicit RedisServer(std::string password = "") : password_(std::move(password)), port_(free_port()) {
-    if (port_ == 0) throw std::runtime_error("no free loopback port for redis-server");
+    if (port_ == 0)
+      throw std::runtime_error("no free loopback port for redis-server");
     start();
   }
   ~RedisServer() { stop(); }
@@ -110,17 +117,30 @@ class RedisServer {
   int port() const { return port_; }
   // redis://[:password@]127.0.0.1:<port>/<db>
   std::string url(int db = 0) const {
-    return "redis://" + (password_.empty() ? "" : ":" + password_ + "@") + "127.0.0.1:" + std::to_string(port_) +
-           "/" + std::to_string(db);
+    return "redis://" + (password_.empty() ? "" : ":" + password_ + "@") + "127.0.0.1:" + std::to_string(port_) + "/" +
+           std::to_string(db);
   }
   const std::string& log_file() const { return log_; }
 
   // Starts it (again, on the same port and data) and waits until it answers PING.
   void start() {
-    if (process_) return;
-    std::vector<std::string> argv = {redis_server_program(), "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                     "--dir", dir_.path(), "--appendonly", "yes", "--appendfsync", "always",
-                                     "--save", "", "--daemonize", "no"};
+    if (process_)
+      return;
+    std::vector<std::string> argv = {redis_server_program(),
+                                     "--port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--dir",
+                                     dir_.path(),
+                                     "--appendonly",
+                                     "yes",
+                                     "--appendfsync",
+                                     "always",
+                                     "--save",
+                                     "",
+                                     "--daemonize",
+                                     "no"};
     if (!password_.empty()) {
       argv.push_back("--requirepass");
       argv.push_back(password_);
@@ -132,7 +152,8 @@ class RedisServer {
     for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);;) {
       try {
         RedisClient c(port_, password_);
-        if (c.command({"PING"}).text == "PONG") return;
+        if (c.command({"PING"}).text == "PONG")
+          return;
       } catch (const std::runtime_error&) {
       }
       if (!process_->running() || std::chrono::steady_clock::now() > until)
@@ -143,7 +164,8 @@ class RedisServer {
 
   // Stops it (SIGTERM, then SIGKILL after 10 s) and waits until it has ended.
   void stop() {
-    if (!process_) return;
+    if (!process_)
+      return;
     process_->stop(std::chrono::seconds(10));
     process_.reset();
   }

@@ -19,12 +19,15 @@ inline bool contains(const std::string& haystack, const std::string& needle) {
 // How many times `needle` (not empty) starts in `haystack`, overlaps included.
 inline int count_of(const std::string& haystack, const std::string& needle) {
   int n = 0;
-  for (std::size_t p = haystack.find(needle); !needle.empty() && p != std::string::npos; p = haystack.find(needle, p + 1))
+  for (std::size_t p = haystack.find(needle); !needle.empty() && p != std::string::npos;
+       p = haystack.find(needle, p + 1))
     ++n;
   return n;
 }
 
-inline bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+inline bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
 
 inline std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -33,9 +36,11 @@ inline std::string lower(std::string s) {
 
 // Without the spaces and line ends at both ends.
 inline std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
+    s.pop_back();
   std::size_t b = 0;
-  while (b < s.size() && (s[b] == '\n' || s[b] == '\r' || s[b] == ' ')) ++b;
+  while (b < s.size() && (s[b] == '\n' || s[b] == '\r' || s[b] == ' '))
+    ++b;
   return s.substr(b);
 }
 
@@ -44,7 +49,8 @@ inline std::vector<std::string> split_lines(const std::string& s) {
   std::vector<std::string> out;
   for (std::size_t pos = 0; pos < s.size();) {
     std::size_t nl = s.find('\n', pos);
-    if (nl == std::string::npos) nl = s.size();
+    if (nl == std::string::npos)
+      nl = s.size();
     out.push_back(s.substr(pos, nl - pos));
     pos = nl + 1;
   }
@@ -54,7 +60,8 @@ inline std::vector<std::string> split_lines(const std::string& s) {
 // The strings joined with `separator`.
 inline std::string join(const std::vector<std::string>& parts, const std::string& separator) {
   std::string out;
-  for (const auto& p : parts) out += (out.empty() ? "" : separator) + p;
+  for (const auto& p : parts)
+    out += (out.empty() ? "" : separator) + p;
   return out;
 }
 

@@ -1,5 +1,5 @@
-// Measuring and lining up in time: seconds since a moment, the Unix time, and a start line for threads. Portable C++ only. Not
-// part of the library.
+// Measuring and lining up in time: seconds since a moment, the Unix time, and a start line for threads. Portable C++
+// only. Not part of the library.
 #ifndef APS_AUTH_TESTS_SUPPORT_TIMING_HPP
 #define APS_AUTH_TESTS_SUPPORT_TIMING_HPP
 

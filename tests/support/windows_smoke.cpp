@@ -1,6 +1,6 @@
 // A smoke test of the Windows side of tests/support alone, without the library (the suite itself runs under Wine
-// in scripts/test's windows stage): environment, files, processes (CreateProcessW with a UTF-16 environment block and a quoted
-// command line, stdin, a deadline, a job), sockets (Winsock) and the kernel's table of listening sockets. Not
+// in scripts/test's windows stage): environment, files, processes (CreateProcessW with a UTF-16 environment block and a
+// quoted command line, stdin, a deadline, a job), sockets (Winsock) and the kernel's table of listening sockets. Not
 // built by CMake; on Linux, with mingw-w64 and wine, from the source root:
 //   x86_64-w64-mingw32-g++-posix -std=c++17 -I. tests/support/windows_smoke.cpp -o windows_smoke.exe
 //       -static -lws2_32 -liphlpapi && wine windows_smoke.exe
@@ -24,11 +24,13 @@ int failures = 0;
 
 void expect(bool ok, const char* what) {
   std::printf("%s: %s\n", ok ? "ok" : "FAILED", what);
-  if (!ok) ++failures;
+  if (!ok)
+    ++failures;
 }
 
 int echo(int argc, char** argv) {
-  for (int i = 2; i < argc; ++i) std::printf("[%s]", argv[i]);
+  for (int i = 2; i < argc; ++i)
+    std::printf("[%s]", argv[i]);
   std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   std::printf("stdin=[%s]", in.c_str());
   std::fflush(stdout);
@@ -39,7 +41,8 @@ int echo(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "--echo") return echo(argc, argv);
+  if (argc > 1 && std::string(argv[1]) == "--echo")
+    return echo(argc, argv);
   namespace platform = support::platform;
   {
     support::ScopedEnv e("APS_SMOKE", "v1");

@@ -4,8 +4,7 @@
 #include <cstdio>
 #include <string>
 
-#if defined(CPPHTTPLIB_HTTPLIB_H) || defined(INCLUDE_NLOHMANN_JSON_HPP_) || \
-    defined(OPENSSL_VERSION_NUMBER)
+#if defined(CPPHTTPLIB_HTTPLIB_H) || defined(INCLUDE_NLOHMANN_JSON_HPP_) || defined(OPENSSL_VERSION_NUMBER)
 #error "APS_AUTH_HEADER_ONLY=0: aps_auth.hpp must not include httplib.h, nlohmann/json or OpenSSL"
 #endif
 #if APS_AUTH_HEADER_ONLY
@@ -17,8 +16,7 @@ std::string consumer_pkce_challenge(const std::string& verifier);  // request.cp
 
 int main() {
   int failures = 0;
-  const std::string challenge =
-      consumer_pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+  const std::string challenge = consumer_pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
   if (challenge != "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM") {
     std::fprintf(stderr, "FAIL pkce_challenge: %s\n", challenge.c_str());
     ++failures;
@@ -28,8 +26,7 @@ int main() {
     ++failures;
   }
   const std::string url = consumer_authorize_url("consumer-test");
-  if (url.rfind(aps::auth::Endpoints{}.authorize + "?", 0) != 0 ||
-      url.find("nonce=") == std::string::npos) {
+  if (url.rfind(aps::auth::Endpoints{}.authorize + "?", 0) != 0 || url.find("nonce=") == std::string::npos) {
     std::fprintf(stderr, "FAIL authorization URL: %s\n", url.c_str());
     ++failures;
   }

@@ -3,8 +3,7 @@
 
 #include <string>
 
-#if defined(CPPHTTPLIB_HTTPLIB_H) || defined(INCLUDE_NLOHMANN_JSON_HPP_) || \
-    defined(OPENSSL_VERSION_NUMBER)
+#if defined(CPPHTTPLIB_HTTPLIB_H) || defined(INCLUDE_NLOHMANN_JSON_HPP_) || defined(OPENSSL_VERSION_NUMBER)
 #error "APS_AUTH_HEADER_ONLY=0: aps_auth.hpp must not include httplib.h, nlohmann/json or OpenSSL"
 #endif
 
