@@ -831,9 +831,10 @@ struct ProcTcpEntry {
   unsigned long uid = 0;
 };
 
-inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line) {
+// The first `most` fields of a line separated by spaces or tabs.
+inline std::vector<std::string_view> whitespace_fields(std::string_view line, std::size_t most) {
   std::vector<std::string_view> fields;
-  for (std::size_t p = 0; p < line.size() && fields.size() < 8;) {
+  for (std::size_t p = 0; p < line.size() && fields.size() < most;) {
     while (p < line.size() && (line[p] == ' ' || line[p] == '\t'))
       ++p;
     std::size_t e = p;
@@ -843,47 +844,56 @@ inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line
       fields.push_back(line.substr(p, e - p));
     p = e;
   }
+  return fields;
+}
+
+// 1 to 16 hex digits, either case.
+inline bool parse_hex(std::string_view h, unsigned long long& v) {
+  if (h.empty() || h.size() > 16)
+    return false;
+  v = 0;
+  for (char c : h) {
+    const int d = c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                         : -1;
+    if (d < 0)
+      return false;
+    v = v << 4 | static_cast<unsigned>(d);
+  }
+  return true;
+}
+
+// "0100007F:1F90" (IPv4) or 32 hex digits and a port (IPv6), of the same size as the entry's other endpoint.
+inline bool parse_proc_endpoint(std::string_view f, ProcTcpEntry& e, unsigned char* address, int& port) {
+  const std::size_t colon = f.find(':');
+  if (colon == std::string_view::npos || (colon != 8 && colon != 32) || f.size() != colon + 5)
+    return false;
+  if (e.address_size != 0 && e.address_size != colon / 2)
+    return false;
+  e.address_size = colon / 2;
+  for (std::size_t w = 0; w < colon / 8; ++w) {
+    unsigned long long v = 0;
+    if (!parse_hex(f.substr(w * 8, 8), v))
+      return false;
+    const std::uint32_t word = static_cast<std::uint32_t>(v);
+    std::memcpy(address + 4 * w, &word, 4);
+  }
+  unsigned long long pv = 0;
+  if (!parse_hex(f.substr(colon + 1), pv))
+    return false;
+  port = static_cast<int>(pv);
+  return true;
+}
+
+inline std::optional<ProcTcpEntry> parse_proc_net_tcp_line(std::string_view line) {
+  const std::vector<std::string_view> fields = whitespace_fields(line, 8);
   if (fields.size() < 8)
     return std::nullopt;
-  auto hex = [](std::string_view h, unsigned long long& v) {
-    if (h.empty() || h.size() > 16)
-      return false;
-    v = 0;
-    for (char c : h) {
-      const int d = c >= '0' && c <= '9'   ? c - '0'
-                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                           : -1;
-      if (d < 0)
-        return false;
-      v = v << 4 | static_cast<unsigned>(d);
-    }
-    return true;
-  };
   ProcTcpEntry e;
-  auto endpoint = [&](std::string_view f, unsigned char* address, int& port) {
-    const std::size_t colon = f.find(':');
-    if (colon == std::string_view::npos || (colon != 8 && colon != 32) || f.size() != colon + 5)
-      return false;
-    if (e.address_size != 0 && e.address_size != colon / 2)
-      return false;
-    e.address_size = colon / 2;
-    for (std::size_t w = 0; w < colon / 8; ++w) {
-      unsigned long long v = 0;
-      if (!hex(f.substr(w * 8, 8), v))
-        return false;
-      const std::uint32_t word = static_cast<std::uint32_t>(v);
-      std::memcpy(address + 4 * w, &word, 4);
-    }
-    unsigned long long pv = 0;
-    if (!hex(f.substr(colon + 1), pv))
-      return false;
-    port = static_cast<int>(pv);
-    return true;
-  };
   unsigned long long state = 0;
-  if (!endpoint(fields[1], e.local, e.local_port) || !endpoint(fields[2], e.remote, e.remote_port) ||
-      !hex(fields[3], state) || state > 0xFF)
+  if (!parse_proc_endpoint(fields[1], e, e.local, e.local_port) ||
+      !parse_proc_endpoint(fields[2], e, e.remote, e.remote_port) || !parse_hex(fields[3], state) || state > 0xFF)
     return std::nullopt;
   e.state = static_cast<int>(state);
   const std::string_view uid = fields[7];
