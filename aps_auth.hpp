@@ -847,16 +847,15 @@ inline std::vector<std::string_view> whitespace_fields(std::string_view line, st
   return fields;
 }
 
+inline int hex_value(char c);  // [T]
+
 // 1 to 16 hex digits, either case.
 inline bool parse_hex(std::string_view h, unsigned long long& v) {
   if (h.empty() || h.size() > 16)
     return false;
   v = 0;
   for (char c : h) {
-    const int d = c >= '0' && c <= '9'   ? c - '0'
-                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                         : -1;
+    const int d = hex_value(c);
     if (d < 0)
       return false;
     v = v << 4 | static_cast<unsigned>(d);
@@ -1557,11 +1556,9 @@ inline std::string path_join(const std::string& dir, const std::string& name) {
   return dir.empty() || dir.back() == '\\' || dir.back() == '/' ? dir + name : dir + "\\" + name;
 }
 
-// The SID of the user this process runs as, as a string ("S-1-5-21-...").
-inline std::wstring current_user_sid() {
-  HANDLE token = nullptr;
-  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &token))
-    throw Error(ErrorKind::io, "cannot read this process's user: " + os_error_text(last_os_error()));
+// The user SID of an access token as a string ("S-1-5-21-..."); closes the token. nullopt on failure (the error
+// in GetLastError()).
+inline std::optional<std::wstring> token_user_sid(HANDLE token) {
   std::vector<unsigned char> buf(256);
   DWORD needed = 0;
   BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
@@ -1572,10 +1569,21 @@ inline std::wstring current_user_sid() {
   ::CloseHandle(token);
   wchar_t* text = nullptr;
   if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text))
-    throw Error(ErrorKind::io, "cannot read this process's user: " + os_error_text(last_os_error()));
+    return std::nullopt;
   std::wstring sid(text);
   ::LocalFree(text);
   return sid;
+}
+
+// The SID of the user this process runs as, as a string ("S-1-5-21-...").
+inline std::wstring current_user_sid() {
+  HANDLE token = nullptr;
+  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &token))
+    throw Error(ErrorKind::io, "cannot read this process's user: " + os_error_text(last_os_error()));
+  std::optional<std::wstring> sid = token_user_sid(token);
+  if (!sid)
+    throw Error(ErrorKind::io, "cannot read this process's user: " + os_error_text(last_os_error()));
+  return *sid;
 }
 
 // The user SID of process `pid` as a string; nullopt with `denied` set when we may not look (another user's
@@ -1594,20 +1602,7 @@ inline std::optional<std::wstring> process_user_sid(DWORD pid, bool& denied) {
   ::CloseHandle(process);
   if (!opened)
     return std::nullopt;
-  std::vector<unsigned char> buf(256);
-  DWORD needed = 0;
-  BOOL ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
-  if (!ok && ::GetLastError() == ERROR_INSUFFICIENT_BUFFER) {
-    buf.resize(needed);
-    ok = ::GetTokenInformation(token, TokenUser, buf.data(), static_cast<DWORD>(buf.size()), &needed);
-  }
-  ::CloseHandle(token);
-  wchar_t* text = nullptr;
-  if (!ok || !::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &text))
-    return std::nullopt;
-  std::wstring sid(text);
-  ::LocalFree(text);
-  return sid;
+  return token_user_sid(token);
 }
 
 // The process owning the connecting end of an accepted loopback connection (GetExtendedTcpTable: the row whose

@@ -183,6 +183,19 @@ EnvMap browser_env(Fixture& f) {
   return e;
 }
 
+// The status and profile cases read the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; on Windows
+// they say so by name and do not run.
+bool posix_places_here() {
+#ifdef _WIN32
+  MESSAGE(
+      "skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
+      "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
+  return false;
+#else
+  return true;
+#endif
+}
+
 }  // namespace
 
 TEST_SUITE("cli") {
@@ -727,12 +740,8 @@ TEST_SUITE("cli") {
   }
 
   TEST_CASE("cli: status tells who, which scopes, until when; exit 0 only with a usable token; no token shown") {
-#ifdef _WIN32
-    MESSAGE(
-        "skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
-        "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
-    return;
-#endif
+    if (!posix_places_here())
+      return;
     require_cli();
     Fixture f;
     const std::string file = f.dir.file("state/aps-auth/work.json");
@@ -863,12 +872,8 @@ TEST_SUITE("cli") {
   }
 
   TEST_CASE("cli: two profiles: login --save-profile, status, access-token, profile list, logout") {
-#ifdef _WIN32
-    MESSAGE(
-        "skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
-        "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
-    return;
-#endif
+    if (!posix_places_here())
+      return;
     require_cli();
     Fixture f;
     auto e = browser_env(f);  // registers the callback, sets $BROWSER
