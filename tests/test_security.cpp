@@ -1,4 +1,4 @@
-// Security round 2 (issue 11): what a hostile local user or a hostile endpoint must not get. Each TEST_CASE is
+// Security round 2: what a hostile local user or a hostile endpoint must not get. Each TEST_CASE is
 // one defect of the adversarial review, and fails on the code before its fix: token and lock files planted as
 // links, FIFOs, other users' files or locks held forever; token answers with header-breaking characters.
 // Cases that need a second user run as root (as CI does) and are skipped by name otherwise.
