@@ -716,11 +716,10 @@ inline bool set_fd_flags(int fd, bool nonblock) {
          (!nonblock || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
 }
 
-inline Socket stream_socket(int family) {
-#ifdef __linux__
-  return Socket(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-#else
-  Socket s(::socket(family, SOCK_STREAM, 0));
+#ifndef __linux__
+// Where sockets are made without SOCK_CLOEXEC/SOCK_NONBLOCK (macOS, BSD): those flags set afterwards, and
+// SO_NOSIGPIPE where it exists; invalid when the flags cannot be set.
+inline Socket with_socket_flags(Socket s) {
   if (s.valid() && !set_fd_flags(s.get(), true))
     s.close();
 #ifdef SO_NOSIGPIPE
@@ -729,6 +728,14 @@ inline Socket stream_socket(int family) {
     ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
   return s;
+}
+#endif
+
+inline Socket stream_socket(int family) {
+#ifdef __linux__
+  return Socket(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+#else
+  return with_socket_flags(Socket(::socket(family, SOCK_STREAM, 0)));
 #endif
 }
 
@@ -749,15 +756,7 @@ inline Socket accept_connection(socket_t listener) {
 #ifdef __linux__
   return Socket(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
 #else
-  Socket s(::accept(listener, nullptr, nullptr));
-  if (s.valid() && !set_fd_flags(s.get(), true))
-    s.close();
-#ifdef SO_NOSIGPIPE
-  int one = 1;
-  if (s.valid())
-    ::setsockopt(s.get(), SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-  return s;
+  return with_socket_flags(Socket(::accept(listener, nullptr, nullptr)));
 #endif
 }
 

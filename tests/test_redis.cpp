@@ -62,22 +62,9 @@ aps_mock::Options mock_options(int expires_in, int token_delay_ms = 0) {
   return o;
 }
 
+// A 3-legged token the mock issued, as after a sign-in.
 auth::Token issued(aps_mock::Server& mock) {
-  return auth::Token::from_json(mock.issue_tokens(kClient, kScope).dump());
-}
-
-auth::Token expired(auth::Token t) {
-  t.expires_at = SysClock::now() - 10s;
-  return t;
-}
-
-auth::Token valid_token(const std::string& access_token, const std::string& refresh_token) {
-  auth::Token t;
-  t.access_token = access_token;
-  t.refresh_token = refresh_token;
-  t.expires_in = 3600s;
-  t.expires_at = SysClock::now() + 1h;
-  return t;
+  return support::issued_token(mock, kClient, kScope);
 }
 
 auth::RedisTokenStoreOptions short_lock(std::chrono::milliseconds ttl, std::chrono::milliseconds wait = 0ms) {
@@ -176,7 +163,7 @@ TEST_SUITE("redis") {
     auth::Token t;
     const std::vector<std::pair<const char*, std::function<void()>>> calls = {
         {"load", [&] { (void)store.load(t); }},
-        {"save", [&] { store.save(valid_token("a", "r")); }},
+        {"save", [&] { store.save(support::valid_token("a", "r")); }},
         {"clear", [&] { store.clear(); }},
         {"lock", [&] { (void)store.lock(); }},
         {"ping", [&] { store.ping(); }}};
@@ -212,7 +199,7 @@ TEST_SUITE("redis") {
     auth::RedisTokenStore store(redis.url(), kKey);
     auth::Token t;
     CHECK_FALSE(store.load(t));
-    auth::Token a = valid_token("access-a", "refresh-a");
+    auth::Token a = support::valid_token("access-a", "refresh-a");
     a.id_token = "id";
     a.scope = "data:read data:write";
     store.save(a);
@@ -224,7 +211,7 @@ TEST_SUITE("redis") {
     CHECK(std::chrono::duration_cast<std::chrono::seconds>(back.expires_at - a.expires_at).count() == 0);
     auto client = redis.client();
     CHECK(client->command({"HGET", kKey, "generation"}).text == "1");
-    store.save(valid_token("access-b", "refresh-b"));
+    store.save(support::valid_token("access-b", "refresh-b"));
     CHECK(client->command({"HGET", kKey, "generation"}).text == "2");
     store.clear();
     CHECK_FALSE(store.load(t));
@@ -239,7 +226,7 @@ TEST_SUITE("redis") {
       return;
     support::RedisServer redis("the-right-pw");
     auth::RedisTokenStore store(redis.url(5), kKey);
-    store.save(valid_token("a", "r"));
+    store.save(support::valid_token("a", "r"));
     auto client = redis.client();
     client->command({"SELECT", "5"});
     CHECK(client->command({"HEXISTS", kKey, "token"}).integer == 1);
@@ -318,7 +305,7 @@ TEST_SUITE("redis") {
     auto client = redis.client();
     const std::string lock_key = std::string(kKey) + ":lock";
     auth::RedisTokenStore setup(redis.url(), kKey);
-    setup.save(valid_token("a0", "r0"));
+    setup.save(support::valid_token("a0", "r0"));
 
     SUBCASE("another holder saved after the lock expired: refused, nothing written, the newer token kept") {
       auth::RedisTokenStore slow(redis.url(), kKey, short_lock(300ms));
@@ -330,9 +317,9 @@ TEST_SUITE("redis") {
         auth::RedisTokenStore fast(redis.url(), kKey, short_lock(60s));
         auto held = fast.lock();
         (void)stored(fast);
-        fast.save(valid_token("a-new", "r-new"));
+        fast.save(support::valid_token("a-new", "r-new"));
       }
-      auth::Error e = require_error([&] { slow.save(valid_token("a-stale", "r-stale")); });
+      auth::Error e = require_error([&] { slow.save(support::valid_token("a-stale", "r-stale")); });
       CHECK(e.kind() == auth::ErrorKind::io);
       CHECK(contains(e.what(), "the newer one is kept"));
       CHECK(stored(setup).refresh_token == "r-new");
@@ -343,7 +330,8 @@ TEST_SUITE("redis") {
       auto stale = slow.lock();
       (void)stored(slow);
       setup.clear();
-      CHECK(require_error([&] { slow.save(valid_token("a-stale", "r-stale")); }).kind() == auth::ErrorKind::io);
+      CHECK(require_error([&] { slow.save(support::valid_token("a-stale", "r-stale")); }).kind() ==
+            auth::ErrorKind::io);
       auth::Token t;
       CHECK_FALSE(setup.load(t));
     }
@@ -353,12 +341,12 @@ TEST_SUITE("redis") {
       (void)stored(slow);
       while (client->command({"EXISTS", lock_key}).integer == 1)
         std::this_thread::sleep_for(20ms);
-      slow.save(valid_token("a-late", "r-late"));
+      slow.save(support::valid_token("a-late", "r-late"));
       CHECK(stored(setup).refresh_token == "r-late");
     }
     SUBCASE("without the lock (a sign-in): written unconditionally") {
       auth::RedisTokenStore login(redis.url(), kKey);
-      login.save(valid_token("a-login", "r-login"));
+      login.save(support::valid_token("a-login", "r-login"));
       CHECK(stored(setup).refresh_token == "r-login");
     }
   }
@@ -374,7 +362,7 @@ TEST_SUITE("redis") {
     aps_mock::Server mock(mock_options(/*expires_in=*/2));
     const auth::Config config = mock_config(mock);
     auto store = std::make_shared<HookedRedisStore>(redis.url(), kKey, short_lock(3s));
-    store->save(expired(issued(mock)));
+    store->save(support::expired_token(issued(mock)));
     auth::TokenSource source(config, store);
 
     const std::string first = source.access_token();
@@ -467,7 +455,7 @@ TEST_SUITE("redis") {
     CHECK(fresh.exit_code == 0);
     CHECK(support::trim(fresh.out) == stored(at_default).access_token);
     CHECK(mock.count("token.refresh_token") == 0);
-    at_default.save(expired(stored(at_default)));
+    at_default.save(support::expired_token(stored(at_default)));
     support::RunResult renewed = support::run_cli({"access-token"}, b, 30s);
     CHECK(renewed.exit_code == 0);
     CHECK(mock.count("token.refresh_token") == 1);
@@ -633,7 +621,7 @@ TEST_SUITE("redis") {
     const auth::Token before = issued(mock);
     static constexpr auto kLockTtl = 2s;
 
-    KilledHolder() { auth::RedisTokenStore(redis.url(), kKey).save(expired(before)); }
+    KilledHolder() { auth::RedisTokenStore(redis.url(), kKey).save(support::expired_token(before)); }
 
     // Forks the holder, waits until it is at the hook, SIGKILLs it; the lock key is then still there.
     void kill_holder_at(bool after_rotation) {

@@ -79,23 +79,7 @@ aps_mock::Options mock_options(int token_delay_ms = 0, int expires_in = 3599) {
 
 // A 3-legged token the mock issued, as after a sign-in.
 auth::Token issued(aps_mock::Server& mock) {
-  return auth::Token::from_json(mock.issue_tokens(kClient, kScope).dump());
-}
-
-// The same token with an access token the library must consider expired (the mock may still accept it).
-auth::Token expired(auth::Token t) {
-  t.expires_at = SysClock::now() - 10s;
-  return t;
-}
-
-// A token valid for an hour, with these access and refresh tokens.
-auth::Token valid_token(const std::string& access_token, const std::string& refresh_token) {
-  auth::Token t;
-  t.access_token = access_token;
-  t.refresh_token = refresh_token;
-  t.expires_in = 3600s;
-  t.expires_at = SysClock::now() + 1h;
-  return t;
+  return support::issued_token(mock, kClient, kScope);
 }
 
 auth::Token load_file(const std::string& path) {
@@ -160,7 +144,7 @@ struct ExpiredTokenFile {
   const auth::Config config = mock_config(mock);
 
   explicit ExpiredTokenFile(int token_delay_ms = 0) : mock(mock_options(token_delay_ms)) {
-    auth::FileTokenStore(path).save(expired(before));
+    auth::FileTokenStore(path).save(support::expired_token(before));
   }
 };
 
@@ -619,7 +603,7 @@ TEST_SUITE("token_source") {
       "with an access list for the user alone)") {
     TempDir dir;
     const std::string path = dir.file("state/aps-auth/token.json");
-    const auth::Token t = valid_token("access", "refresh");
+    const auth::Token t = support::valid_token("access", "refresh");
     {
 #ifndef _WIN32
       platform::ScopedUmask mask(0);
@@ -649,7 +633,7 @@ TEST_SUITE("token_source") {
       "OpenPermissions::warn") {
     TempDir dir;
     const std::string path = dir.file("token.json");
-    const auth::Token t = valid_token("secret-access-token-value", "secret-refresh-token-value");
+    const auth::Token t = support::valid_token("secret-access-token-value", "secret-refresh-token-value");
 
 #ifdef _WIN32
     // write_file makes an access list of the bits: the others' as Everyone's, the group's as Builtin Users' (which
@@ -720,7 +704,7 @@ TEST_SUITE("token_source") {
       // Between the source's read and its refresh, a writer that does not lock rotates and saves.
       store->after_locked_load = [&] {
         theirs = auth::refresh(config, before.refresh_token);
-        auth::FileTokenStore(path).save(expired(theirs));
+        auth::FileTokenStore(path).save(support::expired_token(theirs));
       };
       std::string access = source.access_token();
       // The writer's refresh, the source's refused one (the old refresh token), its refresh with the file's.
@@ -776,7 +760,7 @@ TEST_SUITE("token_source") {
     const auth::Token before = issued(mock);
     {
       auth::FileTokenStore store(path);
-      store.save(expired(before));
+      store.save(support::expired_token(before));
       (void)store.lock();  // the lock file exists: a read-only directory still lets the source lock
     }
     const auth::Config config = mock_config(mock);
@@ -854,7 +838,7 @@ TEST_SUITE("token_source") {
     REQUIRE(name.size() == 245);
     const std::string path = dir.file(name);
     const auth::Token before = issued(mock);
-    support::write_file(path, expired(before).to_json(), 0600);
+    support::write_file(path, support::expired_token(before).to_json(), 0600);
     const auth::Config config = mock_config(mock);
     std::vector<auth::Token> hooked;
     auth::TokenSourceOptions options;
@@ -897,7 +881,7 @@ TEST_SUITE("token_source") {
   TEST_CASE("on_new_token is called once per new token, after it was saved") {
     aps_mock::Server mock(mock_options(0, /*expires_in=*/2));
     auto store = std::make_shared<auth::MemoryTokenStore>();
-    store->save(expired(issued(mock)));
+    store->save(support::expired_token(issued(mock)));
     std::vector<auth::Token> hooked;
     std::vector<std::string> stored_at_hook;
     auth::TokenSourceOptions options;
@@ -1047,7 +1031,7 @@ TEST_SUITE("token_source") {
     old_json.erase("refresh_token_obtained_at");
     CHECK(auth::Token::from_json(old_json.dump()).refresh_token_obtained_at == SysClock::time_point{});
 
-    auth::Token aged = expired(first);
+    auth::Token aged = support::expired_token(first);
     aged.refresh_token_obtained_at = SysClock::now() - 24h * 3;
     {
       // The mock rotates: the new refresh token is new, so is its time.

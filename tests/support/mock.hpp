@@ -66,6 +66,27 @@ inline aps::auth::Config config_for(const aps_mock::Server& server, const std::s
   return config_for(server.base_url(), client_id, client_secret, ca_file);
 }
 
+// A 3-legged token the mock issued to `client_id` for `scope`, as after a sign-in.
+inline aps::auth::Token issued_token(aps_mock::Server& server, const std::string& client_id, const std::string& scope) {
+  return aps::auth::Token::from_json(server.issue_tokens(client_id, scope).dump());
+}
+
+// The same token with an access token the library must consider expired (the mock may still accept it).
+inline aps::auth::Token expired_token(aps::auth::Token t) {
+  t.expires_at = std::chrono::system_clock::now() - std::chrono::seconds(10);
+  return t;
+}
+
+// A token valid for an hour, with these access and refresh tokens.
+inline aps::auth::Token valid_token(const std::string& access_token, const std::string& refresh_token) {
+  aps::auth::Token t;
+  t.access_token = access_token;
+  t.refresh_token = refresh_token;
+  t.expires_in = std::chrono::hours(1);
+  t.expires_at = std::chrono::system_clock::now() + std::chrono::hours(1);
+  return t;
+}
+
 // A running mock APS server (HTTPS when options.tls, with a PKI generated for it) and what a test needs to talk
 // to it: a private directory, the mock's CA certificate in it, Configs for it, the requests it saw.
 struct Mock {
