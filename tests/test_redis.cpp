@@ -69,7 +69,7 @@ auth::Token issued(aps_mock::Server& mock) {
 
 auth::RedisTokenStoreOptions short_lock(std::chrono::milliseconds ttl, std::chrono::milliseconds wait = 0ms) {
   auth::RedisTokenStoreOptions o;
-  o.timeout = 2s;
+  o.timeout = 10s;  // a command's deadline: generous, a loaded CI machine once took over 2 s for one SET
   o.lock_ttl = ttl;
   o.lock_wait = wait;
   return o;
