@@ -196,6 +196,26 @@ auth::Token save_loop_token(char which) {
   return t;
 }
 
+// Random moments to kill a save loop on `path` at: 0-5 ms after the child is ready, or within 1.5 saves' time where
+// a save (two fsyncs) takes longer than that (ext4 here: ~10 ms; tmpfs: ~0.1 ms), so that kills land both in the
+// first save and after it. The seed is kept for the test's log.
+struct KillDelays {
+  unsigned seed = std::random_device{}();
+  std::mt19937 rng{seed};
+  std::uniform_int_distribution<long> delay_us;
+  std::chrono::microseconds save_time{}, window{};  // one save's time, and the kills' window
+
+  KillDelays(const std::string& path, const auth::Token& token) {
+    auto m0 = SteadyClock::now();
+    for (int i = 0; i < 5; ++i)
+      auth::FileTokenStore(path).save(token);
+    save_time = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - m0) / 5;
+    window = std::max<std::chrono::microseconds>(5ms, save_time * 3 / 2);
+    delay_us = std::uniform_int_distribution<long>(0, static_cast<long>(window.count()));
+  }
+  std::chrono::microseconds next() { return std::chrono::microseconds(delay_us(rng)); }
+};
+
 // What the token file holds after a killed save loop: "A", "B", "missing", "another token" or "invalid: ...".
 std::string held_by(const std::string& path, const auth::Token& a, const auth::Token& b) {
   auto text = support::read_file(path);
@@ -467,20 +487,8 @@ TEST_SUITE("token_source") {
     const std::string path = dir.file("token.json");
     const auth::Token a = save_loop_token('A'), b = save_loop_token('B');
 
-    // The kill comes a random 0-5 ms after the child is ready, or within 1.5 saves' time where a save (two
-    // fsyncs) takes longer than that (ext4 here: ~10 ms; tmpfs: ~0.1 ms), so that kills land both in the first
-    // save and after it.
-    auto m0 = SteadyClock::now();
-    for (int i = 0; i < 5; ++i)
-      auth::FileTokenStore(path).save(a);
-    const auto save_time = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - m0) / 5;
-    const auto window = std::max<std::chrono::microseconds>(5ms, save_time * 3 / 2);
-
-    std::random_device rd;
-    const unsigned seed = rd();
-    INFO("seed " << seed);
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<long> delay_us(0, static_cast<long>(window.count()));
+    KillDelays kill_delay(path, a);
+    INFO("seed " << kill_delay.seed);
     int bad = 0, held_a = 0, held_b = 0, not_killed = 0, changed = 0;
     std::string first_bad;
     bool holds_a = true;  // what the file holds before the child starts
@@ -499,7 +507,7 @@ TEST_SUITE("token_source") {
       });
       char ready = 0;
       bool started = platform::read_byte(child.out, ready);
-      std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
+      std::this_thread::sleep_for(kill_delay.next());
       platform::terminate(child);  // SIGKILL
       support::RunResult f = support::Process(child).finish(60s);
       if (!started || f.signal != SIGKILL) {
@@ -535,9 +543,10 @@ TEST_SUITE("token_source") {
     auto stale = list_dir(dir.path(), "token.json.tmp-");
     CHECK(stale.size() <= static_cast<std::size_t>(kKills));
     CHECK(list_dir(dir.path()).size() == stale.size() + 1);  // token.json and those, nothing else
-    MESSAGE(kKills << " SIGKILLs in " << seconds << " s (a save takes " << save_time.count() << " us, kills within "
-                   << window.count() << " us): file held A " << held_a << "x, B " << held_b << "x, changed " << changed
-                   << "x; " << stale.size() << " stale temp files left by killed saves");
+    MESSAGE(kKills << " SIGKILLs in " << seconds << " s (a save takes " << kill_delay.save_time.count()
+                   << " us, kills within " << kill_delay.window.count() << " us): file held A " << held_a << "x, B "
+                   << held_b << "x, changed " << changed << "x; " << stale.size()
+                   << " stale temp files left by killed saves");
 #endif
   }
 
@@ -554,16 +563,8 @@ TEST_SUITE("token_source") {
     const std::string path = dir.file("token.json");
     const auth::Token a = save_loop_token('A'), b = save_loop_token('B');
     const std::string a_file = dir.write("a.json", a.to_json()), b_file = dir.write("b.json", b.to_json());
-    auto m0 = SteadyClock::now();
-    for (int i = 0; i < 5; ++i)
-      auth::FileTokenStore(path).save(a);
-    const auto save_time = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - m0) / 5;
-    const auto window = std::max<std::chrono::microseconds>(5ms, save_time * 3 / 2);
-    std::random_device rd;
-    const unsigned seed = rd();
-    INFO("seed " << seed);
-    std::mt19937 rng(seed);
-    std::uniform_int_distribution<long> delay_us(0, static_cast<long>(window.count()));
+    KillDelays kill_delay(path, a);
+    INFO("seed " << kill_delay.seed);
     int held_a = 0, held_b = 0, changed = 0, not_killed = 0;
     bool holds_a = true;
     for (int i = 0; i < kKills; ++i) {
@@ -571,8 +572,9 @@ TEST_SUITE("token_source") {
       // abrupt as a kill from outside) after the delay, wherever its save loop is.
       const std::string& first = holds_a ? b_file : a_file;
       const std::string& second = holds_a ? a_file : b_file;
-      support::RunResult r = support::run({helper, "save-loop", path, first, second, std::to_string(delay_us(rng))},
-                                          platform::current_environment(), 60s);
+      support::RunResult r =
+          support::run({helper, "save-loop", path, first, second, std::to_string(kill_delay.next().count())},
+                       platform::current_environment(), 60s);
       if (r.exit_code != platform::kKilledSelfExitCode) {
         ++not_killed;
         INFO("helper: " << r.describe());
@@ -591,8 +593,9 @@ TEST_SUITE("token_source") {
     auth::Token t;
     CHECK(auth::FileTokenStore(path).load(t));  // still a private token file that loads
     CHECK(support::others_access(path) == "");
-    MESSAGE(kKills << " TerminateProcess (save " << save_time.count() << " us, kills within " << window.count()
-                   << " us): file held A " << held_a << "x, B " << held_b << "x, changed " << changed << "x");
+    MESSAGE(kKills << " TerminateProcess (save " << kill_delay.save_time.count() << " us, kills within "
+                   << kill_delay.window.count() << " us): file held A " << held_a << "x, B " << held_b << "x, changed "
+                   << changed << "x");
 #endif
   }
 
