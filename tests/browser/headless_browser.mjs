@@ -22,6 +22,7 @@
 //   NAME.html          the final DOM (document.documentElement.outerHTML)
 //   NAME.chromium.log  Chromium's stderr
 //   NAME.pids          this process's pid and Chromium's, for the test to clean up after a crash
+//   NAME.steps         each step as it happens (the result has them too, but only once it is written)
 //
 // Chromium is closed on every path (Browser.close, then SIGKILL), and it exits by itself when this process
 // dies, since its end of the control pipe closes. A watchdog ends everything after --timeout seconds.
@@ -147,7 +148,7 @@ try {
 
 fs.mkdirSync(args.out, { recursive: true });
 const file = (suffix) => path.join(args.out, `${args.name}${suffix}`);
-for (const s of ['.json', '.png', '.consent.png', '.html', '.error.png'])
+for (const s of ['.json', '.png', '.consent.png', '.html', '.error.png', '.steps'])
   fs.rmSync(file(s), { force: true });
 
 const result = {
@@ -167,7 +168,12 @@ const result = {
   chromium: null,
   seconds: 0,
 };
-const step = (what) => result.steps.push([Number(elapsed().toFixed(3)), what]);
+const step = (what) => {
+  const at = Number(elapsed().toFixed(3));
+  result.steps.push([at, what]);
+  fs.appendFileSync(file('.steps'), `${at} ${what}\n`);
+};
+step(`driver started (node ${process.version})`);
 
 let chromium = null;
 let profile = args.profile;

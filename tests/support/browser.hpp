@@ -12,6 +12,7 @@
 #include "platform.hpp"
 #include "process.hpp"
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <system_error>
@@ -24,7 +25,24 @@ struct BrowserTools {
   std::string chromium, node, driver, out_dir;
 };
 
-// Everything a browser test needs, or a clear failure saying what to install. An override that is set must work.
+// Opens one page with the driver, once per test process, before any sign-in is timed. A first Chromium start
+// on a cold machine (binaries not yet in the page cache, a slow CI disk) took over 20 s in CI, where a warm one
+// takes about 1 s: that start belongs to no sign-in's budget. How long it took is reported; whether it worked is
+// not checked here (a browser that cannot start fails the sign-in that follows, with its own steps).
+inline void warm_up_browser(const BrowserTools& t) {
+  static bool done = false;
+  if (done)
+    return;
+  done = true;
+  TempDir profile("aps-auth-browser-warm-up-");
+  RunResult r = run({t.node, t.driver, "--out", t.out_dir, "--name", "warm-up", "--profile", profile.path(),
+                     "--chromium", t.chromium, "--timeout", "110", "data:text/html,<title>warm-up</title>"},
+                    platform::current_environment(), std::chrono::seconds(120));
+  MESSAGE("browser warm-up (first Chromium start of this process): " << r.seconds << " s, driver exit " << r.exit_code);
+}
+
+// Everything a browser test needs, or a clear failure saying what to install. An override that is set must work;
+// the first call also warms the browser up (warm_up_browser).
 inline BrowserTools find_browser_tools() {
   BrowserTools t;
   const std::string chromium = env_or("APS_AUTH_CHROMIUM", ""), node = env_or("APS_AUTH_NODE", "");
@@ -47,6 +65,7 @@ inline BrowserTools find_browser_tools() {
   t.out_dir = binary_dir() + "/screenshots";
   std::error_code ec;
   std::filesystem::create_directories(t.out_dir, ec);
+  warm_up_browser(t);
   return t;
 }
 
