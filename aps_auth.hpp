@@ -22,7 +22,8 @@
 //   [1]  Errors                 ErrorKind, ErrorDetails, Error
 //   [2]  Configuration          Endpoints, RetryPolicy, Config
 //   [3]  Authorization request  AuthorizeOptions, AuthorizationRequest, authorization_request, pkce_challenge
-//   [4]  Loopback listener      LoopbackListener, check_callback (for web servers), open_browser
+//   [4]  Loopback listener      LoopbackListener, check_callback and html_escape (for web servers),
+//                               open_browser
 //   [5]  Token endpoint         exchange_code, refresh, client_credentials, revoke, introspect, userinfo,
 //                               logout_url (and the HTTP client they share)
 //   [6]  Token                  Token: expiry, JSON round trip
@@ -293,6 +294,10 @@ class LoopbackListener {
 // (remove it from the session) before exchanging the code, so a replayed callback finds none.
 [[nodiscard]] std::string check_callback(const AuthorizationRequest& request, std::string_view callback,
                                          std::chrono::seconds max_age = std::chrono::minutes(10));
+
+// Text made safe for an HTML page (& < > " ' escaped), as the listener's own pages do it: a callback's
+// error_description and an Error's what() carry text from the network, which a web server's pages must escape.
+[[nodiscard]] std::string html_escape(std::string_view text);
 
 // Opens the URL in the user's browser without a shell: $BROWSER (a "%s" in it is replaced by the URL,
 // otherwise the URL is appended) or the platform opener. Does not wait for the browser. False when nothing
@@ -3524,6 +3529,10 @@ APS_AUTH_FUNC std::string check_callback(const AuthorizationRequest& request, st
   if (v.failure)
     throw std::move(*v.failure);
   return std::move(p->code);
+}
+
+APS_AUTH_FUNC std::string html_escape(std::string_view text) {
+  return detail::html_escape(text);
 }
 
 APS_AUTH_FUNC bool open_browser(const std::string& url, const std::vector<std::string>& secrets) {

@@ -43,32 +43,6 @@ namespace {
 
 namespace auth = aps::auth;
 
-std::string html_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // Every page: no script, no external resource, not cached, never framed, and no Referer (a callback
 // URL carries a code).
 void send_page(httplib::Response& res, int status, const std::string& title, const std::string& body) {
@@ -78,10 +52,10 @@ void send_page(httplib::Response& res, int status, const std::string& title, con
                  "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
   res.set_header("X-Content-Type-Options", "nosniff");
   res.set_header("Referrer-Policy", "no-referrer");
-  res.set_content("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + html_escape(title) +
+  res.set_content("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + auth::html_escape(title) +
                       " - APS web app</title><style>body{font-family:sans-serif;max-width:40em;margin:3em auto}"
                       "code{background:#eee;padding:0 .3em}</style></head><body><h1>" +
-                      html_escape(title) + "</h1>" + body + "</body></html>",
+                      auth::html_escape(title) + "</h1>" + body + "</body></html>",
                   "text/html; charset=utf-8");
 }
 
@@ -251,7 +225,7 @@ class WebApp {
   void failed(httplib::Response& res, const auth::Error& e) {
     const bool denied = e.kind() == auth::ErrorKind::access_denied;
     send_page(res, denied ? 403 : 400, denied ? "Access not granted" : "Sign-in failed",
-              "<p><code>" + html_escape(e.what()) + "</code></p><p><a href=\"/login\">Try again</a></p>");
+              "<p><code>" + auth::html_escape(e.what()) + "</code></p><p><a href=\"/login\">Try again</a></p>");
   }
 
   void me(const httplib::Request& req, httplib::Response& res) {
@@ -265,8 +239,8 @@ class WebApp {
       // A fingerprint tells sessions apart without showing the token: base64url(SHA-256), as in
       // PKCE S256.
       send_page(res, 200, "Signed in",
-                "<p>Signed in as <b id=\"name\">" + html_escape(user.name) + "</b> (<span id=\"email\">" +
-                    html_escape(user.email) + "</span>).</p><p>This session's token: <code id=\"token\">" +
+                "<p>Signed in as <b id=\"name\">" + auth::html_escape(user.name) + "</b> (<span id=\"email\">" +
+                    auth::html_escape(user.email) + "</span>).</p><p>This session's token: <code id=\"token\">" +
                     auth::pkce_challenge(access_token).substr(0, 16) +
                     "</code> (a fingerprint; the token stays on the server).</p>"
                     "<form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign "

@@ -138,9 +138,13 @@ TEST_SUITE("encoding") {
     CHECK_FALSE(detail::base64_decode("Z").has_value());
   }
 
-  TEST_CASE("html_escape escapes the five HTML metacharacters") {
-    CHECK(detail::html_escape("<script>alert('x\"&')</script>") ==
+  TEST_CASE(
+      "html_escape (public, for web servers' pages, and the listener's own) escapes the five HTML metacharacters") {
+    CHECK(auth::html_escape("<script>alert('x\"&')</script>") ==
           "&lt;script&gt;alert(&#39;x&quot;&amp;&#39;)&lt;/script&gt;");
+    CHECK(auth::html_escape("plain text, UTF-8: \xc3\xa9") == "plain text, UTF-8: \xc3\xa9");
+    CHECK(auth::html_escape("&amp;") == "&amp;amp;");  // text, not markup: an entity is escaped again
+    CHECK(detail::html_escape("<'>") == auth::html_escape("<'>"));
   }
 }
 
