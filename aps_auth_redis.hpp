@@ -41,6 +41,7 @@
 #include <hiredis.h>
 #endif
 
+#include <cctype>
 #include <cerrno>
 #include <algorithm>
 #include <chrono>
@@ -131,21 +132,14 @@ struct Url {
   int db = 0;
 };
 
-inline int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
+// %XX decoded once; anything else kept as it is. (aps_auth.hpp's decoder is in its implementation half, which a
+// file using the compiled mode does not see.)
 inline std::string percent_decode(const std::string& s) {
+  const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) && hex(s[i + 2])) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
       i += 2;
     } else {
       out += s[i];
