@@ -41,30 +41,21 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-const char* const kClient = "mock-client";
-const char* const kSecret = "mock-secret";
-const char* const kScope = "data:read";
+using support::check_is_the_live_refresh_token;
+const char* const kClient = support::kRefreshClient;
+const char* const kSecret = support::kRefreshSecret;
 const char* const kKey = "test:token";
 
+// Shorter deadlines than the token source tests', and one attempt per call (no retry).
 auth::Config mock_config(const aps_mock::Server& mock) {
-  auth::Config c = support::config_for(mock, kClient, kSecret);
-  c.scopes = {kScope};
-  c.connect_timeout = 3s;
-  c.read_timeout = 10s;
+  auth::Config c = support::refresh_config(mock, 3s, 10s);
   c.retry.max_attempts = 1;
   return c;
 }
 
-aps_mock::Options mock_options(int expires_in, int token_delay_ms = 0) {
-  aps_mock::Options o;
-  o.expires_in = expires_in;
-  o.token_delay_ms = token_delay_ms;
-  return o;
-}
-
 // A 3-legged token the mock issued, as after a sign-in.
 auth::Token issued(aps_mock::Server& mock) {
-  return support::issued_token(mock, kClient, kScope);
+  return support::issued_token(mock, kClient, support::kRefreshScope);
 }
 
 auth::RedisTokenStoreOptions short_lock(std::chrono::milliseconds ttl, std::chrono::milliseconds wait = 0ms) {
@@ -79,12 +70,6 @@ auth::Token stored(auth::RedisTokenStore& store) {
   auth::Token t;
   REQUIRE(store.load(t));
   return t;
-}
-
-void check_is_the_live_refresh_token(aps_mock::Server& mock, const std::string& refresh_token) {
-  CHECK_FALSE(refresh_token.empty());
-  CHECK(mock.is_valid_refresh_token(refresh_token));
-  CHECK(mock.current_refresh_token_for(kClient) == refresh_token);
 }
 
 // The store under test, with a hook run once at one moment of a TokenSource's refresh: right after it read the
@@ -359,7 +344,7 @@ TEST_SUITE("redis") {
     if (!support::redis_runs_here())
       return;
     support::RedisServer redis("restart-pw");
-    aps_mock::Server mock(mock_options(/*expires_in=*/2));
+    aps_mock::Server mock(support::refresh_mock_options(/*expires_in=*/2));
     const auth::Config config = mock_config(mock);
     auto store = std::make_shared<HookedRedisStore>(redis.url(), kKey, short_lock(3s));
     store->save(support::expired_token(issued(mock)));
@@ -411,7 +396,7 @@ TEST_SUITE("redis") {
       return;
     const std::string cli = support::require_cli();
     support::RedisServer redis;
-    aps_mock::Server mock(mock_options(/*expires_in=*/3599));
+    aps_mock::Server mock(support::refresh_mock_options(/*expires_in=*/3599));
     const std::string callback = "http://127.0.0.1:" + std::to_string(support::free_port()) + "/api/auth/callback";
     aps_mock::Options o = mock.options();
     o.clients = {{kClient, kSecret, {callback}}};
@@ -518,7 +503,8 @@ TEST_SUITE("redis") {
     constexpr int kProcesses = 4;
     constexpr int kExpiries = 20;
     support::RedisServer redis;
-    aps_mock::Server mock(mock_options(/*expires_in=*/2, /*token_delay_ms=*/50));  // refreshed every ~1 s
+    aps_mock::Server mock(
+        support::refresh_mock_options(/*expires_in=*/2, /*token_delay_ms=*/50));  // refreshed every ~1 s
     const auth::Config config = mock_config(mock);
     const auth::Token initial = issued(mock);
     auth::RedisTokenStore(redis.url(), kKey).save(initial);
@@ -616,7 +602,7 @@ TEST_SUITE("redis") {
   // The refresh of the process `body` forks, stopped at one moment by a hook that reports "h" and then sleeps.
   struct KilledHolder {
     support::RedisServer redis;
-    aps_mock::Server mock{mock_options(/*expires_in=*/3599)};
+    aps_mock::Server mock{support::refresh_mock_options(/*expires_in=*/3599)};
     const auth::Config config = mock_config(mock);
     const auth::Token before = issued(mock);
     static constexpr auto kLockTtl = 2s;

@@ -58,23 +58,17 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-const char* const kClient = "mock-client";
-const char* const kSecret = "mock-secret";
-const char* const kScope = "data:read";
+using support::check_is_the_live_refresh_token;
+const char* const kClient = support::kRefreshClient;
+const char* const kSecret = support::kRefreshSecret;
+const char* const kScope = support::kRefreshScope;
 
 auth::Config mock_config(const aps_mock::Server& mock) {
-  auth::Config c = support::config_for(mock, kClient, kSecret);
-  c.scopes = {kScope};
-  c.connect_timeout = 5s;
-  c.read_timeout = 20s;
-  return c;
+  return support::refresh_config(mock, 5s, 20s);
 }
 
 aps_mock::Options mock_options(int token_delay_ms = 0, int expires_in = 3599) {
-  aps_mock::Options o;
-  o.token_delay_ms = token_delay_ms;
-  o.expires_in = expires_in;
-  return o;
+  return support::refresh_mock_options(expires_in, token_delay_ms);
 }
 
 // A 3-legged token the mock issued, as after a sign-in.
@@ -86,13 +80,6 @@ auth::Token load_file(const std::string& path) {
   auth::Token t;
   REQUIRE(auth::FileTokenStore(path).load(t));
   return t;
-}
-
-// The newest refresh token is the one the mock still accepts, and the only one.
-void check_is_the_live_refresh_token(aps_mock::Server& mock, const std::string& refresh_token) {
-  CHECK_FALSE(refresh_token.empty());
-  CHECK(mock.is_valid_refresh_token(refresh_token));
-  CHECK(mock.current_refresh_token_for(kClient) == refresh_token);
 }
 
 // A store over a token file that lets a test act at two moments of a refresh:

@@ -87,6 +87,39 @@ inline aps::auth::Token valid_token(const std::string& access_token, const std::
   return t;
 }
 
+// The refresh tests' mock (test_token_source, test_redis): its default confidential client, whose refresh tokens
+// rotate on every refresh; access tokens that live `expires_in` seconds; a token endpoint that answers after
+// `token_delay_ms` (to widen the window in which two refreshes could overlap).
+inline const char* const kRefreshClient = "mock-client";
+inline const char* const kRefreshSecret = "mock-secret";
+inline const char* const kRefreshScope = "data:read";
+
+inline aps_mock::Options refresh_mock_options(int expires_in, int token_delay_ms = 0) {
+  aps_mock::Options o;
+  o.expires_in = expires_in;
+  o.token_delay_ms = token_delay_ms;
+  return o;
+}
+
+// A Config for that client with these deadlines.
+inline aps::auth::Config refresh_config(const aps_mock::Server& mock, std::chrono::milliseconds connect_timeout,
+                                        std::chrono::milliseconds read_timeout) {
+  aps::auth::Config c = config_for(mock, kRefreshClient, kRefreshSecret);
+  c.scopes = {kRefreshScope};
+  c.connect_timeout = connect_timeout;
+  c.read_timeout = read_timeout;
+  return c;
+}
+
+// The newest refresh token is the one the mock still accepts, and the only one. (maybe_unused: the helper program
+// includes this with doctest's checks compiled out.)
+inline void check_is_the_live_refresh_token([[maybe_unused]] aps_mock::Server& mock,
+                                            [[maybe_unused]] const std::string& refresh_token) {
+  CHECK_FALSE(refresh_token.empty());
+  CHECK(mock.is_valid_refresh_token(refresh_token));
+  CHECK(mock.current_refresh_token_for(kRefreshClient) == refresh_token);
+}
+
 // A running mock APS server (HTTPS when options.tls, with a PKI generated for it) and what a test needs to talk
 // to it: a private directory, the mock's CA certificate in it, Configs for it, the requests it saw.
 struct Mock {
