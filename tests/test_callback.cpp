@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <string>
+#include <tuple>
 
 namespace auth = aps::auth;
 using namespace std::chrono_literals;
@@ -109,14 +110,12 @@ TEST_SUITE("callback") {
   TEST_CASE("AuthorizationRequest JSON round trip keeps every field (a session store); anything else is usage") {
     auth::AuthorizationRequest r = pending(/*require_iss=*/true);
     auth::AuthorizationRequest back = auth::AuthorizationRequest::from_json(r.to_json());
-    CHECK(back.url == r.url);
-    CHECK(back.state == r.state);
-    CHECK(back.code_verifier == r.code_verifier);
-    CHECK(back.code_challenge == r.code_challenge);
-    CHECK(back.nonce == r.nonce);
-    CHECK(back.redirect_uri == r.redirect_uri);
-    CHECK(back.issuer == r.issuer);
-    CHECK(back.require_iss == r.require_iss);
+    const auto fields = [](const auth::AuthorizationRequest& x) {
+      return std::tie(x.url, x.state, x.code_verifier, x.code_challenge, x.nonce, x.redirect_uri, x.issuer,
+                      x.require_iss);
+    };
+    INFO("stored: " << r.to_json() << "\nrestored: " << back.to_json());
+    CHECK(fields(back) == fields(r));
     CHECK(std::chrono::duration_cast<std::chrono::seconds>(back.created_at - r.created_at).count() == 0);
     CHECK(auth::check_callback(back, "code=c&iss=" + std::string(kIssuer) + "&state=" + r.state) == "c");
     for (const char* bad : {"", "{}", "[]", "not json", R"({"state":"s"})"}) {
