@@ -303,8 +303,9 @@ class LoopbackListener {
 // otherwise the URL is appended) or the platform opener. Does not wait for the browser. False when nothing
 // could be started. The browser's environment is this process's without every variable whose value contains one
 // of `secrets` (the client secret, tokens; those shorter than 4 characters are ignored), so that nothing the
-// browser launches inherits them. Windows: only a $BROWSER program gets the filtered environment; the default
-// browser, opened through ShellExecuteW, does not take one.
+// browser launches inherits them. Windows: the default browser is started from the command line it is registered
+// with for https (the user's choice), so it gets the filtered environment too; only a browser registered without
+// one (a packaged app) is opened through ShellExecuteW, which takes no environment.
 bool open_browser(const std::string& url, const std::vector<std::string>& secrets = {});
 
 // =================================================================================================================
@@ -1973,9 +1974,80 @@ inline bool spawn_detached(const std::vector<std::string>& args, const std::vect
   return true;
 }
 
-// Opens the URL with the user's default browser (ShellExecuteW "open"; no shell command line is involved).
-// ShellExecuteW takes no environment: `secrets` cannot be kept from it (the README says so).
-inline bool open_in_default_browser(const std::string& url, const std::vector<std::string>& /*secrets*/) {
+// A registry string value, "" when there is none. (RRF_RT_REG_SZ takes a REG_EXPAND_SZ too, expanded; asking for
+// RRF_RT_REG_EXPAND_SZ without RRF_NOEXPAND is an invalid parameter.)
+inline std::wstring registry_string(HKEY root, const wchar_t* key, const wchar_t* name) {
+  DWORD bytes = 0;
+  const DWORD flags = RRF_RT_REG_SZ;
+  if (::RegGetValueW(root, key, name, flags, nullptr, nullptr, &bytes) != ERROR_SUCCESS || bytes < sizeof(wchar_t))
+    return L"";
+  std::wstring value(bytes / sizeof(wchar_t), L'\0');
+  if (::RegGetValueW(root, key, name, flags, nullptr, &value[0], &bytes) != ERROR_SUCCESS)
+    return L"";
+  value.resize(std::wcslen(value.c_str()));
+  return value;
+}
+
+// The command line the user's default browser is registered with for https URLs, as Windows finds it: the
+// ProgId the user chose (UrlAssociations\https\UserChoice), else the https class itself; e.g.
+// "C:\...\msedge.exe" --single-argument %1. "" when there is none (a packaged app is registered without one).
+inline std::wstring default_browser_command() {
+  const std::wstring prog_id = registry_string(
+      HKEY_CURRENT_USER, L"Software\\Microsoft\\Windows\\Shell\\Associations\\UrlAssociations\\https\\UserChoice",
+      L"ProgId");
+  for (const std::wstring& cls : {prog_id, std::wstring(L"https")}) {
+    if (cls.empty())
+      continue;
+    std::wstring command = registry_string(HKEY_CLASSES_ROOT, (cls + L"\\shell\\open\\command").c_str(), nullptr);
+    if (!command.empty())
+      return command;
+  }
+  return L"";
+}
+
+// The browser's argv from its registered command line: split as Windows splits it, the URL in the place of each
+// %1 or %L (appended when there is none), %* dropped. Each argument is quoted again when started, so the URL stays
+// one argument whatever the registered quoting. nullopt when the command cannot be split.
+inline std::optional<std::vector<std::string>> browser_argv(const std::wstring& command, const std::string& url) {
+  if (command.empty())
+    return std::nullopt;  // CommandLineToArgvW would answer with this program's own path
+  int argc = 0;
+  wchar_t** wargv = ::CommandLineToArgvW(command.c_str(), &argc);
+  if (!wargv)
+    return std::nullopt;
+  std::vector<std::string> argv;
+  bool placed = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = to_utf8(wargv[i]);
+    if (i > 0 && arg == "%*")
+      continue;
+    for (std::size_t at = 0; i > 0 && (at = arg.find('%', at)) != std::string::npos;) {
+      const char next = at + 1 < arg.size() ? arg[at + 1] : '\0';
+      if (next == '1' || next == 'L' || next == 'l') {
+        arg.replace(at, 2, url);
+        at += url.size();
+        placed = true;
+      } else {
+        ++at;
+      }
+    }
+    argv.push_back(std::move(arg));
+  }
+  ::LocalFree(wargv);
+  if (argv.empty() || argv[0].empty())
+    return std::nullopt;
+  if (!placed)
+    argv.push_back(url);
+  return argv;
+}
+
+// Opens the URL with the user's default browser, started from its registered command line with CreateProcessW
+// (spawn_detached), so that it gets our environment without the variables that hold a secret. A browser
+// registered without a command line (a packaged app) is opened with ShellExecuteW, which takes no environment:
+// that browser gets this process's whole environment (the README says so).
+inline bool open_in_default_browser(const std::string& url, const std::vector<std::string>& secrets) {
+  if (auto argv = browser_argv(default_browser_command(), url))
+    return spawn_detached(*argv, secrets);
   auto result = reinterpret_cast<INT_PTR>(
       ::ShellExecuteW(nullptr, L"open", to_wide(url).c_str(), nullptr, nullptr, SW_SHOWNORMAL));
   return result > 32;

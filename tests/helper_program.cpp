@@ -15,8 +15,12 @@
 //       Tries to bind HOST:PORT with every port-sharing option (SO_REUSEADDR, and SO_REUSEPORT where it
 //       exists: support::try_bind_shared), as another program on the machine could. Prints "bound" (exit 0)
 //       or "refused: <the system's error>" (exit 3).
+//   aps_auth_test_helper record-environment OUT [ARG...]
+//       A stand-in browser that records how it was started: writes {"argv": [ARG...], "environment": ["K=V",
+//       ...]} to OUT (beside it first, then renamed into place, so a reader never sees half of it).
 // A program of its own, not a test: the support headers' doctest checks compile to nothing here.
 #define DOCTEST_CONFIG_DISABLE
+#include "support/files.hpp"
 #include "support/mock.hpp"
 #include "support/network.hpp"
 #include "support/platform.hpp"
@@ -24,6 +28,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -34,7 +40,7 @@ namespace {
 int usage() {
   std::fputs(
       "usage: aps_auth_test_helper browse [ARG...] URL | save-loop PATH FIRST.json SECOND.json DELAY_US | "
-      "bind-shared HOST PORT\n",
+      "bind-shared HOST PORT | record-environment OUT [ARG...]\n",
       stderr);
   return 2;
 }
@@ -91,6 +97,25 @@ int bind_shared(const std::vector<std::string>& args) {
   return 3;
 }
 
+int record_environment(const std::vector<std::string>& args) {
+  if (args.empty())
+    return usage();
+  nlohmann::json environment = nlohmann::json::array();
+  for (const auto& [name, value] : support::platform::current_environment())
+    environment.push_back(name + "=" + value);
+  const nlohmann::json record = {{"argv", std::vector<std::string>(args.begin() + 1, args.end())},
+                                 {"environment", environment}};
+  const std::string partial = args[0] + ".partial";
+  try {
+    support::write_file(partial, record.dump(1) + "\n");
+    std::filesystem::rename(partial, args[0]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "record-environment: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,5 +129,7 @@ int main(int argc, char** argv) {
     return save_loop(args);
   if (command == "bind-shared")
     return bind_shared(args);
+  if (command == "record-environment")
+    return record_environment(args);
   return usage();
 }

@@ -16,12 +16,15 @@
 #include "support/text.hpp"
 #include "support/timing.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #ifndef _WIN32
 #include <fcntl.h>
@@ -36,23 +39,40 @@ namespace auth = aps::auth;
 using namespace std::chrono_literals;
 using support::contains, support::require_error, support::TempDir;
 
-#ifndef _WIN32  // the row 5 cases' helpers (a POSIX shell script as the browser)
-// Waits (up to 20 s: a guard, not a timing assertion) for a file a detached child writes, and returns it.
-std::string wait_for_file(const std::string& path) {
+// How a stand-in browser (support::environment_recording_browser) was started: its arguments after the program,
+// and its environment as "K=V" lines. Waits for the record (up to 20 s: a guard, not a timing assertion), which
+// a browser started detached writes when it likes.
+struct BrowserStart {
+  std::vector<std::string> argv;
+  std::string environment;
+};
+
+BrowserStart wait_for_browser(const std::string& record) {
   for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
-    if (std::optional<std::string> text = support::read_file(path))
-      return *text;
+    if (std::optional<std::string> text = support::read_file(record)) {
+      const nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+      REQUIRE_MESSAGE(j.is_object(), "not a record: " << *text);
+      BrowserStart b;
+      b.argv = j["argv"].get<std::vector<std::string>>();
+      for (const auto& kv : j["environment"])
+        b.environment += kv.get<std::string>() + "\n";
+      return b;
+    }
     std::this_thread::sleep_for(20ms);
   }
-  FAIL("no file " << path << " after 20 s");
+  FAIL("no browser record " << record << " after 20 s");
   return {};
 }
 
-// A stand-in $BROWSER that writes its whole environment to `out` (renamed into place once complete).
-std::string environment_dumping_browser(const TempDir& dir, const std::string& out) {
-  return dir.write("browser.sh", "#!/bin/sh\nenv > '" + out + ".tmp' && mv '" + out + ".tmp' '" + out + "'\n", 0700);
+// The environment of a browser that open_browser(url, {secret}) started, with secret-holding variables set.
+void check_secret_variables_dropped(const BrowserStart& browser, const std::string& secret) {
+  INFO("the browser's environment:\n" << browser.environment);
+  CHECK_FALSE(contains(browser.environment, secret));
+  CHECK_FALSE(contains(browser.environment, "SOME_TOOL_PASSWORD="));
+  CHECK_FALSE(contains(browser.environment, "SOME_URL="));
+  CHECK_FALSE(contains(browser.environment, "APS_CLIENT_SECRET="));
+  CHECK(contains(browser.environment, "HARMLESS_SETTING=kept-4711"));
 }
-#endif
 
 auth::Token a_token() {
   auth::Token t;
@@ -351,34 +371,70 @@ TEST_SUITE("security: the loopback listener") {
   }
 }
 
-#ifndef _WIN32
-// POSIX only: the stand-in browser is a shell script.
 TEST_SUITE("security: the browser's environment") {
-  TEST_CASE("row 5: open_browser keeps every variable whose value holds a secret from the browser") {
+  // The variables of the row 5 cases: the secret under its own name, copied and inside a URL, and one harmless.
+  struct SecretVariables {
+    explicit SecretVariables(const std::string& secret)
+        : named("APS_CLIENT_SECRET", secret.c_str()),
+          copy("SOME_TOOL_PASSWORD", secret.c_str()),
+          wrapped("SOME_URL", ("https://user:" + secret + "@example.com/").c_str()),
+          harmless("HARMLESS_SETTING", "kept-4711") {}
+    support::ScopedEnv named, copy, wrapped, harmless;
+  };
+
+  TEST_CASE("row 5: open_browser keeps every variable whose value holds a secret from the browser ($BROWSER)") {
     TempDir dir;
-    const std::string dump = dir.file("browser-env.txt");
+    const std::string record = dir.file("browser.json");
     const std::string secret = "s3cr3t-Value-9f2c";
-    support::ScopedEnv browser("BROWSER", environment_dumping_browser(dir, dump).c_str());
-    support::ScopedEnv named("APS_CLIENT_SECRET", secret.c_str());
-    support::ScopedEnv copy("SOME_TOOL_PASSWORD", secret.c_str());
-    support::ScopedEnv wrapped("SOME_URL", ("https://user:" + secret + "@example.com/").c_str());
-    support::ScopedEnv harmless("HARMLESS_SETTING", "kept-4711");
-    REQUIRE(auth::open_browser("http://127.0.0.1:9/cb", {secret}));
-    const std::string env = wait_for_file(dump);
-    CHECK_FALSE(contains(env, secret));
-    CHECK_FALSE(contains(env, "SOME_TOOL_PASSWORD="));
-    CHECK_FALSE(contains(env, "SOME_URL="));
-    CHECK_FALSE(contains(env, "APS_CLIENT_SECRET="));
-    CHECK(contains(env, "HARMLESS_SETTING=kept-4711"));
+    support::ScopedEnv browser("BROWSER", support::environment_recording_browser(record).c_str());
+    SecretVariables variables(secret);
+    const std::string url = "http://127.0.0.1:9/cb?a=1&b=%22two%20words%22";
+    REQUIRE(auth::open_browser(url, {secret}));
+    const BrowserStart started = wait_for_browser(record);
+    CHECK(started.argv == std::vector<std::string>{url});
+    check_secret_variables_dropped(started, secret);
   }
+
+#ifdef _WIN32
+  TEST_CASE(
+      "row 5 (Windows): the default browser is started from the command line registered for https, with the URL "
+      "as one argument, and without the variables that hold a secret") {
+    TempDir dir;
+    const std::string record = dir.file("default-browser.json");
+    const std::string secret = "d3fault-Br0wser-41c7";
+    // A stand-in default browser, registered as a browser is: a class with a command line, chosen by the user.
+    const std::wstring prog_id = L"ApsAuthTestBrowser." + std::to_wstring(::GetCurrentProcessId());
+    const std::wstring command = L"\"" + support::platform::widen(support::test_helper()) +
+                                 L"\" record-environment \"" + support::platform::widen(record) +
+                                 L"\" --single-argument %1";
+    support::platform::ScopedRegistryString cls(HKEY_CLASSES_ROOT, prog_id + L"\\shell\\open\\command", nullptr,
+                                                command);
+    support::platform::ScopedRegistryString choice(
+        HKEY_CURRENT_USER, L"Software\\Microsoft\\Windows\\Shell\\Associations\\UrlAssociations\\https\\UserChoice",
+        L"ProgId", prog_id);
+    if (!cls.ok() || !choice.ok()) {
+      MESSAGE("skipped: a stand-in default browser cannot be registered here ("
+              << (cls.ok() ? choice.error() : cls.error())
+              << "); it needs write access to HKEY_CLASSES_ROOT and to the https UserChoice (Wine gives both)");
+      return;
+    }
+    support::ScopedEnv no_browser("BROWSER", nullptr);
+    SecretVariables variables(secret);
+    const std::string url = "https://127.0.0.1:9/cb?a=1&b=%22two%20words%22";
+    REQUIRE(auth::open_browser(url, {secret}));
+    const BrowserStart started = wait_for_browser(record);
+    CHECK(started.argv == std::vector<std::string>{"--single-argument", url});
+    check_secret_variables_dropped(started, secret);
+  }
+#endif
 
   TEST_CASE("row 5: aps-auth login: the browser gets neither the secret nor the CLI's APS_* secret variables") {
     const std::string cli = support::require_cli();
     TempDir dir;
-    const std::string dump = dir.file("browser-env.txt");
+    const std::string record = dir.file("browser.json");
     const std::string secret = "cli-s3cr3t-77e1", token = "tok-unused-5d0a";
     support::EnvMap env = support::base_env(dir.path());
-    env["BROWSER"] = environment_dumping_browser(dir, dump);
+    env["BROWSER"] = support::environment_recording_browser(record);
     env["APS_CLIENT_SECRET"] = secret;
     env["APS_TOKEN"] = token;  // not used by login: dropped by name
     env["A_COPY_OF_IT"] = secret;
@@ -387,20 +443,13 @@ TEST_SUITE("security: the browser's environment") {
                                              "--callback-url", "http://127.0.0.1:0/cb", "--timeout", "1"},
                                             env, 60s);
     INFO(r.describe());
-    const std::string seen = wait_for_file(dump);
+    const std::string seen = wait_for_browser(record).environment;
     for (const std::string& hidden :
          {secret, token, std::string("APS_CLIENT_SECRET="), std::string("APS_TOKEN="), std::string("A_COPY_OF_IT=")})
       CHECK_MESSAGE(!contains(seen, hidden), hidden << " reached the browser");
     CHECK(contains(seen, "HARMLESS_SETTING=kept-4711"));
   }
 }
-#else
-TEST_SUITE("security: the browser's environment") {
-  TEST_CASE("row 5: the browser's environment") {
-    MESSAGE("skipped on Windows: the stand-in browser that writes its environment is a POSIX shell script");
-  }
-}
-#endif
 
 TEST_SUITE("security: secrets on the command line") {
   TEST_CASE(

@@ -28,14 +28,25 @@ inline std::string require_cli() {
   return cli;
 }
 
-// The stand-in browser as a $BROWSER command: tests/helper_program.cpp's `browse`, which follows the authorize URL
-// like a browser to the loopback callback (the mock's CA from $APS_TEST_CA_FILE, when set). ctest and meson pass
-// its path in $APS_AUTH_TEST_HELPER; fails the test when it is not there.
-inline std::string stand_in_browser() {
+// tests/helper_program.cpp, built as aps_auth_test_helper: ctest and meson pass its path in $APS_AUTH_TEST_HELPER;
+// fails the test when it is not there.
+inline std::string test_helper() {
   const std::string helper = env_or("APS_AUTH_TEST_HELPER");
   REQUIRE_MESSAGE(!helper.empty(), "APS_AUTH_TEST_HELPER is not set: run this test through ctest or meson test");
   REQUIRE_MESSAGE(platform::is_executable(helper), "APS_AUTH_TEST_HELPER='" << helper << "' is not executable");
-  return "\"" + helper + "\" browse";
+  return helper;
+}
+
+// The stand-in browser as a $BROWSER command: the helper's `browse`, which follows the authorize URL like a
+// browser to the loopback callback (the mock's CA from $APS_TEST_CA_FILE, when set).
+inline std::string stand_in_browser() {
+  return "\"" + test_helper() + "\" browse";
+}
+
+// A $BROWSER command that records how the browser was started, in `out`: the helper's `record-environment`
+// ({"argv": [...], "environment": ["K=V", ...]}).
+inline std::string environment_recording_browser(const std::string& out) {
+  return "\"" + test_helper() + "\" record-environment \"" + out + "\"";
 }
 
 // Runs `aps-auth args...` with exactly `env` (see run()).

@@ -168,6 +168,63 @@ inline EnvMap current_environment() {
   return out;
 }
 
+#ifdef _WIN32
+// ---- Windows: the registry ---------------------------------------------------------------------------------
+
+// Sets a string value (name nullptr: the key's default value) for the lifetime of the object, creating the key
+// when needed, and puts back what was there before, or deletes the value when there was nothing. ok() false (and
+// error() why) when it could not be set: nothing to put back then.
+class ScopedRegistryString {
+ public:
+  ScopedRegistryString(HKEY root, const std::wstring& key, const wchar_t* name, const std::wstring& value)
+      : name_(name ? name : L"") {
+    LSTATUS rc =
+        ::RegCreateKeyExW(root, key.c_str(), 0, nullptr, 0, KEY_QUERY_VALUE | KEY_SET_VALUE, nullptr, &key_, nullptr);
+    if (rc != ERROR_SUCCESS) {
+      key_ = nullptr;
+      error_ = last_error_text(static_cast<DWORD>(rc));
+      return;
+    }
+    DWORD type = 0, bytes = 0;
+    if (::RegQueryValueExW(key_, name, nullptr, &type, nullptr, &bytes) == ERROR_SUCCESS) {
+      old_.emplace(bytes / sizeof(wchar_t) + 1, L'\0');
+      ::RegQueryValueExW(key_, name, nullptr, &type, reinterpret_cast<BYTE*>(&(*old_)[0]), &bytes);
+      old_->resize(std::wcslen(old_->c_str()));
+    }
+    rc = set(value);
+    if (rc != ERROR_SUCCESS) {
+      error_ = last_error_text(static_cast<DWORD>(rc));
+      ::RegCloseKey(key_);
+      key_ = nullptr;
+    }
+  }
+  ~ScopedRegistryString() {
+    if (!key_)
+      return;
+    if (old_)
+      set(*old_);
+    else
+      ::RegDeleteValueW(key_, name_.empty() ? nullptr : name_.c_str());
+    ::RegCloseKey(key_);
+  }
+  ScopedRegistryString(const ScopedRegistryString&) = delete;
+  ScopedRegistryString& operator=(const ScopedRegistryString&) = delete;
+  bool ok() const { return key_ != nullptr; }
+  const std::string& error() const { return error_; }
+
+ private:
+  LSTATUS set(const std::wstring& v) {
+    return ::RegSetValueExW(key_, name_.empty() ? nullptr : name_.c_str(), 0, REG_SZ,
+                            reinterpret_cast<const BYTE*>(v.c_str()),
+                            static_cast<DWORD>((v.size() + 1) * sizeof(wchar_t)));
+  }
+  HKEY key_ = nullptr;
+  std::wstring name_;
+  std::optional<std::wstring> old_;
+  std::string error_;
+};
+#endif
+
 // ---- files ----------------------------------------------------------------------------------------------------
 
 // The separator of the directories in $PATH, and of a directory and a name in a path (cmd.exe misreads a '/' in
