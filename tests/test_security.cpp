@@ -642,8 +642,6 @@ TEST_SUITE("security: smaller holes") {
     CHECK(contains(e.what(), "crit"));
   }
 
-#ifndef _WIN32
-  // POSIX only: the stand-in browser is a shell script.
   TEST_CASE("row 10: aps-auth login --token-file saves under the token file's lock") {
     const std::string cli = support::require_cli();
     TempDir dir;
@@ -653,10 +651,7 @@ TEST_SUITE("security: smaller holes") {
     aps_mock::Server mock(o);
     const std::string path = dir.file("tok.json");
     support::EnvMap env = support::base_env(dir.path());
-    env["BROWSER"] = dir.write("browser.sh",
-                               "#!/bin/sh\nexec curl --silent --location --max-redirs 5 --max-time 20 --noproxy '*' "
-                               "--output /dev/null \"$1\"\n",
-                               0700);
+    env["BROWSER"] = support::stand_in_browser();
     env["APS_LOCK_TIMEOUT"] = "0.5";
     auth::FileTokenStore other_process(path);
     std::unique_ptr<auth::StoreLock> held = other_process.lock();
@@ -676,9 +671,4 @@ TEST_SUITE("security: smaller holes") {
     CHECK_MESSAGE(r.exit_code == 0, r.describe());
     CHECK(support::exists(path));
   }
-#else
-  TEST_CASE("row 10: aps-auth login --token-file saves under the token file's lock") {
-    MESSAGE("skipped on Windows: the stand-in browser that completes the sign-in is a POSIX shell script");
-  }
-#endif
 }
