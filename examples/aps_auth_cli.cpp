@@ -1218,26 +1218,39 @@ SignedInUser signed_in_user(const Args& a, const CommandInfo& cmd, const auth::T
   return u;
 }
 
-// The token file's permissions: "0600", and whether only its owner can use it.
+// Who can use the token file. POSIX: its mode ("0600"), owner-only when no group or other bit is set. Windows:
+// no mode (std::filesystem shows only the read-only attribute there), its access list decides, and the library's
+// own check of that list (`permission_problem` from loading it) says whether others can use it.
 struct FileAccess {
-  std::string mode;  // octal; empty when it could not be read
+  std::string mode;  // POSIX: octal; empty on Windows or when it could not be read
   bool owner_only = false;
-  bool link = false;
+
+  // The parenthesis after the file's name in status's text; "" when nothing is known.
+  std::string describe() const {
+#ifdef _WIN32
+    return owner_only ? " (access list: owner only)" : " (access list: OTHERS CAN READ IT)";
+#else
+    return mode.empty() ? "" : " (mode " + mode + (owner_only ? ", owner only)" : ", OTHERS CAN READ IT)");
+#endif
+  }
 };
 
-FileAccess file_access(const std::string& path) {
-  namespace fs = std::filesystem;
+FileAccess file_access([[maybe_unused]] const std::string& path,
+                       [[maybe_unused]] const std::string& permission_problem) {
   FileAccess f;
+#ifdef _WIN32
+  f.owner_only = permission_problem.empty();
+#else
   std::error_code ec;
-  fs::file_status st = fs::symlink_status(path, ec);
+  const std::filesystem::file_status st = std::filesystem::symlink_status(path, ec);
   if (ec)
     return f;
-  f.link = fs::is_symlink(st);
   const auto p = static_cast<unsigned>(st.permissions()) & 0777u;
   char buf[8];
   std::snprintf(buf, sizeof buf, "%04o", p);
   f.mode = buf;
   f.owner_only = (p & 077u) == 0;
+#endif
   return f;
 }
 
@@ -1258,7 +1271,7 @@ TokenStatus token_status(const Args& a, const CommandInfo& cmd, const std::strin
   st.profile = a.profile_name;
   st.token_file = token_file;
   st.permission_problem = permission_problem;
-  st.access = file_access(token_file);
+  st.access = file_access(token_file, permission_problem);
   st.token = token;
   st.now = std::chrono::system_clock::now();
   st.access_valid = !token.expired();
@@ -1295,7 +1308,7 @@ nlohmann::ordered_json status_json(const TokenStatus& st) {
     rt["expires_at"] = epoch_seconds(st.refresh_ends);
   }
   j["refresh_token"] = rt;
-  j["file_mode"] = st.access.mode;
+  j["file_mode"] = st.access.mode.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(st.access.mode);
   j["file_owner_only"] = st.access.owner_only;
   if (!st.permission_problem.empty())
     j["problem"] = st.permission_problem;
@@ -1307,8 +1320,7 @@ std::string status_text(const TokenStatus& st) {
   using std::chrono::seconds;
   std::ostringstream out;
   out << "Profile:        " << st.profile << "\nToken file:     " << st.token_file;
-  if (!st.access.mode.empty())
-    out << " (mode " << st.access.mode << (st.access.owner_only ? ", owner only" : ", OTHERS CAN READ IT") << ")";
+  out << st.access.describe();
   const SignedInUser& u = st.user;
   out << "\nSigned in as:   ";
   if (u.source.empty())

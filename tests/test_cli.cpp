@@ -183,18 +183,26 @@ EnvMap browser_env(Fixture& f) {
   return e;
 }
 
-// The status and profile cases read the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; on Windows
-// they say so by name and do not run.
-bool posix_places_here() {
+// Where a run with Fixture::env() keeps the token file `name` of the library's default place:
+// $XDG_STATE_HOME/aps-auth (POSIX), %LOCALAPPDATA%\aps-auth (Windows), as FileTokenStore::default_path() says.
+std::string state_file(const Fixture& f, const std::string& name) {
 #ifdef _WIN32
-  MESSAGE(
-      "skipped on Windows: the case reads the POSIX places ($XDG_STATE_HOME, $XDG_CONFIG_HOME) and mode bits; "
-      "the Windows token file (%LOCALAPPDATA%, owner-only access list) is tested by test_token_source");
-  return false;
+  return f.dir.path() + "\\AppData\\Local\\aps-auth\\" + name;
 #else
-  return true;
+  return f.dir.file("state/aps-auth/" + name);
 #endif
 }
+
+// How status describes a token file only its owner can use, and one that others can read, with the fix it names.
+#ifdef _WIN32
+const char* const kOwnerOnly = " (access list: owner only)";
+const char* const kOthersCanRead = "access list: OTHERS CAN READ IT";
+const char* const kPermissionFix = "icacls";
+#else
+const char* const kOwnerOnly = " (mode 0600, owner only)";
+const char* const kOthersCanRead = "mode 0644, OTHERS CAN READ IT";
+const char* const kPermissionFix = "chmod 600";
+#endif
 
 }  // namespace
 
@@ -740,8 +748,6 @@ TEST_SUITE("cli") {
   }
 
   TEST_CASE("cli: status tells who, which scopes, until when; exit 0 only with a usable token; no token shown") {
-    if (!posix_places_here())
-      return;
     require_cli();
     Fixture f;
     const std::string file = f.dir.file("state/aps-auth/work.json");
@@ -781,7 +787,7 @@ TEST_SUITE("cli") {
       CHECK(contains(status.err, "Access token:   valid for 59 min"));
       CHECK(contains(status.err, "Refresh token:  present, obtained "));
       CHECK(contains(status.err, "(APS: 15 days)"));
-      CHECK(contains(status.err, file + " (mode 0600, owner only)"));
+      CHECK(contains(status.err, file + kOwnerOnly));
     }
     Run status_json = f.run({"status", "--json"}, e);
     {
@@ -792,7 +798,12 @@ TEST_SUITE("cli") {
       CHECK(j["usable"] == true);
       CHECK(status_json.err.empty());
       CHECK(j["token_file"] == file);
+#ifdef _WIN32
+      CHECK(j["file_mode"].is_null());  // no POSIX mode: the access list decides
+#else
       CHECK(j["file_mode"] == "0600");
+#endif
+      CHECK(j["file_owner_only"] == true);
       CHECK(j["user"]["email"] == "mock.user@example.com");
       CHECK(j["user"]["sub"] == "MOCKAPSUSER1");
       CHECK(j["user"]["source"] == "id_token");
@@ -866,14 +877,12 @@ TEST_SUITE("cli") {
     {
       INFO(shared.describe());
       CHECK(shared.exit_code == 1);
-      CHECK(contains(shared.err, "mode 0644, OTHERS CAN READ IT"));
-      CHECK(contains(shared.err, "chmod 600"));
+      CHECK(contains(shared.err, kOthersCanRead));
+      CHECK(contains(shared.err, kPermissionFix));
     }
   }
 
   TEST_CASE("cli: two profiles: login --save-profile, status, access-token, profile list, logout") {
-    if (!posix_places_here())
-      return;
     require_cli();
     Fixture f;
     auto e = browser_env(f);  // registers the callback, sets $BROWSER
@@ -882,8 +891,8 @@ TEST_SUITE("cli") {
       e.erase(k);  // the profiles carry the settings
     e["XDG_CONFIG_HOME"] = f.dir.file("config");
     const std::string settings = f.dir.file("config/aps-auth/profiles.json");
-    const std::string test_file = f.dir.file("state/aps-auth/test.json");
-    const std::string prod_file = f.dir.file("state/aps-auth/prod.json");
+    const std::string test_file = state_file(f, "test.json");
+    const std::string prod_file = state_file(f, "prod.json");
 
     // Sign in to each profile once with flags, saving them; the secret only in the environment.
     Run test_login =
@@ -901,11 +910,11 @@ TEST_SUITE("cli") {
     REQUIRE(prod_login.exit_code == 0);
     CHECK(read_json_file(test_file)["access_token"] == parse_object(test_login)["access_token"]);
     CHECK(read_json_file(prod_file)["access_token"] == parse_object(prod_login)["access_token"]);
-    CHECK((support::file_mode(test_file) & 0777) == 0600);
+    CHECK(support::others_access(test_file) == "");
 
     // The settings file: owner-only, both profiles, never the secret.
-    REQUIRE(support::file_mode(settings) >= 0);
-    CHECK((support::file_mode(settings) & 0777) == 0600);
+    REQUIRE(support::exists(settings));
+    CHECK(support::others_access(settings) == "");
     const json saved = read_json_file(settings);
     CHECK(saved["profiles"]["test"]["client-id"] == kPublic);
     CHECK(saved["profiles"]["test"]["scopes"] == "data:read openid");
@@ -954,7 +963,7 @@ TEST_SUITE("cli") {
       for (const auto& p : j)
         by_name[p["name"]] = p;
       REQUIRE(by_name.size() == 3);
-      CHECK(by_name["default"]["token_file"] == f.dir.file("state/aps-auth/token.json"));
+      CHECK(by_name["default"]["token_file"] == state_file(f, "token.json"));
       CHECK(by_name["default"]["has_token"] == false);
       CHECK(by_name["test"]["has_token"] == true);
       CHECK(by_name["prod"]["selected"] == true);
