@@ -407,6 +407,10 @@ TEST_SUITE("security: the browser's environment") {
     const std::wstring command = L"\"" + support::platform::widen(support::test_helper()) +
                                  L"\" record-environment \"" + support::platform::widen(record) +
                                  L"\" --single-argument %1";
+    struct RemoveClass {  // after the values below are put back: the class's keys too, nothing left behind
+      std::wstring name;
+      ~RemoveClass() { ::RegDeleteTreeW(HKEY_CLASSES_ROOT, name.c_str()); }
+    } remove_class{prog_id};
     support::platform::ScopedRegistryString cls(HKEY_CLASSES_ROOT, prog_id + L"\\shell\\open\\command", nullptr,
                                                 command);
     support::platform::ScopedRegistryString choice(
