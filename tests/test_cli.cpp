@@ -1069,13 +1069,77 @@ TEST_SUITE("cli") {
     CHECK(complete({"status", "--token-file", "tokens-"}) == std::set<std::string>{"tokens-here.json"});
     CHECK(complete({"login", "--client-id", ""}).empty());
 
-    // zsh gets the same function through its bash-compatible layer.
+    // zsh gets the same function through its bash-compatible layer (the next case runs it in zsh).
     Run zsh = f.run({"completion", "zsh"});
     CHECK(zsh.exit_code == 0);
     CHECK(contains(zsh.out, "bashcompinit"));
     CHECK(contains(zsh.out, gen.out));
-    if (support::find_program({"zsh"}).empty())
-      MESSAGE("zsh not installed: the zsh script is checked as text only (it wraps the bash one)");
+  }
+
+  TEST_CASE(
+      "cli: completion zsh: loaded in an interactive zsh on a pseudo-terminal, Tab completes commands, options, "
+      "operands and file names") {
+    require_cli();
+    const std::string python = support::find_program({"python3"}), zsh = support::find_program({"zsh"});
+    if (python.empty() || zsh.empty()) {
+      MESSAGE("skipped: " << (zsh.empty() ? "zsh" : "python3")
+                          << " not found (scripts/install-deps --test installs zsh; python3's pty module gives zsh "
+                             "its terminal)");
+      return;
+    }
+    Fixture f;
+    Run gen = f.run({"completion", "zsh"});
+    REQUIRE(gen.exit_code == 0);
+    const std::string script = f.dir.write("aps-auth.zsh", gen.out);
+    f.dir.write("tokens-here.json", "{}");
+    // What a person types (Ctrl-U first: a fresh line), and what the terminal must show after the Tab. None of
+    // the expected texts is in the typed text, so an echo cannot pass.
+    const json steps = json::array({
+        {{"type", "aps-auth log\t"}, {"expect", {"login", "logout"}}},
+        {{"type", "aps-auth login --save\t"}, {"expect", {"--save-profile "}}},
+        {{"type", "aps-auth status --pro\t"}, {"expect", {"--profile "}}},
+        {{"type", "aps-auth profile \t"}, {"expect", {"list", "set"}}},
+        {{"type", "aps-auth completion z\t"}, {"expect", {"completion zsh "}}},
+        {{"type", "aps-auth status --token-file tokens-\t"}, {"expect", {"tokens-here.json"}}},
+    });
+    // zsh -f (no rc file) on a pseudo-terminal: sources the script, then for each step types it and waits (up to
+    // 15 s) until every expected text has appeared. Prints one JSON result per step.
+    const std::string driver = f.dir.write("zsh_tab.py", R"(import json, os, pty, select, sys, time
+zsh, script, workdir, steps = sys.argv[1], sys.argv[2], sys.argv[3], json.load(open(sys.argv[4]))
+pid, fd = pty.fork()
+if pid == 0:
+    os.chdir(workdir)
+    os.execv(zsh, [zsh, "-f", "-i"])
+def wait_for(texts, seconds):
+    shown, until = b"", time.monotonic() + seconds
+    while time.monotonic() < until and not all(t.encode() in shown for t in texts):
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                shown += os.read(fd, 4096)
+            except OSError:
+                break
+    return shown.decode("utf-8", "replace")
+os.write(fd, ("source '%s'; print ready-$((6*7))\n" % script).encode())
+results = [{"ok": "ready-42" in wait_for(["ready-42"], 20), "step": "source"}]
+for step in steps:
+    os.write(fd, b"\x15" + step["type"].encode())
+    shown = wait_for(step["expect"], 15)
+    results.append({"ok": all(t in shown for t in step["expect"]), "step": step["type"], "shown": shown})
+os.write(fd, b"\x15exit\n")
+os.waitpid(pid, 0)
+print(json.dumps(results))
+)");
+    const std::string steps_file = f.dir.write("steps.json", steps.dump());
+    Run r = support::run({python, driver, zsh, script, f.dir.path(), steps_file}, f.env(), std::chrono::seconds(150));
+    INFO(r.describe());
+    REQUIRE(r.exit_code == 0);
+    const json results = json::parse(r.out, nullptr, false);
+    REQUIRE(results.is_array());
+    REQUIRE(results.size() == steps.size() + 1);
+    for (const auto& result : results) {
+      INFO("step " << result.dump());
+      CHECK(result["ok"] == true);
+    }
   }
 
   TEST_CASE(
