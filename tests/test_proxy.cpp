@@ -2,7 +2,8 @@
 // Debian's tinyproxy, started by each test with a generated configuration (a free port, Listen/Allow 127.0.0.1,
 // ConnectPort = the mock's port, BasicAuth for the credentials cases), in the foreground, its log read to count
 // the CONNECT requests. The HTTPS mock APS server still sees every request that went through. Without tinyproxy
-// these tests FAIL: run scripts/install-deps --test.
+// these tests FAIL: run scripts/install-deps --test. On Windows the tests' own tunnelling proxy stands in for it
+// (support::TunnelProxy: see TestProxy).
 //
 // Found and fixed with these tests (aps_auth.hpp, http_send): with cpp-httplib 0.11 a proxy refusing the CONNECT
 // (wrong credentials: 401/407, port not allowed: 403, target down: 5xx) hung the call for ever; and the proxy
@@ -17,6 +18,7 @@
 #include "support/mock.hpp"
 #include "support/network.hpp"
 #include "support/process.hpp"
+#include "support/proxy.hpp"
 #include "support/text.hpp"
 #include "support/timing.hpp"
 
@@ -42,19 +44,12 @@ std::string tinyproxy_path() {
   return support::find_program({"/usr/bin/tinyproxy", "/usr/sbin/tinyproxy", "/usr/local/bin/tinyproxy", "tinyproxy"});
 }
 
-// tinyproxy is a Linux program. Under Wine a Windows test can start it, but it is handed Windows paths for its
-// configuration, and Wine does not see it end: the cases that need it are skipped on Windows (the first case says
-// so); "a proxy that is down" runs there.
-#ifdef _WIN32
-constexpr bool kNoTinyproxyHere = true;
-#else
-constexpr bool kNoTinyproxyHere = false;
-#endif
-
 void require_tinyproxy() {
+#ifndef _WIN32
   REQUIRE_MESSAGE(!tinyproxy_path().empty(),
                   "tinyproxy is not installed; the proxy tests need it: run scripts/install-deps --test "
                   "(Debian/Ubuntu package tinyproxy)");
+#endif
 }
 
 // A real HTTP proxy on 127.0.0.1, in the foreground, logging every request (CONNECT included) to a file.
@@ -118,6 +113,18 @@ class Tinyproxy {
   std::unique_ptr<support::Process> process_;
 };
 
+// The proxy of these tests: tinyproxy, a real one. tinyproxy is a Linux program, which a Windows test under Wine
+// can start but can neither hand its configuration's path nor see end: on Windows the tests' own tunnelling
+// proxy (support::TunnelProxy) stands in, with the same refusals and the same log lines.
+#ifdef _WIN32
+struct TestProxy : support::TunnelProxy {
+  TestProxy(const support::TempDir&, int connect_port, const std::string& user = "", const std::string& password = "")
+      : TunnelProxy(connect_port, user, password) {}
+};
+#else
+using TestProxy = Tinyproxy;
+#endif
+
 // Every proxy variable unset for the lifetime of the object, then restored.
 struct NoProxyEnv {
   ScopedEnv a{"HTTPS_PROXY", nullptr}, b{"https_proxy", nullptr}, c{"HTTP_PROXY", nullptr}, d{"http_proxy", nullptr},
@@ -172,7 +179,7 @@ std::string credentials() {
 struct Proxied {
   NoProxyEnv clean;
   Mock m;
-  Tinyproxy proxy;
+  TestProxy proxy;
 
   explicit Proxied(bool tls = true) : m((require_tinyproxy(), tls)), proxy(m.dir, m.server.port(), kUser, kPassword) {}
 };
@@ -186,20 +193,15 @@ struct ProxiedHttp : Proxied {
 
 TEST_SUITE("proxy") {
   TEST_CASE("tinyproxy is installed (scripts/install-deps --test)") {
-    if (kNoTinyproxyHere) {
-      MESSAGE(
-          "skipped on Windows: every case of this file but \"a proxy that is down\" (doctest lists them as "
-          "skipped): they need tinyproxy, a Linux program that a Windows test under Wine can start but cannot "
-          "hand its configuration's path to nor see end");
-      return;
-    }
+#ifdef _WIN32
+    MESSAGE("on Windows the proxy is the tests' own (support::TunnelProxy): tinyproxy is a Linux program");
+#endif
     require_tinyproxy();
   }
 
   TEST_CASE_FIXTURE(Proxied,
                     "HTTPS_PROXY with credentials: the calls go through the proxy, the server never sees the "
-                    "credentials" *
-                        doctest::skip(kNoTinyproxyHere)) {
+                    "credentials") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     const auth::Config config = m.config();
 
@@ -223,8 +225,13 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests(m.connect_line()) >= 3);
   }
 
-  TEST_CASE_FIXTURE(Proxied,
-                    "lower-case https_proxy works, and wins over HTTPS_PROXY" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "lower-case https_proxy works, and wins over HTTPS_PROXY") {
+#ifdef _WIN32
+    MESSAGE(
+        "skipped on Windows: its environment names are case-insensitive, https_proxy and HTTPS_PROXY are one "
+        "variable");
+    return;
+#endif
     ScopedEnv lower("https_proxy", proxy.url(credentials()).c_str());
     ScopedEnv upper("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Token t = auth::client_credentials(m.config());
@@ -233,8 +240,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 1);
   }
 
-  TEST_CASE_FIXTURE(Proxied,
-                    "NO_PROXY / no_proxy naming the host bypasses the proxy" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "NO_PROXY / no_proxy naming the host bypasses the proxy") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     std::unique_ptr<ScopedEnv> no_proxy;
     SUBCASE("NO_PROXY=<host>") {
@@ -255,8 +261,7 @@ TEST_SUITE("proxy") {
 
   TEST_CASE_FIXTURE(Proxied,
                     "NO_PROXY naming other hosts (or a suffix that is not a domain boundary) does not bypass the "
-                    "proxy" *
-                        doctest::skip(kNoTinyproxyHere)) {
+                    "proxy") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     ScopedEnv no_proxy("NO_PROXY", "example.com,.example.org,0.0.1");
     CHECK_FALSE(auth::client_credentials(m.config()).access_token.empty());
@@ -265,8 +270,7 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent" *
-                        doctest::skip(kNoTinyproxyHere)) {
+                    "wrong proxy credentials: ErrorKind::network naming the proxy, at once (no hang), nothing sent") {
     std::string url;
     SUBCASE("a wrong password") {
       url = proxy.url(std::string(kUser) + ":pw-WRONG-91c2");
@@ -290,12 +294,11 @@ TEST_SUITE("proxy") {
     CHECK(m.server.is_valid_refresh_token(rt));  // nothing reached the server: the refresh token is intact
   }
 
-  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent" *
-            doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE("a proxy that refuses the target port (403): ErrorKind::network, at once, nothing sent") {
     require_tinyproxy();
     NoProxyEnv clean;
     Mock m;
-    Tinyproxy proxy(m.dir, support::free_port());  // tunnels to another port only
+    TestProxy proxy(m.dir, support::free_port());  // tunnels to another port only
     ScopedEnv env("HTTPS_PROXY", proxy.url().c_str());
     auto t0 = std::chrono::steady_clock::now();
     auto e = require_error([&] { (void)auth::client_credentials(m.config()); });
@@ -307,8 +310,7 @@ TEST_SUITE("proxy") {
   }
 
   TEST_CASE_FIXTURE(Proxied,
-                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls" *
-                        doctest::skip(kNoTinyproxyHere)) {
+                    "through the proxy TLS is still verified end to end: an untrusted server is ErrorKind::tls") {
     ScopedEnv env("HTTPS_PROXY", proxy.url(credentials()).c_str());
     support::IsolatedTrust trust(m.dir);
     auth::Config config = m.config();
@@ -332,7 +334,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy = \"direct\" ignores the environment") {
     auth::Config config = m.config();
     config.proxy = "direct";
     SUBCASE("HTTPS_PROXY names a working proxy: not used") {
@@ -347,8 +349,7 @@ TEST_SUITE("proxy") {
     CHECK(proxy.requests("CONNECT") == 0);
   }
 
-  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included" *
-                                 doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "Config::proxy naming a proxy overrides the environment, NO_PROXY included") {
     ScopedEnv no_proxy("NO_PROXY", "*");
     ScopedEnv env("HTTPS_PROXY", ("http://127.0.0.1:" + std::to_string(support::free_port())).c_str());
     auth::Config config = m.config();
@@ -366,8 +367,7 @@ TEST_SUITE("proxy") {
 
   TEST_CASE_FIXTURE(ProxiedHttp,
                     "loopback endpoints (localhost, 127.0.0.0/8, ::1) never go through a proxy "
-                    "(security row 7: the Basic-encoded secret would cross to the proxy in clear)" *
-                        doctest::skip(kNoTinyproxyHere)) {
+                    "(security row 7: the Basic-encoded secret would cross to the proxy in clear)") {
     const std::string port = std::to_string(m.server.port());
     for (const char* variable : {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"}) {
       ScopedEnv env(variable, proxy.url(credentials()).c_str());
@@ -387,8 +387,7 @@ TEST_SUITE("proxy") {
     CHECK(m.server.count("token") == 16);
   }
 
-  TEST_CASE_FIXTURE(Proxied,
-                    "the CLI honours HTTPS_PROXY (and its credentials) too" * doctest::skip(kNoTinyproxyHere)) {
+  TEST_CASE_FIXTURE(Proxied, "the CLI honours HTTPS_PROXY (and its credentials) too") {
     const std::string cli = support::require_cli();
     support::EnvMap env = support::base_env(m.dir.path());
     env["HTTPS_PROXY"] = proxy.url(credentials());

@@ -403,14 +403,12 @@ TEST_SUITE("security: the browser's environment") {
     const std::string record = dir.file("default-browser.json");
     const std::string secret = "d3fault-Br0wser-41c7";
     // A stand-in default browser, registered as a browser is: a class with a command line, chosen by the user.
-    const std::wstring prog_id = L"ApsAuthTestBrowser." + std::to_wstring(::GetCurrentProcessId());
+    const std::wstring prog_id = L"ApsAuthTestBrowser." + std::to_wstring(support::platform::current_process_id());
     const std::wstring command = L"\"" + support::platform::widen(support::test_helper()) +
                                  L"\" record-environment \"" + support::platform::widen(record) +
                                  L"\" --single-argument %1";
-    struct RemoveClass {  // after the values below are put back: the class's keys too, nothing left behind
-      std::wstring name;
-      ~RemoveClass() { ::RegDeleteTreeW(HKEY_CLASSES_ROOT, name.c_str()); }
-    } remove_class{prog_id};
+    // Removed after the values below are put back: the class's keys too, nothing left behind.
+    support::platform::ScopedRegistryKey remove_class(HKEY_CLASSES_ROOT, prog_id);
     support::platform::ScopedRegistryString cls(HKEY_CLASSES_ROOT, prog_id + L"\\shell\\open\\command", nullptr,
                                                 command);
     support::platform::ScopedRegistryString choice(

@@ -223,6 +223,19 @@ class ScopedRegistryString {
   std::optional<std::wstring> old_;
   std::string error_;
 };
+
+// A registry key that a test makes, removed with everything under it when the object goes.
+class ScopedRegistryKey {
+ public:
+  ScopedRegistryKey(HKEY root, std::wstring key) : root_(root), key_(std::move(key)) {}
+  ~ScopedRegistryKey() { ::RegDeleteTreeW(root_, key_.c_str()); }
+  ScopedRegistryKey(const ScopedRegistryKey&) = delete;
+  ScopedRegistryKey& operator=(const ScopedRegistryKey&) = delete;
+
+ private:
+  HKEY root_;
+  std::wstring key_;
+};
 #endif
 
 // ---- files ----------------------------------------------------------------------------------------------------
@@ -458,6 +471,14 @@ inline std::optional<std::string> access_by_others(const std::string& path) {
 }
 
 // ---- processes ------------------------------------------------------------------------------------------------
+
+inline long current_process_id() {
+#ifdef _WIN32
+  return static_cast<long>(::GetCurrentProcessId());
+#else
+  return static_cast<long>(::getpid());
+#endif
+}
 
 // What to start and how to connect it.
 struct SpawnRequest {
@@ -1086,6 +1107,52 @@ inline bool listen_on(socket_t s, int backlog) {
 
 inline bool connect_to(socket_t s, const sockaddr_storage& ss, socklen_type len) {
   return ::connect(s, reinterpret_cast<const sockaddr*>(&ss), len) == 0;
+}
+
+// The first address a host name (or a numeric address) resolves to, as make_address() gives it.
+inline bool resolve_address(const std::string& host, int port, sockaddr_storage& ss, socklen_type& len) {
+  if (make_address(host, port, ss, len))
+    return true;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found)
+    return false;
+  ss = sockaddr_storage{};
+  std::memcpy(&ss, found->ai_addr, std::min<std::size_t>(found->ai_addrlen, sizeof ss));
+  len = static_cast<socklen_type>(found->ai_addrlen);
+  ::freeaddrinfo(found);
+  return true;
+}
+
+// A connection accepted on a listening socket (kNoSocket on failure), not inherited by child processes.
+inline socket_t accept_connection(socket_t listener) {
+  socket_t s = ::accept(listener, nullptr, nullptr);
+#ifdef _WIN32
+  if (s != kNoSocket)
+    ::SetHandleInformation(reinterpret_cast<HANDLE>(s), HANDLE_FLAG_INHERIT, 0);
+#else
+  if (s >= 0)
+    ::fcntl(s, F_SETFD, FD_CLOEXEC);
+#endif
+  return s;
+}
+
+// Waits until a or b is readable (or closed): 1 for a, 2 for b, 3 for both, 0 when the time ran out.
+inline int wait_readable_either(socket_t a, socket_t b, int timeout_ms) {
+#ifdef _WIN32
+  WSAPOLLFD p[2] = {{a, POLLRDNORM, 0}, {b, POLLRDNORM, 0}};
+  if (::WSAPoll(p, 2, timeout_ms) <= 0)
+    return 0;
+#else
+  pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+  int n;
+  while ((n = ::poll(p, 2, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  if (n <= 0)
+    return 0;
+#endif
+  return (p[0].revents ? 1 : 0) | (p[1].revents ? 2 : 0);
 }
 
 // The port a socket is bound to (0: none).
