@@ -321,6 +321,10 @@ std::string bash_completion() {
          "  done\n"
          "  case \"$prev\" in\n"
          "    --token-file|--ca-file) COMPREPLY=( $(compgen -f -- \"$cur\") ); return ;;\n"
+         // The profile names, from the CLI itself (as typed: the first word), out of `profile list --json`.
+         R"sh(    --profile) COMPREPLY=( $(compgen -W "$("${COMP_WORDS[0]}" profile list --json 2>/dev/null |)sh"
+         R"sh( grep -o '"name": *"[^"]*"' | sed 's/^"name": *"//; s/"$//')" -- "$cur") ); return ;;)sh"
+         "\n"
          "    " +
          values +
          ") COMPREPLY=(); return ;;\n"

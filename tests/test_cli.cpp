@@ -1011,15 +1011,20 @@ TEST_SUITE("cli") {
     const std::string script = f.dir.file("aps-auth.bash");
     support::write_file(script, gen.out, 0600);
     support::write_file(f.dir.file("tokens-here.json"), "{}", 0600);
+    auto env = f.env();  // two profiles saved, for the names after --profile
+    env["XDG_CONFIG_HOME"] = f.dir.file("config");
+    fs::create_directories(f.dir.file("config/aps-auth"));
+    f.dir.write("config/aps-auth/profiles.json", R"({"profiles": {"work": {"client-id": "w"}, "prod": {}}})");
 
-    // The words bash offers after `aps-auth WORDS...` (the last word is the one being completed).
+    // The words bash offers after `<the CLI's path> WORDS...` (the last word is the one being completed).
     auto complete = [&](const std::vector<std::string>& words) {
-      std::string line = "source '" + script + "'; cd '" + f.dir.path() + "'; COMP_WORDS=(aps-auth";
+      std::string line =
+          "source '" + script + "'; cd '" + f.dir.path() + "'; COMP_WORDS=('" + support::cli_path() + "'";
       for (const auto& w : words)
         line += " '" + w + "'";
       line += "); COMP_CWORD=" + std::to_string(words.size()) +
               "; _aps_auth; printf '%s\\n' \"${COMPREPLY[@]}\"; complete -p aps-auth >&2";
-      Run r = support::run({bash, "--norc", "--noprofile", "-c", line}, f.env(), std::chrono::seconds(20));
+      Run r = support::run({bash, "--norc", "--noprofile", "-c", line}, env, std::chrono::seconds(20));
       INFO(r.describe());
       CHECK(r.exit_code == 0);
       CHECK(contains(r.err, "complete -F _aps_auth aps-auth"));
@@ -1065,8 +1070,11 @@ TEST_SUITE("cli") {
     CHECK(complete({"profile", "list", "--j"}) == std::set<std::string>{"--json"});
     CHECK(complete({"completion", ""}) == std::set<std::string>{"bash", "zsh"});
 
-    // File names after --token-file; nothing after an option whose value is not a file.
+    // File names after --token-file; the saved profiles' names (and default) after --profile, asked of the CLI
+    // itself; nothing after an option whose value is not a file.
     CHECK(complete({"status", "--token-file", "tokens-"}) == std::set<std::string>{"tokens-here.json"});
+    CHECK(complete({"status", "--profile", ""}) == std::set<std::string>{"default", "prod", "work"});
+    CHECK(complete({"login", "--profile", "w"}) == std::set<std::string>{"work"});
     CHECK(complete({"login", "--client-id", ""}).empty());
 
     // zsh gets the same function through its bash-compatible layer (the next case runs it in zsh).
@@ -1101,7 +1109,14 @@ TEST_SUITE("cli") {
         {{"type", "aps-auth profile \t"}, {"expect", {"list", "set"}}},
         {{"type", "aps-auth completion z\t"}, {"expect", {"completion zsh "}}},
         {{"type", "aps-auth status --token-file tokens-\t"}, {"expect", {"tokens-here.json"}}},
+        {{"type", "aps-auth status --profile wo\t"}, {"expect", {"--profile work "}}},
     });
+    // aps-auth on the PATH (the profile names come from it), and one profile saved.
+    auto env = f.env();
+    env["PATH"] = fs::path(support::cli_path()).parent_path().string() + ":" + env["PATH"];
+    env["XDG_CONFIG_HOME"] = f.dir.file("config");
+    fs::create_directories(f.dir.file("config/aps-auth"));
+    f.dir.write("config/aps-auth/profiles.json", R"({"profiles": {"work": {"client-id": "w"}}})");
     // zsh -f (no rc file) on a pseudo-terminal: sources the script, then for each step types it and waits (up to
     // 15 s) until every expected text has appeared. Prints one JSON result per step.
     const std::string driver = f.dir.write("zsh_tab.py", R"(import json, os, pty, select, sys, time
@@ -1130,7 +1145,7 @@ os.waitpid(pid, 0)
 print(json.dumps(results))
 )");
     const std::string steps_file = f.dir.write("steps.json", steps.dump());
-    Run r = support::run({python, driver, zsh, script, f.dir.path(), steps_file}, f.env(), std::chrono::seconds(150));
+    Run r = support::run({python, driver, zsh, script, f.dir.path(), steps_file}, env, std::chrono::seconds(150));
     INFO(r.describe());
     REQUIRE(r.exit_code == 0);
     const json results = json::parse(r.out, nullptr, false);
