@@ -1454,7 +1454,7 @@ inline std::optional<std::vector<long>> processes_mentioning(const std::string& 
   PROCESSENTRY32W e{};
   e.dwSize = sizeof e;
   for (BOOL more = ::Process32FirstW(snap, &e); more; more = ::Process32NextW(snap, &e))
-    if (e.th32ProcessID != ::GetCurrentProcessId() &&
+    if (static_cast<long>(e.th32ProcessID) != current_process_id() &&
         command_line_of(e.th32ProcessID).find(marker) != std::string::npos)
       out.push_back(static_cast<long>(e.th32ProcessID));
   ::CloseHandle(snap);
@@ -1466,7 +1466,7 @@ inline std::optional<std::vector<long>> processes_mentioning(const std::string& 
   while (dirent* e = ::readdir(d)) {
     char* end = nullptr;
     long pid = std::strtol(e->d_name, &end, 10);
-    if (!end || *end || pid <= 0 || pid == ::getpid())
+    if (!end || *end || pid <= 0 || pid == current_process_id())
       continue;
     std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline", std::ios::binary);
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
